@@ -1,0 +1,144 @@
+"""One typed configuration object per stage, with every default in this one file.
+
+The CLI, manifests (per-row overrides) and Prefect parameters all map onto these fields, so a
+name used anywhere in the product (``warp_strength``, ``style_weight``, ...) means one thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+WARP_METHODS = ("learned", "optim", "affine", "tps", "none")
+INPAINT_METHODS = ("telea", "ns")
+OPTIMIZERS = ("lbfgs", "adam")
+
+
+@dataclass
+class WarpConfig:
+    """Geometric stage: estimate a field on 256x256 views, scale it, upsample, inpaint."""
+
+    method: str = "learned"
+    strength: float = 1.0
+    analysis_size: int = 256
+    inpaint: str = "telea"
+    checkpoint: str | None = None  # None: the network shipped in lwst/checkpoints
+    optim_steps: int = 150  # optimisation estimator iterations
+    optim_grid: int = 16  # optimisation estimator control grid (cells per side)
+    optim_smoothness: float = 1.0
+
+
+@dataclass
+class RenderConfig:
+    """Texture stage: multi-scale Gatys (method.md) solved coarse to fine."""
+
+    optimizer: str = "lbfgs"
+    levels: int = 3  # pyramid levels below and including the output size
+    iterations: tuple[int, ...] = (150, 100, 60)  # per level, coarsest first
+    style_weight: float = 1e4
+    content_weight: float = 1.0
+    learning_rate: float = 0.02  # Adam only
+    preserve_color: bool = False
+    style_size: int | None = None  # longest side of the texture exemplar; None: output size
+    init: str = "content"  # content | noise
+
+
+@dataclass
+class StylizeConfig:
+    """A whole item: output size, device, seed, weights, and the two stages."""
+
+    size: int = 512
+    device: str = "auto"
+    seed: int = 0
+    vgg_weights: str = "auto"
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+
+# Flat override names (CLI options, manifest columns, flow parameters) -> (stage, field).
+OVERRIDES: dict[str, tuple[str | None, str]] = {
+    "size": (None, "size"),
+    "seed": (None, "seed"),
+    "device": (None, "device"),
+    "vgg_weights": (None, "vgg_weights"),
+    "warp_method": ("warp", "method"),
+    "warp_strength": ("warp", "strength"),
+    "inpaint": ("warp", "inpaint"),
+    "warpnet_checkpoint": ("warp", "checkpoint"),
+    "optim_steps": ("warp", "optim_steps"),
+    "optimizer": ("render", "optimizer"),
+    "levels": ("render", "levels"),
+    "iterations": ("render", "iterations"),
+    "style_weight": ("render", "style_weight"),
+    "content_weight": ("render", "content_weight"),
+    "learning_rate": ("render", "learning_rate"),
+    "preserve_color": ("render", "preserve_color"),
+    "style_size": ("render", "style_size"),
+}
+
+
+def _coerce(value: Any, current: Any, name: str) -> Any:
+    """Convert a CLI/CSV value to the type of the field's current value."""
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "y"):
+                return True
+            if lowered in ("0", "false", "no", "n"):
+                return False
+            raise ValueError(f"{name}: expected a boolean, got {value!r}")
+        return bool(value)
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.replace(";", ",").split(",") if v.strip()]
+        return tuple(int(v) for v in value)
+    if isinstance(current, int) and not isinstance(current, bool):
+        as_float = float(value)
+        if not as_float.is_integer():
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+        return int(as_float)
+    if isinstance(current, float):
+        return float(value)
+    return value
+
+
+def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeConfig:
+    """A copy of ``config`` with flat overrides applied; unknown names raise ``KeyError``."""
+    result = dataclasses.replace(
+        config, warp=dataclasses.replace(config.warp), render=dataclasses.replace(config.render)
+    )
+    for name, value in overrides.items():
+        if value is None or (isinstance(value, float) and value != value):  # None / NaN: keep
+            continue
+        if name not in OVERRIDES:
+            raise KeyError(name)
+        stage, attr = OVERRIDES[name]
+        target = result if stage is None else getattr(result, stage)
+        current = getattr(target, attr)
+        setattr(target, attr, value if current is None else _coerce(value, current, name))
+    validate(result)
+    return result
+
+
+def validate(config: StylizeConfig) -> None:
+    """Refuse impossible settings with a one-line reason (ValueError)."""
+    if config.warp.method not in WARP_METHODS:
+        raise ValueError(f"warp_method must be one of {WARP_METHODS}, got {config.warp.method!r}")
+    if config.warp.inpaint not in INPAINT_METHODS:
+        raise ValueError(f"inpaint must be one of {INPAINT_METHODS}, got {config.warp.inpaint!r}")
+    if config.render.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
+    if not 0.0 <= config.warp.strength <= 4.0:
+        raise ValueError(f"warp_strength must be within 0..4, got {config.warp.strength}")
+    if config.render.levels < 1 or len(config.render.iterations) < 1:
+        raise ValueError("levels and iterations must be at least 1")
+    if any(i < 0 for i in config.render.iterations):
+        raise ValueError("iterations must be non-negative")
+    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {config.device!r}")
+
+
+def to_params(config: StylizeConfig) -> dict[str, Any]:
+    """Flat, JSON-friendly parameters for the metadata ``params`` column."""
+    return {name: getattr(config if s is None else getattr(config, s), a) for name, (s, a) in OVERRIDES.items()}

@@ -1,0 +1,1 @@
+"""Warp estimators other than the learned network (optimisation, parametric fits)."""

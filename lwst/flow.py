@@ -1,0 +1,134 @@
+"""Dense backward flow fields: apply, resize, measure, picture, and store as Middlebury ``.flo``.
+
+Convention (method.md): a flow ``(B, 2, H, W)`` in pixels at the warped output's resolution,
+``warped(x, y) = content(x + u(x, y), y + v(x, y))``, channel 0 = u (right), 1 = v (down).
+Pixel centres sit at integer coordinates, hence ``align_corners=True`` throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.utils import flow_to_image
+
+from lwst import storage
+
+
+def base_grid(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
+    """Pixel coordinates ``(1, 2, H, W)``: channel 0 = x, channel 1 = y."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=dtype),
+        torch.arange(width, device=device, dtype=dtype),
+        indexing="ij",
+    )
+    return torch.stack([xs, ys]).unsqueeze(0)
+
+
+def sampling_grid(flow: Tensor) -> Tensor:
+    """Backward flow in pixels -> the ``(B, H, W, 2)`` normalised grid ``grid_sample`` wants."""
+    _, _, height, width = flow.shape
+    coords = base_grid(height, width, flow.device, flow.dtype) + flow
+    norm_x = 2.0 * coords[:, 0] / max(width - 1, 1) - 1.0
+    norm_y = 2.0 * coords[:, 1] / max(height - 1, 1) - 1.0
+    return torch.stack([norm_x, norm_y], dim=-1)
+
+
+def warp_image(image: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
+    """Backward-warp ``image (B, C, H, W)`` by ``flow (B, 2, H, W)``; outside samples are 0."""
+    if image.shape[-2:] != flow.shape[-2:]:
+        raise ValueError(f"image {tuple(image.shape[-2:])} and flow {tuple(flow.shape[-2:])} differ")
+    return F.grid_sample(
+        image, sampling_grid(flow.to(image.dtype)), mode=mode, padding_mode="zeros",
+        align_corners=True,
+    )
+
+
+def hole_mask(flow: Tensor) -> Tensor:
+    """``(B, 1, H, W)`` bool: True where the flow samples outside the content (to inpaint)."""
+    _, _, height, width = flow.shape
+    coords = base_grid(height, width, flow.device, flow.dtype) + flow
+    x, y = coords[:, 0:1], coords[:, 1:2]
+    return (x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)
+
+
+def resize_flow(flow: Tensor, height: int, width: int) -> Tensor:
+    """Bilinearly resample a flow to ``(height, width)``, rescaling its pixel units."""
+    _, _, h0, w0 = flow.shape
+    if (h0, w0) == (height, width):
+        return flow
+    resized = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=True)
+    scale = torch.tensor(
+        [(width - 1) / max(w0 - 1, 1), (height - 1) / max(h0 - 1, 1)],
+        device=flow.device, dtype=flow.dtype,
+    ).view(1, 2, 1, 1)
+    return resized * scale
+
+
+@dataclass(frozen=True)
+class FlowStats:
+    """Warp magnitude in pixels and as a fraction of the image diagonal (size-independent)."""
+
+    mean_px: float
+    p95_px: float
+    max_px: float
+    mean_frac: float
+
+
+def flow_stats(flow: Tensor) -> FlowStats:
+    """Magnitude statistics of one flow ``(1, 2, H, W)`` (or the whole batch pooled)."""
+    magnitude = flow.detach().float().pow(2).sum(1).sqrt().flatten()
+    _, _, height, width = flow.shape
+    diagonal = float(np.hypot(height, width))
+    mean = float(magnitude.mean())
+    return FlowStats(
+        mean_px=mean,
+        p95_px=float(torch.quantile(magnitude, 0.95)) if magnitude.numel() else 0.0,
+        max_px=float(magnitude.max()),
+        mean_frac=mean / diagonal,
+    )
+
+
+def flow_picture(flow: Tensor) -> Tensor:
+    """Colour-wheel picture ``(B, 3, H, W)`` in [0, 1] (torchvision's Middlebury colouring)."""
+    return flow_to_image(flow.detach().float().cpu()).float() / 255.0
+
+
+def write_flo(flow: Tensor, uri: str | os.PathLike[str], **storage_options: object) -> None:
+    """Write one flow ``(1, 2, H, W)`` or ``(2, H, W)`` as Middlebury ``.flo``, atomically."""
+    if flow.dim() == 4:
+        flow = flow[0]
+    arr = np.ascontiguousarray(flow.detach().float().cpu().permute(1, 2, 0).numpy())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "flow.flo"
+        if not cv2.writeOpticalFlow(str(path), arr):
+            raise OSError(f"OpenCV could not encode the flow for {uri}")
+        storage.write_bytes_atomic(uri, path.read_bytes(), **storage_options)
+
+
+def read_flo(uri: str | os.PathLike[str], **storage_options: object) -> Tensor:
+    """Read a Middlebury ``.flo`` into ``(1, 2, H, W)`` float32."""
+    data = storage.read_bytes(uri, **storage_options)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "flow.flo"
+        path.write_bytes(data)
+        arr = cv2.readOpticalFlow(str(path))
+    if arr is None:
+        raise ValueError(f"{uri}: not a Middlebury .flo file")
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def end_point_error(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean end-point error in pixels per batch item, over ``valid`` pixels when given."""
+    epe = (pred - target).pow(2).sum(1, keepdim=True).sqrt()
+    if valid is None:
+        return epe.flatten(1).mean(1)
+    valid = valid.to(epe.dtype)
+    return (epe * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1.0)

