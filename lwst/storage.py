@@ -48,6 +48,16 @@ def exists(uri: str | os.PathLike[str], **storage_options: object) -> bool:
     return fs.exists(path)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
+
+
 def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes, **storage_options: object) -> None:
     """Write ``data`` so that readers see either the old state or the complete new file."""
     if is_local(uri):
@@ -59,6 +69,8 @@ def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes, **storage_optio
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            # mkstemp makes owner-only files; outputs get the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -68,3 +68,13 @@ def test_png_round_trip_and_atomic_write(tmp_path):
     assert (back - image).abs().max() <= 0.5 / 255 + 1e-6
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
     assert encode_png(image[0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "out.png"
+    write_png(torch.rand(1, 3, 8, 8), path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
