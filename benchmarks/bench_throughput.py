@@ -1,0 +1,129 @@
+"""Pipeline throughput: items per minute through the stylize-dataset flow on Dask workers.
+
+Runs the example manifest (manifests/example.csv, 3 triples, each listed ``--repeat`` times under
+new ids so two workers get an even share) at 256 px through the real flow on a Dask
+LocalCluster of 1 and then 2 single-process workers, each given cores/workers torch threads.
+Workers are warmed first (imports, VGG weights), so the figure is steady-state throughput;
+cluster start-up is reported separately. Peak memory is each worker process's maximum resident
+set size (getrusage), read after the run.
+
+    .venv/bin/python benchmarks/bench_throughput.py               # CPU, 1 and 2 workers
+    .venv/bin/python benchmarks/bench_throughput.py --device cuda --workers 1
+
+Needs a Prefect API: it starts a local server for the run unless PREFECT_API_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OVERRIDES = {"size": 256, "warp_method": "tps", "levels": 2, "iterations": [20, 10]}
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _warm(device: str) -> None:
+    import torch  # noqa: F401
+
+    import lwst.stylize  # noqa: F401
+    from lwst.stylize import resolve_device
+    from lwst.vgg import load_vgg19
+
+    load_vgg19("auto", device=resolve_device(device))
+
+
+def measure(manifest: str, workers: int, overrides: dict, cores: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    from flows.stylize_dataset import stylize_dataset
+    from lwst.dataset import read_metadata
+    from lwst.manifest import read_manifest
+
+    n_items = len(read_manifest(manifest))
+    threads = max(1, cores // workers)
+    started = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.run(_warm, overrides.get("device", "auto"))
+        warm_s = time.perf_counter() - started
+        out = tempfile.mkdtemp(prefix="lwst-bench-")
+        try:
+            began = time.perf_counter()
+            summary = stylize_dataset(manifest, out, overrides=overrides, runner="dask",
+                                      dask_address=cluster.scheduler_address,
+                                      torch_threads=threads, contact_sheet_items=0)
+            seconds = time.perf_counter() - began
+            peaks = client.run(_peak_rss_mib)
+            meta = read_metadata(out).to_pandas()
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    return {"workers": workers, "torch_threads": threads, "items": n_items,
+            "ok": summary["counts"]["ok"], "seconds": round(seconds, 1),
+            "items_per_min": round(60.0 * n_items / seconds, 2),
+            "mean_warp_s": round(float(meta["seconds_warp"].mean()), 1),
+            "mean_render_s": round(float(meta["seconds_render"].mean()), 1),
+            "startup_and_warm_s": round(warm_s, 1),
+            "peak_rss_mib_per_worker": sorted(round(v) for v in peaks.values())}
+
+
+def repeated_manifest(uri: str, repeat: int) -> str:
+    """The manifest with every item listed ``repeat`` times (ids ``<id>-r<k>``), paths resolved."""
+    import pandas as pd
+
+    from lwst.manifest import read_manifest
+
+    rows = [{"id": f"{item.id}-r{k}", "content": item.content, "geometry": item.geometry,
+             "texture": item.texture, **item.overrides}
+            for k in range(repeat) for item in read_manifest(uri)]
+    path = Path(tempfile.mkdtemp(prefix="lwst-bench-manifest-")) / "manifest.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default=str(REPO / "manifests" / "example.csv"))
+    parser.add_argument("--repeat", type=int, default=2, help="list each item this many times")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overrides", type=json.loads, default=DEFAULT_OVERRIDES,
+                        help="flat overrides as JSON (default: %(default)s)")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                        help="cores shared by the workers (torch threads = cores / workers)")
+    args = parser.parse_args()
+    overrides = {**args.overrides, "device": args.device}
+    manifest = repeated_manifest(args.manifest, args.repeat)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+    def run_all() -> None:
+        print(f"manifest {args.manifest} x{args.repeat}, overrides {json.dumps(overrides)}, "
+              f"{args.cores} cores", flush=True)
+        for workers in args.workers:
+            print(json.dumps(measure(manifest, workers, overrides, args.cores)), flush=True)
+
+    if os.environ.get("PREFECT_API_URL"):
+        run_all()
+        return 0
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # Dask workers inherit it
+        run_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Task-runner choice: threads on this machine, or Dask (a LocalCluster or an existing scheduler).
+
+Prefect fixes a flow's task runner when the flow is defined, so the stylisation flow hands its
+per-item fan-out to a sub-flow built with the runner its parameters ask for; a deployment can
+then switch engines with a parameter instead of a code change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+RunnerName = Literal["threads", "dask"]
+
+
+def make_task_runner(
+    runner: RunnerName = "threads",
+    workers: int = 1,
+    dask_address: str | None = None,
+    gpus_per_worker: int = 0,
+) -> TaskRunner:
+    """``threads``: ``workers`` threads here. ``dask``: connect to ``dask_address`` or start a
+    LocalCluster of ``workers`` single-threaded processes (each advertising ``gpus_per_worker``
+    GPU resources, matched by items annotated with ``resources={"GPU": ...}``)."""
+    if runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=max(1, workers))
+    if runner != "dask":
+        raise ValueError(f"runner must be 'threads' or 'dask', got {runner!r}")
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    cluster_kwargs: dict = {"n_workers": max(1, workers), "threads_per_worker": 1,
+                            "processes": True, "dashboard_address": ":0"}
+    if gpus_per_worker:
+        cluster_kwargs["resources"] = {"GPU": gpus_per_worker}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)

@@ -1,0 +1,184 @@
+"""Manifest in, stylised dataset out: the pipeline as its users run it.
+
+    manifest -> validate (all rows, before any work) -> skip finished items
+             -> stylize_item per item (fanned out: threads or Dask; GPU work bounded by the
+                `gpu` tag's concurrency limit) -> journal row per item
+             -> metadata/run-<run_id>.parquet -> progress, failures table, contact sheet
+
+Everything below the flow lives in `lwst` (library) and `tasks` (per-item wrapper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from flows.runners import RunnerName, make_task_runner
+from lwst import dataset, s3, storage
+from lwst.config import StylizeConfig, with_overrides
+from lwst.manifest import ManifestItem, id_problem, read_manifest
+from tasks.stylize_item import stylize_item
+
+# Called in the flow's process as each item finishes: (done, total, record). The CLI's progress
+# bar subscribes here; flows never take callables as parameters (they must be JSON for the API).
+PROGRESS_LISTENERS: list[Callable[[int, int, dict[str, Any]], None]] = []
+
+
+def _storage_options(endpoint_url: str | None, key: str | None, secret: str | None,
+                     region: str | None) -> dict[str, Any]:
+    return s3.S3Settings.from_env(endpoint_url=endpoint_url, key=key, secret=secret,
+                                  region=region).storage_options()
+
+
+def _new_run_id() -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{(flow_run.id or 'local')[:8]}"
+
+
+@flow(name="stylize-items")
+def process_items(
+    items: list[dict[str, Any]],
+    out: str,
+    run_id: str,
+    overrides: dict[str, Any],
+    storage_options: dict[str, Any],
+    torch_threads: int | None,
+    gpus_per_item: float,
+    progress_id: str | None,
+    total: int,
+    already_done: int,
+) -> list[dict[str, Any]]:
+    """Fan the items out on this sub-flow's task runner; collect one record per item."""
+    annotate = contextlib.nullcontext()
+    if gpus_per_item:
+        import dask
+
+        annotate = dask.annotate(resources={"GPU": gpus_per_item})
+    with annotate:
+        futures = {stylize_item.submit(item, out, run_id, overrides, storage_options,
+                                       torch_threads): item for item in items}
+    records: list[dict[str, Any]] = []
+    for future in as_completed(list(futures)):
+        try:
+            record = future.result()
+        except Exception as exc:  # transient I/O that outlived its retries
+            entry = ManifestItem.from_dict(futures[future])
+            record = dataset.failed_record(entry, run_id, f"{type(exc).__name__}: {exc}")
+            dataset.write_journal(out, record, storage_options)
+        records.append(record)
+        done = already_done + len(records)
+        if progress_id:
+            update_progress_artifact(progress_id, 100.0 * done / max(total, 1),
+                                     description=f"{done}/{total} items")
+        for listener in PROGRESS_LISTENERS:
+            listener(done, total, record)
+    return records
+
+
+@flow(name="stylize-dataset")
+def stylize_dataset(
+    manifest: str,
+    out: str,
+    overrides: dict[str, Any] | None = None,
+    runner: RunnerName = "threads",
+    workers: int = 1,
+    dask_address: str | None = None,
+    gpus_per_item: float = 0,
+    torch_threads: int | None = None,
+    s3_endpoint_url: str | None = None,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+    aws_region: str | None = None,
+    run_id: str | None = None,
+    contact_sheet_items: int = 16,
+) -> dict[str, Any]:
+    """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
+
+    ``overrides`` are flat option names (``size``, ``warp_method``, ``style_weight``, ...) applied
+    to every item; a manifest row's own columns win. Re-running with the same ``out`` skips
+    items whose files are all present. Returns counts and where the metadata went.
+    """
+    logger = get_run_logger()
+    opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
+    for uri in (manifest, out):
+        s3.check_reachable(uri, opts)
+    items = read_manifest(manifest, opts)
+    base = with_overrides(StylizeConfig(), overrides or {})
+    run_id = run_id or _new_run_id()
+    if id_problem(run_id):
+        raise ValueError(f"run_id: {id_problem(run_id)}")
+
+    recovered = dataset.recover_journals(out, opts)
+    swept = dataset.sweep_temp_files(out)
+    if recovered or swept:
+        logger.info("recovered metadata of interrupted runs %s; removed %d temp files",
+                    recovered, swept)
+    finished = dataset.CompletedOutputs(out, opts)
+    pending, skipped = [], []
+    for item in items:
+        config = with_overrides(base, item.overrides)
+        (skipped if finished.is_complete(item, config) else pending).append(item)
+    records = [dataset.skipped_record(item, run_id, out) for item in skipped]
+    logger.info("run %s: %d items, %d already done, %d to do", run_id, len(items),
+                len(skipped), len(pending))
+
+    progress_id = create_progress_artifact(
+        100.0 * len(skipped) / len(items), key="stylize-progress",
+        description=f"{len(skipped)}/{len(items)} items")
+    if pending:
+        task_runner = make_task_runner(runner, workers, dask_address,
+                                       gpus_per_worker=1 if gpus_per_item else 0)
+        records += process_items.with_options(task_runner=task_runner)(
+            [item.as_dict() for item in pending], out, run_id, overrides or {}, opts,
+            torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped))
+    metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
+    summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items)
+    logger.info("run %s: %s", run_id, summary["counts"])
+    return summary
+
+
+def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: str,
+            opts: dict[str, Any], sheet_items: int) -> dict[str, Any]:
+    """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
+    counts = {status: sum(r["status"] == status for r in records)
+              for status in ("ok", "failed", "skipped")}
+    failures = [{"id": r["id"], "error": r["error"], "content": r["content"],
+                 "geometry": r["geometry"], "texture": r["texture"]}
+                for r in sorted(records, key=lambda r: r["id"]) if r["status"] == "failed"]
+    create_table_artifact(
+        failures, key="stylize-failures",
+        description=f"run {run_id}: {counts['ok']} ok, {counts['failed']} failed, "
+                    f"{counts['skipped']} skipped; every failure listed")
+    done = sorted(r["id"] for r in records if r["status"] in ("ok", "skipped"))
+    sheet_uri = None
+    if done and sheet_items > 0:
+        step = max(1, len(done) // sheet_items)
+        sample = done[::step][:sheet_items]
+        sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
+        dataset.contact_sheet([dataset.item_outputs(out, i).image for i in sample], sheet_uri,
+                              opts)
+        link = sheet_uri if "://" in sheet_uri else f"file://{sheet_uri}"
+        create_image_artifact(link, key="stylize-contact-sheet",
+                              description=f"{len(sample)} of {len(done)} results, run {run_id}")
+    create_markdown_artifact(
+        f"# Run `{run_id}`\n\n| ok | failed | skipped |\n|---|---|---|\n"
+        f"| {counts['ok']} | {counts['failed']} | {counts['skipped']} |\n\n"
+        f"Metadata: `{metadata_uri}`\n\n"
+        + (f"Contact sheet: `{sheet_uri}`\n" if sheet_uri else ""),
+        key="stylize-summary")
+    workers = {r["id"]: r["worker"] for r in records if r.get("worker")}
+    return {"run_id": run_id, "counts": counts, "metadata": metadata_uri,
+            "contact_sheet": sheet_uri, "failures": failures, "workers": workers}

@@ -1,0 +1,156 @@
+"""``lwst run`` and ``lwst make-manifest``: the pipeline from the command line.
+
+``lwst run`` checks storage and the manifest itself before importing Prefect, so a typo in a
+bucket name or a bad manifest row costs a second, not a Prefect server start-up. Prefect is
+imported only inside the handler: ``import lwst`` and every other command stay Prefect-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from lwst.cli import CommandError, _add_render_options, _add_warp_options
+from lwst.config import OVERRIDES, StylizeConfig, with_overrides
+from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
+from lwst.vgg import WEIGHT_SOURCES
+
+
+def _add_s3_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("S3 (default: the AWS_* environment variables)")
+    group.add_argument("--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 for a local server")
+    group.add_argument("--aws-access-key-id")
+    group.add_argument("--aws-secret-access-key")
+    group.add_argument("--aws-region")
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    return S3Settings.from_env(endpoint_url=args.s3_endpoint_url, key=args.aws_access_key_id,
+                               secret=args.aws_secret_access_key,
+                               region=args.aws_region).storage_options()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``run`` and ``make-manifest`` on the ``lwst`` command."""
+    run = subparsers.add_parser(
+        "run", help="stylise every item of a manifest with the Prefect flow",
+        description="Run the stylize-dataset Prefect flow over MANIFEST (CSV, Parquet or JSON "
+        "Lines; local or s3://) into --out. Re-running the same command skips finished items.")
+    run.add_argument("manifest", metavar="MANIFEST")
+    run.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    run.add_argument("--size", type=int, default=None, help="longest output side (default 512)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
+    _add_warp_options(run)
+    _add_render_options(run)
+    engine = run.add_argument_group("execution")
+    engine.add_argument("--runner", choices=("threads", "dask"), default="threads",
+                        help="threads in this process (default) or Dask workers")
+    engine.add_argument("--workers", type=int, default=1,
+                        help="threads, or Dask LocalCluster worker processes (default 1)")
+    engine.add_argument("--dask-address", help="existing Dask scheduler, e.g. tcp://host:8786")
+    engine.add_argument("--gpus-per-item", type=float, default=0,
+                        help="Dask resources annotation: GPUs each item holds (0: none)")
+    engine.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads per worker")
+    engine.add_argument("--run-id", help="name of this run in the metadata (default: time + id)")
+    engine.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_s3_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    make = subparsers.add_parser(
+        "make-manifest", help="build a manifest from folders of content and style images",
+        description="All (content, style) pairs, or with --n a seeded random sample of N "
+        "distinct (content, geometry, texture) triples. Folders may be local or s3:// prefixes.")
+    make.add_argument("--contents", nargs="+", required=True, help="content folders/prefixes")
+    make.add_argument("--styles", nargs="+", required=True, help="style folders/prefixes")
+    make.add_argument("--n", type=int, default=None, help="number of random triples")
+    make.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    make.add_argument("--out", required=True, help="manifest to write (.csv, .parquet, .jsonl)")
+    _add_s3_options(make)
+    make.set_defaults(handler=cmd_make_manifest)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flat overrides the user set, checked against `StylizeConfig` (ValueError if bad)."""
+    overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
+    with_overrides(StylizeConfig(), overrides)
+    return overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lwst.manifest import read_manifest
+
+    opts = _storage_options(args)
+    overrides = overrides_from_args(args)
+    try:
+        for uri in (args.manifest, args.out):
+            check_reachable(uri, opts)
+    except StorageUnavailableError as exc:
+        raise CommandError(str(exc)) from None
+    items = read_manifest(args.manifest, opts)  # ManifestError (a ValueError): exit 2
+
+    from flows.stylize_dataset import PROGRESS_LISTENERS, stylize_dataset
+
+    parameters = dict(
+        overrides=overrides, runner=args.runner, workers=args.workers,
+        dask_address=args.dask_address, gpus_per_item=args.gpus_per_item,
+        torch_threads=args.torch_threads, s3_endpoint_url=args.s3_endpoint_url,
+        aws_access_key_id=args.aws_access_key_id, aws_secret_access_key=args.aws_secret_access_key,
+        aws_region=args.aws_region, run_id=args.run_id)
+    with ProgressBar(len(items), enabled=not args.quiet) as listener:
+        if listener:
+            PROGRESS_LISTENERS.append(listener)
+        try:
+            summary = stylize_dataset(args.manifest, args.out, **parameters)
+        finally:
+            if listener:
+                PROGRESS_LISTENERS.remove(listener)
+    counts = summary["counts"]
+    print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
+          f"{counts['skipped']} skipped; metadata {summary['metadata']}")
+    for failure in summary["failures"]:
+        print(f"  failed {failure['id']}: {failure['error']}", file=sys.stderr)
+    return 0
+
+
+class ProgressBar:
+    """A rich bar on stderr fed by the flow's per-item listener."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.progress = total, enabled, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=False)
+        self.progress.start()
+        task = self.progress.add_task("items", total=self.total)
+
+        def listener(done: int, total: int, record: dict) -> None:
+            self.progress.update(task, completed=done, total=total,
+                                 description=f"items (last: {record['id']} {record['status']})")
+
+        return listener
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def cmd_make_manifest(args: argparse.Namespace) -> int:
+    from lwst.manifest import make_manifest, write_manifest
+
+    opts = _storage_options(args)
+    frame = make_manifest(args.contents, args.styles, n=args.n, seed=args.seed,
+                          storage_options=opts)
+    write_manifest(frame, args.out, opts)
+    print(f"wrote {len(frame)} items to {args.out}")
+    return 0

@@ -1,0 +1,239 @@
+"""The on-disk (or in-bucket) shape of a stylised dataset, and how a run resumes.
+
+Layout under ``out`` (contracts.md): ``images/<id>.png``, ``warped/<id>.png``,
+``flow/<id>.flo``, ``flow_vis/<id>.png``, ``metadata/run-<run_id>.parquet`` and
+``reports/contact_sheet-<run_id>.png``.
+
+Resuming: an item is done when every file it should have exists. Files are written atomically
+and in a fixed order (flow, warped, image, flow picture, then the journal row), so a run killed
+at any instant leaves each item either complete or visibly incomplete, never half-written.
+
+Metadata: as each item finishes, its row is written to ``metadata/_journal/<run_id>/<id>.parquet``
+(pyarrow and pandas skip ``_``-prefixed folders when reading the dataset). At the end of a run
+the journal becomes one ``metadata/run-<run_id>.parquet`` file and is deleted; a run killed with
+``kill -9`` leaves its journal, which the next run consolidates first. The per-run file name is
+deterministic, so consolidating twice overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import torch
+import torchvision.utils
+
+from lwst import storage
+from lwst.config import StylizeConfig
+from lwst.flow import flow_picture, read_flo
+from lwst.image_io import encode_png, read_image
+from lwst.manifest import ManifestItem
+from lwst.metadata import SCHEMA, empty_record, to_table
+
+JOURNAL = "_journal"
+
+
+@dataclass(frozen=True)
+class ItemOutputs:
+    """Where one item's files go; ``id`` was validated by `lwst.manifest` (no path tricks)."""
+
+    image: str
+    warped: str
+    flow: str
+    flow_vis: str
+
+
+def item_outputs(out: str, item_id: str) -> ItemOutputs:
+    return ItemOutputs(
+        image=storage.join(out, "images", f"{item_id}.png"),
+        warped=storage.join(out, "warped", f"{item_id}.png"),
+        flow=storage.join(out, "flow", f"{item_id}.flo"),
+        flow_vis=storage.join(out, "flow_vis", f"{item_id}.png"),
+    )
+
+
+def expects_warp(item: ManifestItem, config: StylizeConfig) -> bool:
+    """Mirror of `lwst.stylize.stylize`'s rule for running the geometric stage."""
+    return bool(item.geometry) and config.warp.method != "none" and config.warp.strength > 0
+
+
+def list_names(folder: str, storage_options: dict | None = None) -> set[str]:
+    """File names directly inside ``folder`` (empty if it does not exist); one listing call."""
+    if storage.is_local(folder):
+        path = storage.local_path(folder)
+        return {p.name for p in path.iterdir() if p.is_file()} if path.is_dir() else set()
+    fs = storage.filesystem(folder, **(storage_options or {}))
+    fs.invalidate_cache()
+    try:
+        return {entry.rsplit("/", 1)[-1] for entry in fs.ls(folder, detail=False)}
+    except FileNotFoundError:
+        return set()
+
+
+class CompletedOutputs:
+    """A snapshot of which output files exist, taken with four listings instead of 4N lookups."""
+
+    def __init__(self, out: str, storage_options: dict | None = None):
+        self.names = {kind: list_names(storage.join(out, kind), storage_options)
+                      for kind in ("images", "warped", "flow", "flow_vis")}
+
+    def is_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
+        if f"{item.id}.png" not in self.names["images"]:
+            return False
+        if not expects_warp(item, config):
+            return True
+        return (f"{item.id}.png" in self.names["warped"] and f"{item.id}.flo" in self.names["flow"]
+                and f"{item.id}.png" in self.names["flow_vis"])
+
+
+def write_flow_picture(flow_uri: str, picture_uri: str,
+                       storage_options: dict | None = None) -> None:
+    """Colour picture of a written ``.flo`` (read back, so it shows exactly what was saved)."""
+    opts = storage_options or {}
+    storage.write_bytes_atomic(picture_uri, encode_png(flow_picture(read_flo(flow_uri, **opts))),
+                               **opts)
+
+
+def failed_record(item: ManifestItem, run_id: str, error: str, params: str | None = None) -> dict:
+    record = empty_record(item.id, run_id)
+    record.update(status="failed", error=one_line(error), content=item.content,
+                  geometry=item.geometry, texture=item.texture, params=params)
+    return record
+
+
+def skipped_record(item: ManifestItem, run_id: str, out: str) -> dict:
+    outputs = item_outputs(out, item.id)
+    record = empty_record(item.id, run_id)
+    record.update(status="skipped", content=item.content, geometry=item.geometry,
+                  texture=item.texture, output=outputs.image)
+    return record
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def journal_dir(out: str, run_id: str) -> str:
+    return storage.join(out, "metadata", JOURNAL, run_id)
+
+
+def write_journal(out: str, record: dict[str, Any], storage_options: dict | None = None) -> None:
+    """Persist one finished item's row now, so a killed run loses no measurements."""
+    uri = storage.join(journal_dir(out, record["run_id"]), f"{record['id']}.parquet")
+    storage.write_bytes_atomic(uri, _parquet_bytes(to_table([record])), **(storage_options or {}))
+
+
+def run_metadata_uri(out: str, run_id: str) -> str:
+    return storage.join(out, "metadata", f"run-{run_id}.parquet")
+
+
+def write_run_metadata(out: str, run_id: str, records: list[dict[str, Any]],
+                       storage_options: dict | None = None) -> str:
+    """One Parquet file per run, one row per item; replaces the run's journal."""
+    rows = {r["id"]: r for r in records}  # one row per item per run, whatever happened
+    table = to_table(sorted(rows.values(), key=lambda r: r["id"]))
+    uri = run_metadata_uri(out, run_id)
+    storage.write_bytes_atomic(uri, _parquet_bytes(table), **(storage_options or {}))
+    _remove_tree(journal_dir(out, run_id), storage_options)
+    return uri
+
+
+def recover_journals(out: str, storage_options: dict | None = None) -> list[str]:
+    """Turn journals left by killed runs into their per-run Parquet files; returns their run ids."""
+    root = storage.join(out, "metadata", JOURNAL)
+    recovered = []
+    for run_id in sorted(_list_dirs(root, storage_options)):
+        folder = journal_dir(out, run_id)
+        parts = [pq.read_table(io.BytesIO(storage.read_bytes(storage.join(folder, name),
+                                                               **(storage_options or {}))))
+                 for name in sorted(list_names(folder, storage_options))
+                 if name.endswith(".parquet")]
+        existing = run_metadata_uri(out, run_id)
+        if storage.exists(existing, **(storage_options or {})):
+            parts.insert(0, pq.read_table(io.BytesIO(storage.read_bytes(
+                existing, **(storage_options or {})))))
+        if parts:
+            records = pa.concat_tables([p.cast(SCHEMA) for p in parts]).to_pylist()
+            write_run_metadata(out, run_id, records, storage_options)
+        else:
+            _remove_tree(folder, storage_options)
+        recovered.append(run_id)
+    return recovered
+
+
+def read_metadata(out: str, storage_options: dict | None = None) -> pa.Table:
+    """Every run's rows as one Arrow table (the journal is not part of the dataset)."""
+    folder = storage.join(out, "metadata")
+    if storage.is_local(folder):
+        return pads.dataset(str(storage.local_path(folder)), format="parquet",
+                            schema=SCHEMA).to_table()
+    fs = storage.filesystem(folder, **(storage_options or {}))
+    fs.invalidate_cache()
+    return pads.dataset(folder.split("://", 1)[1], filesystem=fs, format="parquet",
+                        schema=SCHEMA).to_table()
+
+
+def sweep_temp_files(out: str) -> int:
+    """Delete temp files a killed run left locally (object stores have none: single PUTs)."""
+    if not storage.is_local(out):
+        return 0
+    root = storage.local_path(out)
+    stale = [p for p in root.glob("**/.*.tmp") if p.is_file()] if root.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def contact_sheet(image_uris: list[str], sheet_uri: str, storage_options: dict | None = None,
+                  thumb: int = 128, columns: int = 4) -> None:
+    """A grid of thumbnails (each fitted into ``thumb`` x ``thumb``) saved as one PNG."""
+    opts = storage_options or {}
+    tiles = []
+    for uri in image_uris:
+        image = read_image(uri, thumb, **opts)[0]
+        canvas = torch.ones(3, thumb, thumb)
+        h, w = image.shape[-2:]
+        top, left = (thumb - h) // 2, (thumb - w) // 2
+        canvas[:, top:top + h, left:left + w] = image
+        tiles.append(canvas)
+    grid = torchvision.utils.make_grid(tiles, nrow=min(columns, len(tiles)), padding=4,
+                                       pad_value=1.0)
+    storage.write_bytes_atomic(sheet_uri, encode_png(grid), **opts)
+
+
+def _list_dirs(folder: str, storage_options: dict | None) -> list[str]:
+    if storage.is_local(folder):
+        path = storage.local_path(folder)
+        return [p.name for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
+    fs = storage.filesystem(folder, **(storage_options or {}))
+    fs.invalidate_cache()
+    try:
+        entries = fs.ls(folder, detail=True)
+    except FileNotFoundError:
+        return []
+    return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"]
+
+
+def _remove_tree(folder: str, storage_options: dict | None) -> None:
+    if storage.is_local(folder):
+        path = storage.local_path(folder)
+        if path.is_dir():
+            for child in path.iterdir():
+                child.unlink(missing_ok=True)
+            path.rmdir()
+        return
+    fs = storage.filesystem(folder, **(storage_options or {}))
+    fs.invalidate_cache()
+    if fs.exists(folder):
+        fs.rm(folder, recursive=True)

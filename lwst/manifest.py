@@ -1,0 +1,294 @@
+"""Manifests: the list of items a pipeline run stylises, read, validated and built here.
+
+A manifest is CSV, Parquet or JSON Lines, local or on any fsspec filesystem, one row per item
+(contracts.md). It is checked as a whole before any work starts, and every offending row is
+reported at once, because a user fixing a 10 000-row file one error per run would give up.
+Relative paths are resolved against the manifest's own location so a manifest can travel with
+its images (a folder, a bucket prefix).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from lwst import storage
+from lwst.config import OVERRIDES, StylizeConfig, to_params, with_overrides
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+PATH_COLUMNS = ("content", "geometry", "texture")
+KNOWN_COLUMNS = ("id", *PATH_COLUMNS, *OVERRIDES)
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+           ".ndjson": "jsonl", ".json": "jsonl"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ManifestError(ValueError):
+    """A manifest refused as a whole; ``problems`` lists every offending row or column."""
+
+    def __init__(self, uri: str, problems: Sequence[str]):
+        self.uri = uri
+        self.problems = list(problems)
+        super().__init__(f"manifest {uri} refused: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ManifestItem:
+    """One row: resolved input URIs and the per-row overrides (flat names, see lwst.config)."""
+
+    id: str
+    content: str
+    geometry: str | None = None
+    texture: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "content": self.content, "geometry": self.geometry,
+                "texture": self.texture, "overrides": dict(self.overrides)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestItem:
+        return cls(data["id"], data["content"], data.get("geometry"), data.get("texture"),
+                   dict(data.get("overrides") or {}))
+
+
+def manifest_format(uri: str) -> str:
+    suffix = Path(uri.split("?")[0]).suffix.lower()
+    if suffix not in FORMATS:
+        raise ManifestError(uri, [f"unknown manifest format {suffix or '(none)'!r}; use "
+                                  ".csv, .parquet or .jsonl"])
+    return FORMATS[suffix]
+
+
+def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """The raw rows as strings/numbers; empty cells become None."""
+    kind = manifest_format(uri)
+    opts = (storage_options or {}) if not storage.is_local(uri) else {}
+    try:
+        with fsspec.open(uri, "rb", **opts) as handle:
+            if kind == "csv":
+                frame = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
+                frame = frame.replace({"": None})
+            elif kind == "parquet":
+                frame = pd.read_parquet(handle)
+            else:
+                frame = pd.read_json(handle, lines=True, dtype=False)
+    except FileNotFoundError:
+        raise ManifestError(uri, ["no such file"]) from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        if isinstance(exc, ManifestError):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ManifestError(uri, [f"cannot parse as {kind}: {reason}"]) from None
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def base_location(uri: str) -> str:
+    """The folder (or prefix) relative paths in the manifest ``uri`` are resolved against."""
+    if storage.is_local(uri):
+        return str(storage.local_path(uri).resolve().parent)
+    return uri.rsplit("/", 1)[0]
+
+
+def resolve_path(entry: str, base: str) -> str:
+    """``entry`` made absolute: URIs and absolute paths unchanged, the rest joined to ``base``."""
+    if "://" in entry or entry.startswith("/"):
+        return entry
+    if storage.is_local(base):
+        return os.path.normpath(os.path.join(base, entry))
+    scheme, rest = base.split("://", 1)
+    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, entry))}"
+
+
+def id_problem(item_id: Any) -> str | None:
+    """Why ``item_id`` cannot name output files, or None. Ids become file names under ``--out``."""
+    if item_id is None or str(item_id).strip() == "":
+        return "missing id"
+    text = str(item_id)
+    if not ID_PATTERN.fullmatch(text):
+        return f"id {text!r} has characters outside [A-Za-z0-9._-]"
+    if text.startswith("."):
+        # '.', '..' and hidden names would alias directories or temp files in the output tree.
+        return f"id {text!r} may not start with '.'"
+    return None
+
+
+def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
+    """Check every row and column; return the items or raise `ManifestError` listing them all."""
+    problems: list[str] = []
+    missing = [name for name in ("id", "content") if name not in frame.columns]
+    if missing:
+        problems.append("missing required column(s) " + ", ".join(repr(m) for m in missing))
+    unknown = [str(c) for c in frame.columns if c not in KNOWN_COLUMNS]
+    if unknown:
+        allowed = ", ".join(KNOWN_COLUMNS)
+        problems.append("unknown column(s) " + ", ".join(repr(c) for c in unknown)
+                        + f" (allowed: {allowed})")
+    if problems:
+        raise ManifestError(uri, problems)
+    if frame.empty:
+        raise ManifestError(uri, ["no rows"])
+    base = base_location(uri)
+    override_columns = [c for c in frame.columns if c in OVERRIDES]
+    defaults = StylizeConfig()
+    seen: dict[str, int] = {}
+    items: list[ManifestItem] = []
+    for number, row in enumerate(frame.to_dict("records"), start=1):
+        where = f"row {number}"
+        row_problems: list[str] = []
+        reason = id_problem(row["id"])
+        if reason:
+            row_problems.append(reason)
+        else:
+            item_id = str(row["id"])
+            where = f"row {number} (id {item_id!r})"
+            if item_id in seen:
+                row_problems.append(f"duplicate id (first used on row {seen[item_id]})")
+            else:
+                seen[item_id] = number
+        if not row.get("content"):
+            row_problems.append("missing content")
+        overrides = {c: _plain(row[c]) for c in override_columns if _plain(row[c]) is not None}
+        for name, value in overrides.items():
+            try:
+                typed_overrides(defaults, {name: value})
+            except (ValueError, TypeError) as exc:
+                row_problems.append(f"bad {name} {value!r}: {exc}")
+        if not row_problems:
+            try:
+                overrides = typed_overrides(defaults, overrides)
+            except (ValueError, TypeError) as exc:
+                row_problems.append(f"bad overrides: {exc}")
+        if row_problems:
+            problems.extend(f"{where}: {p}" for p in row_problems)
+            continue
+        paths = {c: resolve_path(str(row[c]), base) if row.get(c) else None for c in PATH_COLUMNS}
+        items.append(ManifestItem(str(row["id"]), paths["content"], paths["geometry"],
+                                  paths["texture"], overrides))
+    if problems:
+        raise ManifestError(uri, problems)
+    return items
+
+
+def typed_overrides(base: StylizeConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides checked against the config and converted to their field types (CSV gives text).
+
+    Raises ``ValueError`` with a one-line reason for a value the config refuses.
+    """
+    if isinstance(overrides.get("style_size"), str):  # its default is None: no type to copy
+        overrides = {**overrides, "style_size": int(float(overrides["style_size"]))}
+    params = to_params(with_overrides(base, overrides))
+    return {k: list(params[k]) if isinstance(params[k], tuple) else params[k] for k in overrides}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python, NaN -> None, so overrides are JSON-friendly flow parameters."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def read_manifest(uri: str, storage_options: dict | None = None) -> list[ManifestItem]:
+    """Read and validate a manifest; raises `ManifestError` before any work can start."""
+    return validate_table(read_table(uri, storage_options), uri)
+
+
+def list_images(location: str, storage_options: dict | None = None) -> list[str]:
+    """Image files under a folder or prefix (recursive), sorted, as absolute paths / URIs."""
+    if storage.is_local(location):
+        root = storage.local_path(location).resolve()
+        if not root.is_dir():
+            raise FileNotFoundError(f"{location}: not a folder")
+        return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                      and not p.name.startswith("."))
+    fs = storage.filesystem(location, **(storage_options or {}))
+    fs.invalidate_cache()
+    scheme = location.split("://", 1)[0]
+    found = fs.find(location)
+    return sorted(f"{scheme}://{p}" for p in found
+                  if Path(p).suffix.lower() in IMAGE_SUFFIXES and not Path(p).name.startswith("."))
+
+
+def _stem(uri: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(uri.rsplit("/", 1)[-1]).stem).strip(".-") or "x"
+
+
+def make_manifest(
+    contents: str | Iterable[str],
+    styles: str | Iterable[str],
+    n: int | None = None,
+    seed: int = 0,
+    storage_options: dict | None = None,
+) -> pd.DataFrame:
+    """Build a manifest from folders/prefixes of content and style images.
+
+    ``n=None``: all (content, style) pairs, the style serving as geometry and texture exemplar.
+    ``n=N``: N distinct (content, geometry, texture) triples drawn with ``seed`` (the same seed
+    gives the same manifest), for data augmentation.
+    """
+    content_files = _gather(contents, storage_options)
+    style_files = _gather(styles, storage_options)
+    if not content_files or not style_files:
+        raise ValueError("make_manifest: no images found in "
+                         + ("contents" if not content_files else "styles"))
+    rows: list[dict[str, str]] = []
+    if n is None:
+        for c in content_files:
+            for s in style_files:
+                rows.append({"id": f"{_stem(c)}__{_stem(s)}", "content": c, "geometry": s,
+                             "texture": s})
+    else:
+        total = len(content_files) * len(style_files) ** 2
+        if not 1 <= n <= total:
+            raise ValueError(f"make_manifest: n must be within 1..{total} (distinct triples), "
+                             f"got {n}")
+        picks = np.random.default_rng(seed).choice(total, size=n, replace=False)
+        n_styles = len(style_files)
+        for k, flat in enumerate(picks):
+            c, rest = divmod(int(flat), n_styles * n_styles)
+            g, t = divmod(rest, n_styles)
+            cu, gu, tu = content_files[c], style_files[g], style_files[t]
+            rows.append({"id": f"{k:05d}_{_stem(cu)}_{_stem(gu)}_{_stem(tu)}", "content": cu,
+                         "geometry": gu, "texture": tu})
+    frame = pd.DataFrame(rows, columns=["id", "content", "geometry", "texture"])
+    return _deduplicate_ids(frame)
+
+
+def _gather(locations: str | Iterable[str], storage_options: dict | None) -> list[str]:
+    if isinstance(locations, str):
+        locations = [locations]
+    files: list[str] = []
+    for location in locations:
+        files.extend(list_images(location, storage_options))
+    return files
+
+
+def _deduplicate_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """Same-named files in different folders would collide: suffix repeats with -2, -3, ..."""
+    counts = frame.groupby("id").cumcount()
+    frame["id"] = [i if k == 0 else f"{i}-{k + 1}"
+                   for i, k in zip(frame["id"], counts, strict=True)]
+    return frame
+
+
+def write_manifest(frame: pd.DataFrame, uri: str, storage_options: dict | None = None) -> None:
+    """Write a manifest in the format its suffix names, in one atomic write."""
+    kind = manifest_format(uri)
+    if kind == "csv":
+        data = frame.to_csv(index=False).encode()
+    elif kind == "parquet":
+        data = frame.to_parquet(index=False)
+    else:
+        data = frame.to_json(orient="records", lines=True).encode()
+    storage.write_bytes_atomic(uri, data, **(storage_options or {}))

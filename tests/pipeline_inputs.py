@@ -1,0 +1,57 @@
+"""Bad and good inputs for the pipeline tests, each made the way it happens in the wild."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+# Cheap settings: no learned network, one pyramid level, one iteration; still every stage runs.
+FAST = {"size": 48, "levels": 1, "iterations": [1], "warp_method": "none", "device": "cpu"}
+
+
+def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A valid PNG header announcing 400 MP: decoding it would need ~1.2 GB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def unsupported_bmp() -> bytes:
+    """A BMP whose header claims 64 bits per pixel, a depth PIL cannot decode."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buffer, "BMP")
+    data = bytearray(buffer.getvalue())
+    data[28:30] = struct.pack("<H", 64)
+    return bytes(data)
+
+
+def truncated_png(path: Path) -> bytes:
+    return path.read_bytes()[:120]
+
+
+def write_bad_inputs(folder: Path, good: Path) -> dict[str, str]:
+    """id -> file name for each kind of bad input, written into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "truncated.png").write_bytes(truncated_png(good))
+    (folder / "bomb.png").write_bytes(png_bomb())
+    (folder / "deep.bmp").write_bytes(unsupported_bmp())
+    (folder / "notes.png").write_text("this is not an image\n")
+    return {"bad-missing": "nowhere.png", "bad-empty": "empty.png",
+            "bad-truncated": "truncated.png", "bad-bomb": "bomb.png",
+            "bad-mode": "deep.bmp", "bad-text": "notes.png"}
+
+
+def write_manifest_csv(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

@@ -1,0 +1,127 @@
+"""lwst.manifest: reading every format, refusing bad manifests whole, building seeded manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lwst.manifest import (
+    ManifestError,
+    ManifestItem,
+    make_manifest,
+    read_manifest,
+    resolve_path,
+    write_manifest,
+)
+
+ROWS = pd.DataFrame(
+    {
+        "id": ["a", "b.2", "c_3"],
+        "content": ["img/a.png", "/abs/b.png", "s3://bucket/c.png"],
+        "geometry": ["../shared/g.png", None, None],
+        "texture": [None, "t.jpg", None],
+        "size": [64, None, 32],
+    }
+)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_formats_read_alike_and_paths_resolve_against_manifest(tmp_path: Path, suffix: str):
+    uri = str(tmp_path / "sets" / f"m{suffix}")
+    write_manifest(ROWS, uri)
+    items = read_manifest(uri)
+    base = tmp_path / "sets"
+    assert [i.id for i in items] == ["a", "b.2", "c_3"]
+    assert items[0].content == str(base / "img" / "a.png")
+    assert items[0].geometry == str(tmp_path / "shared" / "g.png")
+    assert items[1].content == "/abs/b.png"
+    assert items[1].texture == str(base / "t.jpg")
+    assert items[2].content == "s3://bucket/c.png"
+    assert items[0].overrides == {"size": 64} and items[1].overrides == {}
+    assert isinstance(items[2].overrides["size"], int)
+
+
+def test_relative_paths_in_a_bucket_manifest_stay_in_the_bucket():
+    assert resolve_path("img/a.png", "s3://bkt/sets") == "s3://bkt/sets/img/a.png"
+    assert resolve_path("../x.png", "s3://bkt/sets/v1") == "s3://bkt/sets/x.png"
+    assert resolve_path("file:///d/x.png", "s3://bkt") == "file:///d/x.png"
+
+
+def test_bad_manifest_is_refused_listing_every_offending_row(tmp_path: Path):
+    uri = tmp_path / "bad.csv"
+    uri.write_text(
+        "id,content,size,iterations\n"
+        "ok,a.png,64,\n"
+        "ok,b.png,,\n"  # duplicate
+        "../evil,c.png,,\n"  # traversal
+        "..,d.png,,\n"  # dots only
+        ",e.png,,\n"  # missing id
+        "f,,,\n"  # missing content
+        "g,g.png,huge,\n"  # bad override value
+        "h,h.png,,1;x\n"  # bad list override
+    )
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(uri))
+    problems = caught.value.problems
+    assert "row 2 (id 'ok'): duplicate id (first used on row 1)" in problems
+    assert any(p.startswith("row 3:") and "'../evil'" in p for p in problems)
+    assert any(p.startswith("row 4:") and "may not start with '.'" in p for p in problems)
+    assert "row 5: missing id" in problems
+    assert "row 6 (id 'f'): missing content" in problems
+    assert any(p.startswith("row 7 (id 'g'): bad size 'huge'") for p in problems)
+    assert any(p.startswith("row 8 (id 'h'): bad iterations") for p in problems)
+    assert len(problems) == 7
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_and_unknown_columns_are_refused(tmp_path: Path):
+    uri = tmp_path / "cols.csv"
+    uri.write_text("name,photo,colour\nx,a.png,red\n")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(uri))
+    message = str(caught.value)
+    assert "missing required column(s) 'id', 'content'" in message
+    assert "unknown column(s) 'name', 'photo', 'colour'" in message
+
+
+def test_unreadable_and_unknown_format_manifests_are_refused(tmp_path: Path):
+    with pytest.raises(ManifestError, match="no such file"):
+        read_manifest(str(tmp_path / "absent.csv"))
+    (tmp_path / "m.txt").write_text("id,content\n")
+    with pytest.raises(ManifestError, match="unknown manifest format"):
+        read_manifest(str(tmp_path / "m.txt"))
+    (tmp_path / "m.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ManifestError, match="cannot parse as parquet"):
+        read_manifest(str(tmp_path / "m.parquet"))
+
+
+def test_all_pairs_manifest(image_folder: Path):
+    frame = make_manifest(str(image_folder / "contents"), str(image_folder / "styles"))
+    assert len(frame) == 3 * 2
+    assert frame["id"].is_unique
+    assert (frame["geometry"] == frame["texture"]).all()
+    assert set(frame["content"]) == {str(image_folder / "contents" / f"photo{i}.png")
+                                      for i in range(3)}
+
+
+def test_seeded_triples_are_reproducible_distinct_and_valid(image_folder: Path, tmp_path: Path):
+    contents, styles = str(image_folder / "contents"), str(image_folder / "styles")
+    first = make_manifest(contents, styles, n=8, seed=3)
+    again = make_manifest(contents, styles, n=8, seed=3)
+    other = make_manifest(contents, styles, n=8, seed=4)
+    pd.testing.assert_frame_equal(first, again)
+    assert not first.equals(other)
+    triples = set(zip(first["content"], first["geometry"], first["texture"], strict=True))
+    assert len(triples) == 8  # distinct
+    write_manifest(first, str(tmp_path / "aug.jsonl"))
+    items = read_manifest(str(tmp_path / "aug.jsonl"))
+    assert [i.id for i in items] == list(first["id"])
+    with pytest.raises(ValueError, match="n must be within 1..12"):
+        make_manifest(contents, styles, n=13)
+
+
+def test_item_round_trips_as_a_json_friendly_dict():
+    item = ManifestItem("x", "/a.png", None, "s3://b/t.png", {"size": 32})
+    assert ManifestItem.from_dict(item.as_dict()) == item

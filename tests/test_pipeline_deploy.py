@@ -1,0 +1,106 @@
+"""The whole deployment loop on one machine, for real (slow: a server, a worker, a run).
+
+prefect server start -> work pool + concurrency limit -> prefect deploy --all -> worker ->
+prefect deployment run --param ... --watch -> outputs and Parquet metadata on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pipeline_inputs import FAST, write_manifest_csv
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "prefect server exited"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"prefect server at {url} not healthy after {seconds} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path: Path):
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path),
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_CLI_PROMPT": "false",
+           "PREFECT_LOGGING_LEVEL": "INFO", "LWST_REPO": str(REPO), "LWST_WORK_POOL": "lwst-test"}
+    env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed in finally)
+    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=log, stderr=log)
+    worker = None
+    try:
+        _wait_healthy(api, server)
+        subprocess.run(["bash", "deployments/setup_work_pool.sh"], cwd=REPO, env=env,
+                       check=True, timeout=120, capture_output=True)
+        deployed = subprocess.run(
+            [BIN / "prefect", "--no-prompt", "deploy", "--all", "--prefect-file",
+             "deployments/prefect.yaml"], cwd=REPO, env=env, timeout=240, capture_output=True,
+            text=True)
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        listed = subprocess.run([BIN / "prefect", "deployment", "inspect",
+                                 "stylize-dataset/nightly"], cwd=REPO, env=env, timeout=120,
+                                capture_output=True, text=True, check=True).stdout
+        assert "0 2 * * *" in listed
+
+        worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+        worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "lwst-test"],
+                                  cwd=tmp_path, env=env, stdout=worker_log, stderr=worker_log)
+        rows = [{"id": f"w{i}", "content": str(image_folder / "contents" / f"photo{i}.png")}
+                for i in range(2)]
+        manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+        out = tmp_path / "deployed-out"
+        ran = subprocess.run(
+            [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
+             "--param", f"manifest={manifest}", "--param", f"out={out}",
+             "--param", f"overrides={json.dumps(FAST)}", "--param", "run_id=deployed",
+             "--watch", "--watch-timeout", "400"],
+            cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+        worker_tail = (tmp_path / "worker.log").read_text()[-3000:]
+        assert ran.returncode == 0, ran.stdout[-3000:] + worker_tail
+        assert "Completed" in ran.stdout
+        assert sorted(p.name for p in (out / "images").iterdir()) == ["w0.png", "w1.png"]
+        table = pq.read_table(out / "metadata" / "run-deployed.parquet")
+        assert sorted(table["status"].to_pylist()) == ["ok", "ok"]
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(server)
+        log.close()

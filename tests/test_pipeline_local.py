@@ -1,0 +1,177 @@
+"""The stylize-dataset flow on local files against a real (temporary) Prefect API server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from pipeline_inputs import FAST, write_bad_inputs, write_manifest_csv
+
+from lwst import dataset
+from lwst.manifest import ManifestError
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _flow():
+    from flows.stylize_dataset import stylize_dataset
+
+    return stylize_dataset
+
+
+def _artifact_data(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return sorted(found, key=lambda a: a.created)[-1].data
+
+
+def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: Path):
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    bad = write_bad_inputs(tmp_path / "bad", photos / "photo0.png")
+    rows = [
+        {"id": "full", "content": str(photos / "photo0.png"),
+         "geometry": str(styles / "style0.png"), "texture": str(styles / "style1.png"),
+         "warp_method": "affine"},
+        {"id": "plain", "content": str(photos / "photo1.png")},
+        *[{"id": i, "content": str(tmp_path / "bad" / name)} for i, name in bad.items()],
+        {"id": "bad-texture", "content": str(photos / "photo2.png"),
+         "texture": str(tmp_path / "bad" / "empty.png")},
+    ]
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    summary = _flow()(str(manifest), str(out), overrides=FAST, run_id="r1")
+
+    assert summary["counts"] == {"ok": 2, "failed": 7, "skipped": 0}
+    for kind, name in [("images", "full.png"), ("warped", "full.png"), ("flow", "full.flo"),
+                       ("flow_vis", "full.png"), ("images", "plain.png")]:
+        assert (out / kind / name).stat().st_size > 0, f"{kind}/{name}"
+    assert not (out / "warped" / "plain.png").exists()  # no geometry: no warp outputs
+    produced = {p.name for p in (out / "images").iterdir()}
+    assert produced == {"full.png", "plain.png"}  # failed items leave nothing behind
+    assert not list(out.rglob("*.tmp"))
+
+    table = pq.read_table(out / "metadata" / "run-r1.parquet")
+    rows_by_id = {r["id"]: r for r in table.to_pylist()}
+    assert sorted(rows_by_id) == sorted(r["id"] for r in rows)
+    assert rows_by_id["full"]["status"] == "ok"
+    assert rows_by_id["full"]["flow"] == str(out / "flow" / "full.flo")
+    assert rows_by_id["full"]["warp_max_px"] is not None and rows_by_id["full"]["width"] == 48
+    reasons = {i: rows_by_id[i]["error"] for i in rows_by_id if rows_by_id[i]["status"] == "failed"}
+    assert "no such file" in reasons["bad-missing"]
+    assert "empty file" in reasons["bad-empty"] and "empty file" in reasons["bad-texture"]
+    assert "corrupt or truncated" in reasons["bad-truncated"]
+    assert "decompression bomb" in reasons["bad-bomb"]
+    assert "pixel depth" in reasons["bad-mode"]
+    assert "not an image" in reasons["bad-text"]
+    assert all("\n" not in reason for reason in reasons.values())
+
+    failures = _artifact_data("stylize-failures")
+    assert all(item_id in failures for item_id in reasons)
+    assert (out / "reports" / "contact_sheet-r1.png").stat().st_size > 0
+    assert summary["contact_sheet"] in _artifact_data("stylize-contact-sheet")
+    assert float(_artifact_data("stylize-progress")) == 100.0
+    assert '"size": 48' in rows_by_id["bad-empty"]["params"]  # failed rows keep their settings
+
+
+def test_rerun_skips_finished_items_and_keeps_one_row_per_item_per_run(
+        image_folder: Path, tmp_path: Path):
+    photos = image_folder / "contents"
+    rows = [{"id": f"p{i}", "content": str(photos / f"photo{i}.png")} for i in range(3)]
+    rows.append({"id": "gone", "content": str(photos / "missing.png")})
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    first = _flow()(str(manifest), str(out), overrides=FAST, run_id="a")
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    second = _flow()(str(manifest), str(out), overrides=FAST, run_id="b")
+    again = _flow()(str(manifest), str(out), overrides=FAST, run_id="b")  # same run id
+
+    assert first["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
+    assert second["counts"] == again["counts"] == {"ok": 0, "failed": 1, "skipped": 3}
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == before
+    table = dataset.read_metadata(str(out))
+    assert table.num_rows == 8  # 4 items x runs a, b; re-running b replaced its rows
+    keys = list(zip(table["id"].to_pylist(), table["run_id"].to_pylist(), strict=True))
+    assert len(set(keys)) == len(keys)
+    skipped = table.filter(pc.equal(table["status"], "skipped"))
+    assert sorted(skipped["id"].to_pylist()) == ["p0", "p1", "p2"]
+
+
+def test_bad_manifest_is_refused_before_any_work(tmp_path: Path):
+    manifest = write_manifest_csv(tmp_path / "m.csv", [
+        {"id": "ok", "content": "a.png"}, {"id": "ok", "content": "b.png"},
+        {"id": "../../etc/x", "content": "c.png"}])
+    out = tmp_path / "out"
+    with pytest.raises(ManifestError) as caught:
+        _flow()(str(manifest), str(out), overrides=FAST)
+    assert len(caught.value.problems) == 2
+    assert not out.exists()
+
+
+KILL_SCRIPT = """
+import sys
+from flows.stylize_dataset import stylize_dataset
+stylize_dataset(sys.argv[1], sys.argv[2], overrides={**FAST, "iterations": [4]}, run_id="killed")
+"""
+
+
+def test_kill_9_mid_run_then_next_run_does_exactly_the_rest(image_folder: Path, tmp_path: Path):
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    rows = [{"id": f"k{i}", "content": str(photos / f"photo{i % 3}.png"),
+             "texture": str(styles / f"style{i % 2}.png"), "seed": i} for i in range(5)]
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    script = f"FAST = {FAST!r}\n{KILL_SCRIPT}"
+    process = subprocess.Popen([sys.executable, "-c", script, str(manifest), str(out)],
+                               env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if (out / "images").is_dir() and any((out / "images").glob("*.png")):
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = {p.stem for p in (out / "images").glob("*.png")}
+    assert 1 <= len(done_before) < 5
+
+    summary = _flow()(str(manifest), str(out), overrides=FAST, run_id="resumed")
+    table = dataset.read_metadata(str(out))
+    resumed = table.filter(pc.equal(table["run_id"], "resumed")).to_pylist()
+    ok_now = {r["id"] for r in resumed if r["status"] == "ok"}
+    assert ok_now == {f"k{i}" for i in range(5)} - done_before  # exactly the remaining items
+    assert {r["id"] for r in resumed if r["status"] == "skipped"} == done_before
+    assert summary["counts"]["failed"] == 0
+    killed = table.filter(pc.equal(table["run_id"], "killed"))  # journal recovered, not lost
+    assert set(killed["id"].to_pylist()) <= done_before
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*"))
+    assert not (out / "metadata" / "_journal" / "killed").exists()
+
+
+def test_augment_builds_a_seeded_manifest_beside_the_outputs(image_folder: Path, tmp_path: Path):
+    from flows.augment_dataset import augment_dataset
+
+    out = tmp_path / "aug"
+    summary = augment_dataset([str(image_folder / "contents")], [str(image_folder / "styles")],
+                              str(out), n=2, seed=5, overrides=FAST)
+    manifest = out / "manifest-seed5-n2.csv"
+    assert summary["manifest"] == str(manifest) and manifest.is_file()
+    ids = sorted(r["id"] for r in dataset.read_metadata(str(out)).to_pylist())
+    assert summary["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    assert sorted(p.stem for p in (out / "images").iterdir()) == ids
+    assert all(i.startswith(("00000_", "00001_")) for i in ids)

@@ -1,0 +1,125 @@
+"""The pipeline against a real S3 server process on 127.0.0.1 (moto in server mode)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pyarrow.fs
+import pytest
+from pipeline_inputs import FAST, write_manifest_csv
+
+from lwst import dataset
+from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def test_manifest_and_images_from_s3_outputs_and_parquet_back(image_folder: Path, s3_bucket,
+                                                              tmp_path: Path):
+    import s3fs
+
+    from flows.stylize_dataset import stylize_dataset
+
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    for name in ("photo0.png", "photo1.png"):
+        fs.put_file(str(image_folder / "contents" / name), f"{bucket}/inputs/img/{name}")
+    rows = [{"id": "one", "content": "img/photo0.png"}, {"id": "two", "content": "img/photo1.png"},
+            {"id": "gone", "content": "img/missing.png"}]
+    fs.put_file(str(write_manifest_csv(tmp_path / "m.csv", rows)), f"{bucket}/inputs/m.csv")
+
+    endpoint = options["endpoint_url"]
+    out = f"s3://{bucket}/results/v1"
+    summary = stylize_dataset(f"s3://{bucket}/inputs/m.csv", out, overrides=FAST,
+                              s3_endpoint_url=endpoint, run_id="s3run")
+    assert summary["counts"] == {"ok": 2, "failed": 1, "skipped": 0}
+    fs.invalidate_cache()
+    assert sorted(fs.ls(f"{bucket}/results/v1/images", detail=False)) == [
+        f"{bucket}/results/v1/images/one.png", f"{bucket}/results/v1/images/two.png"]
+    assert fs.exists(f"{bucket}/results/v1/reports/contact_sheet-s3run.png")
+
+    # Read the metadata back with pyarrow's own S3 client, independent of s3fs.
+    host_port = endpoint.split("://", 1)[1]
+    arrow_s3 = pyarrow.fs.S3FileSystem(endpoint_override=host_port, scheme="http",
+                                       access_key="testing", secret_key="testing",
+                                       region="us-east-1")
+    table = pads.dataset(f"{bucket}/results/v1/metadata", filesystem=arrow_s3,
+                         format="parquet").to_table()
+    rows_by_id = {r["id"]: r for r in table.to_pylist()}
+    assert {i: r["status"] for i, r in rows_by_id.items()} == {
+        "one": "ok", "two": "ok", "gone": "failed"}
+    assert rows_by_id["one"]["content"] == f"s3://{bucket}/inputs/img/photo0.png"
+    assert rows_by_id["one"]["output"] == f"{out}/images/one.png"
+    assert "no such file" in rows_by_id["gone"]["error"]
+
+    assert not fs.exists(f"{bucket}/results/v1/metadata/_journal/s3run")
+
+    # A run killed after journalling one item: the next run files its row under its run id.
+    orphan = {**rows_by_id["one"], "run_id": "killed"}
+    dataset.write_journal(out, orphan, options)
+    again = stylize_dataset(f"s3://{bucket}/inputs/m.csv", out, overrides=FAST,
+                            s3_endpoint_url=endpoint, run_id="s3run2")
+    assert again["counts"] == {"ok": 0, "failed": 1, "skipped": 2}
+    table = dataset.read_metadata(out, options)
+    runs = sorted(zip(table["run_id"].to_pylist(), table["id"].to_pylist(), strict=True))
+    assert runs == [("killed", "one"), ("s3run", "gone"), ("s3run", "one"), ("s3run", "two"),
+                    ("s3run2", "gone"), ("s3run2", "one"), ("s3run2", "two")]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dead_endpoint_fails_fast_with_a_clear_error():
+    options = S3Settings(endpoint_url=f"http://127.0.0.1:{_closed_port()}", key="k", secret="s",
+                         connect_timeout=1, read_timeout=2, max_attempts=1).storage_options()
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError, match=r"cannot reach http://127\.0\.0\.1:\d+"):
+        check_reachable("s3://any-bucket/out", options)
+    assert time.monotonic() - started < 10
+
+
+def test_silent_endpoint_fails_fast_instead_of_hanging():
+    """A server that accepts connections and never answers (the ~7 minute hang by default)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    options = S3Settings(endpoint_url=f"http://127.0.0.1:{port}", key="k", secret="s",
+                         connect_timeout=1, read_timeout=2, max_attempts=1).storage_options()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailableError, match="cannot reach"):
+            check_reachable("s3://any-bucket/out", options)
+        assert time.monotonic() - started < 15
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_missing_bucket_is_named(s3_bucket):
+    _, options = s3_bucket
+    with pytest.raises(StorageUnavailableError, match="bucket 'no-such-bucket' does not exist"):
+        check_reachable("s3://no-such-bucket/out", options)
