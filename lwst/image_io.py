@@ -81,7 +81,7 @@ def decode_image(data: bytes, name: str = "image") -> Tensor:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageInputError(f"{name}: corrupt or truncated image ({reason})") from None
     arr = _to_rgb_array(img)
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def read_image(
