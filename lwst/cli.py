@@ -63,7 +63,7 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
     group.add_argument("--iterations", default=None,
-                       help="iterations per level, coarsest first, e.g. 150,100,60")
+                       help="iterations per level, coarsest first, e.g. 100,60,30")
     group.add_argument("--style-weight", type=float, default=None)
     group.add_argument("--content-weight", type=float, default=None)
     group.add_argument("--learning-rate", type=float, default=None, help="Adam only")

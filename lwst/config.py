@@ -26,7 +26,7 @@ class WarpConfig:
     checkpoint: str | None = None  # None: the network shipped in lwst/checkpoints
     optim_steps: int = 150  # optimisation estimator iterations
     optim_grid: int = 16  # optimisation estimator control grid (cells per side)
-    optim_smoothness: float = 1.0
+    optim_smoothness: float = 10.0  # optimisation estimator smoothness weight
 
 
 @dataclass
@@ -35,9 +35,9 @@ class RenderConfig:
 
     optimizer: str = "lbfgs"
     levels: int = 3  # pyramid levels below and including the output size
-    iterations: tuple[int, ...] = (150, 100, 60)  # per level, coarsest first
-    style_weight: float = 1e4
-    content_weight: float = 1.0
+    iterations: tuple[int, ...] = (100, 60, 30)  # per level, coarsest first
+    style_weight: float = 1.0  # losses are normalised by their targets (lwst.render)
+    content_weight: float = 0.1
     learning_rate: float = 0.02  # Adam only
     preserve_color: bool = False
     style_size: int | None = None  # longest side of the texture exemplar; None: output size
