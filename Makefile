@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lwst run manifests/example.csv --out out/example
+	$(BIN)/lwst run manifests/example.csv --out out/example --size 256
 
 stylize-demo: $(STAMP)
 	$(BIN)/lwst stylize --content examples/astronaut.jpg --geometry examples/face.jpg \
