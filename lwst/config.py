@@ -141,4 +141,7 @@ def validate(config: StylizeConfig) -> None:
 
 def to_params(config: StylizeConfig) -> dict[str, Any]:
     """Flat, JSON-friendly parameters for the metadata ``params`` column."""
-    return {name: getattr(config if s is None else getattr(config, s), a) for name, (s, a) in OVERRIDES.items()}
+    return {
+        name: getattr(config if s is None else getattr(config, s), a)
+        for name, (s, a) in OVERRIDES.items()
+    }

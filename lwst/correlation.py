@@ -27,10 +27,14 @@ def l2_normalise(features: Tensor, eps: float = 1e-6) -> Tensor:
 
 def analysis_view(image: Tensor, size: int = ANALYSIS_SIZE) -> Tensor:
     """Resize ``(B, 3, H, W)`` to the square analysis resolution the warp is estimated at."""
-    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(
+        image, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
 
 
-def normalised_features(vgg: VGG19Features, image: Tensor, taps: tuple[str, ...]) -> dict[str, Tensor]:
+def normalised_features(
+    vgg: VGG19Features, image: Tensor, taps: tuple[str, ...]
+) -> dict[str, Tensor]:
     """L2-normalised VGG activations of ``image (B, 3, S, S)`` at the requested taps."""
     return {name: l2_normalise(feat) for name, feat in vgg(image, taps).items()}
 

@@ -47,6 +47,20 @@ class ItemOutputs:
     flow_vis: str
 
 
+def warp_estimate_uri(out: str, run_id: str, item_id: str) -> str:
+    """Scratch place of an item's batched warp estimate (removed when its run ends)."""
+    return storage.join(out, "_work", run_id, f"{item_id}.flo")
+
+
+def remove_run_scratch(out: str, run_id: str, storage_options: dict[str, Any]) -> None:
+    """Delete a run's ``_work/<run_id>`` scratch folder, if any."""
+    uri = storage.join(out, "_work", run_id)
+    fs = storage.filesystem(uri, **storage_options)
+    path = storage.local_path(uri) if storage.is_local(uri) else uri
+    if fs.exists(str(path)):
+        fs.rm(str(path), recursive=True)
+
+
 def item_outputs(out: str, item_id: str) -> ItemOutputs:
     return ItemOutputs(
         image=storage.join(out, "images", f"{item_id}.png"),

@@ -44,9 +44,14 @@ def sampling_grid(flow: Tensor) -> Tensor:
 def warp_image(image: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
     """Backward-warp ``image (B, C, H, W)`` by ``flow (B, 2, H, W)``; outside samples are 0."""
     if image.shape[-2:] != flow.shape[-2:]:
-        raise ValueError(f"image {tuple(image.shape[-2:])} and flow {tuple(flow.shape[-2:])} differ")
+        raise ValueError(
+            f"image {tuple(image.shape[-2:])} and flow {tuple(flow.shape[-2:])} differ"
+        )
     return F.grid_sample(
-        image, sampling_grid(flow.to(image.dtype)), mode=mode, padding_mode="zeros",
+        image,
+        sampling_grid(flow.to(image.dtype)),
+        mode=mode,
+        padding_mode="zeros",
         align_corners=True,
     )
 
@@ -67,7 +72,8 @@ def resize_flow(flow: Tensor, height: int, width: int) -> Tensor:
     resized = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=True)
     scale = torch.tensor(
         [(width - 1) / max(w0 - 1, 1), (height - 1) / max(h0 - 1, 1)],
-        device=flow.device, dtype=flow.dtype,
+        device=flow.device,
+        dtype=flow.dtype,
     ).view(1, 2, 1, 1)
     return resized * scale
 

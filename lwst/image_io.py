@@ -43,9 +43,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if img.mode == "F":
         grey = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(grey[..., None], 3, axis=2)
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (
-        img.mode == "P" and "transparency" in img.info
-    )
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3:4]
@@ -68,7 +66,9 @@ def decode_image(data: bytes, name: str = "image") -> Tensor:
                     f"{MAX_PIXELS / 1e6:.0f} MP limit (possible decompression bomb); not decoded"
                 )
             if min(width, height) < MIN_SIDE:
-                raise ImageInputError(f"{name}: {width}x{height} is too small (min side {MIN_SIDE})")
+                raise ImageInputError(
+                    f"{name}: {width}x{height} is too small (min side {MIN_SIDE})"
+                )
             img.load()
             img = ImageOps.exif_transpose(img)
     except ImageInputError:
@@ -104,7 +104,9 @@ def read_image(
 def check_size(size: int | None) -> None:
     """Refuse output sizes that are absurd before spending any compute on them."""
     if size is not None and not (MIN_SIDE <= size <= MAX_OUTPUT_SIDE):
-        raise ImageInputError(f"size {size} is outside the supported range {MIN_SIDE}..{MAX_OUTPUT_SIDE}")
+        raise ImageInputError(
+            f"size {size} is outside the supported range {MIN_SIDE}..{MAX_OUTPUT_SIDE}"
+        )
 
 
 def resize_longest(image: Tensor, max_side: int) -> Tensor:

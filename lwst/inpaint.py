@@ -23,7 +23,9 @@ class InpaintResult:
     inpainted_frac: float  # fraction of pixels that were holes, pooled over the batch
 
 
-def inpaint_holes(image: Tensor, holes: Tensor, method: str = "telea", radius: int = 5) -> InpaintResult:
+def inpaint_holes(
+    image: Tensor, holes: Tensor, method: str = "telea", radius: int = 5
+) -> InpaintResult:
     """Fill ``holes (B, 1, H, W)`` bool in ``image (B, 3, H, W)``; other pixels are untouched."""
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; choose from {sorted(METHODS)}")

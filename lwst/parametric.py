@@ -26,10 +26,12 @@ def normalised_grid(height: int, width: int, device=None, dtype=torch.float32) -
 
 
 def flow_from_sampling(points: Tensor, height: int, width: int) -> Tensor:
-    """Sampled content locations ``(B, H*W, 2)`` (normalised) -> backward flow ``(B, 2, H, W)`` px."""
+    """Sampled content locations ``(B, H*W, 2)``, normalised -> backward flow ``(B, 2, H, W)``."""
     base = normalised_grid(height, width, points.device, points.dtype)
     scale = torch.tensor(
-        [max(width - 1, 1) / 2.0, max(height - 1, 1) / 2.0], device=points.device, dtype=points.dtype
+        [max(width - 1, 1) / 2.0, max(height - 1, 1) / 2.0],
+        device=points.device,
+        dtype=points.dtype,
     )
     disp = (points - base) * scale
     return disp.transpose(1, 2).reshape(points.shape[0], 2, height, width)
@@ -42,7 +44,9 @@ def apply_affine(matrix: Tensor, points: Tensor) -> Tensor:
 
 def affine_flow(matrix: Tensor, height: int, width: int) -> Tensor:
     """Backward flow of the normalised affine map ``output -> content`` given as ``(B, 2, 3)``."""
-    grid = normalised_grid(height, width, matrix.device, matrix.dtype).expand(matrix.shape[0], -1, -1)
+    grid = normalised_grid(height, width, matrix.device, matrix.dtype).expand(
+        matrix.shape[0], -1, -1
+    )
     return flow_from_sampling(apply_affine(matrix, grid), height, width)
 
 
@@ -90,11 +94,18 @@ def random_affine(batch: int, ranges: SyntheticWarpRanges, generator: torch.Gene
     sx, sy = uniform(*ranges.scale), uniform(*ranges.scale)
     rot = torch.deg2rad(uniform(-ranges.rotation_deg, ranges.rotation_deg))
     shear = torch.tan(torch.deg2rad(uniform(-ranges.shear_deg, ranges.shear_deg)))
-    tx, ty = uniform(-ranges.translation, ranges.translation), uniform(-ranges.translation, ranges.translation)
+    tx, ty = (
+        uniform(-ranges.translation, ranges.translation),
+        uniform(-ranges.translation, ranges.translation),
+    )
     cos, sin = torch.cos(rot), torch.sin(rot)
     rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     shear_m = torch.stack(
-        [torch.stack([torch.ones_like(shear), shear], -1), torch.stack([torch.zeros_like(shear), torch.ones_like(shear)], -1)], -2
+        [
+            torch.stack([torch.ones_like(shear), shear], -1),
+            torch.stack([torch.zeros_like(shear), torch.ones_like(shear)], -1),
+        ],
+        -2,
     )
     scale_m = torch.diag_embed(torch.stack([sx, sy], -1))
     linear = rotation @ shear_m @ scale_m

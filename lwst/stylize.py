@@ -56,10 +56,15 @@ class StylizeResult:
 
 
 def apply_geometry(
-    content: Tensor, geometry: Tensor, config: StylizeConfig, vgg: VGG19Features
+    content: Tensor, geometry: Tensor | None, config: StylizeConfig, vgg: VGG19Features,
+    estimate: WarpEstimate | None = None,
 ) -> WarpOutcome:
-    """Estimate the warp on analysis views, scale and upsample it, warp and inpaint the content."""
-    estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
+    """Estimate the warp on analysis views (unless given, e.g. from a batched pass), scale and
+    upsample it, warp and inpaint the content."""
+    if estimate is None:
+        if geometry is None:
+            raise ValueError("apply_geometry needs a geometry exemplar or a warp estimate")
+        estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
     height, width = content.shape[-2:]
     flow = resize_flow(estimate.flow.to(content.device, content.dtype), height, width)
     flow = flow * config.warp.strength
@@ -82,18 +87,25 @@ def stylize(
     texture: Tensor | None,
     config: StylizeConfig,
     progress: ProgressFn | None = None,
+    warp_estimate: WarpEstimate | None = None,
 ) -> StylizeResult:
-    """Run the item on tensors ``(1, 3, H, W)`` in [0, 1]; content is resized to ``config.size``."""
+    """Run the item on tensors ``(1, 3, H, W)`` in [0, 1]; content is resized to ``config.size``.
+
+    ``warp_estimate`` (from `lwst.warping.estimate_warps`, e.g. a batched GPU pass) replaces the
+    estimation from ``geometry``.
+    """
     validate(config)
     device = resolve_device(config.device)
     vgg = load_vgg19(config.vgg_weights, device=device)
     torch.manual_seed(config.seed)
     content = resize_longest(content, config.size).to(device)
     warp = None
-    if geometry is not None and config.warp.method != "none" and config.warp.strength > 0:
+    has_geometry = geometry is not None or warp_estimate is not None
+    if has_geometry and config.warp.method != "none" and config.warp.strength > 0:
         if progress:
             progress("warp", 0, 1)
-        warp = apply_geometry(content, geometry.to(device), config, vgg)
+        warp = apply_geometry(content, None if geometry is None else geometry.to(device), config,
+                              vgg, warp_estimate)
         if progress:
             progress("warp", 1, 1)
     base = warp.warped if warp is not None else content
@@ -105,7 +117,9 @@ def stylize(
     return StylizeResult(image=image, warp=warp, render=render)
 
 
-def fill_record(record: dict, result: StylizeResult, config: StylizeConfig, vgg_source: str) -> None:
+def fill_record(
+    record: dict, result: StylizeResult, config: StylizeConfig, vgg_source: str
+) -> None:
     """Copy measurements from a result into a metadata record (in place)."""
     height, width = result.image.shape[-2:]
     record.update(width=int(width), height=int(height), vgg_weights=vgg_source,
@@ -138,6 +152,7 @@ def stylize_files(
     run_id: str = "",
     progress: ProgressFn | None = None,
     storage_options: dict | None = None,
+    warp_estimate: WarpEstimate | None = None,
 ) -> dict:
     """Read, stylise and write one item; returns its metadata record (status ``ok``).
 
@@ -150,9 +165,12 @@ def stylize_files(
     record = empty_record(item_id, run_id)
     record.update(content=content, geometry=geometry, texture=texture)
     content_img = read_image(content, **opts)
-    geometry_img = read_image(geometry, **opts) if geometry else None
-    texture_img = read_image(texture, config.render.style_size or config.size, **opts) if texture else None
-    result = stylize(content_img, geometry_img, texture_img, config, progress=progress)
+    needs_geometry = geometry and warp_estimate is None
+    geometry_img = read_image(geometry, **opts) if needs_geometry else None
+    style_side = config.render.style_size or config.size
+    texture_img = read_image(texture, style_side, **opts) if texture else None
+    result = stylize(content_img, geometry_img, texture_img, config, progress=progress,
+                     warp_estimate=warp_estimate if geometry else None)
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
     written: list[str] = []
     try:

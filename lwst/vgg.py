@@ -174,7 +174,9 @@ def _random_convs(seed: int = 0) -> list[tuple[Tensor, Tensor]]:
     for _, n_convs, out_ch in _BLOCKS:
         for _ in range(n_convs):
             std = (2.0 / (in_ch * 9)) ** 0.5
-            convs.append((torch.randn(out_ch, in_ch, 3, 3, generator=gen) * std, torch.zeros(out_ch)))
+            convs.append(
+                (torch.randn(out_ch, in_ch, 3, 3, generator=gen) * std, torch.zeros(out_ch))
+            )
             in_ch = out_ch
     return convs
 

@@ -7,14 +7,18 @@ evaluated at identity and at the estimate, so ``warp_loss_before/after`` compare
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from lwst import storage
 from lwst.config import WarpConfig
 from lwst.correlation import alignment_loss, analysis_view
+from lwst.flow import read_flo, write_flo
 from lwst.vgg import VGG19Features
 
 
@@ -32,7 +36,7 @@ def _estimate_flow(
 ) -> tuple[Tensor, str | None]:
     size = content.shape[-1]
     if config.method == "none":
-        return content.new_zeros(1, 2, size, size), None
+        return content.new_zeros(content.shape[0], 2, size, size), None
     if config.method == "optim":
         from lwst.estimators.optim import optimise_warp
 
@@ -48,17 +52,59 @@ def _estimate_flow(
     raise ValueError(f"unknown warp method {config.method!r}")
 
 
+# Methods whose estimator takes a whole batch in one pass (worth batching on a GPU).
+BATCHED_METHODS = ("learned", "none")
+
+
+def estimate_warps(
+    contents: list[Tensor], exemplars: list[Tensor], config: WarpConfig, vgg: VGG19Features,
+    seed: int = 0,
+) -> list[WarpEstimate]:
+    """Estimate many content->exemplar warps; images ``(1, 3, H, W)`` of any sizes.
+
+    Analysis views are all ``S x S``, so they stack: the learned network (and ``none``) run the
+    whole batch in one forward pass, and so does the objective; per-pair methods loop.
+    ``seconds`` is the batch's estimation time shared equally among its pairs.
+    """
+    started = time.perf_counter()
+    device, dtype = vgg.mean.device, vgg.mean.dtype
+
+    def views(images: list[Tensor]) -> Tensor:
+        return torch.cat([analysis_view(i.to(device, dtype), config.analysis_size) for i in images])
+
+    content_v, exemplar_v = views(contents), views(exemplars)
+    if config.method in BATCHED_METHODS:
+        flows, warpnet_id = _estimate_flow(content_v, exemplar_v, config, vgg, seed)
+    else:
+        pairs = [_estimate_flow(c[None], e[None], config, vgg, seed)
+                 for c, e in zip(content_v, exemplar_v, strict=True)]
+        flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
+    flows = flows.detach()
+    seconds = (time.perf_counter() - started) / len(contents)
+    with torch.no_grad():
+        before = alignment_loss(vgg, content_v, exemplar_v, None).tolist()
+        after = alignment_loss(vgg, content_v, exemplar_v, flows).tolist()
+    return [WarpEstimate(flows[i : i + 1], before[i], after[i], seconds, warpnet_id)
+            for i in range(len(contents))]
+
+
 def estimate_warp(
     content: Tensor, exemplar: Tensor, config: WarpConfig, vgg: VGG19Features, seed: int = 0
 ) -> WarpEstimate:
     """Estimate the content->exemplar warp on analysis views of two ``(1, 3, H, W)`` images."""
-    started = time.perf_counter()
-    dtype = vgg.mean.dtype
-    content_v = analysis_view(content.to(vgg.mean.device, dtype), config.analysis_size)
-    exemplar_v = analysis_view(exemplar.to(vgg.mean.device, dtype), config.analysis_size)
-    flow, warpnet_id = _estimate_flow(content_v, exemplar_v, config, vgg, seed)
-    seconds = time.perf_counter() - started
-    with torch.no_grad():
-        before = float(alignment_loss(vgg, content_v, exemplar_v, None)[0])
-        after = float(alignment_loss(vgg, content_v, exemplar_v, flow.detach())[0])
-    return WarpEstimate(flow.detach(), before, after, seconds, warpnet_id)
+    return estimate_warps([content], [exemplar], config, vgg, seed)[0]
+
+
+def save_estimate(estimate: WarpEstimate, uri: str, **storage_options: object) -> None:
+    """Write an estimate as ``uri`` (.flo, analysis resolution) + ``uri.json`` (its figures).
+
+    Lets a batched estimation task hand its results to per-item tasks as file paths.
+    """
+    figures = {k: v for k, v in dataclasses.asdict(estimate).items() if k != "flow"}
+    write_flo(estimate.flow, uri, **storage_options)
+    storage.write_bytes_atomic(f"{uri}.json", json.dumps(figures).encode(), **storage_options)
+
+
+def load_estimate(uri: str, **storage_options: object) -> WarpEstimate:
+    figures = json.loads(storage.read_bytes(f"{uri}.json", **storage_options))
+    return WarpEstimate(flow=read_flo(uri, **storage_options), **figures)

@@ -16,8 +16,18 @@ import numpy as np
 
 def brush_strokes(size: int = 384, n: int = 2200, seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    palette = np.array([[32, 60, 140], [40, 110, 200], [60, 170, 240], [30, 30, 60],
-                        [150, 90, 40], [220, 200, 120], [90, 40, 160]], dtype=np.float64)
+    palette = np.array(
+        [
+            [32, 60, 140],
+            [40, 110, 200],
+            [60, 170, 240],
+            [30, 30, 60],
+            [150, 90, 40],
+            [220, 200, 120],
+            [90, 40, 160],
+        ],
+        dtype=np.float64,
+    )
     canvas = np.full((size, size, 3), 235, np.uint8)
     for _ in range(n):
         x, y = rng.uniform(0, size, 2)
@@ -25,8 +35,14 @@ def brush_strokes(size: int = 384, n: int = 2200, seed: int = 3) -> np.ndarray:
         length = rng.uniform(8, 26)
         dx, dy = np.cos(angle) * length, np.sin(angle) * length
         color = palette[rng.integers(len(palette))] + rng.normal(0, 18, 3)
-        cv2.line(canvas, (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy)),
-                 np.clip(color, 0, 255).tolist(), int(rng.integers(3, 8)), cv2.LINE_AA)
+        cv2.line(
+            canvas,
+            (int(x - dx), int(y - dy)),
+            (int(x + dx), int(y + dy)),
+            np.clip(color, 0, 255).tolist(),
+            int(rng.integers(3, 8)),
+            cv2.LINE_AA,
+        )
     return cv2.GaussianBlur(canvas, (3, 3), 0)
 
 
@@ -38,11 +54,22 @@ def mosaic(size: int = 384, n: int = 260, seed: int = 5) -> np.ndarray:
         subdiv.insert((float(p[0]), float(p[1])))
     facets, _ = subdiv.getVoronoiFacetList([])
     canvas = np.zeros((size, size, 3), np.uint8)
-    palette = np.array([[40, 60, 200], [30, 160, 230], [60, 140, 40], [160, 60, 40],
-                        [200, 200, 210], [120, 40, 130]], dtype=np.float64)
+    palette = np.array(
+        [
+            [40, 60, 200],
+            [30, 160, 230],
+            [60, 140, 40],
+            [160, 60, 40],
+            [200, 200, 210],
+            [120, 40, 130],
+        ],
+        dtype=np.float64,
+    )
     for facet in facets:
         color = palette[rng.integers(len(palette))] + rng.normal(0, 25, 3)
-        cv2.fillConvexPoly(canvas, facet.astype(np.int32), np.clip(color, 0, 255).tolist(), cv2.LINE_AA)
+        cv2.fillConvexPoly(
+            canvas, facet.astype(np.int32), np.clip(color, 0, 255).tolist(), cv2.LINE_AA
+        )
         cv2.polylines(canvas, [facet.astype(np.int32)], True, (20, 20, 20), 3, cv2.LINE_AA)
     return canvas
 

@@ -54,10 +54,15 @@ def stylize_item(
     overrides: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     torch_threads: int | None = None,
+    warp_estimate_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Stylise one item into ``out``; returns its metadata record plus ``worker``."""
+    """Stylise one item into ``out``; returns its metadata record plus ``worker``.
+
+    ``warp_estimate_uri``: the item's warp, already estimated in a batch (`estimate_warps`).
+    """
     from lwst.image_io import ImageInputError
     from lwst.stylize import stylize_files
+    from lwst.warping import load_estimate
 
     if torch_threads:
         import torch
@@ -73,9 +78,11 @@ def stylize_item(
     try:
         config = with_overrides(StylizeConfig(), {**(overrides or {}), **entry.overrides})
         params = json.dumps(to_params(config))
+        estimate = load_estimate(warp_estimate_uri, **opts) if warp_estimate_uri else None
         record = stylize_files(entry.id, entry.content, entry.geometry, entry.texture,
                                outputs.image, config, warped_out=outputs.warped,
-                               flow_out=outputs.flow, run_id=run_id, storage_options=opts)
+                               flow_out=outputs.flow, run_id=run_id, storage_options=opts,
+                               warp_estimate=estimate)
         if record["flow"]:
             dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
     except Exception as exc:
@@ -84,4 +91,4 @@ def stylize_item(
         reason = str(exc) if isinstance(exc, ImageInputError) else f"{type(exc).__name__}: {exc}"
         record = dataset.failed_record(entry, run_id, reason, params)
     dataset.write_journal(out, record, opts)
-    return {**record, "worker": worker_name()}
+    return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}

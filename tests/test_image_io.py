@@ -3,9 +3,16 @@
 import numpy as np
 import pytest
 import torch
-
 from bad_images import gradient_rgb, write_bad_cases, write_mode_cases
-from lwst.image_io import ImageInputError, check_size, encode_png, read_image, resize_longest, write_png
+
+from lwst.image_io import (
+    ImageInputError,
+    check_size,
+    encode_png,
+    read_image,
+    resize_longest,
+    write_png,
+)
 
 REASONS = {
     "missing": "no such file",
@@ -33,7 +40,7 @@ def test_modes_decode_to_rgb_in_unit_range(tmp_path):
     for name, path in cases.items():
         image = read_image(path)
         assert image.shape[:2] == (1, 3) and image.dtype == torch.float32, name
-        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0, name
+        assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0, name
     # Alpha 128 over white: halfway between the colour and white.
     rgba = read_image(cases["rgba"])[0]
     torch.testing.assert_close(rgba, reference * (128 / 255) + (1 - 128 / 255), atol=0.01, rtol=0)

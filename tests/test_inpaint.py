@@ -16,7 +16,9 @@ def test_fills_exactly_the_holes_with_nearby_colour():
     damaged = image.masked_fill(holes, 0.0)
     result = inpaint_holes(damaged, holes)
     assert result.inpainted_frac == pytest.approx(48 / 1024)
-    torch.testing.assert_close(result.image[~holes.expand_as(image)], damaged[~holes.expand_as(image)])
+    torch.testing.assert_close(
+        result.image[~holes.expand_as(image)], damaged[~holes.expand_as(image)]
+    )
     filled = result.image[:, :, 10:16, 12:20]
     assert (filled[:, 0] - 0.8).abs().max() < 0.02  # red channel restored from its neighbours
     assert (filled - image[:, :, 10:16, 12:20]).abs().mean() < 0.05

@@ -54,7 +54,9 @@ def test_random_warp_flow_is_seeded_and_within_ranges():
     # Translation up to 0.4 * 32 px plus scale/rotation/TPS: never more than ~the image size.
     assert a.abs().max() < 64
     assert a.abs().mean() > 1.0
-    none = SyntheticWarpRanges(scale=(1, 1), rotation_deg=0, shear_deg=0, translation=0, tps_jitter=0)
+    none = SyntheticWarpRanges(
+        scale=(1, 1), rotation_deg=0, shear_deg=0, translation=0, tps_jitter=0
+    )
     assert random_warp_flow(2, 32, 32, torch.Generator().manual_seed(0), none).abs().max() < 1e-4
 
 

@@ -175,3 +175,29 @@ def test_augment_builds_a_seeded_manifest_beside_the_outputs(image_folder: Path,
     assert summary["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
     assert sorted(p.stem for p in (out / "images").iterdir()) == ids
     assert all(i.startswith(("00000_", "00001_")) for i in ids)
+
+
+def test_learned_warps_are_estimated_in_batches(image_folder: Path, tmp_path: Path):
+    from test_warping import random_checkpoint
+
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    checkpoint = random_checkpoint(tmp_path / "warpnet.pt")
+    rows = [{"id": f"b{i}", "content": str(photos / f"photo{i}.png"),
+             "geometry": str(styles / f"style{i % 2}.png")} for i in range(3)]
+    rows.append({"id": "bad-geometry", "content": str(photos / "photo0.png"),
+                 "geometry": str(tmp_path / "missing.png")})
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    overrides = {**FAST, "warp_method": "learned", "warpnet_checkpoint": str(checkpoint)}
+    summary = _flow()(str(manifest), str(out), overrides=overrides, run_id="batched",
+                      warp_batch_size=2)
+
+    assert summary["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
+    assert summary["warp_batched"] == ["b0", "b1", "b2"]  # two batches: [b0, b1] and [b2]
+    table = dataset.read_metadata(str(out))
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    assert set(ok.column("warpnet_id").to_pylist()) == {table.column("warpnet_id")[0].as_py()}
+    assert ok.column("warpnet_id")[0].as_py().startswith("warpnet-")
+    failed = table.filter(pc.equal(table["status"], "failed")).to_pylist()
+    assert "missing.png: no such file" in failed[0]["error"]
+    assert not (out / "_work").exists() or not any((out / "_work").iterdir())
