@@ -92,5 +92,5 @@ def test_end_point_error_counts_only_valid_pixels():
 def test_flow_picture_is_an_rgb_image():
     picture = flow_picture(constant_flow(3.0, 0.0, 8, 8))
     assert picture.shape == (1, 3, 8, 8)
-    assert 0.0 <= float(picture.min()) and float(picture.max()) <= 1.0
+    assert float(picture.min()) >= 0.0 and float(picture.max()) <= 1.0
     assert np.unique(picture.numpy().reshape(3, -1), axis=1).shape[1] == 1
