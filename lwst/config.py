@@ -67,6 +67,8 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "inpaint": ("warp", "inpaint"),
     "warpnet_checkpoint": ("warp", "checkpoint"),
     "optim_steps": ("warp", "optim_steps"),
+    "optim_grid": ("warp", "optim_grid"),
+    "optim_smoothness": ("warp", "optim_smoothness"),
     "optimizer": ("render", "optimizer"),
     "levels": ("render", "levels"),
     "iterations": ("render", "iterations"),
