@@ -1,0 +1,85 @@
+"""Per-stage end-point error of the warp network on the warp benchmark's held-out pairs.
+
+Same pairs as ``bench_warp.py`` (held-out photos, seeds ``seed*1000 + tier*100 + i``). The VGG
+features of every pair are computed once and cached (``--cache``), so comparing checkpoints or
+stages costs only the network: affine init (dual-softmax + robust fit), global CNN, and each
+refinement step.
+
+    .venv/bin/python benchmarks/warpnet_stages.py --checkpoint lwst/checkpoints/warpnet.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from lwst.correlation import analysis_view
+from lwst.flow import end_point_error
+from lwst.image_io import read_image
+from lwst.vgg import load_vgg19
+from lwst.warpnet.bank import encode
+from lwst.warpnet.inference import load_warpnet
+from lwst.warpnet.model import upsample_flow
+from lwst.warpnet.split import held_out_files
+from lwst.warpnet.synthetic import TIERS, make_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_cache(data: Path, pairs: int, seed: int) -> dict:
+    """Features, ground truth and validity of ``pairs`` pairs per tier (bench_warp's pairs)."""
+    vgg = load_vgg19("auto")
+    images = (p for p in data.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    files = held_out_files(images)
+    out: dict = {}
+    for t, tier in enumerate(TIERS):
+        items = []
+        for i in range(pairs):
+            image = analysis_view(read_image(str(files[i % len(files)])))
+            pair = make_pair(image, torch.Generator().manual_seed(seed * 1000 + t * 100 + i), tier)
+            feats = encode(vgg, torch.cat([pair.content, pair.exemplar]))
+            items.append((feats[:1], feats[1:], pair.flow, pair.valid))
+        out[tier] = items
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", nargs="+", default=[None])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages.pt")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.cache.exists():
+        cache = torch.load(args.cache, weights_only=False)
+    else:
+        cache = build_cache(args.data, args.pairs, args.seed)
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(cache, args.cache)
+    for checkpoint in args.checkpoint:
+        model, warpnet_id = load_warpnet(checkpoint)
+        names = ["identity", "affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
+        print(f"\n{warpnet_id} ({checkpoint or 'shipped'})")
+        print("| tier | " + " | ".join(names) + " |")
+        print("|---" * (len(names) + 1) + "|")
+        overall = torch.zeros(len(names))
+        for tier, items in cache.items():
+            epe = torch.zeros(len(names))
+            for content, exemplar, flow, valid in items:
+                with torch.no_grad():
+                    stages = model(content.float(), exemplar.float())
+                preds = [torch.zeros_like(flow)] + [upsample_flow(s, 256) for s in stages]
+                epe += torch.tensor([float(end_point_error(p, flow, valid)) for p in preds])
+            epe /= len(items)
+            overall += epe / len(cache)
+            print(f"| {tier} | " + " | ".join(f"{e:.2f}" for e in epe) + " |")
+        print("| **all** | " + " | ".join(f"{e:.2f}" for e in overall) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Train the warp network as a Prefect flow: a thin wrapper over ``lwst.warpnet.train``.
+
+Two tasks, each safe to retry: encode the feature cache (skips images already cached), then
+train (resumes from the checkpoint when retried). File paths, not tensors, pass between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from lwst.warpnet.train import TrainConfig, export_checkpoint, prepare_bank, train
+
+
+@task(name="encode-feature-cache", retries=1)
+def encode_cache(cfg: TrainConfig) -> str:
+    prepare_bank(cfg, get_run_logger().info)
+    return cfg.cache_dir
+
+
+@task(name="train-warpnet", retries=1)
+def train_task(cfg: TrainConfig) -> str:
+    cfg.resume = True  # a retry continues from the last checkpoint
+    return str(train(cfg, get_run_logger().info))
+
+
+@flow(name="train-warp")
+def train_warp(
+    images: list[str],
+    out: str = "runs/warpnet/train.pt",
+    export: str | None = None,
+    cache_dir: str = "scratch/warpnet_cache",
+    steps: int = 2000,
+    batch_size: int = 8,
+    lr: float = 4e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    threads: int = 2,
+    log: str | None = None,
+    painted_bank: str | None = None,
+) -> str:
+    """Encode the training images, train, and optionally export the slim checkpoint."""
+    cfg = TrainConfig(
+        images=images,
+        out=out,
+        cache_dir=cache_dir,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        threads=threads,
+        log=log,
+        painted_bank=painted_bank,
+        build_cache=False,
+    )
+    encode_cache(cfg)
+    checkpoint = train_task(cfg)
+    if export:
+        checkpoint = str(export_checkpoint(checkpoint, export))
+    create_markdown_artifact(
+        "\n".join(
+            ["| setting | value |", "|---|---|"]
+            + [f"| {k} | {v} |" for k, v in asdict(cfg).items()]
+        ),
+        key="warpnet-training",
+        description=f"warp network trained to {checkpoint}",
+    )
+    return checkpoint
+
+
+if __name__ == "__main__":
+    import sys
+
+    train_warp(images=sys.argv[1:])

@@ -1,0 +1,196 @@
+"""A disk cache of VGG features for synthetic pairs, so that training runs no VGG at all.
+
+VGG forwards dominate the cost of a training step on a CPU (seconds per 256x256 image on a
+shared 2-core machine). Each training image is encoded once, and a few warped, re-textured
+variants of it (``synthetic.make_pair``) are encoded once each. Training then draws *ordered
+pairs of views of the same image* (original or variant as content, another as exemplar): the
+ground truth between two variants is composed from their own flows (one inverted numerically),
+so V variants give (V + 1) V pairs from V + 1 forwards. The features are exactly what inference
+computes (VGG of the real warped, re-textured image at 256x256); nothing is approximated in
+feature space.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lwst.correlation import analysis_view, normalised_features
+from lwst.flow import base_grid, resize_flow
+from lwst.image_io import read_image
+from lwst.vgg import VGG19Features
+from lwst.warpnet.synthetic import make_pair
+
+FEATURE_TAP = "relu4_1"  # 32x32 at 256; the global stage pools it to 16x16 (see model.py)
+ANALYSIS = 256
+TARGET_SIZE = 64  # ground-truth flows and valid masks are kept at 64x64 (flows are smooth)
+DEFAULT_TIERS = ("photometric", "artistic", "artistic")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def image_seed(name: str, seed: int) -> int:
+    """Per-image seed that does not depend on the order images are processed in."""
+    return (zlib.crc32(name.encode()) + 7919 * seed) % (2**31)
+
+
+def encode(vgg: VGG19Features, images: Tensor) -> Tensor:
+    """L2-normalised relu4_1 features ``(B, 512, S/8, S/8)`` of ``(B, 3, S, S)`` images."""
+    with torch.no_grad():
+        return normalised_features(vgg, images.to(vgg.mean), (FEATURE_TAP,))[FEATURE_TAP]
+
+
+def coarse_flow(flow: Tensor) -> Tensor:
+    """Flow ``(B, 2, S, S)`` at the analysis size -> ``TARGET_SIZE`` grid, still in S-px units."""
+    size = flow.shape[-1]
+    return resize_flow(flow, TARGET_SIZE, TARGET_SIZE) * ((size - 1) / (TARGET_SIZE - 1))
+
+
+def cache_image(
+    path: Path,
+    vgg: VGG19Features,
+    out_dir: Path,
+    seed: int = 0,
+    tiers: Sequence[str] = DEFAULT_TIERS,
+    painted: Sequence[Tensor] = (),
+    tag: str = "base",
+) -> Path:
+    """Encode an image and its variants into ``out_dir/<stem>.<tag>.pt``.
+
+    View 0 is the image itself (zero flow); views 1.. are ``make_pair`` exemplars of ``tiers``,
+    then one artistic exemplar per painted copy (``(1, 3, 256, 256)`` renderings of this image).
+    """
+    out = out_dir / f"{path.stem}.{tag}.pt"
+    image = analysis_view(read_image(str(path)), ANALYSIS)
+    generator = torch.Generator().manual_seed(image_seed(f"{path.name}.{tag}", seed))
+    pairs = [make_pair(image, generator, tier) for tier in tiers]
+    pairs += [make_pair(image, generator, "artistic", painted=p) for p in painted]
+    views = torch.cat([image] + [p.exemplar for p in pairs])
+    flows = torch.cat([torch.zeros_like(pairs[0].flow)] + [p.flow for p in pairs])
+    record = {
+        "name": path.name,
+        "features": encode(vgg, views).to(torch.float16).cpu(),
+        "flow": coarse_flow(flows).cpu(),
+        "kinds": ["original", *tiers] + ["painted"] * len(painted),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    torch.save(record, tmp)
+    tmp.replace(out)
+    return out
+
+
+def _sample(field: Tensor, points: Tensor, size: int = ANALYSIS) -> Tensor:
+    """Bilinearly sample ``field (B, C, h, w)`` at ``points (B, 2, H, W)`` given in S-px units."""
+    grid = (2.0 * points / (size - 1) - 1.0).permute(0, 2, 3, 1)
+    return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def relative_flow(flow_a: Tensor, flow_b: Tensor, iters: int = 20) -> tuple[Tensor, Tensor]:
+    """Ground truth between two views of one image, both given by backward flows from it.
+
+    View v shows ``image(x + f_v(x))``. The flow F with ``view_b(x) = view_a(x + F(x))`` solves
+    ``z + f_a(z) = x + f_b(x)`` for ``z = x + F(x)`` (fixed-point iteration; the random warps
+    are contractions away from their extremes). Inputs and outputs ``(B, 2, h, w)`` on the same
+    grid, S-px units; ``valid (B, 1, h, w)`` marks x whose answer lies inside view a and was
+    solved to a quarter pixel.
+    """
+    _, _, h, _ = flow_b.shape
+    scale = (ANALYSIS - 1) / (h - 1)
+    x = base_grid(h, h, flow_b.device, flow_b.dtype) * scale
+    target = x + flow_b
+    z = target.clone()
+    for _ in range(iters):
+        z = target - _sample(flow_a, z)
+    residual = (z + _sample(flow_a, z) - target).norm(dim=1, keepdim=True)
+    inside = lambda p: ((p > -0.5) & (p < ANALYSIS - 0.5)).all(1, keepdim=True)  # noqa: E731
+    valid = inside(target) & inside(z) & (residual < 0.25)
+    return z - x, valid
+
+
+@dataclass
+class FeatureBank:
+    """Every cached view in memory, and every ordered pair of views of the same image."""
+
+    features: Tensor  # (N, 512, 32, 32) float16, all views of all images
+    pair_content: Tensor  # (P,) view index of each pair's content side
+    pair_exemplar: Tensor  # (P,) view index of each pair's exemplar side
+    flow: Tensor  # (P, 2, 64, 64) ground truth in 256-px units
+    valid: Tensor  # (P, 1, 64, 64) bool
+    pair_kind: list[str]  # "<content kind>-><exemplar kind>"
+    names: list[str]
+
+    def __len__(self) -> int:
+        return self.pair_content.numel()
+
+    def batch(self, index: Tensor) -> dict[str, Tensor]:
+        """Float32 features and targets for the pairs in ``index``."""
+        return {
+            "content": self.features[self.pair_content[index]].float(),
+            "exemplar": self.features[self.pair_exemplar[index]].float(),
+            "flow": self.flow[index],
+            "valid": self.valid[index],
+        }
+
+
+def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
+    """Gather every ``<stem>.<tag>.pt`` under ``cache_dir`` and enumerate the ordered pairs."""
+    from lwst.warpnet.split import is_held_out
+
+    feats, flows, valids, cont, exem, kinds, names = [], [], [], [], [], [], []
+    offset = 0
+    for file in sorted(cache_dir.glob("*.pt")):
+        rec = torch.load(file, map_location="cpu", weights_only=True)
+        if exclude_held_out and is_held_out(rec["name"]):
+            continue
+        names.append(rec["name"])
+        n = rec["flow"].shape[0]
+        a_idx, b_idx = zip(*[(a, b) for a in range(n) for b in range(n) if a != b], strict=True)
+        a_t, b_t = torch.tensor(a_idx), torch.tensor(b_idx)
+        flow, valid = relative_flow(rec["flow"][a_t], rec["flow"][b_t])
+        feats.append(rec["features"])
+        flows.append(flow)
+        valids.append(valid)
+        cont.append(a_t + offset)
+        exem.append(b_t + offset)
+        kinds += [
+            f"{rec['kinds'][a]}->{rec['kinds'][b]}" for a, b in zip(a_idx, b_idx, strict=True)
+        ]
+        offset += n
+    if not names:
+        raise FileNotFoundError(f"no cached views under {cache_dir}")
+    return FeatureBank(
+        torch.cat(feats),
+        torch.cat(cont),
+        torch.cat(exem),
+        torch.cat(flows),
+        torch.cat(valids),
+        kinds,
+        names,
+    )
+
+
+def list_images(sources: Sequence[str | Path]) -> list[Path]:
+    """Image files from folders (non-recursive) and manifests (CSV/Parquet/JSONL columns)."""
+    files: list[Path] = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            files += [p for p in sorted(src.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            continue
+        import pandas as pd
+
+        if src.suffix == ".parquet":
+            table = pd.read_parquet(src)
+        elif src.suffix in (".jsonl", ".json"):
+            table = pd.read_json(src, lines=True)
+        else:
+            table = pd.read_csv(src)
+        for column in ("content", "geometry", "texture"):
+            if column in table:
+                files += [src.parent / v for v in table[column].dropna().astype(str)]
+    return sorted(set(files))

@@ -1,0 +1,102 @@
+"""``lwst train-warp``: train the warp network from folders or manifests of images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lwst.warpnet.bank import DEFAULT_TIERS
+from lwst.warpnet.train import TrainConfig, export_checkpoint, train
+
+_DEFAULTS = TrainConfig()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train-warp`` on the ``lwst`` command."""
+    p = subparsers.add_parser(
+        "train-warp",
+        help="train the learned warp network on synthetic pairs",
+        description="Encode the training images (held-out ones are skipped) into a VGG feature "
+        "cache, then train the warp network on synthetic pairs drawn from it. Writes a resumable "
+        "training checkpoint to --out and, with --export, the slim one lwst ships.",
+    )
+    p.add_argument(
+        "--images",
+        action="append",
+        required=True,
+        metavar="DIR|MANIFEST",
+        help="folder of images or manifest (CSV/Parquet/JSONL); repeatable",
+    )
+    p.add_argument("--out", required=True, help="training checkpoint (model, optimiser, step, rng)")
+    p.add_argument("--export", help="also write the slim inference checkpoint here")
+    p.add_argument("--cache-dir", default=_DEFAULTS.cache_dir, help="VGG feature cache folder")
+    p.add_argument(
+        "--no-build-cache",
+        action="store_true",
+        help="train on what the cache holds; do not encode missing images",
+    )
+    p.add_argument("--painted-bank", help="folder of <image>__<style>.png painted copies")
+    p.add_argument(
+        "--tiers",
+        nargs="+",
+        default=list(DEFAULT_TIERS),
+        choices=("geometry", "photometric", "artistic"),
+        help="re-texturing of the cached exemplar variants, one variant each",
+    )
+    p.add_argument("--steps", type=int, default=_DEFAULTS.steps)
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    p.add_argument("--lr", type=float, default=_DEFAULTS.lr)
+    p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup)
+    p.add_argument(
+        "--weak-weight",
+        type=float,
+        default=_DEFAULTS.weak_weight,
+        help="weight of the paper's weak softmax loss",
+    )
+    p.add_argument(
+        "--original-content",
+        type=float,
+        default=_DEFAULTS.original_content,
+        help="share of pairs whose content side is the untouched image",
+    )
+    p.add_argument("--max-images", type=int, help="encode only N training images (seeded shuffle)")
+    p.add_argument("--until", type=int, help="stop at this step; the schedule runs over --steps")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--device", default=_DEFAULTS.device, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--log", help="append per-step losses to this CSV")
+    p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every)
+    p.set_defaults(handler=cmd_train_warp)
+
+
+def cmd_train_warp(args: argparse.Namespace) -> int:
+    missing = [s for s in args.images if not Path(s).exists()]
+    if missing:
+        raise FileNotFoundError(f"no such image folder or manifest: {', '.join(missing)}")
+    cfg = TrainConfig(
+        images=list(args.images),
+        out=args.out,
+        cache_dir=args.cache_dir,
+        build_cache=not args.no_build_cache,
+        painted_bank=args.painted_bank,
+        tiers=tuple(args.tiers),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        weak_weight=args.weak_weight,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        resume=args.resume,
+        log=args.log,
+        checkpoint_every=args.checkpoint_every,
+        original_content=args.original_content,
+        max_images=args.max_images,
+        until=args.until,
+    )
+    out = train(cfg)
+    if args.export:
+        export_checkpoint(out, args.export)
+    return 0

@@ -1,0 +1,84 @@
+"""Run the shipped (or a given) warp network: two 256x256 views in, a backward flow out.
+
+The network is loaded once per process and checkpoint path; its id (``warpnet-`` + the first
+12 hex digits of the checkpoint's sha256) goes into every output's metadata, so a result can be
+traced to the exact weights that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lwst.correlation import analysis_view
+from lwst.vgg import VGG19Features
+from lwst.warpnet.bank import ANALYSIS, encode
+from lwst.warpnet.model import WarpNet, WarpNetConfig, upsample_flow
+
+CHECKPOINT_NAME = "warpnet.pt"
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, str], tuple[WarpNet, str]] = {}
+
+
+class MissingCheckpointError(FileNotFoundError):
+    """The warp network's weights are not where they should be."""
+
+
+def default_checkpoint() -> Path:
+    """``lwst/checkpoints/warpnet.pt`` (package data)."""
+    return Path(str(importlib.resources.files("lwst") / "checkpoints" / CHECKPOINT_NAME))
+
+
+def checkpoint_id(path: Path) -> str:
+    return "warpnet-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def load_warpnet(
+    checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
+) -> tuple[WarpNet, str]:
+    """The network in eval mode and its id; cached per (path, device)."""
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    key = (str(path.resolve()), str(device))
+    with _LOCK:
+        if key not in _LOADED:
+            if not path.is_file():
+                raise MissingCheckpointError(
+                    f"warp network checkpoint not found: {path} (train one with "
+                    "`lwst train-warp`, or choose another --warp-method)"
+                )
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            model = WarpNet(WarpNetConfig(**state["model_config"]))
+            model.load_state_dict(state["model"])
+            model.to(device).eval().requires_grad_(False)
+            _LOADED[key] = (model, checkpoint_id(path))
+        return _LOADED[key]
+
+
+def predict_warp(
+    content256: Tensor,
+    exemplar256: Tensor,
+    vgg: VGG19Features,
+    checkpoint: str | Path | None = None,
+) -> tuple[Tensor, str]:
+    """Backward flow ``(B, 2, S, S)`` (pixels) bending ``content256`` into ``exemplar256``'s shapes.
+
+    Inputs ``(B, 3, S, S)`` RGB in [0, 1] (S = 256 is the analysis size the network was trained
+    at; other sizes are resampled to it and the flow is rescaled back). Batched.
+    """
+    device = vgg.mean.device
+    model, warpnet_id = load_warpnet(checkpoint, device)
+    size = content256.shape[-1]
+    views = torch.cat([content256, exemplar256]).to(device)
+    if views.shape[-2:] != (ANALYSIS, ANALYSIS):
+        views = analysis_view(views, ANALYSIS)
+    with torch.no_grad():
+        features = encode(vgg, views).float()
+        content, exemplar = features.chunk(2)
+        flow = model(content, exemplar)[-1]
+    return upsample_flow(flow, size).to(content256.dtype), warpnet_id

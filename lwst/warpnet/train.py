@@ -1,0 +1,254 @@
+"""Train the warp network on synthetic pairs: cached VGG features, supervised + weak loss.
+
+Recipe (docs/model_card.md): images -> held-out split -> a feature bank (``bank.py``: one VGG
+pass per view, cached on disk) -> ordered pairs of views with composed ground-truth flows ->
+sequence-weighted masked L1 on every intermediate flow + the paper's weak softmax loss on the
+final one -> AdamW, warm-up + cosine decay. Seeded; resumable checkpoints; a CSV loss log.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lwst.flow import resize_flow
+from lwst.vgg import load_vgg19
+from lwst.warpnet.bank import (
+    DEFAULT_TIERS,
+    FeatureBank,
+    cache_image,
+    list_images,
+    load_bank,
+)
+from lwst.warpnet.model import WarpNet, WarpNetConfig
+from lwst.warpnet.split import training_files
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run, with its default (recorded in the checkpoint)."""
+
+    images: list[str] = field(default_factory=list)  # folders or manifests
+    out: str = "warpnet.pt"
+    cache_dir: str = "scratch/warpnet_cache"
+    build_cache: bool = True  # encode missing images first; False: train on what is cached
+    painted_bank: str | None = None  # folder of <image stem>__<style stem>.png painted copies
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    gamma: float = 0.8  # sequence weight of intermediate i: gamma ** (last - i)
+    weak_weight: float = 1.0
+    original_content: float = 0.5  # share of pairs whose content side is the untouched image
+    max_images: int | None = None  # encode only this many (seeded shuffle of the training set)
+    until: int | None = None  # stop at this step (the schedule still runs over ``steps``)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 2
+    resume: bool = False
+    log: str | None = None
+    checkpoint_every: int = 100
+    refresh_bank_every: int = 0  # >0: reload the cache (grown by another process) every N steps
+    model: dict = field(default_factory=lambda: WarpNetConfig().to_dict())
+
+
+def sequence_loss(
+    flows: Sequence[Tensor], target: Tensor, valid: Tensor, gamma: float
+) -> tuple[Tensor, Tensor]:
+    """RAFT's sequence loss: masked L1 (256-px units) of every intermediate, later ones weighted
+    more. Returns (loss, per-intermediate mean end-point error ``(len(flows),)``)."""
+    size = target.shape[-1]
+    scale = (256 - 1) / (size - 1)
+    valid = valid.float()
+    denom = valid.sum().clamp_min(1.0)
+    loss = target.new_zeros(())
+    epes = []
+    last = len(flows) - 1
+    for i, flow in enumerate(flows):
+        pred = resize_flow(flow, size, size) * scale
+        err = (pred - target).abs().sum(1, keepdim=True)
+        loss = loss + gamma ** (last - i) * (err * valid).sum() / denom
+        epe = (pred - target).detach().norm(dim=1, keepdim=True)
+        epes.append((epe * valid).sum() / denom)
+    return loss, torch.stack(epes)
+
+
+def pair_weights(bank: FeatureBank, original_content: float) -> Tensor:
+    """Sampling weights: ``original_content`` of the mass on pairs whose content is untouched."""
+    is_orig = torch.tensor([k.startswith("original->") for k in bank.pair_kind])
+    weights = torch.where(
+        is_orig,
+        original_content / is_orig.sum().clamp_min(1),
+        (1 - original_content) / (~is_orig).sum().clamp_min(1),
+    )
+    return weights.float()
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> None:
+    """Encode every training image not cached yet (held-out images are skipped)."""
+    files = training_files(list_images(cfg.images))
+    if cfg.max_images:
+        random.Random(cfg.seed).shuffle(files)
+        files = files[: cfg.max_images]
+    cache = Path(cfg.cache_dir)
+    missing = [f for f in files if not (cache / f"{f.stem}.base.pt").exists()]
+    progress(f"{len(files)} training images, {len(missing)} to encode into {cache}")
+    if not missing:
+        return
+    vgg = load_vgg19("auto", device=cfg.device)
+    painted = _painted_index(cfg.painted_bank)
+    for i, path in enumerate(missing):
+        copies = [_read_square(p) for p in painted.get(path.stem, [])]
+        cache_image(path, vgg, cache, seed=cfg.seed, tiers=cfg.tiers, painted=copies)
+        progress(f"encoded {i + 1}/{len(missing)} {path.name}")
+
+
+def _painted_index(folder: str | None) -> dict[str, list[Path]]:
+    if not folder:
+        return {}
+    index: dict[str, list[Path]] = {}
+    for p in sorted(Path(folder).glob("*__*.png")):
+        index.setdefault(p.stem.split("__")[0], []).append(p)
+    return index
+
+
+def _read_square(path: Path) -> Tensor:
+    from lwst.correlation import analysis_view
+    from lwst.image_io import read_image
+
+    return analysis_view(read_image(str(path)))
+
+
+def save_checkpoint(
+    path: Path, model: WarpNet, optimiser, step: int, cfg: TrainConfig, rng: torch.Generator
+) -> None:
+    """Full training state (model, optimiser, step, config, RNG), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_config": model.cfg.to_dict(),
+            "optimizer": optimiser.state_dict(),
+            "step": step,
+            "train_config": asdict(cfg),
+            "rng": rng.get_state(),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
+    """Run (or resume) training; returns the checkpoint path."""
+    torch.set_num_threads(cfg.threads)
+    if cfg.build_cache:
+        prepare_bank(cfg, progress)
+    device = torch.device(cfg.device)
+    bank = load_bank(Path(cfg.cache_dir))
+    progress(f"bank: {len(bank.names)} images, {bank.features.shape[0]} views, {len(bank)} pairs")
+    torch.manual_seed(cfg.seed)
+    model = WarpNet(WarpNetConfig(**cfg.model)).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    start = 0
+    out = Path(cfg.out)
+    if cfg.resume and out.exists():
+        state = torch.load(out, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        rng.set_state(state["rng"])
+        start = state["step"]
+        progress(f"resumed from {out} at step {start}")
+    weights = pair_weights(bank, cfg.original_content)
+    log_file = open(cfg.log, "a", newline="") if cfg.log else None  # noqa: SIM115
+    writer = csv.writer(log_file) if log_file else None
+    if writer and log_file.tell() == 0:
+        names = ["affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
+        writer.writerow(
+            [
+                "step",
+                "loss",
+                "flow_loss",
+                "weak_loss",
+                *[f"epe_{n}" for n in names],
+                "lr",
+                "seconds",
+                "pairs",
+            ]
+        )
+    started = time.perf_counter()
+    model.train()
+    last = min(cfg.steps, cfg.until or cfg.steps)
+    for step in range(start, last):
+        if cfg.refresh_bank_every and step > start and step % cfg.refresh_bank_every == 0:
+            bank = load_bank(Path(cfg.cache_dir))
+            weights = pair_weights(bank, cfg.original_content)
+            progress(f"bank refreshed: {len(bank.names)} images, {len(bank)} pairs")
+        for group in optimiser.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, cfg)
+        index = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=rng)
+        batch = {k: v.to(device) for k, v in bank.batch(index).items()}
+        flows = model(batch["content"], batch["exemplar"])
+        flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
+        weak = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1]).mean()
+        loss = flow_loss + cfg.weak_weight * weak
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        if writer:
+            writer.writerow(
+                [
+                    step + 1,
+                    f"{loss.item():.4f}",
+                    f"{flow_loss.item():.4f}",
+                    f"{weak.item():.4f}",
+                    *[f"{e:.3f}" for e in epes.tolist()],
+                    f"{optimiser.param_groups[0]['lr']:.2e}",
+                    f"{time.perf_counter() - started:.1f}",
+                    len(bank),
+                ]
+            )
+            log_file.flush()
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
+            save_checkpoint(out, model, optimiser, step + 1, cfg, rng)
+            progress(f"step {step + 1}: loss {loss.item():.3f}, EPE final {epes[-1].item():.2f} px")
+    if log_file:
+        log_file.close()
+    return out
+
+
+def export_checkpoint(train_checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
+    """Strip a training checkpoint to what inference needs (weights + configs), float32."""
+    state = torch.load(train_checkpoint, map_location="cpu", weights_only=False)
+    slim = {
+        "model": {k: v.float() for k, v in state["model"].items()},
+        "model_config": WarpNetConfig(**state["model_config"]).to_dict(),
+        "step": state["step"],
+        "train_config": state["train_config"],
+        "note": note,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save(slim, tmp)
+    tmp.replace(out)
+    return out

