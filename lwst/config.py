@@ -37,7 +37,7 @@ class RenderConfig:
     levels: int = 3  # pyramid levels below and including the output size
     iterations: tuple[int, ...] = (100, 60, 30)  # per level, coarsest first
     style_weight: float = 1.0  # losses are normalised by their targets (lwst.render)
-    content_weight: float = 0.1
+    content_weight: float = 1.0
     learning_rate: float = 0.02  # Adam only
     preserve_color: bool = False
     style_size: int | None = None  # longest side of the texture exemplar; None: output size
