@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lwst.image_io import resize_longest
 from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
 
 
@@ -70,15 +71,6 @@ def content_target(vgg: VGG19Features, content: Tensor, layer: str = CONTENT_LAY
     return vgg(content, [layer])[layer].detach()
 
 
-def _resize_longest(image: Tensor, side: int) -> Tensor:
-    height, width = image.shape[-2:]
-    scale = side / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    if size == (height, width):
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
 @torch.no_grad()
 def gram_distance(
     vgg: VGG19Features,
@@ -97,7 +89,7 @@ def gram_distance(
     dtype = vgg.mean.dtype
     device = vgg.mean.device
     image = image.to(device=device, dtype=dtype).clamp(0.0, 1.0)
-    exemplar = _resize_longest(exemplar.to(device=device, dtype=dtype), max(image.shape[-2:]))
+    exemplar = resize_longest(exemplar.to(device=device, dtype=dtype), max(image.shape[-2:]))
     exemplar = exemplar.clamp(0.0, 1.0)
     got = vgg(image, layers)
     want = vgg(exemplar, layers)

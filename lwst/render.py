@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lwst.config import OPTIMIZERS, RenderConfig
+from lwst.image_io import resize_longest
 from lwst.losses import gram_matrix
 from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
 
@@ -75,18 +76,6 @@ def rgb_to_yiq(image: Tensor) -> Tensor:
 
 def yiq_to_rgb(image: Tensor) -> Tensor:
     return torch.einsum("ij,bjhw->bihw", _YIQ_TO_RGB.to(image), image)
-
-
-def _resize(image: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _resize_longest(image: Tensor, side: int) -> Tensor:
-    height, width = image.shape[-2:]
-    scale = side / max(height, width)
-    return _resize(image, (max(1, round(height * scale)), max(1, round(width * scale))))
 
 
 def pyramid_levels(height: int, width: int, levels: int) -> int:
@@ -221,7 +210,7 @@ def render_texture(
         level_started = time.perf_counter()
         lh, lw = target.shape[-2:]
         scale = max(lh, lw) / max(height, width)
-        ex_level = _resize_longest(exemplar_src, max(16, round(style_side * scale))).clamp(0.0, 1.0)
+        ex_level = resize_longest(exemplar_src, max(16, round(style_side * scale))).clamp(0.0, 1.0)
         objective = _Objective(vgg, to_vgg(target), to_vgg(ex_level), config)
         if current is None:
             if config.init == "noise":
