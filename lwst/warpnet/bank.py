@@ -24,6 +24,7 @@ from torch import Tensor
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import base_grid, resize_flow
 from lwst.image_io import read_image
+from lwst.manifest import IMAGE_SUFFIXES
 from lwst.vgg import VGG19Features
 from lwst.warpnet.synthetic import make_pair
 
@@ -31,7 +32,6 @@ FEATURE_TAP = "relu4_1"  # 32x32 at 256; the global stage pools it to 16x16 (see
 ANALYSIS = 256
 TARGET_SIZE = 64  # ground-truth flows and valid masks are kept at 64x64 (flows are smooth)
 DEFAULT_TIERS = ("photometric", "artistic", "artistic")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def image_seed(name: str, seed: int) -> int:
