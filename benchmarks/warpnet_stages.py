@@ -3,7 +3,7 @@
 Same pairs as ``bench_warp.py`` (held-out photos, seeds ``seed*1000 + tier*100 + i``). The VGG
 features of every pair are computed once and cached (``--cache``), so comparing checkpoints or
 stages costs only the network: affine init (dual-softmax + robust fit), global CNN, and each
-refinement step.
+refinement step. Works on training checkpoints too (to watch a run).
 
     .venv/bin/python benchmarks/warpnet_stages.py --checkpoint lwst/checkpoints/warpnet.pt
 """
@@ -39,8 +39,8 @@ def build_cache(data: Path, pairs: int, seed: int) -> dict:
         for i in range(pairs):
             image = analysis_view(read_image(str(files[i % len(files)])))
             pair = make_pair(image, torch.Generator().manual_seed(seed * 1000 + t * 100 + i), tier)
-            feats = encode(vgg, torch.cat([pair.content, pair.exemplar]))
-            items.append((feats[:1], feats[1:], pair.flow, pair.valid))
+            coarse, fine = encode(vgg, torch.cat([pair.content, pair.exemplar]))
+            items.append((coarse[:1], coarse[1:], fine[:1], fine[1:], pair.flow, pair.valid))
         out[tier] = items
     return out
 
@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages.pt")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages_v2.pt")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.cache.exists():
@@ -64,15 +64,17 @@ def main() -> None:
     for checkpoint in args.checkpoint:
         model, warpnet_id = load_warpnet(checkpoint)
         names = ["identity", "affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
+        names += [f"fine{i + 1}" for i in range(model.cfg.fine_iters)]
         print(f"\n{warpnet_id} ({checkpoint or 'shipped'})")
         print("| tier | " + " | ".join(names) + " |")
         print("|---" * (len(names) + 1) + "|")
         overall = torch.zeros(len(names))
         for tier, items in cache.items():
             epe = torch.zeros(len(names))
-            for content, exemplar, flow, valid in items:
+            for content, exemplar, content_fine, exemplar_fine, flow, valid in items:
                 with torch.no_grad():
-                    stages = model(content.float(), exemplar.float())
+                    stages = model(content.float(), exemplar.float(),
+                                   content_fine.float(), exemplar_fine.float())
                 preds = [torch.zeros_like(flow)] + [upsample_flow(s, 256) for s in stages]
                 epe += torch.tensor([float(end_point_error(p, flow, valid)) for p in preds])
             epe /= len(items)

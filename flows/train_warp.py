@@ -26,34 +26,50 @@ def train_task(cfg: TrainConfig) -> str:
     return str(train(cfg, get_run_logger().info))
 
 
+_DEFAULTS = TrainConfig()
+
+
 @flow(name="train-warp")
 def train_warp(
     images: list[str],
     out: str = "runs/warpnet/train.pt",
     export: str | None = None,
-    cache_dir: str = "scratch/warpnet_cache",
-    steps: int = 2000,
-    batch_size: int = 8,
-    lr: float = 4e-4,
-    seed: int = 0,
-    device: str = "cpu",
-    threads: int = 2,
-    log: str | None = None,
+    cache_dir: str = _DEFAULTS.cache_dir,
     painted_bank: str | None = None,
+    paint_styles: str | None = None,
+    paint_images: int = _DEFAULTS.paint_images,
+    paint_size: int = _DEFAULTS.paint_size,
+    steps: int = _DEFAULTS.steps,
+    batch_size: int = _DEFAULTS.batch_size,
+    lr: float = _DEFAULTS.lr,
+    warmup: int = _DEFAULTS.warmup,
+    original_content: float = _DEFAULTS.original_content,
+    max_images: int | None = None,
+    seed: int = _DEFAULTS.seed,
+    device: str = _DEFAULTS.device,
+    threads: int = _DEFAULTS.threads,
+    log: str | None = None,
 ) -> str:
-    """Encode the training images, train, and optionally export the slim checkpoint."""
+    """Paint and encode the training images, train, and optionally export the slim checkpoint.
+    The defaults are the shipped checkpoint's recipe (``TrainConfig``)."""
     cfg = TrainConfig(
         images=images,
         out=out,
         cache_dir=cache_dir,
+        painted_bank=painted_bank,
+        paint_styles=paint_styles,
+        paint_images=paint_images,
+        paint_size=paint_size,
         steps=steps,
         batch_size=batch_size,
         lr=lr,
+        warmup=warmup,
+        original_content=original_content,
+        max_images=max_images,
         seed=seed,
         device=device,
         threads=threads,
         log=log,
-        painted_bank=painted_bank,
         build_cache=False,
     )
     encode_cache(cfg)

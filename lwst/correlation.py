@@ -96,3 +96,14 @@ def alignment_loss(
     feats_w = normalised_features(vgg, warped, (ALIGNMENT_TAP,))[ALIGNMENT_TAP]
     feats_e = normalised_features(vgg, exemplar, (ALIGNMENT_TAP,))[ALIGNMENT_TAP]
     return softmax_alignment_loss(feats_w, feats_e)
+
+
+def alignment_loss_before_after(
+    vgg: VGG19Features, content: Tensor, exemplar: Tensor, flow: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``alignment_loss`` at identity and at ``flow`` in one VGG pass over content, warped
+    content and exemplar (the exemplar's features serve both), for the metadata columns."""
+    views = torch.cat([content, warp_image(content, flow), exemplar])
+    feats = normalised_features(vgg, views, (ALIGNMENT_TAP,))[ALIGNMENT_TAP]
+    plain, warped, target = feats.chunk(3)
+    return softmax_alignment_loss(plain, target), softmax_alignment_loss(warped, target)

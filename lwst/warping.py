@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lwst import storage
 from lwst.config import WarpConfig
-from lwst.correlation import alignment_loss, analysis_view
+from lwst.correlation import alignment_loss_before_after, analysis_view
 from lwst.flow import read_flo, write_flo
 from lwst.vgg import VGG19Features
 
@@ -82,8 +82,9 @@ def estimate_warps(
     flows = flows.detach()
     seconds = (time.perf_counter() - started) / len(contents)
     with torch.no_grad():
-        before = alignment_loss(vgg, content_v, exemplar_v, None).tolist()
-        after = alignment_loss(vgg, content_v, exemplar_v, flows).tolist()
+        before, after = (
+            v.tolist() for v in alignment_loss_before_after(vgg, content_v, exemplar_v, flows)
+        )
     return [WarpEstimate(flows[i : i + 1], before[i], after[i], seconds, warpnet_id)
             for i in range(len(contents))]
 

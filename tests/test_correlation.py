@@ -42,3 +42,18 @@ def test_alignment_loss_is_lowest_at_the_true_warp():
     aligned = softmax_alignment_loss(warp_features(content, flow)[valid], exemplar[valid])
     unaligned = softmax_alignment_loss(content[valid], exemplar[valid])
     assert float(aligned) < float(unaligned) - 1.0
+
+
+def test_before_after_in_one_pass_equals_two_alignment_losses() -> None:
+    from lwst.correlation import alignment_loss, alignment_loss_before_after
+    from lwst.vgg import load_vgg19
+
+    torch.manual_seed(0)
+    vgg = load_vgg19("random")
+    content, exemplar = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    flow = 3 * torch.randn(2, 2, 64, 64)
+    with torch.no_grad():
+        before, after = alignment_loss_before_after(vgg, content, exemplar, flow)
+        assert torch.allclose(before, alignment_loss(vgg, content, exemplar), atol=1e-6)
+        assert torch.allclose(after, alignment_loss(vgg, content, exemplar, flow), atol=1e-6)
+        assert not torch.allclose(before, after)

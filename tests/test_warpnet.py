@@ -35,7 +35,7 @@ from lwst.warpnet.split import held_out_files, is_held_out, training_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 from lwst.warpnet.train import TrainConfig, export_checkpoint, train
 
-SMALL = WarpNetConfig(hidden=16, context=8)
+SMALL = WarpNetConfig(hidden=16, context=8, fine_project=16)
 
 
 def procedural_image(size: int = 256, seed: int = 0) -> torch.Tensor:
@@ -69,10 +69,13 @@ def write_tiny_bank(folder: Path, images: int = 2, variants: int = 2) -> None:
         base = feature_map(i)
         flows = torch.cat([torch.zeros(1, 2, 256, 256), random_warp_flow(variants, 256, 256, g)])
         feats = torch.cat([warp_features(base, flows[v : v + 1]) for v in range(variants + 1)])
+        fine_base = feature_map(100 + i, 256, 64)
+        fine = torch.cat([warp_features(fine_base, flows[v : v + 1]) for v in range(variants + 1)])
         torch.save(
             {
                 "name": name,
                 "features": feats.half(),
+                "fine_features": fine.half(),
                 "flow": coarse_flow(flows),
                 "kinds": ["original"] + ["geometry"] * variants,
             },
@@ -137,28 +140,44 @@ def test_lookup_matches_library_local_correlation_and_weak_loss() -> None:
     assert torch.allclose(weak, softmax_alignment_loss(content, exemplar), atol=1e-5)
 
 
+def _views(count: int, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    content = torch.cat([feature_map(i, channels, size) for i in range(count)])
+    flows = [random_warp_flow(1, size, size, torch.Generator().manual_seed(i))
+             for i in range(count)]
+    exemplar = torch.cat([warp_features(content[i : i + 1], flows[i]) for i in range(count)])
+    return content, exemplar
+
+
 def test_model_shapes_batching_and_intermediates() -> None:
     torch.manual_seed(0)
     model = WarpNet(SMALL).eval()
-    content = torch.cat([feature_map(i) for i in range(3)])
-    exemplar = torch.cat(
-        [
-            warp_features(
-                feature_map(i), random_warp_flow(1, 32, 32, torch.Generator().manual_seed(i))
-            )
-            for i in range(3)
-        ]
-    )
+    content, exemplar = _views(3, 512, 32)
+    content_fine, exemplar_fine = _views(3, 256, 64)
     with torch.no_grad():
-        flows = model(content, exemplar)
-        single = model(content[1:2], exemplar[1:2])
-        more = model(content, exemplar, iters=5)
-    assert len(flows) == 2 + SMALL.iters and len(more) == 2 + 5
-    assert all(f.shape == (3, 2, 32, 32) for f in flows)
+        flows = model(content, exemplar, content_fine, exemplar_fine)
+        single = model(content[1:2], exemplar[1:2], content_fine[1:2], exemplar_fine[1:2])
+        more = model(content, exemplar, content_fine, exemplar_fine, iters=5)
+    assert len(flows) == 2 + SMALL.iters + SMALL.fine_iters
+    assert len(more) == 2 + 5 + SMALL.fine_iters
+    assert all(f.shape == (3, 2, 32, 32) for f in flows[: 2 + SMALL.iters])
+    assert all(f.shape == (3, 2, 64, 64) for f in flows[2 + SMALL.iters :])
     assert torch.allclose(flows[-1][1:2], single[-1], atol=1e-4)
     assert upsample_flow(flows[-1], 200).shape == (3, 2, 200, 200)
     assert upsample_flow(flows[-1], (90, 120)).shape == (3, 2, 90, 120)
     assert count_parameters(WarpNet()) < 2_000_000
+    with pytest.raises(ValueError, match="relu3_1"):
+        model(content, exemplar)
+
+
+def test_checkpoints_from_before_the_fine_stage_load_as_coarse_only() -> None:
+    stored = {k: v for k, v in SMALL.to_dict().items() if not k.startswith("fine_")}
+    legacy = WarpNetConfig.from_dict(stored)
+    assert legacy.fine_iters == 0
+    model = WarpNet(legacy).eval()
+    assert not any(name.startswith("fine_") for name in model.state_dict())
+    content, exemplar = _views(1, 512, 32)
+    with torch.no_grad():
+        assert model(content, exemplar)[-1].shape == (1, 2, 32, 32)
 
 
 def _tiny_config(tmp_path: Path, steps: int, **kw) -> TrainConfig:
@@ -187,7 +206,7 @@ def test_training_reduces_the_loss(tmp_path: Path) -> None:
     rows = pd.read_csv(log)
     assert len(rows) == 16
     assert rows["flow_loss"].tail(4).mean() < 0.9 * rows["flow_loss"].head(4).mean()
-    assert rows["epe_iter3"].tail(4).mean() < rows["epe_affine"].tail(4).mean()
+    assert rows["epe_fine2"].tail(4).mean() < rows["epe_affine"].tail(4).mean()
 
 
 def test_checkpoint_resume_round_trip(tmp_path: Path) -> None:
@@ -222,6 +241,7 @@ def test_bank_enumerates_ordered_pairs(tmp_path: Path) -> None:
     assert len(bank) == 2 * 3 * 2  # ordered pairs of 3 views per image
     batch = bank.batch(torch.tensor([0, 5]))
     assert batch["content"].dtype == torch.float32 and batch["flow"].shape == (2, 2, 64, 64)
+    assert batch["content_fine"].shape == (2, 256, 64, 64)
 
 
 def test_missing_checkpoint_is_named(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from lwst.vgg import VGG19Features
 from lwst.warpnet.synthetic import make_pair
 
 FEATURE_TAP = "relu4_1"  # 32x32 at 256; the global stage pools it to 16x16 (see model.py)
+FINE_TAP = "relu3_1"  # 64x64 at 256: the fine stage places edges with it (see model.py)
 ANALYSIS = 256
 TARGET_SIZE = 64  # ground-truth flows and valid masks are kept at 64x64 (flows are smooth)
 DEFAULT_TIERS = ("photometric", "artistic", "artistic")
@@ -39,10 +40,12 @@ def image_seed(name: str, seed: int) -> int:
     return (zlib.crc32(name.encode()) + 7919 * seed) % (2**31)
 
 
-def encode(vgg: VGG19Features, images: Tensor) -> Tensor:
-    """L2-normalised relu4_1 features ``(B, 512, S/8, S/8)`` of ``(B, 3, S, S)`` images."""
+def encode(vgg: VGG19Features, images: Tensor) -> tuple[Tensor, Tensor]:
+    """L2-normalised relu4_1 ``(B, 512, S/8, S/8)`` and relu3_1 ``(B, 256, S/4, S/4)`` features
+    of ``(B, 3, S, S)`` images (one VGG pass: relu3_1 is on the way to relu4_1)."""
     with torch.no_grad():
-        return normalised_features(vgg, images.to(vgg.mean), (FEATURE_TAP,))[FEATURE_TAP]
+        feats = normalised_features(vgg, images.to(vgg.mean), (FINE_TAP, FEATURE_TAP))
+    return feats[FEATURE_TAP], feats[FINE_TAP]
 
 
 def coarse_flow(flow: Tensor) -> Tensor:
@@ -72,9 +75,11 @@ def cache_image(
     pairs += [make_pair(image, generator, "artistic", painted=p) for p in painted]
     views = torch.cat([image] + [p.exemplar for p in pairs])
     flows = torch.cat([torch.zeros_like(pairs[0].flow)] + [p.flow for p in pairs])
+    coarse, fine = encode(vgg, views)
     record = {
         "name": path.name,
-        "features": encode(vgg, views).to(torch.float16).cpu(),
+        "features": coarse.to(torch.float16).cpu(),
+        "fine_features": fine.to(torch.float16).cpu(),
         "flow": coarse_flow(flows).cpu(),
         "kinds": ["original", *tiers] + ["painted"] * len(painted),
     }
@@ -117,7 +122,8 @@ def relative_flow(flow_a: Tensor, flow_b: Tensor, iters: int = 20) -> tuple[Tens
 class FeatureBank:
     """Every cached view in memory, and every ordered pair of views of the same image."""
 
-    features: Tensor  # (N, 512, 32, 32) float16, all views of all images
+    features: Tensor  # (N, 512, 32, 32) float16 relu4_1, all views of all images
+    fine: Tensor | None  # (N, 256, 64, 64) float16 relu3_1 (None: an old cache without it)
     pair_content: Tensor  # (P,) view index of each pair's content side
     pair_exemplar: Tensor  # (P,) view index of each pair's exemplar side
     flow: Tensor  # (P, 2, 64, 64) ground truth in 256-px units
@@ -130,19 +136,24 @@ class FeatureBank:
 
     def batch(self, index: Tensor) -> dict[str, Tensor]:
         """Float32 features and targets for the pairs in ``index``."""
-        return {
-            "content": self.features[self.pair_content[index]].float(),
-            "exemplar": self.features[self.pair_exemplar[index]].float(),
+        content, exemplar = self.pair_content[index], self.pair_exemplar[index]
+        batch = {
+            "content": self.features[content].float(),
+            "exemplar": self.features[exemplar].float(),
             "flow": self.flow[index],
             "valid": self.valid[index],
         }
+        if self.fine is not None:
+            batch["content_fine"] = self.fine[content].float()
+            batch["exemplar_fine"] = self.fine[exemplar].float()
+        return batch
 
 
 def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     """Gather every ``<stem>.<tag>.pt`` under ``cache_dir`` and enumerate the ordered pairs."""
     from lwst.warpnet.split import is_held_out
 
-    feats, flows, valids, cont, exem, kinds, names = [], [], [], [], [], [], []
+    feats, fines, flows, valids, cont, exem, kinds, names = [], [], [], [], [], [], [], []
     offset = 0
     for file in sorted(cache_dir.glob("*.pt")):
         rec = torch.load(file, map_location="cpu", weights_only=True)
@@ -154,6 +165,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         a_t, b_t = torch.tensor(a_idx), torch.tensor(b_idx)
         flow, valid = relative_flow(rec["flow"][a_t], rec["flow"][b_t])
         feats.append(rec["features"])
+        fines.append(rec.get("fine_features"))
         flows.append(flow)
         valids.append(valid)
         cont.append(a_t + offset)
@@ -166,6 +178,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         raise FileNotFoundError(f"no cached views under {cache_dir}")
     return FeatureBank(
         torch.cat(feats),
+        None if any(f is None for f in fines) else torch.cat(fines),
         torch.cat(cont),
         torch.cat(exem),
         torch.cat(flows),

@@ -37,6 +37,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--painted-bank", help="folder of <image>__<style>.png painted copies")
     p.add_argument(
+        "--paint-images",
+        type=int,
+        default=_DEFAULTS.paint_images,
+        help="first paint N training images (seeded choice) into --painted-bank with the "
+        "project's renderer, one random training style each (existing copies are kept)",
+    )
+    p.add_argument("--paint-styles", help="folder of styles to paint with (held-out ones skipped)")
+    p.add_argument("--paint-size", type=int, default=_DEFAULTS.paint_size,
+                   help="painting resolution in px")
+    p.add_argument(
         "--tiers",
         nargs="+",
         default=list(DEFAULT_TIERS),
@@ -80,6 +90,9 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         build_cache=not args.no_build_cache,
         painted_bank=args.painted_bank,
+        paint_images=args.paint_images,
+        paint_styles=args.paint_styles,
+        paint_size=args.paint_size,
         tiers=tuple(args.tiers),
         steps=args.steps,
         batch_size=args.batch_size,

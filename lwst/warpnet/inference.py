@@ -53,7 +53,7 @@ def load_warpnet(
                     "`lwst train-warp`, or choose another --warp-method)"
                 )
             state = torch.load(path, map_location="cpu", weights_only=False)
-            model = WarpNet(WarpNetConfig(**state["model_config"]))
+            model = WarpNet(WarpNetConfig.from_dict(state["model_config"]))
             model.load_state_dict(state["model"])
             model.to(device).eval().requires_grad_(False)
             _LOADED[key] = (model, checkpoint_id(path))
@@ -78,7 +78,6 @@ def predict_warp(
     if views.shape[-2:] != (ANALYSIS, ANALYSIS):
         views = analysis_view(views, ANALYSIS)
     with torch.no_grad():
-        features = encode(vgg, views).float()
-        content, exemplar = features.chunk(2)
-        flow = model(content, exemplar)[-1]
+        coarse, fine = (f.float().chunk(2) for f in encode(vgg, views))
+        flow = model(coarse[0], coarse[1], fine[0], fine[1])[-1]
     return upsample_flow(flow, size).to(content256.dtype), warpnet_id

@@ -13,7 +13,12 @@ Layout after RAFT (features -> correlation indexed at the current estimate -> up
    RAFT: the all-pairs volume is computed once and *looked up* at ``x + flow(x) + d``; by
    linearity this equals the dot product of the exemplar feature with the content feature map
    bilinearly sampled there, without resampling 512 channels 81 times per step.
-3. **Upsampling** of the 32x32 field to any size (bilinear, ``lwst.flow.resize_flow``).
+3. **Fine refinement** at 64x64 (relu3_1), ``fine_iters`` steps with shared weights: the
+   content's relu3_1 map is warped by the current flow and correlated with the exemplar's in a
+   7x7 window (PWC-Net's warp-then-correlate; 8-px relu4_1 cells cannot place an edge to a pixel
+   or two, 4-px relu3_1 cells can, as in the optimisation estimator's last phase), then a second
+   ConvGRU predicts the increment.
+4. **Upsampling** of the last field to any size (bilinear, ``lwst.flow.resize_flow``).
 
 Flows live in the exemplar frame (content sampled at ``x + flow(x)``) and, inside the network,
 in pixel units of the grid they sit on.
@@ -28,7 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lwst.correlation import global_correlation, l2_normalise
+from lwst.correlation import (
+    global_correlation,
+    l2_normalise,
+    local_correlation,
+    warp_features,
+)
 from lwst.flow import base_grid, resize_flow
 
 
@@ -47,6 +57,18 @@ class WarpNetConfig:
     # Trained with 4 / 1.5; 16 / 0.5 measured better on training pairs at inference (model card).
     affine_iters: int = 16
     affine_scale: float = 0.5
+    fine_iters: int = 2  # relu3_1 refinement steps at 64x64 (0: the coarse-only network)
+    fine_dim: int = 256  # relu3_1 channels
+    fine_project: int = 32  # learned 1x1 projection before the 49-offset correlation (its cost)
+    fine_radius: int = 3  # 7x7 window of 4-px cells
+
+    # Fields added after checkpoints were written, with the value that reproduces those.
+    LEGACY = {"fine_iters": 0}  # class constant (no annotation: not a field)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> WarpNetConfig:
+        """Config of a stored checkpoint; fields it predates take their legacy value."""
+        return cls(**{**cls.LEGACY, **values})
 
     @property
     def coarse_size(self) -> int:
@@ -202,14 +224,15 @@ class GlobalStage(nn.Module):
 class UpdateBlock(nn.Module):
     """Local correlation + current flow + exemplar context -> GRU -> flow increment."""
 
-    def __init__(self, cfg: WarpNetConfig) -> None:
+    def __init__(self, cfg: WarpNetConfig, radius: int | None = None, grid: int | None = None
+                 ) -> None:
         super().__init__()
-        window = (2 * cfg.radius + 1) ** 2
+        window = (2 * (cfg.radius if radius is None else radius) + 1) ** 2
         self.corr_encoder = nn.Sequential(_conv(window, 48, 1), nn.ReLU())
         self.flow_encoder = nn.Sequential(_conv(2, 16), nn.ReLU())
         self.gru = ConvGRU(cfg.hidden, 48 + 16 + cfg.context)
         self.flow_head = nn.Sequential(_conv(cfg.hidden, 32), nn.ReLU(), _zero_conv(32, 2))
-        self.flow_scale = cfg.fine_size / 4
+        self.flow_scale = (grid or cfg.fine_size) / 4
 
     def forward(
         self, h: Tensor, corr: Tensor, flow: Tensor, context: Tensor
@@ -230,12 +253,27 @@ class WarpNet(nn.Module):
         self.global_stage = GlobalStage(self.cfg)
         self.context = nn.Conv2d(self.cfg.feature_dim, self.cfg.context + self.cfg.hidden, 1)
         self.update = UpdateBlock(self.cfg)
+        if self.cfg.fine_iters:
+            grid = 2 * self.cfg.fine_size
+            self.fine_project = nn.Conv2d(self.cfg.fine_dim, self.cfg.fine_project, 1)
+            self.fine_context = nn.Conv2d(
+                self.cfg.fine_dim, self.cfg.context + self.cfg.hidden, 1
+            )
+            self.fine_update = UpdateBlock(self.cfg, radius=self.cfg.fine_radius, grid=grid)
 
-    def forward(self, content: Tensor, exemplar: Tensor, iters: int | None = None) -> list[Tensor]:
-        """L2-normalised relu4_1 features ``(B, C, 32, 32)`` -> every intermediate flow.
+    def forward(
+        self,
+        content: Tensor,
+        exemplar: Tensor,
+        content_fine: Tensor | None = None,
+        exemplar_fine: Tensor | None = None,
+        iters: int | None = None,
+    ) -> list[Tensor]:
+        """L2-normalised relu4_1 ``(B, 512, 32, 32)`` (and, with a fine stage, relu3_1
+        ``(B, 256, 64, 64)``) features -> every intermediate flow.
 
-        Returns ``[affine, global, refined_1 .. refined_iters]``, each ``(B, 2, 32, 32)``
-        in fine-grid pixels; the last one is the estimate.
+        Returns ``[affine, global, refined_1 .. refined_iters, fine_1 .. fine_iters]``, in
+        pixels of the grid each sits on (32x32, then 64x64); the last one is the estimate.
         """
         size = self.cfg.fine_size
         flow0, flow_g = self.global_stage(pool_features(content), pool_features(exemplar))
@@ -250,10 +288,35 @@ class WarpNet(nn.Module):
             h, delta = self.update(h, lookup(volume, flow, self.cfg.radius), flow, context)
             flow = flow + delta
             flows.append(flow)
+        if self.cfg.fine_iters:
+            if content_fine is None or exemplar_fine is None:
+                raise ValueError("this warp network has a fine stage: pass relu3_1 features")
+            flows += self._refine_fine(content_fine, exemplar_fine, flow)
+        return flows
+
+    def _refine_fine(self, content: Tensor, exemplar: Tensor, flow: Tensor) -> list[Tensor]:
+        """relu3_1 steps at 64x64: warp the content map, correlate in a window, GRU increment."""
+        grid = exemplar.shape[-1]
+        flow = resize_flow(flow, grid, grid)
+        ctx = self.fine_context(exemplar)
+        context, h = ctx.split([self.cfg.context, self.cfg.hidden], 1)
+        context, h = F.relu(context), torch.tanh(h)
+        content = l2_normalise(self.fine_project(content))
+        exemplar = l2_normalise(self.fine_project(exemplar))
+        flows = []
+        for _ in range(self.cfg.fine_iters):
+            flow = flow.detach()
+            corr = local_correlation(exemplar, warp_features(content, flow), self.cfg.fine_radius)
+            h, delta = self.fine_update(h, corr, flow, context)
+            flow = flow + delta
+            flows.append(flow)
         return flows
 
     def alignment_loss(self, content: Tensor, exemplar: Tensor, flow: Tensor) -> Tensor:
-        """Weak softmax loss per item of ``flow (B, 2, 32, 32)`` (differentiable in the flow)."""
+        """Weak softmax loss per item of ``flow (B, 2, h, w)`` on the relu4_1 grid
+        (differentiable in the flow)."""
+        size = self.cfg.fine_size
+        flow = resize_flow(flow, size, size)
         return window_softmax_loss(lookup(all_pairs(exemplar, content), flow, self.cfg.radius))
 
 

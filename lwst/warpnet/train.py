@@ -34,22 +34,28 @@ from lwst.warpnet.split import training_files
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run, with its default (recorded in the checkpoint)."""
+    """Every knob of a training run, with its default (recorded in the checkpoint).
+
+    The defaults are the shipped checkpoint's recipe (docs/model_card.md), so the command that
+    reproduces it names only paths."""
 
     images: list[str] = field(default_factory=list)  # folders or manifests
     out: str = "warpnet.pt"
     cache_dir: str = "scratch/warpnet_cache"
     build_cache: bool = True  # encode missing images first; False: train on what is cached
     painted_bank: str | None = None  # folder of <image stem>__<style stem>.png painted copies
+    paint_images: int = 48  # paint this many training images into painted_bank first
+    paint_styles: str | None = None  # folder of styles to paint with (held-out ones skipped)
+    paint_size: int = 128  # painting resolution (upsampled to 256 for encoding)
     tiers: tuple[str, ...] = DEFAULT_TIERS
-    steps: int = 2000
+    steps: int = 4000
     batch_size: int = 8
-    lr: float = 4e-4
+    lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup: int = 100
     gamma: float = 0.8  # sequence weight of intermediate i: gamma ** (last - i)
     weak_weight: float = 1.0
-    original_content: float = 0.5  # share of pairs whose content side is the untouched image
+    original_content: float = 0.7  # share of pairs whose content side is the untouched image
     max_images: int | None = None  # encode only this many (seeded shuffle of the training set)
     until: int | None = None  # stop at this step (the schedule still runs over ``steps``)
     seed: int = 0
@@ -102,22 +108,51 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> None:
-    """Encode every training image not cached yet (held-out images are skipped)."""
+    """Paint the requested copies, then encode every training image not cached yet (held-out
+    images are skipped). Each image's synthetic views go to ``<stem>.base.pt`` and its painted
+    copies (if any) to ``<stem>.painted.pt``, so painting can be added to a cache later."""
     files = training_files(list_images(cfg.images))
     if cfg.max_images:
         random.Random(cfg.seed).shuffle(files)
         files = files[: cfg.max_images]
     cache = Path(cfg.cache_dir)
-    missing = [f for f in files if not (cache / f"{f.stem}.base.pt").exists()]
-    progress(f"{len(files)} training images, {len(missing)} to encode into {cache}")
-    if not missing:
-        return
-    vgg = load_vgg19("auto", device=cfg.device)
+    vgg = None
+    if cfg.paint_images and cfg.painted_bank:
+        vgg = load_vgg19("auto", device=cfg.device)
+        paint_training_copies(cfg, files, vgg, progress)
     painted = _painted_index(cfg.painted_bank)
-    for i, path in enumerate(missing):
-        copies = [_read_square(p) for p in painted.get(path.stem, [])]
-        cache_image(path, vgg, cache, seed=cfg.seed, tiers=cfg.tiers, painted=copies)
-        progress(f"encoded {i + 1}/{len(missing)} {path.name}")
+    todo = [(f, "base") for f in files if not (cache / f"{f.stem}.base.pt").exists()]
+    todo += [(f, "painted") for f in files
+             if f.stem in painted and not (cache / f"{f.stem}.painted.pt").exists()]
+    progress(f"{len(files)} training images, {len(todo)} records to encode into {cache}")
+    if not todo:
+        return
+    vgg = vgg or load_vgg19("auto", device=cfg.device)
+    for i, (path, tag) in enumerate(todo):
+        if tag == "base":
+            cache_image(path, vgg, cache, seed=cfg.seed, tiers=cfg.tiers)
+        else:
+            copies = [_read_square(p) for p in painted[path.stem]]
+            cache_image(path, vgg, cache, seed=cfg.seed, tiers=(), painted=copies, tag=tag)
+        progress(f"encoded {i + 1}/{len(todo)} {path.name} ({tag})")
+
+
+def paint_training_copies(
+    cfg: TrainConfig, files: Sequence[Path], vgg, progress: Callable[[str], None] = print
+) -> list[Path]:
+    """One renderer-painted copy for each of the first ``cfg.paint_images`` training images
+    (seeded order), each with a random *training* style from ``cfg.paint_styles``."""
+    from lwst.warpnet.painted import paint_bank
+
+    if not (cfg.painted_bank and cfg.paint_styles):
+        raise ValueError("paint_images needs painted_bank (output folder) and paint_styles")
+    styles = training_files(list_images([cfg.paint_styles]))
+    chosen = list(files)
+    random.Random(cfg.seed + 1).shuffle(chosen)
+    return paint_bank(
+        chosen[: cfg.paint_images], styles, Path(cfg.painted_bank), vgg,
+        seed=cfg.seed, size=cfg.paint_size, progress=progress,
+    )
 
 
 def _painted_index(folder: str | None) -> dict[str, list[Path]]:
@@ -165,7 +200,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     bank = load_bank(Path(cfg.cache_dir))
     progress(f"bank: {len(bank.names)} images, {bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
-    model = WarpNet(WarpNetConfig(**cfg.model)).to(device)
+    model = WarpNet(WarpNetConfig.from_dict(cfg.model)).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(cfg.seed)
     start = 0
@@ -182,6 +217,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
         names = ["affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
+        names += [f"fine{i + 1}" for i in range(model.cfg.fine_iters)]
         writer.writerow(
             [
                 "step",
@@ -206,7 +242,8 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
             group["lr"] = cfg.lr * lr_factor(step, cfg)
         index = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=rng)
         batch = {k: v.to(device) for k, v in bank.batch(index).items()}
-        flows = model(batch["content"], batch["exemplar"])
+        flows = model(batch["content"], batch["exemplar"],
+                      batch.get("content_fine"), batch.get("exemplar_fine"))
         flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
         weak = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1]).mean()
         loss = flow_loss + cfg.weak_weight * weak
@@ -241,7 +278,7 @@ def export_checkpoint(train_checkpoint: str | Path, out: str | Path, note: str =
     state = torch.load(train_checkpoint, map_location="cpu", weights_only=False)
     slim = {
         "model": {k: v.float() for k, v in state["model"].items()},
-        "model_config": WarpNetConfig(**state["model_config"]).to_dict(),
+        "model_config": WarpNetConfig.from_dict(state["model_config"]).to_dict(),
         "step": state["step"],
         "train_config": state["train_config"],
         "note": note,

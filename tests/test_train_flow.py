@@ -1,0 +1,57 @@
+"""The train-warp Prefect flow end to end on two tiny images, against a real Prefect API:
+paint a copy with the renderer, encode the feature cache, train, export, publish the recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import save_image
+
+from lwst.warpnet.split import is_held_out
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def test_train_warp_flow_paints_encodes_trains_and_exports(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.train_warp import train_warp
+
+    names = [n for n in (f"img{i}.png" for i in range(20)) if not is_held_out(n)][:2]
+    for i, name in enumerate(names):
+        save_image(tmp_path / "images" / name, (96, 128), seed=i)
+    save_image(tmp_path / "styles" / "style0.png", (64, 64), seed=9)
+    painted, cache = tmp_path / "painted", tmp_path / "cache"
+    exported = train_warp(
+        images=[str(tmp_path / "images")],
+        out=str(tmp_path / "train.pt"),
+        export=str(tmp_path / "warpnet.pt"),
+        cache_dir=str(cache),
+        painted_bank=str(painted),
+        paint_styles=str(tmp_path / "styles"),
+        paint_images=1,
+        paint_size=32,
+        steps=2,
+        batch_size=2,
+        warmup=1,
+        log=str(tmp_path / "loss.csv"),
+    )
+    copies = list(painted.glob("*__style0.png"))
+    assert len(copies) == 1  # one painted copy, of one of the two training images
+    assert sorted(p.name for p in cache.glob("*.pt")) == sorted(
+        [f"{Path(n).stem}.base.pt" for n in names] + [copies[0].name.split("__")[0] + ".painted.pt"]
+    )
+    record = torch.load(cache / f"{copies[0].name.split('__')[0]}.painted.pt", weights_only=True)
+    assert record["kinds"] == ["original", "painted"]
+    assert record["fine_features"].shape == (2, 256, 64, 64)
+    slim = torch.load(exported, weights_only=False)
+    assert slim["step"] == 2 and slim["model_config"]["fine_iters"] > 0
+    assert len(pd.read_csv(tmp_path / "loss.csv")) == 2
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["warpnet-training"])))
+    assert any("paint_images | 1" in a.data for a in artifacts)
