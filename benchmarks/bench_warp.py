@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
 import time
@@ -272,7 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(results, cost, args)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "cost": cost}, indent=1))
+        machine = {"threads": torch.get_num_threads(), "device": args.device,
+                   "torch": torch.__version__, "load_average": os.getloadavg()}
+        Path(args.json).write_text(
+            json.dumps({"results": results, "cost": cost, "machine": machine}, indent=1))
 
 
 if __name__ == "__main__":

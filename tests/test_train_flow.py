@@ -24,7 +24,8 @@ def test_train_warp_flow_paints_encodes_trains_and_exports(tmp_path: Path) -> No
     names = [n for n in (f"img{i}.png" for i in range(20)) if not is_held_out(n)][:2]
     for i, name in enumerate(names):
         save_image(tmp_path / "images" / name, (96, 128), seed=i)
-    save_image(tmp_path / "styles" / "style0.png", (64, 64), seed=9)
+    style = next(n for n in (f"style{i}.png" for i in range(20)) if not is_held_out(n))
+    save_image(tmp_path / "styles" / style, (64, 64), seed=9)
     painted, cache = tmp_path / "painted", tmp_path / "cache"
     exported = train_warp(
         images=[str(tmp_path / "images")],
@@ -40,7 +41,7 @@ def test_train_warp_flow_paints_encodes_trains_and_exports(tmp_path: Path) -> No
         warmup=1,
         log=str(tmp_path / "loss.csv"),
     )
-    copies = list(painted.glob("*__style0.png"))
+    copies = list(painted.glob(f"*__{Path(style).stem}.png"))
     assert len(copies) == 1  # one painted copy, of one of the two training images
     assert sorted(p.name for p in cache.glob("*.pt")) == sorted(
         [f"{Path(n).stem}.base.pt" for n in names] + [copies[0].name.split("__")[0] + ".painted.pt"]

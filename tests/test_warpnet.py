@@ -279,3 +279,16 @@ def test_cli_registers_train_warp_and_refuses_missing_images(tmp_path: Path, cap
     assert code == 2
     assert "no such image folder" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_painting_refuses_a_style_folder_with_no_training_styles(tmp_path: Path) -> None:
+    from conftest import save_image
+
+    from lwst.warpnet.train import paint_training_copies
+
+    held = next(n for n in (f"style{i}.png" for i in range(100)) if is_held_out(n))
+    save_image(tmp_path / "styles" / held, (32, 32))
+    cfg = TrainConfig(painted_bank=str(tmp_path / "painted"), paint_styles=str(tmp_path / "styles"))
+    with pytest.raises(ValueError, match="no training styles"):
+        paint_training_copies(cfg, [tmp_path / "a.png"], vgg=None)
+    assert not (tmp_path / "painted").exists()

@@ -147,6 +147,9 @@ def paint_training_copies(
     if not (cfg.painted_bank and cfg.paint_styles):
         raise ValueError("paint_images needs painted_bank (output folder) and paint_styles")
     styles = training_files(list_images([cfg.paint_styles]))
+    if not styles:
+        raise ValueError(f"no training styles to paint with under {cfg.paint_styles} "
+                         "(held-out ones are skipped)")
     chosen = list(files)
     random.Random(cfg.seed + 1).shuffle(chosen)
     return paint_bank(
