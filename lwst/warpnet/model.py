@@ -279,9 +279,7 @@ class WarpNet(nn.Module):
         flow0, flow_g = self.global_stage(pool_features(content), pool_features(exemplar))
         flows = [resize_flow(flow0, size, size), resize_flow(flow_g, size, size)]
         volume = all_pairs(exemplar, content)
-        ctx = self.context(exemplar)
-        context, h = ctx.split([self.cfg.context, self.cfg.hidden], 1)
-        context, h = F.relu(context), torch.tanh(h)
+        context, h = self._context_and_state(self.context(exemplar))
         flow = flows[-1]
         for _ in range(self.cfg.iters if iters is None else iters):
             flow = flow.detach()
@@ -294,13 +292,17 @@ class WarpNet(nn.Module):
             flows += self._refine_fine(content_fine, exemplar_fine, flow)
         return flows
 
+    def _context_and_state(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        """Split a 1x1 projection of the exemplar into GRU context (ReLU) and initial hidden
+        state (tanh), as RAFT's context encoder; both refinement stages start this way."""
+        context, h = projected.split([self.cfg.context, self.cfg.hidden], 1)
+        return F.relu(context), torch.tanh(h)
+
     def _refine_fine(self, content: Tensor, exemplar: Tensor, flow: Tensor) -> list[Tensor]:
         """relu3_1 steps at 64x64: warp the content map, correlate in a window, GRU increment."""
         grid = exemplar.shape[-1]
         flow = resize_flow(flow, grid, grid)
-        ctx = self.fine_context(exemplar)
-        context, h = ctx.split([self.cfg.context, self.cfg.hidden], 1)
-        context, h = F.relu(context), torch.tanh(h)
+        context, h = self._context_and_state(self.fine_context(exemplar))
         content = l2_normalise(self.fine_project(content))
         exemplar = l2_normalise(self.fine_project(exemplar))
         flows = []
