@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lwst.flow import resize_flow
-from lwst.vgg import load_vgg19
+from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warpnet.bank import (
     DEFAULT_TIERS,
     FeatureBank,
@@ -120,6 +120,8 @@ def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> N
     if cfg.paint_images and cfg.painted_bank:
         vgg = load_vgg19("auto", device=cfg.device)
         paint_training_copies(cfg, files, vgg, progress)
+    elif cfg.paint_images:
+        progress("no painted bank folder given: training without renderer-painted copies")
     painted = _painted_index(cfg.painted_bank)
     todo = [(f, "base") for f in files if not (cache / f"{f.stem}.base.pt").exists()]
     todo += [(f, "painted") for f in files
@@ -138,7 +140,10 @@ def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> N
 
 
 def paint_training_copies(
-    cfg: TrainConfig, files: Sequence[Path], vgg, progress: Callable[[str], None] = print
+    cfg: TrainConfig,
+    files: Sequence[Path],
+    vgg: VGG19Features,
+    progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """One renderer-painted copy for each of the first ``cfg.paint_images`` training images
     (seeded order), each with a random *training* style from ``cfg.paint_styles``."""
