@@ -171,6 +171,12 @@ def test_bad_geometry_leaves_no_partial_outputs(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
 
+def _stylize_coffee(out: Path, *args: str) -> int:
+    """``lwst stylize`` of the example coffee photo to ``out``, quietly, with extra options."""
+    return main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--out", str(out),
+                 "--quiet", *args])
+
+
 @pytest.mark.parametrize(
     "args, reason",
     [
@@ -181,17 +187,7 @@ def test_bad_geometry_leaves_no_partial_outputs(tmp_path, capsys):
     ],
 )
 def test_absurd_options_exit_2(tmp_path, capsys, args, reason):
-    code = main(
-        [
-            "stylize",
-            "--content",
-            str(EXAMPLES / "coffee.jpg"),
-            "--out",
-            str(tmp_path / "o.png"),
-            "--quiet",
-            *args,
-        ]
-    )
+    code = _stylize_coffee(tmp_path / "o.png", *args)
     assert code == 2 and reason in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
 
@@ -223,16 +219,5 @@ def test_console_script_usage_error_exits_2():
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
-    code = main(
-        [
-            "stylize",
-            "--content",
-            str(EXAMPLES / "coffee.jpg"),
-            "--out",
-            str(tmp_path / "o.png"),
-            "--device",
-            "cuda",
-            "--quiet",
-        ]
-    )
+    code = _stylize_coffee(tmp_path / "o.png", "--device", "cuda")
     assert code == 2 and "no CUDA device" in capsys.readouterr().err
