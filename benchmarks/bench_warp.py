@@ -38,19 +38,21 @@ from lwst.estimators.parametric_fit import fit_parametric_warp
 from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
 from lwst.image_io import read_image
 from lwst.inpaint import inpaint_holes
-from lwst.vgg import VGG19Features, load_vgg19
+from lwst.vgg import VGG19Features, at_dtype, feature_dtype, load_vgg19
 from lwst.warping import estimate_warp
 from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "photos"
-METHODS = ("identity", "dis", "affine", "tps", "optim", "learned")
+METHODS = ("identity", "dis", "affine", "tps", "optim", "learned", "learned-single")
 Estimator = Callable[[Tensor, Tensor], Tensor]
 
 
-def learned_estimator(vgg: VGG19Features, checkpoint: str | None) -> tuple[Estimator | None, str]:
-    """The warp network's estimator when it can run here, else ``None`` and the reason."""
+def learned_estimator(vgg: VGG19Features, checkpoint: str | None, verify: bool = True
+                      ) -> tuple[Estimator | None, str]:
+    """The warp network's estimator when it can run here, else ``None`` and the reason.
+    ``verify=False`` is the ablation without the matched-affine second start."""
     try:
         from lwst.warpnet.inference import predict_warp
 
@@ -58,12 +60,14 @@ def learned_estimator(vgg: VGG19Features, checkpoint: str | None) -> tuple[Estim
         _, warpnet_id = predict_warp(probe, probe, vgg, checkpoint=checkpoint)
     except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported as such
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return (lambda c, e: predict_warp(c, e, vgg, checkpoint=checkpoint)[0]), str(warpnet_id)
+    return (lambda c, e: predict_warp(c, e, vgg, checkpoint, verify)[0]), str(warpnet_id)
 
 
-def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], checkpoint: str | None
-               ) -> dict[str, Estimator]:
-    """Name -> ``f(content256, exemplar256) -> flow (1, 2, 256, 256)`` for the requested methods."""
+def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], checkpoint: str | None,
+               optim_sweep: list[int] = ()) -> dict[str, Estimator]:
+    """Name -> ``f(content256, exemplar256) -> flow (1, 2, 256, 256)`` for the requested methods;
+    ``optim_sweep`` adds ``optim-N`` (N Adam steps) rows, to place the network on optim's
+    accuracy/time curve."""
     table: dict[str, Estimator] = {
         "identity": lambda c, e: torch.zeros(1, 2, *c.shape[-2:], dtype=c.dtype, device=c.device),
         "dis": dis_flow,
@@ -72,13 +76,18 @@ def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], check
         "optim": lambda c, e: optimise_warp(c, e, vgg, config, seed=0),
     }
     chosen = {m: table[m] for m in methods if m in table}
-    if "learned" in methods:
-        learned, note = learned_estimator(vgg, checkpoint)
-        if learned is None:
-            print(f"learned network skipped: {note}")
-        else:
-            print(f"learned network: {note}")
-            chosen["learned"] = learned
+    for steps in optim_sweep:
+        swept = WarpConfig(method="optim", optim_steps=steps, precision=config.precision)
+        chosen[f"optim-{steps}"] = (lambda s: lambda c, e: optimise_warp(c, e, vgg, s, seed=0))(
+            swept)
+    for name in ("learned", "learned-single"):
+        if name in methods:
+            learned, note = learned_estimator(vgg, checkpoint, verify=name == "learned")
+            if learned is None:
+                print(f"{name} network skipped: {note}")
+            else:
+                print(f"{name} network: {note}")
+                chosen[name] = learned
     return chosen
 
 
@@ -90,9 +99,11 @@ def synchronise(device: torch.device) -> None:
 def run_epe(args: argparse.Namespace) -> dict:
     """EPE and seconds per method and tier over ``args.pairs`` pairs per tier."""
     device = torch.device(args.device)
+    # Every VGG-based method matches features at the same precision (the library's rule).
     vgg = load_vgg19(args.vgg_weights, device=device)
-    config = WarpConfig(method="optim", optim_steps=args.optim_steps)
-    methods = estimators(vgg, config, args.methods, args.checkpoint)
+    vgg = at_dtype(vgg, feature_dtype(args.precision, device))
+    config = WarpConfig(method="optim", optim_steps=args.optim_steps, precision=args.precision)
+    methods = estimators(vgg, config, args.methods, args.checkpoint, args.optim_sweep)
     images = (p for p in Path(args.data).iterdir() if p.suffix.lower() in (".jpg", ".png"))
     files = held_out_files(images)
     if not files:
@@ -113,7 +124,7 @@ def run_epe(args: argparse.Namespace) -> dict:
             for name, estimate in methods.items():
                 synchronise(device)
                 started = time.perf_counter()
-                with torch.inference_mode(name != "optim"):
+                with torch.inference_mode(not name.startswith("optim")):
                     pred = estimate(content, exemplar)
                 synchronise(device)
                 seconds[name].append(time.perf_counter() - started)
@@ -246,6 +257,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--optim-steps", type=int, default=WarpConfig().optim_steps)
+    parser.add_argument("--optim-sweep", nargs="*", type=int, default=[],
+                        help="also run optim with these step counts (rows optim-N)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="VGG feature precision for every method (the library's default)")
     parser.add_argument("--checkpoint", default=None, help="warp network; default: the shipped one")
     parser.add_argument("--sizes", nargs="*", type=int, default=[256, 512],
                         help="output sizes for the warp-stage cost (none: skip)")
@@ -265,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
+          f"{torch.get_num_threads()} threads, device {args.device}, VGG features in "
+          f"{feature_dtype(args.precision, args.device)}")
     results = run_epe(args) if args.pairs > 0 else {"epe": {}, "seconds": {}}
     if args.baseline and args.pairs > 0:
         results = merge_baseline(results, args.baseline)
@@ -274,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.json:
         machine = {"threads": torch.get_num_threads(), "device": args.device,
+                   "precision": str(feature_dtype(args.precision, args.device)),
                    "torch": torch.__version__, "load_average": os.getloadavg()}
         Path(args.json).write_text(
             json.dumps({"results": results, "cost": cost, "machine": machine}, indent=1))

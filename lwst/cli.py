@@ -15,7 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lwst import __version__
-from lwst.config import INPAINT_METHODS, OPTIMIZERS, WARP_METHODS, StylizeConfig, with_overrides
+from lwst.config import (
+    INPAINT_METHODS,
+    OPTIMIZERS,
+    WARP_METHODS,
+    WARP_PRECISIONS,
+    StylizeConfig,
+    with_overrides,
+)
 from lwst.image_io import ImageInputError
 from lwst.vgg import WEIGHT_SOURCES, WeightsUnavailableError
 
@@ -86,6 +93,13 @@ def _add_warp_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optim-steps", type=int, default=None, help="iterations of the optimisation estimator"
     )
+    parser.add_argument(
+        "--warp-precision",
+        choices=WARP_PRECISIONS,
+        default=None,
+        help="precision of the VGG features the warp is matched on: auto (bfloat16 where the "
+        "hardware has it natively, else float32; default), float32, bfloat16",
+    )
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> StylizeConfig:
         "inpaint",
         "warpnet_checkpoint",
         "optim_steps",
+        "warp_precision",
         "optimizer",
         "levels",
         "iterations",

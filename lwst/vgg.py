@@ -67,6 +67,7 @@ class VGG19Features(nn.Module):
         super().__init__()
         self.source = source
         self.caffe_preprocessing = caffe_preprocessing
+        self.pooling = pooling
         layers: list[nn.Module] = []
         conv_iter = iter(convs)
         in_ch = 3
@@ -220,6 +221,35 @@ def load_vgg19(
         model = model.to(device=device, dtype=dtype)
         _cache[key] = model
         return model
+
+
+def native_bfloat16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions natively (CUDA with bf16, or a CPU
+    whose oneDNN has AVX512-BF16/AMX); elsewhere bfloat16 is emulated and slower than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def feature_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """The dtype warp features are extracted in: ``auto`` is bfloat16 where it is native."""
+    if precision == "float32":
+        return torch.float32
+    if precision == "bfloat16" or (precision == "auto" and native_bfloat16(device)):
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.float32
+    raise ValueError(f"unknown precision {precision!r}; choose auto, float32 or bfloat16")
+
+
+def at_dtype(model: VGG19Features, dtype: torch.dtype) -> VGG19Features:
+    """The same weights on the same device at ``dtype`` (cached like ``load_vgg19``)."""
+    if model.mean.dtype == dtype:
+        return model
+    return load_vgg19(model.source, device=model.mean.device, dtype=dtype, pooling=model.pooling)
 
 
 def weights_digest(model: VGG19Features) -> str:

@@ -19,7 +19,7 @@ from lwst import storage
 from lwst.config import WarpConfig
 from lwst.correlation import alignment_loss_before_after, analysis_view
 from lwst.flow import read_flo, write_flo
-from lwst.vgg import VGG19Features
+from lwst.vgg import VGG19Features, at_dtype, feature_dtype
 
 
 @dataclass
@@ -64,22 +64,25 @@ def estimate_warps(
 
     Analysis views are all ``S x S``, so they stack: the learned network (and ``none``) run the
     whole batch in one forward pass, and so does the objective; per-pair methods loop.
-    ``seconds`` is the batch's estimation time shared equally among its pairs.
+    ``seconds`` is the batch's estimation time shared equally among its pairs. Estimators match
+    features of ``vgg``'s weights at ``config.precision``; the before/after objective is always
+    measured with ``vgg`` itself, so it compares across precisions.
     """
     started = time.perf_counter()
     device, dtype = vgg.mean.device, vgg.mean.dtype
+    features_vgg = at_dtype(vgg, feature_dtype(config.precision, device))
 
     def views(images: list[Tensor]) -> Tensor:
         return torch.cat([analysis_view(i.to(device, dtype), config.analysis_size) for i in images])
 
     content_v, exemplar_v = views(contents), views(exemplars)
     if config.method in BATCHED_METHODS:
-        flows, warpnet_id = _estimate_flow(content_v, exemplar_v, config, vgg, seed)
+        flows, warpnet_id = _estimate_flow(content_v, exemplar_v, config, features_vgg, seed)
     else:
-        pairs = [_estimate_flow(c[None], e[None], config, vgg, seed)
+        pairs = [_estimate_flow(c[None], e[None], config, features_vgg, seed)
                  for c, e in zip(content_v, exemplar_v, strict=True)]
         flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
-    flows = flows.detach()
+    flows = flows.detach().to(dtype)
     seconds = (time.perf_counter() - started) / len(contents)
     with torch.no_grad():
         before, after = (

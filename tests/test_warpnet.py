@@ -169,6 +169,68 @@ def test_model_shapes_batching_and_intermediates() -> None:
         model(content, exemplar)
 
 
+def test_lookup_of_several_hypotheses_equals_one_lookup_each() -> None:
+    content, exemplar = feature_map(0, 64), feature_map(1, 64)
+    volume = all_pairs(exemplar, content)
+    g = torch.Generator().manual_seed(3)
+    flows = 3 * torch.randn(3, 2, 32, 32, generator=g)  # 3 hypotheses of one item
+    together = lookup(volume, flows, 4, hypotheses=3)
+    for i in range(3):
+        assert torch.allclose(together[i : i + 1], lookup(volume, flows[i : i + 1], 4), atol=1e-6)
+
+
+def test_estimate_keeps_the_better_start_and_ignores_missing_or_duplicate_ones() -> None:
+    torch.manual_seed(0)
+    model = WarpNet(SMALL).eval()
+    content, exemplar = _views(2, 512, 32)
+    content_fine, exemplar_fine = _views(2, 256, 64)
+    args = (content, exemplar, content_fine, exemplar_fine)
+    with torch.no_grad():
+        own, best = model.estimate(*args)
+        assert torch.allclose(own, model(*args)[-1], atol=1e-5) and best.tolist() == [0, 0]
+        # No start for either item (NaN), or a start equal to the network's own global flow:
+        # nothing changes.
+        missing = torch.full((2, 1, 2, 16, 16), float("nan"))
+        flow, best = model.estimate(*args, starts=missing)
+        assert torch.allclose(flow, own, atol=1e-5) and best.tolist() == [0, 0]
+        _, own_global = model.global_stage(*(l2_normalise(torch.nn.functional.avg_pool2d(f, 2))
+                                             for f in (content, exemplar)))
+        flow, best = model.estimate(*args, starts=own_global[:, None])
+        assert torch.allclose(flow, own, atol=1e-5) and best.tolist() == [0, 0]
+        # A start that reads the content far outside the image aligns worse than the network's
+        # own estimate and is voted down; for item 1 only, the other item keeps no start.
+        away = missing.clone()
+        away[1] = 40.0
+        flow, best = model.estimate(*args, starts=away)
+        assert best.tolist() == [0, 0] and torch.allclose(flow, own, atol=1e-5)
+
+
+def test_estimate_takes_a_correct_start_over_a_wrong_global_match() -> None:
+    """A global stage that is off by 6 coarse cells (its last bias set so) loses to the
+    ground-truth start: the local windows cannot walk that far back, the vote must pick it."""
+    torch.manual_seed(0)
+    model = WarpNet(SMALL).eval()
+    with torch.no_grad():
+        model.global_stage.regressor[-1].bias.fill_(1.5)  # x 4 (flow scale) = 6 cells each way
+    content = feature_map(5, 512, 32)
+    truth = torch.zeros(1, 2, 32, 32)
+    truth[:, 0], truth[:, 1] = 5.0, -3.0  # exemplar(x) = content(x + (5, -3)) in 32-grid px
+    exemplar = warp_features(content, truth)
+    content_fine = feature_map(6, 256, 64)
+    exemplar_fine = warp_features(content_fine, truth)
+    start = resize_flow(truth, 16, 16)[:, None]
+    with torch.no_grad():
+        own, _ = model.estimate(content, exemplar, content_fine, exemplar_fine)
+        flow, best = model.estimate(content, exemplar, content_fine, exemplar_fine, start)
+    truth64 = resize_flow(truth, 64, 64)
+    valid = torch.ones(1, 1, 64, 64, dtype=torch.bool)
+    valid[..., :8, :] = valid[..., :, -12:] = False  # samples from outside the content
+    own_epe = end_point_error(own, truth64, valid).item()
+    assert own_epe > 2.0, own_epe  # the test means something only if the network is wrong
+    assert best.tolist() == [1]
+    assert end_point_error(flow, truth64, valid).item() < 0.5 * own_epe
+
+
 def test_checkpoints_from_before_the_fine_stage_load_as_coarse_only() -> None:
     stored = {k: v for k, v in SMALL.to_dict().items() if not k.startswith("fine_")}
     legacy = WarpNetConfig.from_dict(stored)

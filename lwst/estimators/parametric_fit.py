@@ -82,20 +82,26 @@ def mutual_matches(
     content_feats: dict[str, Tensor], exemplar_feats: dict[str, Tensor], size: int
 ) -> FeatureMatches:
     """Mutual nearest neighbours per tap of L2-normalised ``(1, C, h, w)`` features, pooled."""
-    exemplar_xy, content_xy = [], []
+    found = []
     for tap, fe in exemplar_feats.items():
         fc = content_feats[tap]
-        _, _, h, w = fe.shape
         sim = torch.einsum("ck,cl->kl", fe[0].flatten(1), fc[0].flatten(1))  # exemplar x content
-        best_c = sim.argmax(1)
-        best_e = sim.argmax(0)
-        mutual = best_e[best_c] == torch.arange(h * w, device=sim.device)
-        idx_e = torch.nonzero(mutual).flatten().cpu().numpy()
-        idx_c = best_c[mutual].cpu().numpy()
-        centres = _cell_centres(h, w, size / w)
-        exemplar_xy.append(centres[idx_e])
-        content_xy.append(centres[idx_c])
-    return FeatureMatches(np.concatenate(exemplar_xy), np.concatenate(content_xy))
+        found.append(matches_from_similarity(sim, fe.shape[-2:], size))
+    return FeatureMatches(np.concatenate([f.exemplar_xy for f in found]),
+                          np.concatenate([f.content_xy for f in found]))
+
+
+def matches_from_similarity(sim: Tensor, grid: tuple[int, int], size: int) -> FeatureMatches:
+    """Mutual nearest neighbours of an exemplar x content similarity ``(h*w, h*w)`` of one
+    ``grid``-sized feature map (e.g. the warp network's all-pairs volume, reused)."""
+    h, w = grid
+    best_c = sim.argmax(1)
+    best_e = sim.argmax(0)
+    mutual = best_e[best_c] == torch.arange(h * w, device=sim.device)
+    idx_e = torch.nonzero(mutual).flatten().cpu().numpy()
+    idx_c = best_c[mutual].cpu().numpy()
+    centres = _cell_centres(h, w, size / w)
+    return FeatureMatches(centres[idx_e], centres[idx_c])
 
 
 def robust_affine(matches: FeatureMatches, size: int, seed: int = 0) -> AffineFit:
@@ -177,6 +183,9 @@ def fit_parametric_warp(
 ) -> Tensor:
     """Backward flow ``(1, 2, S, S)`` warping square ``content (1, 3, S, S)`` onto ``exemplar``."""
     size = content.shape[-1]
-    content_feats = normalised_features(vgg, content, MATCH_TAPS)
-    exemplar_feats = normalised_features(vgg, exemplar, MATCH_TAPS)
-    return fit_from_features(content_feats, exemplar_feats, size, kind, seed)
+    # Matched in float32 whatever precision VGG ran in: near-ties decide mutual neighbours.
+    content_feats, exemplar_feats = (
+        {t: f.float() for t, f in normalised_features(vgg, image, MATCH_TAPS).items()}
+        for image in (content, exemplar)
+    )
+    return fit_from_features(content_feats, exemplar_feats, size, kind, seed).to(content.dtype)

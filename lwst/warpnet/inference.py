@@ -16,9 +16,15 @@ import torch
 from torch import Tensor
 
 from lwst.correlation import analysis_view
+from lwst.estimators.parametric_fit import (
+    matches_from_similarity,
+    pixel_affine_flow,
+    robust_affine,
+)
+from lwst.flow import resize_flow
 from lwst.vgg import VGG19Features
 from lwst.warpnet.bank import ANALYSIS, encode
-from lwst.warpnet.model import WarpNet, WarpNetConfig, upsample_flow
+from lwst.warpnet.model import WarpNet, WarpNetConfig, all_pairs, upsample_flow
 
 CHECKPOINT_NAME = "warpnet.pt"
 
@@ -60,16 +66,37 @@ def load_warpnet(
         return _LOADED[key]
 
 
+def matched_affine_starts(volume: Tensor, batch: int, grid: int) -> Tensor:
+    """A second global estimate per item, independent of the network's: mutual nearest
+    neighbours of the full-resolution relu4_1 cells (32x32, where the network's global stage
+    matches pooled 16x16 cells), read from the network's all-pairs ``volume``, through OpenCV's
+    RANSAC affine, as ``--warp-method affine`` does with relu4_1. ``(B, 1, 2, grid, grid)`` in
+    coarse-grid pixels, NaN where the fit is not trusted. About 1 ms per pair."""
+    cells = volume.shape[-2:]
+    starts = []
+    for sim in volume.view(batch, cells.numel(), cells.numel()):
+        fit = robust_affine(matches_from_similarity(sim, cells, ANALYSIS), ANALYSIS)
+        if fit.inliers.any():
+            flow = pixel_affine_flow(fit.matrix, ANALYSIS, volume.device, volume.dtype)
+            starts.append(resize_flow(flow, grid, grid))
+        else:
+            starts.append(volume.new_full((1, 2, grid, grid), float("nan")))
+    return torch.cat(starts)[:, None]
+
+
 def predict_warp(
     content256: Tensor,
     exemplar256: Tensor,
     vgg: VGG19Features,
     checkpoint: str | Path | None = None,
+    verify: bool = True,
 ) -> tuple[Tensor, str]:
     """Backward flow ``(B, 2, S, S)`` (pixels) bending ``content256`` into ``exemplar256``'s shapes.
 
     Inputs ``(B, 3, S, S)`` RGB in [0, 1] (S = 256 is the analysis size the network was trained
-    at; other sizes are resampled to it and the flow is rescaled back). Batched.
+    at; other sizes are resampled to it and the flow is rescaled back). Batched. ``verify``:
+    also refine the matched-affine start and keep whichever aligns better
+    (``WarpNet.estimate``); off, the network's own global estimate alone.
     """
     device = vgg.mean.device
     model, warpnet_id = load_warpnet(checkpoint, device)
@@ -79,5 +106,8 @@ def predict_warp(
         views = analysis_view(views, ANALYSIS)
     with torch.no_grad():
         coarse, fine = (f.float().chunk(2) for f in encode(vgg, views))
-        flow = model(coarse[0], coarse[1], fine[0], fine[1])[-1]
+        volume = all_pairs(coarse[1], coarse[0])
+        starts = (matched_affine_starts(volume, len(coarse[0]), model.cfg.coarse_size)
+                  if verify else None)
+        flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume)
     return upsample_flow(flow, size).to(content256.dtype), warpnet_id

@@ -41,6 +41,9 @@ from lwst.correlation import (
 )
 from lwst.flow import base_grid, resize_flow
 
+# Two estimates whose relu4_1-stage flows differ by less than this (mean, 256-px units) are one.
+DUPLICATE_PX = 1.0
+
 
 @dataclass(frozen=True)
 class WarpNetConfig:
@@ -144,24 +147,26 @@ def window_offsets(radius: int, device=None, dtype=torch.float32) -> Tensor:
     return torch.stack([dx, dy], dim=-1)
 
 
-def lookup(volume: Tensor, flow: Tensor, radius: int) -> Tensor:
-    """Local correlation ``(B, (2r+1)^2, H, W)`` read from ``all_pairs`` at ``x + flow(x) + d``.
+def lookup(volume: Tensor, flow: Tensor, radius: int, hypotheses: int = 1) -> Tensor:
+    """Local correlation ``(B*K, (2r+1)^2, H, W)`` read from ``all_pairs`` at ``x + flow(x) + d``.
 
-    ``flow (B, 2, H, W)`` in grid pixels; samples outside the content read 0.
+    ``flow (B*K, 2, H, W)`` in grid pixels holds ``K = hypotheses`` flows per item (item-major)
+    that share the item's volume, so several estimates are looked up without copying it; samples
+    outside the content read 0.
     """
-    b, _, h, w = flow.shape
+    bk, _, h, w = flow.shape
+    b, k = bk // hypotheses, hypotheses
     hc, wc = volume.shape[-2:]
-    centre = (
-        (base_grid(h, w, flow.device, flow.dtype) + flow).permute(0, 2, 3, 1).reshape(-1, 1, 1, 2)
-    )
-    coords = centre + window_offsets(radius, flow.device, flow.dtype)
+    centre = (base_grid(h, w, flow.device, flow.dtype) + flow).permute(0, 2, 3, 1)
+    centre = centre.reshape(b, k, h * w, 2).transpose(1, 2).reshape(-1, k, 1, 2)
+    coords = centre + window_offsets(radius, flow.device, flow.dtype).view(1, 1, -1, 2)
     scale = torch.tensor(
         [2.0 / max(wc - 1, 1), 2.0 / max(hc - 1, 1)], device=flow.device, dtype=flow.dtype
     )
     sampled = F.grid_sample(
         volume, coords * scale - 1.0, mode="bilinear", padding_mode="zeros", align_corners=True
-    )
-    return sampled.view(b, h, w, -1).permute(0, 3, 1, 2)
+    )  # (B*H*W, 1, K, (2r+1)^2)
+    return sampled.view(b, h, w, k, -1).permute(0, 3, 4, 1, 2).reshape(bk, -1, h, w)
 
 
 def window_softmax_loss(window: Tensor, temperature: float = 0.1) -> Tensor:
@@ -292,19 +297,81 @@ class WarpNet(nn.Module):
             flows += self._refine_fine(content_fine, exemplar_fine, flow)
         return flows
 
+    def estimate(
+        self,
+        content: Tensor,
+        exemplar: Tensor,
+        content_fine: Tensor,
+        exemplar_fine: Tensor,
+        starts: Tensor | None = None,
+        volume: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Inference with hypothesise-and-verify: the final flow ``(B, 2, 64, 64)`` and which
+        start won ``(B,)`` (0: the network's own global estimate).
+
+        ``starts (B, K, 2, 16, 16)`` are extra global estimates in coarse-grid pixels (NaN where
+        an item has none). Every start is refined by the relu4_1 steps, all sharing one
+        all-pairs volume; the one whose warped relu4_1 features agree best with the exemplar's
+        (mean cosine) goes on to the fine stage. Without ``starts`` this is ``forward``'s last
+        flow. ``volume``: ``all_pairs(exemplar, content)`` when the caller already has it.
+        Why: the global match is the network's single point of failure (a wrong start
+        the local windows cannot recover from), and a second, independent start costs one
+        more pass through the small refinement loop, not another VGG pass.
+        """
+        b, size = content.shape[0], self.cfg.fine_size
+        _, flow_g = self.global_stage(pool_features(content), pool_features(exemplar))
+        hypotheses = flow_g[:, None]
+        if starts is not None:
+            hypotheses = torch.cat([hypotheses, starts.to(flow_g)], 1)
+        k = hypotheses.shape[1]
+        present = torch.isfinite(hypotheses).flatten(2).all(2)  # (B, K)
+        flow = resize_flow(torch.nan_to_num(hypotheses).flatten(0, 1), size, size)
+        volume = all_pairs(exemplar, content) if volume is None else volume
+        context, h = (t.repeat_interleave(k, 0)
+                      for t in self._context_and_state(self.context(exemplar)))
+        for _ in range(self.cfg.iters):
+            corr = lookup(volume, flow, self.cfg.radius, k)
+            h, delta = self.update(h, corr, flow, context)
+            flow = flow + delta
+        # Starts that converged onto the network's own estimate add nothing: only distinct
+        # ones go through the (costlier, 64x64) fine stage and the vote.
+        flow = flow.view(b, k, 2, size, size)
+        apart = (flow - flow[:, :1]).norm(dim=2).mean((2, 3)) * (256 / size) > DUPLICATE_PX
+        keep = present & apart
+        keep[:, 0] = True
+        index = keep.flatten().nonzero().squeeze(1)  # item-major positions of the kept flows
+        kept = flow.flatten(0, 1)[index]
+        if self.cfg.fine_iters:
+            kept = self._refine_fine(content_fine, exemplar_fine, kept, item=index // k)[-1]
+        flow = kept.new_zeros(b * k, *kept.shape[1:]).index_copy_(0, index, kept)
+        # Mean cosine of the warped content's relu4_1 with the exemplar's: the volume read at
+        # the flow itself (radius 0), equal to warping the features, without copying them.
+        agreement = lookup(volume, resize_flow(flow, size, size), 0, k).mean((1, 2, 3))
+        best = agreement.view(b, k).masked_fill(~keep, -math.inf).argmax(1)
+        flow = flow.view(b, k, *flow.shape[1:])[torch.arange(b, device=flow.device), best]
+        return flow, best
+
     def _context_and_state(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         """Split a 1x1 projection of the exemplar into GRU context (ReLU) and initial hidden
         state (tanh), as RAFT's context encoder; both refinement stages start this way."""
         context, h = projected.split([self.cfg.context, self.cfg.hidden], 1)
         return F.relu(context), torch.tanh(h)
 
-    def _refine_fine(self, content: Tensor, exemplar: Tensor, flow: Tensor) -> list[Tensor]:
-        """relu3_1 steps at 64x64: warp the content map, correlate in a window, GRU increment."""
+    def _refine_fine(
+        self, content: Tensor, exemplar: Tensor, flow: Tensor, item: Tensor | None = None
+    ) -> list[Tensor]:
+        """relu3_1 steps at 64x64: warp the content map, correlate in a window, GRU increment.
+        With ``item``, ``flow`` holds several hypotheses and ``item[i]`` is the batch item of
+        flow ``i``: the per-item projections are computed once and gathered after the cheap
+        32-channel projection."""
         grid = exemplar.shape[-1]
         flow = resize_flow(flow, grid, grid)
-        context, h = self._context_and_state(self.fine_context(exemplar))
-        content = l2_normalise(self.fine_project(content))
-        exemplar = l2_normalise(self.fine_project(exemplar))
+        per_item = (*self._context_and_state(self.fine_context(exemplar)),
+                    l2_normalise(self.fine_project(content)),
+                    l2_normalise(self.fine_project(exemplar)))
+        if item is not None:
+            per_item = tuple(t[item] for t in per_item)
+        context, h, content, exemplar = per_item
         flows = []
         for _ in range(self.cfg.fine_iters):
             flow = flow.detach()
