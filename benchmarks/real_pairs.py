@@ -23,7 +23,7 @@ from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import flow_picture, flow_stats, hole_mask, warp_image
 from lwst.image_io import read_image
 from lwst.inpaint import inpaint_holes
-from lwst.vgg import VGG19Features, load_vgg19
+from lwst.vgg import VGG19Features, at_dtype, feature_dtype, load_vgg19
 from lwst.warpnet.inference import predict_warp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,16 +62,19 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped network")
     parser.add_argument("--panel", type=int, default=160, help="panel side in pixels")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="VGG features the warp is matched on (the library's default: auto)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    vgg = load_vgg19("auto")
+    vgg = load_vgg19("auto")  # the alignment figure is always measured in float32
+    features_vgg = at_dtype(vgg, feature_dtype(args.precision, "cpu"))
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, content_path, exemplar_path in find_pairs(args.pairs):
         content = analysis_view(read_image(str(content_path)))
         exemplar = analysis_view(read_image(str(exemplar_path)))
         started = time.perf_counter()
-        flow, warpnet_id = predict_warp(content, exemplar, vgg, args.checkpoint)
+        flow, warpnet_id = predict_warp(content, exemplar, features_vgg, args.checkpoint)
         seconds = time.perf_counter() - started
         warped = inpaint_holes(warp_image(content, flow), hole_mask(flow)).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
@@ -86,7 +89,8 @@ def main() -> None:
             flush=True,
         )
     lines = [
-        f"Network `{warpnet_id}`; VGG-19 `{vgg.source}`; 256x256 analysis views.",
+        f"Network `{warpnet_id}`; VGG-19 `{vgg.source}`, warp features in "
+        f"{str(features_vgg.mean.dtype).removeprefix('torch.')}; 256x256 analysis views.",
         "",
         "| pair | cos unwarped | cos warped | change | mean warp (px @256) | warp / diagonal "
         "| seconds |",

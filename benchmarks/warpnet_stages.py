@@ -20,8 +20,8 @@ from lwst.flow import end_point_error
 from lwst.image_io import read_image
 from lwst.vgg import load_vgg19
 from lwst.warpnet.bank import encode
-from lwst.warpnet.inference import load_warpnet
-from lwst.warpnet.model import upsample_flow
+from lwst.warpnet.inference import TEST_ITERS, load_warpnet, matched_affine_starts
+from lwst.warpnet.model import all_pairs, upsample_flow
 from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 
@@ -65,6 +65,7 @@ def main() -> None:
         model, warpnet_id = load_warpnet(checkpoint)
         names = ["identity", "affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
         names += [f"fine{i + 1}" for i in range(model.cfg.fine_iters)]
+        names += ["verified"]  # what inference returns: + matched-affine start, TEST_ITERS steps
         print(f"\n{warpnet_id} ({checkpoint or 'shipped'})")
         print("| tier | " + " | ".join(names) + " |")
         print("|---" * (len(names) + 1) + "|")
@@ -73,8 +74,12 @@ def main() -> None:
             epe = torch.zeros(len(names))
             for content, exemplar, content_fine, exemplar_fine, flow, valid in items:
                 with torch.no_grad():
-                    stages = model(content.float(), exemplar.float(),
-                                   content_fine.float(), exemplar_fine.float())
+                    feats = (content.float(), exemplar.float(), content_fine.float(),
+                             exemplar_fine.float())
+                    stages = model(*feats)
+                    volume = all_pairs(feats[1], feats[0])
+                    starts = matched_affine_starts(volume, 1, model.cfg.coarse_size)
+                    stages.append(model.estimate(*feats, starts, volume, *TEST_ITERS)[0])
                 preds = [torch.zeros_like(flow)] + [upsample_flow(s, 256) for s in stages]
                 epe += torch.tensor([float(end_point_error(p, flow, valid)) for p in preds])
             epe /= len(items)

@@ -11,7 +11,7 @@ from bad_images import write_bad_cases, write_mode_cases
 from PIL import Image
 
 from lwst.cli import main
-from lwst.flow import read_flo
+from lwst.flow import end_point_error, read_flo
 from lwst.metadata import COLUMNS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -221,3 +221,22 @@ def test_console_script_usage_error_exits_2():
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     code = _stylize_coffee(tmp_path / "o.png", "--device", "cuda")
     assert code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_warp_precision_is_a_choice_recorded_and_close_to_float32(tmp_path):
+    """bfloat16 warp features (the default where native) give nearly the float32 warp."""
+    flows = {}
+    for precision in ("float32", "bfloat16"):
+        code = main(["warp", "--content", str(EXAMPLES / "astronaut.jpg"), "--geometry",
+                     str(EXAMPLES / "face.jpg"), "--out", str(tmp_path / f"{precision}.png"),
+                     "--flow-out", str(tmp_path / f"{precision}.flo"), "--size", "128",
+                     "--warp-precision", precision, "--metadata-out",
+                     str(tmp_path / f"{precision}.json"), "--quiet"])
+        assert code == 0
+        params = json.loads((tmp_path / f"{precision}.json").read_text())["params"]
+        params = json.loads(params) if isinstance(params, str) else params
+        assert params["warp_precision"] == precision
+        flows[precision] = read_flo(tmp_path / f"{precision}.flo")
+    gap = end_point_error(flows["bfloat16"], flows["float32"]).item()
+    magnitude = flows["float32"].norm(dim=1).mean().item()
+    assert gap < 0.1 * magnitude, (gap, magnitude)
