@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from lwst.config import WarpConfig
+from lwst.config import WARP_PRECISIONS, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.estimators.optim import optimise_warp
@@ -259,7 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optim-steps", type=int, default=WarpConfig().optim_steps)
     parser.add_argument("--optim-sweep", nargs="*", type=int, default=[],
                         help="also run optim with these step counts (rows optim-N)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    parser.add_argument("--precision", default="auto", choices=WARP_PRECISIONS,
                         help="VGG feature precision for every method (the library's default)")
     parser.add_argument("--checkpoint", default=None, help="warp network; default: the shipped one")
     parser.add_argument("--sizes", nargs="*", type=int, default=[256, 512],

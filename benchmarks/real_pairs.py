@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from lwst.config import WARP_PRECISIONS
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import flow_picture, flow_stats, hole_mask, warp_image
 from lwst.image_io import read_image
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped network")
     parser.add_argument("--panel", type=int, default=160, help="panel side in pixels")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    parser.add_argument("--precision", default="auto", choices=WARP_PRECISIONS,
                         help="VGG features the warp is matched on (the library's default: auto)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

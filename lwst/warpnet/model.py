@@ -288,12 +288,8 @@ class WarpNet(nn.Module):
         flows = [resize_flow(flow0, size, size), resize_flow(flow_g, size, size)]
         volume = all_pairs(exemplar, content)
         context, h = self._context_and_state(self.context(exemplar))
+        flows += self._refine_coarse(volume, flows[-1], context, h, iters)
         flow = flows[-1]
-        for _ in range(self.cfg.iters if iters is None else iters):
-            flow = flow.detach()
-            h, delta = self.update(h, lookup(volume, flow, self.cfg.radius), flow, context)
-            flow = flow + delta
-            flows.append(flow)
         if self.cfg.fine_iters:
             if content_fine is None or exemplar_fine is None:
                 raise ValueError("this warp network has a fine stage: pass relu3_1 features")
@@ -337,10 +333,7 @@ class WarpNet(nn.Module):
         volume = all_pairs(exemplar, content) if volume is None else volume
         context, h = (t.repeat_interleave(k, 0)
                       for t in self._context_and_state(self.context(exemplar)))
-        for _ in range(self.cfg.iters if iters is None else iters):
-            corr = lookup(volume, flow, self.cfg.radius, k)
-            h, delta = self.update(h, corr, flow, context)
-            flow = flow + delta
+        flow = (self._refine_coarse(volume, flow, context, h, iters, k) or [flow])[-1]
         # Starts that converged onto the network's own estimate add nothing: only distinct
         # ones go through the (costlier, 64x64) fine stage and the vote.
         flow = flow.view(b, k, 2, size, size)
@@ -360,6 +353,22 @@ class WarpNet(nn.Module):
         best = agreement.view(b, k).masked_fill(~keep, -math.inf).argmax(1)
         flow = flow.view(b, k, *flow.shape[1:])[torch.arange(b, device=flow.device), best]
         return flow, best
+
+    def _refine_coarse(
+        self, volume: Tensor, flow: Tensor, context: Tensor, h: Tensor, steps: int | None,
+        hypotheses: int = 1,
+    ) -> list[Tensor]:
+        """relu4_1 steps at 32x32 (``steps``, default as trained): look the window up in the
+        shared volume at the current flow, GRU increment; every step's flow, for the sequence
+        loss. ``flow`` may hold ``hypotheses`` flows per item (see ``lookup``)."""
+        flows = []
+        for _ in range(self.cfg.iters if steps is None else steps):
+            flow = flow.detach()
+            corr = lookup(volume, flow, self.cfg.radius, hypotheses)
+            h, delta = self.update(h, corr, flow, context)
+            flow = flow + delta
+            flows.append(flow)
+        return flows
 
     def _context_and_state(self, projected: Tensor) -> tuple[Tensor, Tensor]:
         """Split a 1x1 projection of the exemplar into GRU context (ReLU) and initial hidden
