@@ -49,9 +49,12 @@ def train_warp(
     device: str = _DEFAULTS.device,
     threads: int = _DEFAULTS.threads,
     log: str | None = None,
+    init: str | None = None,
+    refine_steps: tuple[int, int] | None = None,
 ) -> str:
     """Paint and encode the training images, train, and optionally export the slim checkpoint.
-    The defaults are the shipped checkpoint's recipe (``TrainConfig``)."""
+    The defaults are the shipped checkpoint's recipe (``TrainConfig``); ``init`` fine-tunes
+    from existing weights."""
     cfg = TrainConfig(
         images=images,
         out=out,
@@ -70,6 +73,8 @@ def train_warp(
         device=device,
         threads=threads,
         log=log,
+        init=init,
+        refine_steps=tuple(refine_steps) if refine_steps else None,
         build_cache=False,
     )
     encode_cache(cfg)

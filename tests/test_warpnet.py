@@ -290,6 +290,25 @@ def test_checkpoint_resume_round_trip(tmp_path: Path) -> None:
     assert slim.stat().st_size < Path(first.out).stat().st_size
 
 
+def test_fine_tune_starts_from_the_given_weights_with_its_own_step_counts(tmp_path: Path) -> None:
+    import pandas as pd
+
+    write_tiny_bank(tmp_path / "cache")
+    quiet = lambda _: None  # noqa: E731
+    base = _tiny_config(tmp_path, steps=2)
+    slim = export_checkpoint(train(base, progress=quiet), tmp_path / "slim.pt")
+    tune = _tiny_config(tmp_path, steps=1, log=str(tmp_path / "tune.csv"))
+    tune.out, tune.init, tune.lr = str(tmp_path / "tune.pt"), str(slim), 0.0
+    tune.refine_steps = (4, 3)
+    train(tune, progress=quiet)
+    tuned, start = torch.load(tune.out, weights_only=False), torch.load(slim, weights_only=False)
+    assert (tuned["model_config"]["iters"], tuned["model_config"]["fine_iters"]) == (4, 3)
+    for key, value in start["model"].items():  # lr 0: the weights are the init's, untouched
+        assert torch.equal(value, tuned["model"][key]), key
+    first = pd.read_csv(tmp_path / "tune.csv")
+    assert "epe_iter4" in first and "epe_fine3" in first  # trained with 4 + 3 steps
+
+
 def _straight(tmp_path: Path) -> TrainConfig:
     cfg = _tiny_config(tmp_path, steps=4)
     cfg.out = str(tmp_path / "a.pt")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lwst.warpnet.bank import DEFAULT_TIERS
+from lwst.warpnet.inference import checkpoint_id
 from lwst.warpnet.train import TrainConfig, export_checkpoint, train
 
 _DEFAULTS = TrainConfig()
@@ -75,6 +76,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=_DEFAULTS.device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="fine-tune: start from these weights (training or slim checkpoint) with a fresh "
+        "optimiser and schedule",
+    )
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        nargs=2,
+        metavar=("RELU4_1", "RELU3_1"),
+        help="refinement steps to train with (default: the architecture's, 3 and 2)",
+    )
     p.add_argument("--log", help="append per-step losses to this CSV")
     p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every)
     p.set_defaults(handler=cmd_train_warp)
@@ -103,13 +117,16 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         resume=args.resume,
+        init=args.init,
+        refine_steps=tuple(args.refine_steps) if args.refine_steps else None,
         log=args.log,
         checkpoint_every=args.checkpoint_every,
         original_content=args.original_content,
         max_images=args.max_images,
         until=args.until,
     )
+    base = checkpoint_id(Path(args.init)) if args.init else None  # before --export can replace it
     out = train(cfg)
     if args.export:
-        export_checkpoint(out, args.export)
+        export_checkpoint(out, args.export, note=f"fine-tuned from {base}" if base else "")
     return 0

@@ -62,6 +62,11 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 2
     resume: bool = False
+    # Fine-tune: start from these weights (a training or slim checkpoint) with a fresh optimiser
+    # and schedule; the architecture is the checkpoint's. Ignored when resuming.
+    init: str | None = None
+    # (relu4_1 steps, relu3_1 steps) to train with; None keeps the architecture's.
+    refine_steps: tuple[int, int] | None = None
     log: str | None = None
     checkpoint_every: int = 100
     refresh_bank_every: int = 0  # >0: reload the cache (grown by another process) every N steps
@@ -199,6 +204,15 @@ def save_checkpoint(
     tmp.replace(path)
 
 
+def model_config(cfg: TrainConfig, init: dict | None = None) -> WarpNetConfig:
+    """The architecture to train: the fine-tuned checkpoint's, or ``cfg.model``; then the
+    refinement step counts, which change no weights (they are shared across steps)."""
+    arch = dict(init["model_config"]) if init is not None else dict(cfg.model)
+    if cfg.refine_steps is not None:
+        arch["iters"], arch["fine_iters"] = cfg.refine_steps
+    return WarpNetConfig.from_dict(arch)
+
+
 def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     """Run (or resume) training; returns the checkpoint path."""
     torch.set_num_threads(cfg.threads)
@@ -208,7 +222,12 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     bank = load_bank(Path(cfg.cache_dir))
     progress(f"bank: {len(bank.names)} images, {bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
+    init = torch.load(cfg.init, map_location="cpu", weights_only=False) if cfg.init else None
+    cfg.model = model_config(cfg, init).to_dict()  # what was trained, recorded in checkpoints
     model = WarpNet(WarpNetConfig.from_dict(cfg.model)).to(device)
+    if init is not None:
+        model.load_state_dict(init["model"])
+        progress(f"fine-tuning from {cfg.init} (trained {init.get('step', '?')} steps)")
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(cfg.seed)
     start = 0
