@@ -360,6 +360,12 @@ def test_cli_registers_train_warp_and_refuses_missing_images(tmp_path: Path, cap
     assert code == 2
     assert "no such image folder" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+    (tmp_path / "images").mkdir()
+    images, out = str(tmp_path / "images"), str(tmp_path / "x.pt")
+    code = main(["train-warp", "--images", images, "--out", out, "--init", str(tmp_path / "g.pt")])
+    assert code == 2
+    assert "no such checkpoint to fine-tune from (--init)" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_painting_refuses_a_style_folder_with_no_training_styles(tmp_path: Path) -> None:

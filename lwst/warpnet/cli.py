@@ -98,6 +98,8 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
     missing = [s for s in args.images if not Path(s).exists()]
     if missing:
         raise FileNotFoundError(f"no such image folder or manifest: {', '.join(missing)}")
+    if args.init and not Path(args.init).is_file():
+        raise FileNotFoundError(f"no such checkpoint to fine-tune from (--init): {args.init}")
     cfg = TrainConfig(
         images=list(args.images),
         out=args.out,
