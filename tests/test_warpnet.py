@@ -307,6 +307,11 @@ def test_fine_tune_starts_from_the_given_weights_with_its_own_step_counts(tmp_pa
         assert torch.equal(value, tuned["model"][key]), key
     first = pd.read_csv(tmp_path / "tune.csv")
     assert "epe_iter4" in first and "epe_fine3" in first  # trained with 4 + 3 steps
+    from lwst.warpnet.inference import checkpoint_id
+
+    exported = export_checkpoint(tune.out, tmp_path / "tuned.pt")
+    note = torch.load(exported, weights_only=False)["note"]
+    assert note == f"fine-tuned from {checkpoint_id(slim)}"
 
 
 def _straight(tmp_path: Path) -> TrainConfig:

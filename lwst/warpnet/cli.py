@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from lwst.warpnet.bank import DEFAULT_TIERS
-from lwst.warpnet.inference import checkpoint_id
 from lwst.warpnet.train import TrainConfig, export_checkpoint, train
 
 _DEFAULTS = TrainConfig()
@@ -127,8 +126,7 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         until=args.until,
     )
-    base = checkpoint_id(Path(args.init)) if args.init else None  # before --export can replace it
     out = train(cfg)
     if args.export:
-        export_checkpoint(out, args.export, note=f"fine-tuned from {base}" if base else "")
+        export_checkpoint(out, args.export)
     return 0

@@ -28,6 +28,7 @@ from lwst.warpnet.bank import (
     list_images,
     load_bank,
 )
+from lwst.warpnet.inference import checkpoint_id
 from lwst.warpnet.model import WarpNet, WarpNetConfig
 from lwst.warpnet.split import training_files
 
@@ -185,9 +186,16 @@ def _read_square(path: Path) -> Tensor:
 
 
 def save_checkpoint(
-    path: Path, model: WarpNet, optimiser, step: int, cfg: TrainConfig, rng: torch.Generator
+    path: Path,
+    model: WarpNet,
+    optimiser,
+    step: int,
+    cfg: TrainConfig,
+    rng: torch.Generator,
+    fine_tuned_from: str | None = None,
 ) -> None:
-    """Full training state (model, optimiser, step, config, RNG), written atomically."""
+    """Full training state (model, optimiser, step, config, RNG, the id of the weights it was
+    fine-tuned from), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
@@ -198,6 +206,7 @@ def save_checkpoint(
             "step": step,
             "train_config": asdict(cfg),
             "rng": rng.get_state(),
+            "fine_tuned_from": fine_tuned_from,
         },
         tmp,
     )
@@ -223,10 +232,13 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     progress(f"bank: {len(bank.names)} images, {bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
     init = torch.load(cfg.init, map_location="cpu", weights_only=False) if cfg.init else None
-    cfg.model = model_config(cfg, init).to_dict()  # what was trained, recorded in checkpoints
-    model = WarpNet(WarpNetConfig.from_dict(cfg.model)).to(device)
+    arch = model_config(cfg, init)
+    cfg.model = arch.to_dict()  # what was trained, recorded in checkpoints
+    model = WarpNet(arch).to(device)
+    fine_tuned_from = None
     if init is not None:
         model.load_state_dict(init["model"])
+        fine_tuned_from = checkpoint_id(Path(cfg.init))
         progress(f"fine-tuning from {cfg.init} (trained {init.get('step', '?')} steps)")
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -238,6 +250,8 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         optimiser.load_state_dict(state["optimizer"])
         rng.set_state(state["rng"])
         start = state["step"]
+        # The run's own record: the --init file may have been replaced since (by --export).
+        fine_tuned_from = state.get("fine_tuned_from", fine_tuned_from)
         progress(f"resumed from {out} at step {start}")
     weights = pair_weights(bank, cfg.original_content)
     log_file = open(cfg.log, "a", newline="") if cfg.log else None  # noqa: SIM115
@@ -293,7 +307,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
             )
             log_file.flush()
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
-            save_checkpoint(out, model, optimiser, step + 1, cfg, rng)
+            save_checkpoint(out, model, optimiser, step + 1, cfg, rng, fine_tuned_from)
             progress(f"step {step + 1}: loss {loss.item():.3f}, EPE final {epes[-1].item():.2f} px")
     if log_file:
         log_file.close()
@@ -301,8 +315,11 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
 
 
 def export_checkpoint(train_checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
-    """Strip a training checkpoint to what inference needs (weights + configs), float32."""
+    """Strip a training checkpoint to what inference needs (weights + configs), float32. The
+    default ``note`` names the network a fine-tune started from."""
     state = torch.load(train_checkpoint, map_location="cpu", weights_only=False)
+    origin = state.get("fine_tuned_from")
+    note = note or (f"fine-tuned from {origin}" if origin else "")
     slim = {
         "model": {k: v.float() for k, v in state["model"].items()},
         "model_config": WarpNetConfig.from_dict(state["model_config"]).to_dict(),
