@@ -32,7 +32,7 @@ from lwst.config import StylizeConfig
 from lwst.flow import flow_picture, read_flo
 from lwst.image_io import encode_png, read_image
 from lwst.manifest import ManifestItem
-from lwst.metadata import SCHEMA, empty_record, to_table
+from lwst.metadata import SCHEMA, conform, empty_record, to_table
 
 JOURNAL = "_journal"
 
@@ -178,7 +178,7 @@ def recover_journals(out: str, storage_options: dict | None = None) -> list[str]
             parts.insert(0, pq.read_table(io.BytesIO(storage.read_bytes(
                 existing, **(storage_options or {})))))
         if parts:
-            records = pa.concat_tables([p.cast(SCHEMA) for p in parts]).to_pylist()
+            records = pa.concat_tables([conform(p) for p in parts]).to_pylist()
             write_run_metadata(out, run_id, records, storage_options)
         else:
             _remove_tree(folder, storage_options)

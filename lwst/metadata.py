@@ -45,6 +45,12 @@ SCHEMA = pa.schema(
         ("vgg_weights", pa.string()),
         ("params", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
+        # Added after the first release (contracts.md: columns are added, never renamed).
+        ("renderer", pa.string()),
+        ("warp_confidence", pa.float64()),
+        ("warp_fold_frac", pa.float64()),
+        ("warp_stretch_frac", pa.float64()),
+        ("warp_applied", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
@@ -73,3 +79,11 @@ def to_table(records: list[dict[str, Any]]) -> pa.Table:
     """Records -> an Arrow table with exactly `SCHEMA` (missing keys become nulls)."""
     columns = {name: [r.get(name) for r in records] for name in COLUMNS}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A table written by an older lwst, cast to `SCHEMA` (columns it lacks become nulls)."""
+    for name in COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
+    return table.select(list(COLUMNS)).cast(SCHEMA)
