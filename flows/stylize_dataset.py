@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +29,18 @@ from prefect.runtime import flow_run
 
 from flows.runners import RunnerName, make_task_runner
 from lwst import dataset, s3, storage
-from lwst.config import StylizeConfig, with_overrides
+from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem, id_problem, read_manifest
+from lwst.renderers import FEED_FORWARD
 from lwst.warping import BATCHED_METHODS
 from tasks.estimate_warps import estimate_warp_batch
+from tasks.stylize_batch import stylize_batch
 from tasks.stylize_item import stylize_item
+
+# `lwst run` and the deployments render with AdaIN unless told otherwise: dataset runs are
+# judged on throughput, and AdaIN is ~100x faster than gatys per item at a style ratio the
+# benchmarks measure (docs/benchmarks.md); `stylize` keeps gatys, the quality mode.
+PIPELINE_RENDERER = "adain"
 
 # Called in the flow's process as each item finishes: (done, total, record). The CLI's progress
 # bar subscribes here; flows never take callables as parameters (they must be JSON for the API).
@@ -75,6 +83,30 @@ def warp_batches(items: list[dict[str, Any]], overrides: dict[str, Any], size: i
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
+def render_batches(items: list[dict[str, Any]], overrides: dict[str, Any], size: int,
+                   ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Chunks of at most ``size`` feed-forward items with one identical configuration, and the
+    items left for one task each (gatys, bad settings, or batching off with ``size < 2``)."""
+    if size < 2:
+        return [], items
+    groups: dict[str, list[dict[str, Any]]] = {}
+    single: list[dict[str, Any]] = []
+    for item in items:
+        entry = ManifestItem.from_dict(item)
+        try:
+            config = with_overrides(StylizeConfig(), {**overrides, **entry.overrides})
+        except (KeyError, ValueError):
+            single.append(item)  # the item's own task reports the bad setting
+            continue
+        if config.render.renderer not in FEED_FORWARD:
+            single.append(item)
+            continue
+        key = json.dumps(to_params(config), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(item)
+    chunks = [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return chunks, single
+
+
 @flow(name="stylize-items")
 def process_items(
     items: list[dict[str, Any]],
@@ -88,15 +120,21 @@ def process_items(
     total: int,
     already_done: int,
     warp_batch_size: int = 8,
+    render_batch_size: int = 8,
 ) -> list[dict[str, Any]]:
-    """Batch the warp-network work, fan the items out on this sub-flow's task runner, and
-    collect one record per item."""
+    """Batch the warp-network and feed-forward work, fan the items out on this sub-flow's task
+    runner, and collect one record per item."""
     annotate = contextlib.nullcontext()
     if gpus_per_item:
         import dask
 
         annotate = dask.annotate(resources={"GPU": gpus_per_item})
+    chunks, items = render_batches(items, overrides, render_batch_size)
     with annotate:
+        # Feed-forward chunks first: they do their own warps and need nothing else.
+        futures = {stylize_batch.submit(chunk, out, run_id, overrides, storage_options,
+                                        torch_threads, extra=len(chunk) - 1): chunk
+                   for chunk in chunks}
         batches = [estimate_warp_batch.submit(chunk, out, run_id, overrides, storage_options,
                                               extra=len(chunk) - 1)
                    for chunk in warp_batches(items, overrides, warp_batch_size)]
@@ -106,24 +144,29 @@ def process_items(
                 estimates.update(batch.result())
             except Exception:  # noqa: BLE001 - the items then estimate their own warps
                 get_run_logger().warning("a batched warp estimation failed; items fall back")
-        futures = {stylize_item.submit(item, out, run_id, overrides, storage_options,
-                                       torch_threads, estimates.get(item["id"])): item
-                   for item in items}
+        futures.update({stylize_item.submit(item, out, run_id, overrides, storage_options,
+                                            torch_threads, estimates.get(item["id"])): [item]
+                        for item in items})
     records: list[dict[str, Any]] = []
     for future in as_completed(list(futures)):
         try:
-            record = future.result()
+            result = future.result()
+            finished = result if isinstance(result, list) else [result]
         except Exception as exc:  # transient I/O that outlived its retries
-            entry = ManifestItem.from_dict(futures[future])
-            record = dataset.failed_record(entry, run_id, f"{type(exc).__name__}: {exc}")
-            dataset.write_journal(out, record, storage_options)
-        records.append(record)
-        done = already_done + len(records)
+            finished = []
+            for item in futures[future]:
+                entry = ManifestItem.from_dict(item)
+                record = dataset.failed_record(entry, run_id, f"{type(exc).__name__}: {exc}")
+                dataset.write_journal(out, record, storage_options)
+                finished.append(record)
+        for record in finished:
+            records.append(record)
+            done = already_done + len(records)
+            for listener in PROGRESS_LISTENERS:
+                listener(done, total, record)
         if progress_id:
             update_progress_artifact(progress_id, 100.0 * done / max(total, 1),
                                      description=f"{done}/{total} items")
-        for listener in PROGRESS_LISTENERS:
-            listener(done, total, record)
     return records
 
 
@@ -144,6 +187,7 @@ def stylize_dataset(
     run_id: str | None = None,
     contact_sheet_items: int = 16,
     warp_batch_size: int = 8,
+    render_batch_size: int = 8,
 ) -> dict[str, Any]:
     """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
 
@@ -151,8 +195,11 @@ def stylize_dataset(
     to every item; a manifest row's own columns win. Re-running with the same ``out`` skips
     items whose files are all present. Items using the learned warp network have their warps
     estimated ``warp_batch_size`` at a time in one forward pass (the batchable GPU work)
-    before the per-item tasks. Returns counts and where the metadata went.
+    before the per-item tasks; items with a feed-forward renderer (``renderer`` wct/adain; the
+    pipeline's default is `PIPELINE_RENDERER`) are warped and rendered ``render_batch_size``
+    at a time, in one task per chunk. Returns counts and where the metadata went.
     """
+    overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
     opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
     for uri in (manifest, out):
@@ -186,7 +233,7 @@ def stylize_dataset(
         records += process_items.with_options(task_runner=task_runner)(
             [item.as_dict() for item in pending], out, run_id, overrides or {}, opts,
             torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
-            warp_batch_size)
+            warp_batch_size, render_batch_size)
         dataset.remove_run_scratch(out, run_id, opts)
     metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
     summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items)

@@ -18,6 +18,7 @@ from lwst import __version__
 from lwst.config import (
     INPAINT_METHODS,
     OPTIMIZERS,
+    RENDERERS,
     WARP_METHODS,
     WARP_PRECISIONS,
     StylizeConfig,
@@ -104,6 +105,16 @@ def _add_warp_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("texture rendering (quality / speed)")
+    group.add_argument(
+        "--renderer", choices=RENDERERS, default=None,
+        help="gatys: multi-scale optimisation, the quality mode (default for stylize); wct / "
+        "adain: one feed-forward pass, tens of times faster (lwst.renderers)")
+    group.add_argument(
+        "--style-strength", type=float, default=None,
+        help="feed-forward renderers: blend of stylised and content features, 0..1 (default 1)")
+    group.add_argument(
+        "--decoder-dir", default=None,
+        help="folder of decoder_adain.pt / decoder_wct1..5.pt (default: those shipped)")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
     group.add_argument(
@@ -144,6 +155,9 @@ def config_from_args(args: argparse.Namespace) -> StylizeConfig:
         "learning_rate",
         "preserve_color",
         "style_size",
+        "renderer",
+        "style_strength",
+        "decoder_dir",
     )
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return with_overrides(StylizeConfig(), overrides)
@@ -270,9 +284,10 @@ def build_parser(
 
 def _registrations() -> list[Callable[[argparse._SubParsersAction], None]]:
     from lwst.cli_pipeline import add_parser as add_pipeline
+    from lwst.decoder_cli import add_parser as add_train_decoder
     from lwst.warpnet.cli import add_parser as add_train
 
-    return [add_pipeline, add_train]
+    return [add_pipeline, add_train, add_train_decoder]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,6 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--warp-batch-size", type=int, default=8,
                         help="items whose learned warps are estimated in one network pass "
                         "(worth raising on a GPU; below 2 turns batching off)")
+    engine.add_argument("--render-batch-size", type=int, default=8,
+                        help="items with a feed-forward renderer (wct, adain; the pipeline's "
+                        "default renderer is adain) warped and rendered in one task and one "
+                        "pass (below 2 turns batching off)")
     engine.add_argument("--run-id", help="name of this run in the metadata (default: time + id)")
     engine.add_argument("--quiet", action="store_true", help="no progress display")
     _add_s3_options(run)
@@ -102,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         dask_address=args.dask_address, gpus_per_item=args.gpus_per_item,
         torch_threads=args.torch_threads, s3_endpoint_url=args.s3_endpoint_url,
         aws_access_key_id=args.aws_access_key_id, aws_secret_access_key=args.aws_secret_access_key,
-        aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size)
+        aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
+        render_batch_size=args.render_batch_size)
     with ProgressBar(len(items), enabled=not args.quiet) as listener:
         if listener:
             PROGRESS_LISTENERS.append(listener)

@@ -14,6 +14,7 @@ WARP_METHODS = ("learned", "optim", "affine", "tps", "none")
 INPAINT_METHODS = ("telea", "ns")
 WARP_PRECISIONS = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("lbfgs", "adam")
+RENDERERS = ("gatys", "wct", "adain")
 
 
 @dataclass
@@ -35,8 +36,12 @@ class WarpConfig:
 
 @dataclass
 class RenderConfig:
-    """Texture stage: multi-scale Gatys (method.md) solved coarse to fine."""
+    """Texture stage: multi-scale Gatys (method.md) solved coarse to fine, or a feed-forward
+    renderer (``wct``, ``adain``: lwst.renderers) for dataset speed."""
 
+    renderer: str = "gatys"
+    style_strength: float = 1.0  # feed-forward: alpha * f_cs + (1 - alpha) * f_c
+    decoder_dir: str | None = None  # feed-forward decoders; None: those shipped in lwst
     optimizer: str = "lbfgs"
     levels: int = 3  # pyramid levels below and including the output size
     iterations: tuple[int, ...] = (100, 60, 30)  # per level, coarsest first
@@ -82,6 +87,9 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "learning_rate": ("render", "learning_rate"),
     "preserve_color": ("render", "preserve_color"),
     "style_size": ("render", "style_size"),
+    "renderer": ("render", "renderer"),
+    "style_strength": ("render", "style_strength"),
+    "decoder_dir": ("render", "decoder_dir"),
 }
 
 
@@ -138,6 +146,11 @@ def validate(config: StylizeConfig) -> None:
         raise ValueError(
             f"warp_precision must be one of {WARP_PRECISIONS}, got {config.warp.precision!r}"
         )
+    if config.render.renderer not in RENDERERS:
+        raise ValueError(f"renderer must be one of {RENDERERS}, got {config.render.renderer!r}")
+    if not 0.0 <= config.render.style_strength <= 1.0:
+        raise ValueError(
+            f"style_strength must be within 0..1, got {config.render.style_strength}")
     if config.render.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
     if not 0.0 <= config.warp.strength <= 4.0:

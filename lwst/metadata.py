@@ -51,6 +51,7 @@ SCHEMA = pa.schema(
         ("warp_fold_frac", pa.float64()),
         ("warp_stretch_frac", pa.float64()),
         ("warp_applied", pa.string()),
+        ("decoder_ids", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

@@ -22,7 +22,8 @@ from lwst.flow import FlowStats, flow_stats, hole_mask, resize_flow, warp_image,
 from lwst.image_io import check_size, read_image, resize_longest, write_png
 from lwst.inpaint import inpaint_holes
 from lwst.metadata import empty_record
-from lwst.render import RenderResult, render_texture
+from lwst.render import RenderResult
+from lwst.renderers import decoder_ids, render
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warping import WarpEstimate, estimate_warp
 
@@ -109,12 +110,12 @@ def stylize(
         if progress:
             progress("warp", 1, 1)
     base = warp.warped if warp is not None else content
-    render = None
+    rendered = None
     if texture is not None:
-        render = render_texture(base, texture.to(device), config.render, vgg, seed=config.seed,
-                                progress=progress)
-    image = render.image if render is not None else base
-    return StylizeResult(image=image, warp=warp, render=render)
+        rendered = render(base, texture.to(device), config.render, vgg, seed=config.seed,
+                          progress=progress)
+    image = rendered.image if rendered is not None else base
+    return StylizeResult(image=image, warp=warp, render=rendered)
 
 
 def fill_record(
@@ -137,7 +138,11 @@ def fill_record(
     if result.render is not None:
         r = result.render
         record.update(content_loss=r.content_loss, style_loss=r.style_loss,
-                      total_loss=r.total_loss, seconds_render=r.seconds)
+                      total_loss=r.total_loss, seconds_render=r.seconds,
+                      renderer=config.render.renderer,
+                      decoder_ids=decoder_ids(config.render.renderer,
+                                              resolve_device(config.device),
+                                              config.render.decoder_dir) or None)
 
 
 def stylize_files(
@@ -171,6 +176,13 @@ def stylize_files(
     texture_img = read_image(texture, style_side, **opts) if texture else None
     result = stylize(content_img, geometry_img, texture_img, config, progress=progress,
                      warp_estimate=warp_estimate if geometry else None)
+    return write_item(record, result, config, output, warped_out, flow_out, opts)
+
+
+def write_item(record: dict, result: StylizeResult, config: StylizeConfig, output: str,
+               warped_out: str | None, flow_out: str | None, opts: dict) -> dict:
+    """Write an item's files (flow, warped, image; all removed again if any write fails) and
+    complete its metadata record (status ``ok``)."""
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
     written: list[str] = []
     try:

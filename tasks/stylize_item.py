@@ -33,6 +33,13 @@ def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect'
     return exc is not None and is_transient(exc)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The one-line ``error`` of a failed row."""
+    from lwst.image_io import ImageInputError
+
+    return str(exc) if isinstance(exc, ImageInputError) else f"{type(exc).__name__}: {exc}"
+
+
 def worker_name() -> str:
     """Which process ran the item (host:pid); shows in the run summary, proves Dask fan-out."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -60,7 +67,6 @@ def stylize_item(
 
     ``warp_estimate_uri``: the item's warp, already estimated in a batch (`estimate_warps`).
     """
-    from lwst.image_io import ImageInputError
     from lwst.stylize import stylize_files
     from lwst.warping import load_estimate
 
@@ -88,7 +94,6 @@ def stylize_item(
     except Exception as exc:
         if is_transient(exc):
             raise
-        reason = str(exc) if isinstance(exc, ImageInputError) else f"{type(exc).__name__}: {exc}"
-        record = dataset.failed_record(entry, run_id, reason, params)
+        record = dataset.failed_record(entry, run_id, failure_reason(exc), params)
     dataset.write_journal(out, record, opts)
     return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}

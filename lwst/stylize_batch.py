@@ -1,0 +1,140 @@
+"""Many items with one configuration, the batchable work done in batches.
+
+For the feed-forward renderers a dataset item is a few forward passes, so per-item overhead
+(Python, model look-ups, tiny GPU kernels) matters. ``stylize_files_batch`` takes items that
+share one `StylizeConfig` (the pipeline groups them by it) and runs:
+
+    read each item (a bad one becomes its own failed result, the others go on)
+    -> learned warps of all items in one network pass (`lwst.warping.estimate_warps`)
+    -> warp + inpaint per item
+    -> render every group of same-shape images in one pass (`lwst.renderers.render_batch`)
+    -> write each item atomically (`lwst.stylize.write_item`) -> its metadata record
+
+Every item ends as exactly one ``ItemOutcome``: a record (status ``ok``), or the exception
+that stopped it, for the caller to turn into a ``failed`` row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lwst.config import StylizeConfig, validate
+from lwst.image_io import check_size, read_image, resize_longest
+from lwst.metadata import empty_record
+from lwst.renderers import render_batch
+from lwst.stylize import StylizeResult, WarpOutcome, apply_geometry, resolve_device, write_item
+from lwst.vgg import load_vgg19
+from lwst.warping import BATCHED_METHODS, estimate_warps
+
+
+@dataclass
+class BatchItem:
+    """One item's inputs and output paths."""
+
+    item_id: str
+    content: str
+    geometry: str | None
+    texture: str | None
+    output: str
+    warped_out: str | None = None
+    flow_out: str | None = None
+
+
+@dataclass
+class ItemOutcome:
+    item: BatchItem
+    record: dict | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Loaded:
+    item: BatchItem
+    content: Tensor
+    geometry: Tensor | None
+    texture: Tensor | None
+    warp: WarpOutcome | None = None
+
+
+def _needs_warp(item: BatchItem, config: StylizeConfig) -> bool:
+    return bool(item.geometry) and config.warp.method != "none" and config.warp.strength > 0
+
+
+def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: str = "",
+                        storage_options: dict | None = None) -> list[ItemOutcome]:
+    """Stylise ``items`` (one shared configuration) in batches; one outcome per item, in order."""
+    opts = storage_options or {}
+    validate(config)
+    check_size(config.size)
+    device = resolve_device(config.device)
+    vgg = load_vgg19(config.vgg_weights, device=device)
+    torch.manual_seed(config.seed)
+    outcomes = {item.item_id: ItemOutcome(item) for item in items}
+    loaded: list[_Loaded] = []
+    style_side = config.render.style_size or config.size
+    for item in items:
+        try:
+            content = resize_longest(read_image(item.content, **opts), config.size).to(device)
+            geometry = (read_image(item.geometry, **opts).to(device)
+                        if _needs_warp(item, config) else None)
+            texture = read_image(item.texture, style_side, **opts) if item.texture else None
+            loaded.append(_Loaded(item, content, geometry, texture))
+        except Exception as exc:  # noqa: BLE001 - reported per item by the caller
+            outcomes[item.item_id].error = exc
+
+    warped = [entry for entry in loaded if entry.geometry is not None]
+    estimates = {}
+    if warped and config.warp.method in BATCHED_METHODS:
+        try:
+            batch = estimate_warps([e.content for e in warped], [e.geometry for e in warped],
+                                   config.warp, vgg, seed=config.seed)
+            estimates = {e.item.item_id: est for e, est in zip(warped, batch, strict=True)}
+        except Exception:  # noqa: BLE001 - each item then estimates (and reports) its own
+            estimates = {}
+    alive: list[_Loaded] = []
+    for entry in loaded:
+        try:
+            if entry.geometry is not None:
+                entry.warp = apply_geometry(entry.content, entry.geometry, config, vgg,
+                                            estimates.get(entry.item.item_id))
+            alive.append(entry)
+        except Exception as exc:  # noqa: BLE001
+            outcomes[entry.item.item_id].error = exc
+
+    rendered: dict[str, object] = {}
+    textured = [e for e in alive if e.texture is not None]
+    by_shape: dict[tuple[int, int], list[_Loaded]] = {}
+    for entry in textured:
+        base = entry.warp.warped if entry.warp is not None else entry.content
+        by_shape.setdefault(tuple(base.shape[-2:]), []).append(entry)
+    for group in by_shape.values():
+        bases = torch.cat([e.warp.warped if e.warp is not None else e.content for e in group])
+        try:
+            results = render_batch(bases, [e.texture.to(device) for e in group], config.render,
+                                   vgg, seed=config.seed)
+        except Exception as exc:  # noqa: BLE001 - a batch-wide failure fails its items
+            for e in group:
+                outcomes[e.item.item_id].error = exc
+            continue
+        for e, result in zip(group, results, strict=True):
+            rendered[e.item.item_id] = result
+
+    for entry in alive:
+        item = entry.item
+        if outcomes[item.item_id].error is not None:
+            continue
+        render = rendered.get(item.item_id)
+        base = entry.warp.warped if entry.warp is not None else entry.content
+        result = StylizeResult(image=render.image if render is not None else base,
+                               warp=entry.warp, render=render)
+        record = empty_record(item.item_id, run_id)
+        record.update(content=item.content, geometry=item.geometry, texture=item.texture)
+        try:
+            outcomes[item.item_id].record = write_item(record, result, config, item.output,
+                                                       item.warped_out, item.flow_out, opts)
+        except Exception as exc:  # noqa: BLE001
+            outcomes[item.item_id].error = exc
+    return [outcomes[item.item_id] for item in items]

