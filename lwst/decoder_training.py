@@ -196,6 +196,9 @@ def train_decoder(config: DecoderTrainConfig,
     log_fn(f"{config.kind} relu{config.level}_1: bank of {objective.size} crops ready in "
            f"{time.perf_counter() - started:.0f} s (bf16 autocast: {use_bf16})")
     decoder = Decoder(config.level, config.width).to(device)
+    if not state_path.exists():
+        rms = objective.features[: 256].float().pow(2).mean().sqrt().clamp_min(1e-6)
+        decoder.input_scale.fill_(float(1.0 / rms))
     if config.init and not state_path.exists():
         start, info = load_decoder(config.init, None, config.level)  # either kind will do
         decoder.load_state_dict(start.state_dict())
@@ -204,6 +207,7 @@ def train_decoder(config: DecoderTrainConfig,
     step, trained_seconds = 0, 0.0
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
+        state["decoder"].setdefault("input_scale", torch.ones(()))
         decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         step, trained_seconds = int(state["step"]), float(state["seconds"])

@@ -74,9 +74,13 @@ class Decoder(nn.Module):
             conv(channels, channels)
         conv(channels, 3, relu=False)
         self.net = nn.Sequential(*layers)
+        # VGG's Caffe-scale features are O(10-1000): training sets this to 1 / their RMS so
+        # the first convolution starts in a sane range (a one-conv relu1_1 decoder barely
+        # moves otherwise). Stored with the weights.
+        self.register_buffer("input_scale", torch.ones(()))
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.net(features)
+        return self.net(features * self.input_scale)
 
 
 @dataclass
@@ -149,7 +153,9 @@ def load_decoder(path: str | Path, kind: str | None, level: int,
             f"{payload.get('level')}_1 decoder, expected {kind} relu{level}_1")
     decoder = Decoder(level, float(payload.get("width", 0.5)))
     try:
-        decoder.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+        weights = {k: v.float() for k, v in payload["state_dict"].items()}
+        weights.setdefault("input_scale", torch.ones(()))  # files written before it existed
+        decoder.load_state_dict(weights)
     except (RuntimeError, KeyError, AttributeError) as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DecoderCheckpointError(

@@ -123,7 +123,12 @@ def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: f
     levels = WCT_LEVELS if kind == "wct" else (4,)
     taps = [level_tap(lv) for lv in levels]
     with torch.no_grad():
-        style_feats = [vgg(ex, taps) for ex in exemplars]
+        # A dataset reuses few styles: encode each distinct exemplar tensor once per batch.
+        encoded: dict[int, dict[str, Tensor]] = {}
+        for ex in exemplars:
+            if id(ex) not in encoded:
+                encoded[id(ex)] = vgg(ex, taps)
+        style_feats = [encoded[id(ex)] for ex in exemplars]
         image = padded
         for level, tap in zip(levels, taps, strict=True):
             decoder, _ = get_decoder(kind, level, device, decoder_dir)
@@ -149,7 +154,10 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
     out_device, out_dtype = contents.device, contents.dtype
     device, dtype = vgg.mean.device, vgg.mean.dtype
     contents = contents.detach().to(device, dtype).clamp(0, 1)
-    exemplars = [ex.detach().to(device, dtype).clamp(0, 1) for ex in exemplars]
+    moved: dict[int, Tensor] = {}  # the same exemplar object stays one object
+    for ex in exemplars:
+        moved.setdefault(id(ex), ex.detach().to(device, dtype).clamp(0, 1))
+    exemplars = [moved[id(ex)] for ex in exemplars]
     if renderer == "gatys":
         results = [render_texture(contents[i:i + 1], exemplars[i], config, vgg, seed=seed,
                                   progress=progress) for i in range(len(exemplars))]
@@ -157,7 +165,8 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
         seconds = [r.seconds for r in results]
     else:
         style_side = config.style_size or max(contents.shape[-2:])
-        styled = [resize_longest(ex, style_side).clamp(0, 1) for ex in exemplars]
+        resized = {id(ex): resize_longest(ex, style_side).clamp(0, 1) for ex in exemplars}
+        styled = [resized[id(ex)] for ex in exemplars]
         if progress:
             progress("render", 0, 1)
         if config.preserve_color:

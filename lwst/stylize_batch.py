@@ -75,12 +75,17 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
     outcomes = {item.item_id: ItemOutcome(item) for item in items}
     loaded: list[_Loaded] = []
     style_side = config.render.style_size or config.size
+    textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
     for item in items:
         try:
             content = resize_longest(read_image(item.content, **opts), config.size).to(device)
             geometry = (read_image(item.geometry, **opts).to(device)
                         if _needs_warp(item, config) else None)
-            texture = read_image(item.texture, style_side, **opts) if item.texture else None
+            texture = None
+            if item.texture:
+                if item.texture not in textures:
+                    textures[item.texture] = read_image(item.texture, style_side, **opts).to(device)
+                texture = textures[item.texture]
             loaded.append(_Loaded(item, content, geometry, texture))
         except Exception as exc:  # noqa: BLE001 - reported per item by the caller
             outcomes[item.item_id].error = exc
@@ -113,8 +118,8 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
     for group in by_shape.values():
         bases = torch.cat([e.warp.warped if e.warp is not None else e.content for e in group])
         try:
-            results = render_batch(bases, [e.texture.to(device) for e in group], config.render,
-                                   vgg, seed=config.seed)
+            results = render_batch(bases, [e.texture for e in group], config.render, vgg,
+                                   seed=config.seed)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure fails its items
             for e in group:
                 outcomes[e.item.item_id].error = exc
