@@ -27,7 +27,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.runners import RunnerName, make_task_runner
-from lwst import dataset, s3, storage
+from lwst import dataset, run_lock, s3, storage
 from lwst.config import StylizeConfig, with_overrides
 from lwst.manifest import ManifestItem, id_problem, read_manifest
 from lwst.warping import BATCHED_METHODS
@@ -113,10 +113,18 @@ def process_items(
     for future in as_completed(list(futures)):
         try:
             record = future.result()
-        except Exception as exc:  # transient I/O that outlived its retries
+        except Exception as exc:  # transient I/O that outlived its retries, or a crash
+            if isinstance(exc, s3.StorageUnavailableError):
+                # Stop here: the runner cancels the items not started; a re-run resumes.
+                stopped = f"{exc}; run {run_id} stopped after {len(records)} items (re-run)"
+                raise s3.StorageUnavailableError(stopped) from None
             entry = ManifestItem.from_dict(futures[future])
             record = dataset.failed_record(entry, run_id, f"{type(exc).__name__}: {exc}")
-            dataset.write_journal(out, record, storage_options)
+            try:
+                dataset.write_journal(out, record, storage_options)
+            except Exception as journal_exc:  # noqa: BLE001 - the run file still gets the row
+                get_run_logger().warning("journal row of %s not written: %s", entry.id,
+                                         dataset.one_line(str(journal_exc)))
         records.append(record)
         done = already_done + len(records)
         if progress_id:
@@ -144,6 +152,7 @@ def stylize_dataset(
     run_id: str | None = None,
     contact_sheet_items: int = 16,
     warp_batch_size: int = 8,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
     """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
 
@@ -151,7 +160,8 @@ def stylize_dataset(
     to every item; a manifest row's own columns win. Re-running with the same ``out`` skips
     items whose files are all present. Items using the learned warp network have their warps
     estimated ``warp_batch_size`` at a time in one forward pass (the batchable GPU work)
-    before the per-item tasks. Returns counts and where the metadata went.
+    before the per-item tasks. One run at a time holds ``out`` (`lwst.run_lock`;
+    ``break_lock`` takes over a stale lock). Returns counts and where the metadata went.
     """
     logger = get_run_logger()
     opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
@@ -162,16 +172,40 @@ def stylize_dataset(
     run_id = run_id or _new_run_id()
     if id_problem(run_id):
         raise ValueError(f"run_id: {id_problem(run_id)}")
+    lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
+    try:
+        with storage.temp_owner(run_id):
+            return _run(items, out, base, overrides or {}, opts, run_id, runner, workers,
+                        dask_address, gpus_per_item, torch_threads, contact_sheet_items,
+                        warp_batch_size)
+    finally:
+        try:
+            lock.release()
+        except Exception as exc:  # noqa: BLE001 - storage gone: the lock is left, and named
+            logger.warning("could not release the lock %s: %s", lock.uri, dataset.one_line(
+                str(exc)))
 
+
+def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: dict[str, Any],
+         opts: dict[str, Any], run_id: str, runner: RunnerName, workers: int,
+         dask_address: str | None, gpus_per_item: float, torch_threads: int | None,
+         contact_sheet_items: int, warp_batch_size: int) -> dict[str, Any]:
+    """The run proper, holding the lock on ``out``."""
+    logger = get_run_logger()
     recovered = dataset.recover_journals(out, opts)
     swept = dataset.sweep_temp_files(out)
-    if recovered or swept:
-        logger.info("recovered metadata of interrupted runs %s; removed %d temp files",
-                    recovered, swept)
+    scratch = dataset.remove_stale_scratch(out, opts)
+    if recovered or swept or scratch:
+        logger.info("recovered metadata of interrupted runs %s; removed %d temp files and the "
+                    "scratch of runs %s", recovered, swept, scratch)
     finished = dataset.CompletedOutputs(out, opts)
     pending, skipped = [], []
     for item in items:
-        config = with_overrides(base, item.overrides)
+        try:
+            config = with_overrides(base, item.overrides)
+        except (KeyError, ValueError):
+            pending.append(item)  # its own task records the bad setting as a failed row
+            continue
         (skipped if finished.is_complete(item, config) else pending).append(item)
     records = [dataset.skipped_record(item, run_id, out) for item in skipped]
     logger.info("run %s: %d items, %d already done, %d to do", run_id, len(items),
@@ -184,7 +218,7 @@ def stylize_dataset(
         task_runner = make_task_runner(runner, workers, dask_address,
                                        gpus_per_worker=1 if gpus_per_item else 0)
         records += process_items.with_options(task_runner=task_runner)(
-            [item.as_dict() for item in pending], out, run_id, overrides or {}, opts,
+            [item.as_dict() for item in pending], out, run_id, overrides, opts,
             torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
             warp_batch_size)
         dataset.remove_run_scratch(out, run_id, opts)

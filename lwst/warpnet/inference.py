@@ -40,6 +40,28 @@ class MissingCheckpointError(FileNotFoundError):
     """The warp network's weights are not where they should be."""
 
 
+class BadCheckpointError(ValueError):
+    """A checkpoint that is truncated, not a checkpoint, or holds more than tensors and plain
+    values (a pickle that would run code is refused, never executed)."""
+
+
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint's dict loaded with ``weights_only=True`` (tensors, numbers, strings, lists,
+    dicts: no arbitrary unpickling), or `BadCheckpointError` in one line."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise BadCheckpointError(f"warp network checkpoint {path}: not a valid weights-only "
+                                 f"checkpoint ({type(exc).__name__}: {reason})") from None
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise BadCheckpointError(f"warp network checkpoint {path}: no 'model' and "
+                                 "'model_config' entries")
+    return state
+
+
 def default_checkpoint() -> Path:
     """``lwst/checkpoints/warpnet.pt`` (package data)."""
     return Path(str(importlib.resources.files("lwst") / "checkpoints" / CHECKPOINT_NAME))
@@ -62,9 +84,14 @@ def load_warpnet(
                     f"warp network checkpoint not found: {path} (train one with "
                     "`lwst train-warp`, or choose another --warp-method)"
                 )
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            model = WarpNet(WarpNetConfig.from_dict(state["model_config"]))
-            model.load_state_dict(state["model"])
+            state = read_checkpoint(path)
+            try:
+                model = WarpNet(WarpNetConfig.from_dict(state["model_config"]))
+                model.load_state_dict(state["model"])
+            except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+                reason = " ".join(str(exc).split())[:160]
+                raise BadCheckpointError(f"warp network checkpoint {path}: does not fit the "
+                                         f"warp network ({reason})") from None
             model.to(device).eval().requires_grad_(False)
             _LOADED[key] = (model, checkpoint_id(path))
         return _LOADED[key]
