@@ -222,7 +222,13 @@ def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: di
             torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
             warp_batch_size)
         dataset.remove_run_scratch(out, run_id, opts)
-    metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
+    try:
+        metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
+    except Exception as exc:
+        down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
+        if down:  # the journal rows written so far are folded in by the next run
+            raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
+        raise
     summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items)
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary

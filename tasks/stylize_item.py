@@ -103,12 +103,24 @@ def _stylize_item(entry: ManifestItem, out: str, run_id: str, overrides: dict[st
         if record["flow"]:
             dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
     except Exception as exc:
+        stop_if_storage_down(exc, out, opts)
         if is_transient(exc):
-            down = s3.unreachable_reason(out, opts)
-            if down:  # no retry can help: the flow stops the run with this one line
-                raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from None
             raise
         reason = str(exc) if isinstance(exc, ImageInputError) else f"{type(exc).__name__}: {exc}"
         record = dataset.failed_record(entry, run_id, reason, params)
-    dataset.write_journal(out, record, opts)
+    try:
+        dataset.write_journal(out, record, opts)
+    except Exception as exc:
+        stop_if_storage_down(exc, out, opts)
+        raise
     return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}
+
+
+def stop_if_storage_down(exc: BaseException, out: str, opts: dict[str, Any]) -> None:
+    """Raise `StorageUnavailableError` (no retry; the flow stops the run in one line) when a
+    failure that is not bad input coincides with ``out``'s object store not answering."""
+    if isinstance(exc, ValueError | s3.StorageUnavailableError) or storage.is_local(out):
+        return
+    down = s3.unreachable_reason(out, opts)
+    if down:
+        raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from None
