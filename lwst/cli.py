@@ -38,6 +38,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     KeyError,
     FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
     StorageUnavailableError,
 )
 

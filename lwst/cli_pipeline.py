@@ -88,6 +88,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+# Failures `cmd_run` reports itself in its one line: Prefect's own log lines about them go
+# (and about the items not started that a stopped run cancels).
+_REPORTED = ("StorageUnavailableError", "RunLockedError", "cancelled by the task runner")
+
+
 class _OneLineLogs(logging.Filter):
     """Prefect's console logs without tracebacks: a failure is told once, in one line, by
     ``lwst run`` itself (``--debug`` keeps them)."""
@@ -96,6 +101,8 @@ class _OneLineLogs(logging.Filter):
         record.exc_info = None
         record.exc_text = None
         message = record.getMessage()
+        if any(name in message for name in _REPORTED):
+            return False
         if "\n" in message:
             record.msg, record.args = message.splitlines()[0], None
         return True

@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,96 @@ def test_pickle_module_is_never_asked_for_a_global(tmp_path):
     with pytest.raises(BadCheckpointError):
         read_checkpoint(evil)
     assert not (tmp_path / "m").exists()
+
+
+def _manifest(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    save_image(tmp_path / "c.png", (32, 32))
+    path = tmp_path / "m.csv"
+    pd.DataFrame([{"id": "a", "content": "c.png"}]).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("case", ["run-id", "out-file", "locked"])
+def test_run_refuses_before_prefect_starts(tmp_path, capsys, case):
+    from lwst import run_lock
+
+    manifest = _manifest(tmp_path)
+    out = tmp_path / "out"
+    extra: list[str] = []
+    if case == "run-id":
+        extra = ["--run-id", "../x"]
+    elif case == "out-file":
+        out.write_text("a file")
+    else:
+        out.mkdir()
+        (out / run_lock.LOCK_NAME).write_text(
+            f'{{"run_id": "other", "host": "{os.uname().nodename}", "pid": 1, '
+            '"started": "2026-12-02T20:00:00+00:00"}')
+    started = time.monotonic()
+    assert main(["run", str(manifest), "--out", str(out), "--quiet", *extra]) == 2
+    line = _one_error_line(capsys)
+    assert time.monotonic() - started < 10  # no Prefect server was started
+    expected = {"run-id": "--run-id: id '../x' has characters outside",
+                "out-file": "is an existing file, not a folder",
+                "locked": "is in use by run 'other' (pid 1 on "}[case]
+    assert expected in line
+    if case == "locked":
+        assert "--break-lock" in line and run_lock.LOCK_NAME in line
+
+
+def test_silent_s3_endpoint_gives_up_within_a_minute_by_default(tmp_path, capsys, monkeypatch):
+    """A server that accepts connections and never answers, with lwst's default timeouts."""
+    import socket
+
+    for name in ("LWST_S3_CONNECT_TIMEOUT", "LWST_S3_READ_TIMEOUT", "LWST_S3_MAX_ATTEMPTS"):
+        monkeypatch.delenv(name, raising=False)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    manifest = _manifest(tmp_path)
+    started = time.monotonic()
+    try:
+        code = main(["run", str(manifest), "--out", "s3://bucket/out", "--s3-endpoint-url",
+                     endpoint, "--aws-access-key-id", "k", "--aws-secret-access-key", "s"])
+    finally:
+        listener.close()
+    elapsed = time.monotonic() - started
+    assert code == 2 and elapsed < 60, elapsed
+    assert f"cannot reach {endpoint}" in _one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
+    """``kill -9`` of ``lwst run`` (no PREFECT_API_URL): its temporary server goes too."""
+    import signal
+
+    import psutil
+
+    manifest = _manifest(tmp_path)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = subprocess.Popen([str(LWST), "run", str(manifest), "--out", str(out), "--size", "256",
+                            "--iterations", "400", "--levels", "1", "--quiet"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        server = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
+            time.sleep(0.5)
+        for child in psutil.Process(run.pid).children(recursive=True):
+            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+                server = child
+        assert server is not None and (out / "_lwst.lock").exists(), "the run never started"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(30)
+        gone = psutil.wait_procs([server], timeout=20)[0]
+        assert gone or server.status() == psutil.STATUS_ZOMBIE, "temporary server orphaned"
+    finally:
+        if run.poll() is None:
+            run.kill()
