@@ -387,8 +387,8 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
                             "--iterations", "400", "--levels", "1", "--quiet"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
+    server = None
     try:
-        server = None
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
             time.sleep(0.5)
@@ -403,3 +403,6 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
     finally:
         if run.poll() is None:
             run.kill()
+        if server is not None and server.is_running() and \
+                server.status() != psutil.STATUS_ZOMBIE:
+            server.kill()  # never leave one behind, even when the test fails
