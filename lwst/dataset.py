@@ -18,6 +18,7 @@ deterministic, so consolidating twice overwrites rather than duplicates.
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,11 +282,8 @@ def _list_dirs(folder: str, storage_options: dict | None) -> list[str]:
 
 def _remove_tree(folder: str, storage_options: dict | None) -> None:
     if storage.is_local(folder):
-        path = storage.local_path(folder)
-        if path.is_dir():
-            for child in path.iterdir():
-                child.unlink(missing_ok=True)
-            path.rmdir()
+        # rmtree: whatever is in there (a stray folder too) must not fail the run's last step.
+        shutil.rmtree(storage.local_path(folder), ignore_errors=True)
         return
     fs = storage.filesystem(folder, **(storage_options or {}))
     fs.invalidate_cache()

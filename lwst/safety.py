@@ -4,12 +4,16 @@
   the user's photo), nor two outputs on one file.
 - An image too small for VGG's pooling (relu5_1 is side / 16) is refused in one line instead of
   failing deep inside the network.
+- A checkpoint is loaded weights-only (`load_weights_only`): a pickle that would run code, or a
+  truncated file, is one line, never executed. Every checkpoint a user can name goes here.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+
+import torch
 
 from lwst import storage
 from lwst.image_io import MIN_SIDE, ImageInputError
@@ -51,3 +55,22 @@ def check_fits(height: int, width: int, what: str, texture: bool) -> None:
         raise ImageInputError(
             f"{what} is {width}x{height}: {why} a shorter side of at least {need} px (raise "
             "--size / style_size, or use a less extreme aspect ratio)")
+
+
+class BadCheckpointError(ValueError):
+    """A checkpoint that is truncated, not a checkpoint, or holds more than tensors and plain
+    values (a pickle that would run code is refused, never executed)."""
+
+
+def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint",
+                      device: torch.device | str = "cpu") -> object:
+    """``torch.load(weights_only=True)``: tensors, numbers, strings, lists, dicts and nothing
+    else, or `BadCheckpointError` in one line naming ``what`` and ``path``."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise BadCheckpointError(f"{what} {os.fspath(path)}: not a valid weights-only "
+                                 f"checkpoint ({type(exc).__name__}: {reason})") from None

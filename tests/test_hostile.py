@@ -321,7 +321,7 @@ def _manifest(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", ["run-id", "out-file", "locked"])
+@pytest.mark.parametrize("case", ["run-id", "out-file", "locked", "size-0"])
 def test_run_refuses_before_prefect_starts(tmp_path, capsys, case):
     from lwst import run_lock
 
@@ -330,6 +330,8 @@ def test_run_refuses_before_prefect_starts(tmp_path, capsys, case):
     extra: list[str] = []
     if case == "run-id":
         extra = ["--run-id", "../x"]
+    elif case == "size-0":
+        extra = ["--size", "0"]
     elif case == "out-file":
         out.write_text("a file")
     else:
@@ -343,7 +345,8 @@ def test_run_refuses_before_prefect_starts(tmp_path, capsys, case):
     assert time.monotonic() - started < 10  # no Prefect server was started
     expected = {"run-id": "--run-id: id '../x' has characters outside",
                 "out-file": "is an existing file, not a folder",
-                "locked": "is in use by run 'other' (pid 1 on "}[case]
+                "locked": "is in use by run 'other' (pid 1 on ",
+                "size-0": "size 0 is outside the supported range 8..8192"}[case]
     assert expected in line
     if case == "locked":
         assert "--break-lock" in line and run_lock.LOCK_NAME in line

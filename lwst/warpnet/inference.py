@@ -22,6 +22,7 @@ from lwst.estimators.parametric_fit import (
     robust_affine,
 )
 from lwst.flow import resize_flow
+from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.vgg import VGG19Features
 from lwst.warpnet.bank import ANALYSIS, encode
 from lwst.warpnet.model import WarpNet, WarpNetConfig, all_pairs, upsample_flow
@@ -40,22 +41,10 @@ class MissingCheckpointError(FileNotFoundError):
     """The warp network's weights are not where they should be."""
 
 
-class BadCheckpointError(ValueError):
-    """A checkpoint that is truncated, not a checkpoint, or holds more than tensors and plain
-    values (a pickle that would run code is refused, never executed)."""
-
-
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint's dict loaded with ``weights_only=True`` (tensors, numbers, strings, lists,
-    dicts: no arbitrary unpickling), or `BadCheckpointError` in one line."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise BadCheckpointError(f"warp network checkpoint {path}: not a valid weights-only "
-                                 f"checkpoint ({type(exc).__name__}: {reason})") from None
+    """A warp-network checkpoint's dict, loaded weights-only (`lwst.safety.load_weights_only`),
+    or `BadCheckpointError` in one line."""
+    state = load_weights_only(path, "warp network checkpoint", device)
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise BadCheckpointError(f"warp network checkpoint {path}: no 'model' and "
                                  "'model_config' entries")
