@@ -28,7 +28,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.runners import RunnerName, make_task_runner
-from lwst import dataset, s3, storage
+from lwst import dataset, run_lock, s3, storage
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem, id_problem, read_manifest
 from lwst.renderers import FEED_FORWARD
@@ -152,12 +152,20 @@ def process_items(
         try:
             result = future.result()
             finished = result if isinstance(result, list) else [result]
-        except Exception as exc:  # transient I/O that outlived its retries
+        except Exception as exc:  # transient I/O that outlived its retries, or a crash
+            if isinstance(exc, s3.StorageUnavailableError):
+                # Stop here: the runner cancels the items not started; a re-run resumes.
+                stopped = f"{exc}; run {run_id} stopped after {len(records)} items (re-run)"
+                raise s3.StorageUnavailableError(stopped) from None
             finished = []
             for item in futures[future]:
                 entry = ManifestItem.from_dict(item)
                 record = dataset.failed_record(entry, run_id, f"{type(exc).__name__}: {exc}")
-                dataset.write_journal(out, record, storage_options)
+                try:
+                    dataset.write_journal(out, record, storage_options)
+                except Exception as journal_exc:  # noqa: BLE001 - the run file still gets it
+                    get_run_logger().warning("journal row of %s not written: %s", entry.id,
+                                             dataset.one_line(str(journal_exc)))
                 finished.append(record)
         for record in finished:
             records.append(record)
@@ -188,6 +196,7 @@ def stylize_dataset(
     contact_sheet_items: int = 16,
     warp_batch_size: int = 8,
     render_batch_size: int = 8,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
     """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
 
@@ -197,7 +206,8 @@ def stylize_dataset(
     estimated ``warp_batch_size`` at a time in one forward pass (the batchable GPU work)
     before the per-item tasks; items with a feed-forward renderer (``renderer`` wct/adain; the
     pipeline's default is `PIPELINE_RENDERER`) are warped and rendered ``render_batch_size``
-    at a time, in one task per chunk. Returns counts and where the metadata went.
+    at a time, in one task per chunk. One run at a time holds ``out`` (`lwst.run_lock`;
+    ``break_lock`` takes over a stale lock). Returns counts and where the metadata went.
     """
     overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
@@ -209,16 +219,41 @@ def stylize_dataset(
     run_id = run_id or _new_run_id()
     if id_problem(run_id):
         raise ValueError(f"run_id: {id_problem(run_id)}")
+    lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
+    try:
+        with storage.temp_owner(run_id):
+            return _run(items, out, base, overrides or {}, opts, run_id, runner, workers,
+                        dask_address, gpus_per_item, torch_threads, contact_sheet_items,
+                        warp_batch_size, render_batch_size)
+    finally:
+        try:
+            lock.release()
+        except Exception as exc:  # noqa: BLE001 - storage gone: the lock is left, and named
+            logger.warning("could not release the lock %s: %s", lock.uri, dataset.one_line(
+                str(exc)))
 
+
+def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: dict[str, Any],
+         opts: dict[str, Any], run_id: str, runner: RunnerName, workers: int,
+         dask_address: str | None, gpus_per_item: float, torch_threads: int | None,
+         contact_sheet_items: int, warp_batch_size: int,
+         render_batch_size: int) -> dict[str, Any]:
+    """The run proper, holding the lock on ``out``."""
+    logger = get_run_logger()
     recovered = dataset.recover_journals(out, opts)
     swept = dataset.sweep_temp_files(out)
-    if recovered or swept:
-        logger.info("recovered metadata of interrupted runs %s; removed %d temp files",
-                    recovered, swept)
+    scratch = dataset.remove_stale_scratch(out, opts)
+    if recovered or swept or scratch:
+        logger.info("recovered metadata of interrupted runs %s; removed %d temp files and the "
+                    "scratch of runs %s", recovered, swept, scratch)
     finished = dataset.CompletedOutputs(out, opts)
     pending, skipped = [], []
     for item in items:
-        config = with_overrides(base, item.overrides)
+        try:
+            config = with_overrides(base, item.overrides)
+        except (KeyError, ValueError):
+            pending.append(item)  # its own task records the bad setting as a failed row
+            continue
         (skipped if finished.is_complete(item, config) else pending).append(item)
     records = [dataset.skipped_record(item, run_id, out) for item in skipped]
     logger.info("run %s: %d items, %d already done, %d to do", run_id, len(items),
@@ -231,11 +266,17 @@ def stylize_dataset(
         task_runner = make_task_runner(runner, workers, dask_address,
                                        gpus_per_worker=1 if gpus_per_item else 0)
         records += process_items.with_options(task_runner=task_runner)(
-            [item.as_dict() for item in pending], out, run_id, overrides or {}, opts,
+            [item.as_dict() for item in pending], out, run_id, overrides, opts,
             torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
             warp_batch_size, render_batch_size)
         dataset.remove_run_scratch(out, run_id, opts)
-    metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
+    try:
+        metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
+    except Exception as exc:
+        down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
+        if down:  # the journal rows written so far are folded in by the next run
+            raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
+        raise
     summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items)
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
-from lwst import __version__
+from lwst import __version__, storage
 from lwst.config import (
     INPAINT_METHODS,
     OPTIMIZERS,
@@ -25,6 +27,7 @@ from lwst.config import (
     with_overrides,
 )
 from lwst.image_io import ImageInputError
+from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
 from lwst.vgg import WEIGHT_SOURCES, WeightsUnavailableError
 
 EXIT_BAD_INPUT = 2
@@ -36,11 +39,26 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     KeyError,
     FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    StorageUnavailableError,
 )
 
 
 class CommandError(Exception):
     """A user-facing failure with a one-line message."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (contracts.md), not the whole usage block.
+
+    Subparsers inherit the class (``add_subparsers`` defaults ``parser_class`` to it).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(message.split())
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +80,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "only), auto, or random (tests only; recorded in metadata)",
     )
     parser.add_argument(
-        "--metadata-out", type=Path, help="write the item's metadata record as JSON"
+        "--metadata-out", help="write the item's metadata record as JSON (path or URI)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -191,13 +209,25 @@ def progress_display(enabled: bool):
         yield update
 
 
-def _write_metadata(path: Path | None, record: dict) -> None:
-    if path is None:
+def _write_metadata(uri: str | None, record: dict, storage_options: dict) -> None:
+    if uri is None:
         return
     from lwst.metadata import to_json
-    from lwst.storage import write_bytes_atomic
 
-    write_bytes_atomic(path, (to_json(record) + "\n").encode())
+    storage.write_bytes_atomic(uri, (to_json(record) + "\n").encode(), **storage_options)
+
+
+def _storage_for(args: argparse.Namespace, inputs: Sequence[str], outputs: dict[str, str]
+                 ) -> dict:
+    """S3 options from the environment, after refusing (one line, before any work) an output
+    that is an existing directory and storage that does not answer."""
+    for option, uri in outputs.items():
+        if uri and storage.is_local(uri) and storage.local_path(uri).is_dir():
+            raise CommandError(f"{option} {uri}: is an existing directory, not a file name")
+    options = S3Settings.from_env().storage_options()
+    for uri in {*inputs, *outputs.values()} - {None}:
+        check_reachable(uri, options)
+    return options
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -206,19 +236,23 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.geometry is None and args.flow_out is not None:
         raise CommandError("--flow-out needs --geometry (there is no warp without one)")
+    opts = _storage_for(args, [args.content, args.geometry, args.texture],
+                        {"--out": args.out, "--flow-out": args.flow_out,
+                         "--warped-out": args.warped_out, "--metadata-out": args.metadata_out})
     with progress_display(not args.quiet) as progress:
         record = stylize_files(
             item_id=Path(args.out).stem,
-            content=str(args.content),
-            geometry=str(args.geometry) if args.geometry else None,
-            texture=str(args.texture) if args.texture else None,
-            output=str(args.out),
+            content=args.content,
+            geometry=args.geometry,
+            texture=args.texture,
+            output=args.out,
             config=config,
-            warped_out=str(args.warped_out) if args.warped_out else None,
-            flow_out=str(args.flow_out) if args.flow_out else None,
+            warped_out=args.warped_out,
+            flow_out=args.flow_out,
             progress=progress,
+            storage_options=opts,
         )
-    _write_metadata(args.metadata_out, record)
+    _write_metadata(args.metadata_out, record, opts)
     return 0
 
 
@@ -226,25 +260,29 @@ def cmd_warp(args: argparse.Namespace) -> int:
     from lwst.stylize import stylize_files
 
     config = config_from_args(args)
+    opts = _storage_for(args, [args.content, args.geometry],
+                        {"--out": args.out, "--flow-out": args.flow_out,
+                         "--metadata-out": args.metadata_out})
     with progress_display(not args.quiet) as progress:
         record = stylize_files(
             item_id=Path(args.out).stem,
-            content=str(args.content),
-            geometry=str(args.geometry),
+            content=args.content,
+            geometry=args.geometry,
             texture=None,
-            output=str(args.out),
+            output=args.out,
             config=config,
-            flow_out=str(args.flow_out),
+            flow_out=args.flow_out,
             progress=progress,
+            storage_options=opts,
         )
-    _write_metadata(args.metadata_out, record)
+    _write_metadata(args.metadata_out, record, opts)
     return 0
 
 
 def build_parser(
     extra: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
 ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lwst", description="Geometric and texture neural style transfer."
     )
     parser.add_argument("--version", action="version", version=f"lwst {__version__}")
@@ -257,22 +295,26 @@ def build_parser(
         description="Warp the content to the geometry exemplar's shapes, "
         "fill the holes, and paint it with the texture exemplar.",
     )
-    stylize.add_argument("--content", type=Path, required=True)
-    stylize.add_argument("--geometry", type=Path, help="geometry exemplar (absent: no warp)")
-    stylize.add_argument("--texture", type=Path, help="texture exemplar (absent: warp only)")
-    stylize.add_argument("--out", type=Path, required=True, help="output PNG")
-    stylize.add_argument("--flow-out", type=Path, help="write the warp as Middlebury .flo")
-    stylize.add_argument("--warped-out", type=Path, help="write the warped, inpainted content")
+    # Paths are local paths or URIs (s3://, http(s)://, file://, any fsspec protocol), as in
+    # manifests; S3 settings come from the AWS_* / LWST_S3_* environment variables.
+    stylize.add_argument("--content", required=True, help="content image (path or URI)")
+    stylize.add_argument("--geometry", help="geometry exemplar (absent: no warp)")
+    stylize.add_argument("--texture", help="texture exemplar (absent: warp only)")
+    stylize.add_argument("--out", required=True,
+                         help="output image; .png, .jpg/.jpeg or .webp, encoded as named")
+    stylize.add_argument("--flow-out", help="write the warp as Middlebury .flo")
+    stylize.add_argument("--warped-out", help="write the warped, inpainted content")
     _add_common(stylize)
     _add_warp_options(stylize)
     _add_render_options(stylize)
     stylize.set_defaults(handler=cmd_stylize)
 
     warp = sub.add_parser("warp", help="warp only: content to the geometry exemplar's shapes")
-    warp.add_argument("--content", type=Path, required=True)
-    warp.add_argument("--geometry", type=Path, required=True)
-    warp.add_argument("--out", type=Path, required=True, help="warped, inpainted content (PNG)")
-    warp.add_argument("--flow-out", type=Path, required=True, help="backward flow (.flo)")
+    warp.add_argument("--content", required=True, help="content image (path or URI)")
+    warp.add_argument("--geometry", required=True)
+    warp.add_argument("--out", required=True,
+                      help="warped, inpainted content (.png, .jpg/.jpeg or .webp)")
+    warp.add_argument("--flow-out", required=True, help="backward flow (.flo)")
     _add_common(warp)
     _add_warp_options(warp)
     warp.set_defaults(handler=cmd_warp)
@@ -291,6 +333,8 @@ def _registrations() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # kornia's import warns about torch.jit on stderr: noise in front of the one-line contract.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script", category=FutureWarning)
     parser = build_parser(_registrations())
     args = parser.parse_args(argv)
     try:

@@ -8,9 +8,11 @@ imported only inside the handler: ``import lwst`` and every other command stay P
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
+from lwst import run_lock, storage
 from lwst.cli import CommandError, _add_render_options, _add_warp_options
 from lwst.config import OVERRIDES, StylizeConfig, with_overrides
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
@@ -63,6 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "default renderer is adain) warped and rendered in one task and one "
                         "pass (below 2 turns batching off)")
     engine.add_argument("--run-id", help="name of this run in the metadata (default: time + id)")
+    engine.add_argument("--break-lock", action="store_true",
+                        help="take over --out from a run that died holding its lock "
+                        "(<out>/_lwst.lock names the holder)")
     engine.add_argument("--quiet", action="store_true", help="no progress display")
     _add_s3_options(run)
     run.set_defaults(handler=cmd_run)
@@ -87,6 +92,48 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+# Failures `cmd_run` reports itself in its one line: Prefect's own log lines about them go
+# (and about the items not started that a stopped run cancels).
+_REPORTED = ("StorageUnavailableError", "RunLockedError", "cancelled by the task runner")
+
+
+class _OneLineLogs(logging.Filter):
+    """Prefect's console logs without tracebacks: a failure is told once, in one line, by
+    ``lwst run`` itself (``--debug`` keeps them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        message = record.getMessage()
+        if any(name in message for name in _REPORTED):
+            return False
+        if "\n" in message:
+            record.msg, record.args = message.splitlines()[0], None
+        return True
+
+
+def _quiet_tracebacks() -> None:
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_OneLineLogs())
+
+
+def _check_out(args: argparse.Namespace, opts: dict[str, Any]) -> None:
+    """Refuse, before Prefect starts, what would fail later: a bad run id, an ``--out`` that
+    is a file, an ``--out`` another run holds."""
+    from lwst.manifest import id_problem
+
+    if args.run_id is not None and id_problem(args.run_id):
+        raise CommandError(f"--run-id: {id_problem(args.run_id)}")
+    if storage.is_local(args.out) and storage.local_path(args.out).exists() \
+            and not storage.local_path(args.out).is_dir():
+        raise CommandError(f"--out {args.out}: is an existing file, not a folder")
+    try:
+        run_lock.check_free(args.out, opts, break_stale=args.break_lock)
+    except run_lock.RunLockedError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lwst.manifest import read_manifest
 
@@ -97,9 +144,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_reachable(uri, opts)
     except StorageUnavailableError as exc:
         raise CommandError(str(exc)) from None
+    _check_out(args, opts)
     items = read_manifest(args.manifest, opts)  # ManifestError (a ValueError): exit 2
 
+    from flows.ephemeral import guard_temporary_server
     from flows.stylize_dataset import PROGRESS_LISTENERS, stylize_dataset
+
+    try:
+        guard_temporary_server()
+    except RuntimeError as exc:  # Prefect's start-up timeout, with the server's whole output
+        raise CommandError("cannot start a temporary Prefect server (" + " ".join(
+            str(exc).split())[:200] + "); set PREFECT_API_URL, or raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") from None
+    if not args.debug:
+        _quiet_tracebacks()
 
     parameters = dict(
         overrides=overrides, runner=args.runner, workers=args.workers,
@@ -107,12 +165,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         torch_threads=args.torch_threads, s3_endpoint_url=args.s3_endpoint_url,
         aws_access_key_id=args.aws_access_key_id, aws_secret_access_key=args.aws_secret_access_key,
         aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
-        render_batch_size=args.render_batch_size)
+        render_batch_size=args.render_batch_size, break_lock=args.break_lock)
     with ProgressBar(len(items), enabled=not args.quiet) as listener:
         if listener:
             PROGRESS_LISTENERS.append(listener)
         try:
             summary = stylize_dataset(args.manifest, args.out, **parameters)
+        except (StorageUnavailableError, run_lock.RunLockedError) as exc:
+            raise CommandError(str(exc)) from None
         finally:
             if listener:
                 PROGRESS_LISTENERS.remove(listener)

@@ -7,6 +7,7 @@ name used anywhere in the product (``warp_strength``, ``style_weight``, ...) mea
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ INPAINT_METHODS = ("telea", "ns")
 WARP_PRECISIONS = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("lbfgs", "adam")
 RENDERERS = ("gatys", "wct", "adain")
+SIZE_RANGE = (8, 8192)  # output side in pixels (lwst.image_io refuses inputs outside it too)
+SEED_RANGE = (0, 2**63 - 1)  # what torch, numpy and Parquet's int64 all take
 
 
 @dataclass
@@ -109,6 +112,10 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
             value = [v for v in value.replace(";", ",").split(",") if v.strip()]
         return tuple(int(v) for v in value)
     if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, int):
+            return value  # exact: a 20-digit seed must not round through a float
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
         as_float = float(value)
         if not as_float.is_integer():
             raise ValueError(f"{name}: expected an integer, got {value!r}")
@@ -124,7 +131,7 @@ def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeC
         config, warp=dataclasses.replace(config.warp), render=dataclasses.replace(config.render)
     )
     for name, value in overrides.items():
-        if value is None or (isinstance(value, float) and value != value):  # None / NaN: keep
+        if value is None:  # keep; a NaN is refused by `validate`, never taken as "unset"
             continue
         if name not in OVERRIDES:
             raise KeyError(name)
@@ -132,8 +139,26 @@ def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeC
         target = result if stage is None else getattr(result, stage)
         current = getattr(target, attr)
         setattr(target, attr, value if current is None else _coerce(value, current, name))
+    _check_schedule(overrides, result.render)
     validate(result)
     return result
+
+
+def _check_schedule(overrides: dict[str, Any], render: RenderConfig) -> None:
+    """``levels`` and ``iterations`` set together must agree (one count applies to all levels)."""
+    if overrides.get("levels") is None or overrides.get("iterations") is None:
+        return
+    if len(render.iterations) not in (1, render.levels):
+        raise ValueError(f"iterations has {len(render.iterations)} counts for levels "
+                         f"{render.levels}: give one per level (coarsest first) or a single one")
+
+
+def _check_number(name: str, value: Any, low: float, high: float = math.inf) -> None:
+    """A finite number within ``low..high`` (NaN and infinities are refused, not defaulted)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not low <= value <= high:
+        bound = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def validate(config: StylizeConfig) -> None:
@@ -153,8 +178,25 @@ def validate(config: StylizeConfig) -> None:
             f"style_strength must be within 0..1, got {config.render.style_strength}")
     if config.render.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
-    if not 0.0 <= config.warp.strength <= 4.0:
+    if not 0.0 <= config.warp.strength <= 4.0:  # also refuses NaN
         raise ValueError(f"warp_strength must be within 0..4, got {config.warp.strength}")
+    if isinstance(config.size, bool) or not isinstance(config.size, int) \
+            or not SIZE_RANGE[0] <= config.size <= SIZE_RANGE[1]:
+        raise ValueError(f"size {config.size} is outside the supported range "
+                         f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+    style_size = config.render.style_size
+    if style_size is not None and not SIZE_RANGE[0] <= int(style_size) <= SIZE_RANGE[1]:
+        raise ValueError(f"style_size {style_size} is outside the supported range "
+                         f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+    if not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed must be within {SEED_RANGE[0]}..{SEED_RANGE[1]} (63 bits), "
+                         f"got {config.seed}")
+    _check_number("optim_steps", config.warp.optim_steps, 1)
+    _check_number("optim_grid", config.warp.optim_grid, 2)
+    _check_number("optim_smoothness", config.warp.optim_smoothness, 0)
+    _check_number("style_weight", config.render.style_weight, 0)
+    _check_number("content_weight", config.render.content_weight, 0)
+    _check_number("learning_rate", config.render.learning_rate, 0)
     if config.render.levels < 1 or len(config.render.iterations) < 1:
         raise ValueError("levels and iterations must be at least 1")
     if any(i < 0 for i in config.render.iterations):

@@ -18,6 +18,7 @@ deterministic, so consolidating twice overwrites rather than duplicates.
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,15 +89,32 @@ def list_names(folder: str, storage_options: dict | None = None) -> set[str]:
         return set()
 
 
+def recorded_ok_ids(out: str, storage_options: dict | None = None) -> set[str]:
+    """Ids with an ``ok`` row in any run's metadata file (journals are folded in first by
+    `recover_journals`); reads two columns."""
+    folder = storage.join(out, "metadata")
+    if not list_names(folder, storage_options):
+        return set()
+    table = read_metadata(out, storage_options, columns=["id", "status"])
+    return {i for i, status in zip(table["id"].to_pylist(), table["status"].to_pylist(),
+                                   strict=True) if status == "ok"}
+
+
 class CompletedOutputs:
-    """A snapshot of which output files exist, taken with four listings instead of 4N lookups."""
+    """A snapshot of which items are done, taken with five listings instead of 4N lookups.
+
+    Done means every file the item writes exists *and* its ``ok`` metadata row was recorded: a
+    run killed between the last file and the journal row leaves the item to be redone, not
+    skipped forever without a row.
+    """
 
     def __init__(self, out: str, storage_options: dict | None = None):
         self.names = {kind: list_names(storage.join(out, kind), storage_options)
                       for kind in ("images", "warped", "flow", "flow_vis")}
+        self.recorded = recorded_ok_ids(out, storage_options)
 
     def is_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
-        if f"{item.id}.png" not in self.names["images"]:
+        if item.id not in self.recorded or f"{item.id}.png" not in self.names["images"]:
             return False
         if not expects_warp(item, config):
             return True
@@ -186,27 +204,50 @@ def recover_journals(out: str, storage_options: dict | None = None) -> list[str]
     return recovered
 
 
-def read_metadata(out: str, storage_options: dict | None = None) -> pa.Table:
+def read_metadata(out: str, storage_options: dict | None = None,
+                  columns: list[str] | None = None) -> pa.Table:
     """Every run's rows as one Arrow table (the journal is not part of the dataset)."""
     folder = storage.join(out, "metadata")
     if storage.is_local(folder):
         return pads.dataset(str(storage.local_path(folder)), format="parquet",
-                            schema=SCHEMA).to_table()
+                            schema=SCHEMA).to_table(columns=columns)
     fs = storage.filesystem(folder, **(storage_options or {}))
     fs.invalidate_cache()
     return pads.dataset(folder.split("://", 1)[1], filesystem=fs, format="parquet",
-                        schema=SCHEMA).to_table()
+                        schema=SCHEMA).to_table(columns=columns)
+
+
+OUTPUT_FOLDERS = ("images", "warped", "flow", "flow_vis", "metadata", "reports")
 
 
 def sweep_temp_files(out: str) -> int:
-    """Delete temp files a killed run left locally (object stores have none: single PUTs)."""
+    """Delete temp files a killed run left locally (object stores have none: single PUTs).
+
+    Only lwst's own names (`lwst.storage.is_temp_name`) in the folders lwst writes are touched;
+    a user's ``.notes.tmp`` anywhere under ``out`` stays. Call it holding the run lock
+    (`lwst.run_lock`): then no other run is writing there.
+    """
     if not storage.is_local(out):
         return 0
     root = storage.local_path(out)
-    stale = [p for p in root.glob("**/.*.tmp") if p.is_file()] if root.is_dir() else []
+    folders = [root / name for name in OUTPUT_FOLDERS]
+    journals = root / "metadata" / JOURNAL
+    if journals.is_dir():
+        folders += [p for p in journals.iterdir() if p.is_dir()]
+    stale = [p for folder in folders if folder.is_dir() for p in folder.iterdir()
+             if storage.is_temp_name(p.name) and p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def remove_stale_scratch(out: str, storage_options: dict[str, Any]) -> list[str]:
+    """Delete the ``_work/<run>/`` scratch of every earlier run (killed ones leave theirs);
+    call it holding the run lock. Returns the run ids whose scratch was removed."""
+    runs = _list_dirs(storage.join(out, "_work"), storage_options)
+    for run_id in runs:
+        remove_run_scratch(out, run_id, storage_options)
+    return sorted(runs)
 
 
 def contact_sheet(image_uris: list[str], sheet_uri: str, storage_options: dict | None = None,
@@ -241,11 +282,8 @@ def _list_dirs(folder: str, storage_options: dict | None) -> list[str]:
 
 def _remove_tree(folder: str, storage_options: dict | None) -> None:
     if storage.is_local(folder):
-        path = storage.local_path(folder)
-        if path.is_dir():
-            for child in path.iterdir():
-                child.unlink(missing_ok=True)
-            path.rmdir()
+        # rmtree: whatever is in there (a stray folder too) must not fail the run's last step.
+        shutil.rmtree(storage.local_path(folder), ignore_errors=True)
         return
     fs = storage.filesystem(folder, **(storage_options or {}))
     fs.invalidate_cache()

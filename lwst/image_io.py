@@ -20,12 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from lwst import storage
+from lwst.config import SIZE_RANGE
 
 # A 12000 x 8000 photo is 96 MP; anything larger in a style-transfer input is a mistake or an
 # attack. PIL's own guard is set higher so that ours, with its clearer message, fires first.
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 8
-MAX_OUTPUT_SIDE = 8192
+MAX_OUTPUT_SIDE = SIZE_RANGE[1]
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2
 
 
@@ -97,6 +98,8 @@ def read_image(
         raise ImageInputError(f"{name}: is a directory, not an image") from None
     except PermissionError:
         raise ImageInputError(f"{name}: permission denied") from None
+    except storage.InputRefusedError as exc:  # FIFO, device, over the size cap
+        raise ImageInputError(str(exc)) from None
     image = decode_image(data, name)
     return resize_longest(image, max_side) if max_side else image
 
@@ -120,16 +123,36 @@ def resize_longest(image: Tensor, max_side: int) -> Tensor:
     return TF.resize(image, new_hw, antialias=True).clamp(0.0, 1.0)
 
 
-def encode_png(image: Tensor) -> bytes:
-    """``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] -> PNG bytes."""
+# Output formats by file suffix; anything else is refused rather than written as mislabelled PNG.
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def output_format(uri: str | os.PathLike[str]) -> str:
+    """The PIL format an output path's suffix names, or `ImageInputError` for other suffixes."""
+    suffix = os.path.splitext(os.fspath(uri).split("?")[0])[1].lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ImageInputError(f"{os.fspath(uri)}: unsupported output suffix {suffix or '(none)'!r}"
+                              f"; use one of {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def encode_image(image: Tensor, fmt: str = "PNG") -> bytes:
+    """``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] -> PNG, JPEG or WebP bytes."""
     if image.dim() == 4:
         image = image[0]
     arr = (image.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255.0).round()
     buffer = io.BytesIO()
-    Image.fromarray(arr.astype(np.uint8), "RGB").save(buffer, format="PNG")
+    extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(arr.astype(np.uint8), "RGB").save(buffer, format=fmt, **extra)
     return buffer.getvalue()
 
 
+def encode_png(image: Tensor) -> bytes:
+    """``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] -> PNG bytes."""
+    return encode_image(image, "PNG")
+
+
 def write_png(image: Tensor, uri: str | os.PathLike[str], **storage_options: object) -> None:
-    """Write a PNG atomically (no partial file on any failure)."""
-    storage.write_bytes_atomic(uri, encode_png(image), **storage_options)
+    """Write an image atomically (no partial file on any failure), encoded as its suffix says
+    (PNG, JPEG, WebP; the name is kept for its callers)."""
+    storage.write_bytes_atomic(uri, encode_image(image, output_format(uri)), **storage_options)

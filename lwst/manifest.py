@@ -9,6 +9,7 @@ its images (a folder, a bucket prefix).
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pandas as pd
 
@@ -25,6 +25,9 @@ from lwst import storage
 from lwst.config import OVERRIDES, StylizeConfig, to_params, with_overrides
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+# Ids name files (``images/<id>.png``, journal rows, temp files with a run id around them): 128
+# characters keeps every such name under the 255-byte limit of common filesystems and S3 keys.
+MAX_ID_LENGTH = 128
 PATH_COLUMNS = ("content", "geometry", "texture")
 KNOWN_COLUMNS = ("id", *PATH_COLUMNS, *OVERRIDES)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
@@ -72,9 +75,9 @@ def manifest_format(uri: str) -> str:
 def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
     """The raw rows as strings/numbers; empty cells become None."""
     kind = manifest_format(uri)
-    opts = (storage_options or {}) if not storage.is_local(uri) else {}
     try:
-        with fsspec.open(uri, "rb", **opts) as handle:
+        # read_bytes refuses a FIFO or device (which would hang or never end) and huge files.
+        with io.BytesIO(storage.read_bytes(uri, **(storage_options or {}))) as handle:
             if kind == "csv":
                 frame = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
                 frame = frame.replace({"": None})
@@ -84,6 +87,10 @@ def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
                 frame = pd.read_json(handle, lines=True, dtype=False)
     except FileNotFoundError:
         raise ManifestError(uri, ["no such file"]) from None
+    except IsADirectoryError:
+        raise ManifestError(uri, ["is a directory"]) from None
+    except storage.InputRefusedError as exc:
+        raise ManifestError(uri, [str(exc).removeprefix(f"{uri}: ")]) from None
     except (ValueError, pd.errors.ParserError, OSError) as exc:
         if isinstance(exc, ManifestError):
             raise
@@ -114,6 +121,8 @@ def id_problem(item_id: Any) -> str | None:
     if item_id is None or str(item_id).strip() == "":
         return "missing id"
     text = str(item_id)
+    if len(text) > MAX_ID_LENGTH:
+        return f"id {text[:20]!r}... is {len(text)} characters, over the {MAX_ID_LENGTH} limit"
     if not ID_PATTERN.fullmatch(text):
         return f"id {text!r} has characters outside [A-Za-z0-9._-]"
     if text.startswith("."):
@@ -143,6 +152,9 @@ def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
     seen: dict[str, int] = {}
     items: list[ManifestItem] = []
     for number, row in enumerate(frame.to_dict("records"), start=1):
+        for column in PATH_COLUMNS:  # " a.jpg " and "a.jpg" are one file, in every format
+            if isinstance(row.get(column), str):
+                row[column] = row[column].strip() or None
         where = f"row {number}"
         row_problems: list[str] = []
         reason = id_problem(row["id"])

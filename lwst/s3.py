@@ -2,15 +2,20 @@
 
 botocore's defaults suit a healthy AWS region but not a pipeline: a closed port costs ~9 s per
 call and a server that accepts and never answers hangs for ~7 minutes. lwst uses short connect
-timeouts and few attempts (overridable by parameter or ``LWST_S3_*`` variables) and checks the
-endpoint once before a run, so a wrong endpoint is one clear error instead of a stuck run.
+timeouts and few attempts (overridable by parameter or ``LWST_S3_*`` variables; s3fs's own retry
+loop is cut to one pass, botocore already retries) and checks the endpoint once before a run
+with a tighter probe (`probe_options`: at most ~15 s), so a wrong or silent endpoint is one
+clear error instead of a stuck run. The same probe tells a run whose storage died mid-way to
+stop (`unreachable_reason`).
 Endpoint and credentials fall back to the usual AWS variables (``AWS_ENDPOINT_URL_S3``,
 ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), which botocore reads itself.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +39,7 @@ class S3Settings:
     secret: str | None = None
     region: str | None = None
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    read_timeout: float = 20.0  # no byte for 20 s: a healthy store answers a small PUT in far less
     max_attempts: int = 3
 
     @classmethod
@@ -81,9 +86,22 @@ def configure(uri: str, storage_options: dict[str, Any]) -> None:
     if storage.is_local(uri) or not uri.startswith(("s3://", "s3a://")):
         return
     fs = storage.filesystem(uri, **storage_options)
-    attempts = storage_options.get("config_kwargs", {}).get("retries", {}).get("max_attempts")
-    if attempts:
-        fs.retries = max(1, int(attempts))
+    fs.retries = 1  # botocore retries (max_attempts); s3fs's loop on top multiplied the waits
+
+
+# S3's bucket naming rules (3-63 of a-z 0-9 . -, starting and ending alphanumeric).
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def probe_options(storage_options: dict[str, Any]) -> dict[str, Any]:
+    """The same endpoint and credentials with a short fuse: listing a bucket is small, so no
+    answer within a few seconds means the endpoint is down, whatever the data timeouts are."""
+    options = copy.deepcopy(storage_options)
+    kwargs = options.setdefault("config_kwargs", {})
+    kwargs["connect_timeout"] = min(float(kwargs.get("connect_timeout", 5)), 5.0)
+    kwargs["read_timeout"] = min(float(kwargs.get("read_timeout", 10)), 10.0)
+    kwargs["retries"] = {"max_attempts": 1, "mode": "standard"}
+    return options
 
 
 def check_reachable(uri: str, storage_options: dict[str, Any]) -> None:
@@ -91,11 +109,17 @@ def check_reachable(uri: str, storage_options: dict[str, Any]) -> None:
 
     Local paths are always reachable (folders are created on write).
     """
-    if storage.is_local(uri):
+    if storage.is_local(uri) or storage.protocol(uri) not in storage.S3_PROTOCOLS:
         return
     configure(uri, storage_options)
-    fs = storage.filesystem(uri, **storage_options)
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    if not BUCKET_PATTERN.fullmatch(bucket):
+        raise StorageUnavailableError(
+            f"{uri}: invalid bucket name {bucket!r} (S3 bucket names are 3-63 lowercase "
+            "letters, digits, '.' and '-', starting and ending with a letter or digit)")
+    options = probe_options(storage_options)
+    configure(uri, options)
+    fs = storage.filesystem(uri, **options)
     endpoint = storage_options.get("endpoint_url") or "the default endpoint"
     try:
         fs.invalidate_cache()
@@ -110,6 +134,15 @@ def check_reachable(uri: str, storage_options: dict[str, Any]) -> None:
         raise StorageUnavailableError(
             f"{uri}: cannot reach {endpoint} ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
+
+
+def unreachable_reason(uri: str, storage_options: dict[str, Any]) -> str | None:
+    """Why ``uri``'s storage does not answer now (one line), or None if it does."""
+    try:
+        check_reachable(uri, storage_options)
+    except StorageUnavailableError as exc:
+        return str(exc)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,12 +3,26 @@
 A crash or a bad item must never leave a partial file behind: locally we write a temporary
 file in the destination directory and ``os.replace`` it (atomic on POSIX); on object stores we
 send the whole object in one ``pipe_file`` PUT, which either lands complete or not at all.
+Temporary files are named ``.lwst-<owner>.<name>.<random>.tmp`` (`TEMP_PREFIX`; the owner is
+the run id inside a run, see `temp_owner`), so a sweep after a crash can tell lwst's own from
+a user's ``.notes.tmp``.
+
+Storage options are S3 settings (`lwst.s3`): only ``s3://`` / ``s3a://`` URIs get them, so an
+``http(s)://`` or ``file://`` input is never handed an S3 endpoint or key it would refuse.
+
+Reads refuse what is not a regular file (a FIFO would block forever, ``/dev/zero`` never ends)
+and what is over a size cap, before reading a byte of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+import re
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -32,18 +46,98 @@ def join(base: str | os.PathLike[str], *parts: str) -> str:
     return "/".join([text, *[p.strip("/") for p in parts]])
 
 
-def read_bytes(uri: str | os.PathLike[str], **storage_options: object) -> bytes:
-    """Read a whole file. Raises FileNotFoundError for a missing one, whatever the protocol."""
+TEMP_PREFIX = ".lwst-"
+S3_PROTOCOLS = ("s3", "s3a")
+DEFAULT_MAX_INPUT_BYTES = 256 * 2**20  # a 100 MP PNG is well under; override LWST_MAX_INPUT_BYTES
+_temp_owner: contextvars.ContextVar[str] = contextvars.ContextVar("lwst_temp_owner", default="")
+
+
+class InputRefusedError(ValueError):
+    """A file refused before reading: not a regular file, or over the size cap (one line)."""
+
+
+def max_input_bytes() -> int:
+    """The read cap in bytes (``LWST_MAX_INPUT_BYTES``, default 256 MiB)."""
+    return int(float(os.environ.get("LWST_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES)))
+
+
+def protocol(uri: str | os.PathLike[str]) -> str:
+    text = os.fspath(uri)
+    return text.split("://", 1)[0].lower() if "://" in text else "file"
+
+
+def options_for(uri: str | os.PathLike[str], storage_options: dict) -> dict:
+    """The storage options that belong to ``uri``'s protocol (S3's only go to S3)."""
+    return dict(storage_options) if protocol(uri) in S3_PROTOCOLS else {}
+
+
+def _url_to_fs(uri: str | os.PathLike[str], storage_options: dict):
+    return url_to_fs(os.fspath(uri), **options_for(uri, storage_options))
+
+
+@contextlib.contextmanager
+def temp_owner(owner: str) -> Iterator[None]:
+    """Name this context's temporary files after ``owner`` (a run id: ``[A-Za-z0-9._-]``)."""
+    token = _temp_owner.set(re.sub(r"[^A-Za-z0-9._-]", "-", owner)[:64])
+    try:
+        yield
+    finally:
+        _temp_owner.reset(token)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a temporary file name `write_bytes_atomic` makes (and only those)."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(".tmp")
+
+
+_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def _refuse_special(name: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{name}: is a directory")
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _KINDS if test(mode)), "special file")
+        raise InputRefusedError(f"{name}: is a {kind}, not a regular file; refused unread")
+
+
+def _refuse_large(name: str, size: int | None, cap: int) -> None:
+    if size is not None and size > cap:
+        raise InputRefusedError(f"{name}: {size} bytes is over the {cap}-byte input limit "
+                                "(LWST_MAX_INPUT_BYTES); refused unread")
+
+
+def read_bytes(uri: str | os.PathLike[str], max_bytes: int | None = None,
+               **storage_options: object) -> bytes:
+    """Read a whole regular file of at most ``max_bytes`` (default `max_input_bytes`).
+
+    Raises FileNotFoundError for a missing one, whatever the protocol, and `InputRefusedError`
+    for a FIFO, device or socket (checked without blocking) or an over-size file.
+    """
+    cap = max_input_bytes() if max_bytes is None else max_bytes
+    name = os.fspath(uri)
     if is_local(uri):
-        return local_path(uri).read_bytes()
-    fs, path = url_to_fs(os.fspath(uri), **storage_options)
-    return fs.cat_file(path)
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging.
+        fd = os.open(local_path(uri), os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            _refuse_special(name, info.st_mode)
+            _refuse_large(name, info.st_size, cap)
+            data = handle.read(cap + 1)
+    else:
+        fs, path = _url_to_fs(uri, storage_options)
+        size = fs.info(path).get("size")
+        _refuse_large(name, size, cap)
+        data = fs.cat_file(path)
+    _refuse_large(name, len(data), cap)  # grew while read, or a store that gave no size
+    return data
 
 
 def exists(uri: str | os.PathLike[str], **storage_options: object) -> bool:
     if is_local(uri):
         return local_path(uri).exists()
-    fs, path = url_to_fs(os.fspath(uri), **storage_options)
+    fs, path = _url_to_fs(uri, storage_options)
     fs.invalidate_cache()
     return fs.exists(path)
 
@@ -63,7 +157,9 @@ def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes, **storage_optio
     if is_local(uri):
         path = local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        owner = _temp_owner.get() or f"pid{os.getpid()}"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{owner}.{path.name}.",
+                                   suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -76,7 +172,7 @@ def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes, **storage_optio
             Path(tmp).unlink(missing_ok=True)
             raise
         return
-    fs, path = url_to_fs(os.fspath(uri), **storage_options)
+    fs, path = _url_to_fs(uri, storage_options)
     fs.pipe_file(path, data)
 
 
@@ -85,12 +181,12 @@ def remove(uri: str | os.PathLike[str], **storage_options: object) -> None:
     if is_local(uri):
         local_path(uri).unlink(missing_ok=True)
         return
-    fs, path = url_to_fs(os.fspath(uri), **storage_options)
+    fs, path = _url_to_fs(uri, storage_options)
     if fs.exists(path):
         fs.rm_file(path)
 
 
 def filesystem(uri: str, **storage_options: object) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem that serves ``uri``."""
-    fs, _ = url_to_fs(uri, **storage_options)
+    fs, _ = _url_to_fs(uri, storage_options)
     return fs

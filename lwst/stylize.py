@@ -19,11 +19,12 @@ from torch import Tensor
 from lwst import __version__, storage
 from lwst.config import StylizeConfig, to_params, validate
 from lwst.flow import FlowStats, flow_stats, hole_mask, resize_flow, warp_image, write_flo
-from lwst.image_io import check_size, read_image, resize_longest, write_png
+from lwst.image_io import check_size, output_format, read_image, resize_longest, write_png
 from lwst.inpaint import inpaint_holes
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
+from lwst.safety import check_fits, check_outputs_apart
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warping import WarpEstimate, estimate_warp
 
@@ -100,6 +101,9 @@ def stylize(
     vgg = load_vgg19(config.vgg_weights, device=device)
     torch.manual_seed(config.seed)
     content = resize_longest(content, config.size).to(device)
+    check_fits(*content.shape[-2:], f"the content at size {config.size}", texture is not None)
+    if texture is not None:
+        check_fits(*texture.shape[-2:], "the texture exemplar", True)
     warp = None
     has_geometry = geometry is not None or warp_estimate is not None
     if has_geometry and config.warp.method != "none" and config.warp.strength > 0:
@@ -167,6 +171,11 @@ def stylize_files(
     opts = storage_options or {}
     validate(config)
     check_size(config.size)
+    outputs = {"output": output, "warped": warped_out, "flow": flow_out}
+    check_outputs_apart({"content": content, "geometry": geometry, "texture": texture}, outputs)
+    for uri in (output, warped_out):
+        if uri:
+            output_format(uri)  # an unknown suffix is refused before any compute
     record = empty_record(item_id, run_id)
     record.update(content=content, geometry=geometry, texture=texture)
     content_img = read_image(content, **opts)

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from lwst.config import StylizeConfig, validate
-from lwst.image_io import check_size, read_image, resize_longest
+from lwst.image_io import check_size, output_format, read_image, resize_longest
 from lwst.metadata import empty_record
 from lwst.renderers import render_batch
+from lwst.safety import check_fits, check_outputs_apart
 from lwst.stylize import StylizeResult, WarpOutcome, apply_geometry, resolve_device, write_item
 from lwst.vgg import load_vgg19
 from lwst.warping import BATCHED_METHODS, estimate_warps
@@ -78,13 +79,23 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
     textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
     for item in items:
         try:
+            check_outputs_apart(
+                {"content": item.content, "geometry": item.geometry, "texture": item.texture},
+                {"output": item.output, "warped": item.warped_out, "flow": item.flow_out})
+            for uri in (item.output, item.warped_out):
+                if uri:
+                    output_format(uri)
             content = resize_longest(read_image(item.content, **opts), config.size).to(device)
+            check_fits(*content.shape[-2:], f"the content at size {config.size}",
+                       bool(item.texture))
             geometry = (read_image(item.geometry, **opts).to(device)
                         if _needs_warp(item, config) else None)
             texture = None
             if item.texture:
                 if item.texture not in textures:
-                    textures[item.texture] = read_image(item.texture, style_side, **opts).to(device)
+                    texture = read_image(item.texture, style_side, **opts).to(device)
+                    check_fits(*texture.shape[-2:], "the texture exemplar", True)
+                    textures[item.texture] = texture
                 texture = textures[item.texture]
             loaded.append(_Loaded(item, content, geometry, texture))
         except Exception as exc:  # noqa: BLE001 - reported per item by the caller

@@ -8,6 +8,7 @@ errors (network, timeouts) raise, and Prefect retries those.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -16,16 +17,22 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lwst import dataset, s3
+from lwst import dataset, s3, storage
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem
+from lwst.safety import check_outputs_apart
 
-# Missing/forbidden files are bad input, not a flaky network: retrying cannot help.
-PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# Missing/forbidden files are bad input, not a flaky network: retrying cannot help. Nor can it
+# for a name too long, a read-only or full disk, or storage the probe found dead.
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                       s3.StorageUnavailableError)
+PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL, errno.ELOOP,
+                    errno.EACCES, errno.EPERM}
 
 
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
+    return (isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
+            and exc.errno not in PERMANENT_ERRNOS)
 
 
 def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
@@ -67,9 +74,6 @@ def stylize_item(
 
     ``warp_estimate_uri``: the item's warp, already estimated in a batch (`estimate_warps`).
     """
-    from lwst.stylize import stylize_files
-    from lwst.warping import load_estimate
-
     if torch_threads:
         import torch
 
@@ -79,9 +83,23 @@ def stylize_item(
     for uri in (out, entry.content, entry.geometry, entry.texture):
         if uri:
             s3.configure(uri, opts)
+    with storage.temp_owner(run_id):
+        return _stylize_item(entry, out, run_id, overrides, opts, warp_estimate_uri)
+
+
+def _stylize_item(entry: ManifestItem, out: str, run_id: str, overrides: dict[str, Any] | None,
+                  opts: dict[str, Any], warp_estimate_uri: str | None) -> dict[str, Any]:
+    from lwst.image_io import ImageInputError
+    from lwst.stylize import stylize_files
+    from lwst.warping import load_estimate
+
     outputs = dataset.item_outputs(out, entry.id)
     params = None
     try:
+        check_outputs_apart({"content": entry.content, "geometry": entry.geometry,
+                             "texture": entry.texture},
+                            {"image": outputs.image, "warped": outputs.warped,
+                             "flow": outputs.flow, "flow_vis": outputs.flow_vis})
         config = with_overrides(StylizeConfig(), {**(overrides or {}), **entry.overrides})
         params = json.dumps(to_params(config))
         estimate = load_estimate(warp_estimate_uri, **opts) if warp_estimate_uri else None
@@ -92,8 +110,23 @@ def stylize_item(
         if record["flow"]:
             dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
     except Exception as exc:
+        stop_if_storage_down(exc, out, opts)
         if is_transient(exc):
             raise
         record = dataset.failed_record(entry, run_id, failure_reason(exc), params)
-    dataset.write_journal(out, record, opts)
+    try:
+        dataset.write_journal(out, record, opts)
+    except Exception as exc:
+        stop_if_storage_down(exc, out, opts)
+        raise
     return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}
+
+
+def stop_if_storage_down(exc: BaseException, out: str, opts: dict[str, Any]) -> None:
+    """Raise `StorageUnavailableError` (no retry; the flow stops the run in one line) when a
+    failure that is not bad input coincides with ``out``'s object store not answering."""
+    if isinstance(exc, ValueError | s3.StorageUnavailableError) or storage.is_local(out):
+        return
+    down = s3.unreachable_reason(out, opts)
+    if down:
+        raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from None

@@ -49,7 +49,7 @@ def test_train_warp_flow_paints_encodes_trains_and_exports(tmp_path: Path) -> No
     record = torch.load(cache / f"{copies[0].name.split('__')[0]}.painted.pt", weights_only=True)
     assert record["kinds"] == ["original", "painted"]
     assert record["fine_features"].shape == (2, 256, 64, 64)
-    slim = torch.load(exported, weights_only=False)
+    slim = torch.load(exported, weights_only=True)
     assert slim["step"] == 2 and slim["model_config"]["fine_iters"] > 0
     assert len(pd.read_csv(tmp_path / "loss.csv")) == 2
     with get_client(sync_client=True) as client:

@@ -281,8 +281,8 @@ def test_checkpoint_resume_round_trip(tmp_path: Path) -> None:
     resumed = _tiny_config(tmp_path, steps=4, resume=True)
     resumed.out = first.out
     train(resumed, progress=quiet)
-    a = torch.load(straight, weights_only=False)
-    b = torch.load(first.out, weights_only=False)
+    a = torch.load(straight, weights_only=True)
+    b = torch.load(first.out, weights_only=True)
     assert a["step"] == b["step"] == 4
     for key, value in a["model"].items():
         assert torch.allclose(value, b["model"][key], atol=1e-6), key
@@ -301,7 +301,7 @@ def test_fine_tune_starts_from_the_given_weights_with_its_own_step_counts(tmp_pa
     tune.out, tune.init, tune.lr = str(tmp_path / "tune.pt"), str(slim), 0.0
     tune.refine_steps = (4, 3)
     train(tune, progress=quiet)
-    tuned, start = torch.load(tune.out, weights_only=False), torch.load(slim, weights_only=False)
+    tuned, start = torch.load(tune.out, weights_only=True), torch.load(slim, weights_only=False)
     assert (tuned["model_config"]["iters"], tuned["model_config"]["fine_iters"]) == (4, 3)
     for key, value in start["model"].items():  # lr 0: the weights are the init's, untouched
         assert torch.equal(value, tuned["model"][key]), key
@@ -310,7 +310,7 @@ def test_fine_tune_starts_from_the_given_weights_with_its_own_step_counts(tmp_pa
     from lwst.warpnet.inference import checkpoint_id
 
     exported = export_checkpoint(tune.out, tmp_path / "tuned.pt")
-    note = torch.load(exported, weights_only=False)["note"]
+    note = torch.load(exported, weights_only=True)["note"]
     assert note == f"fine-tuned from {checkpoint_id(slim)}"
 
 

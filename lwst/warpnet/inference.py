@@ -22,6 +22,7 @@ from lwst.estimators.parametric_fit import (
     robust_affine,
 )
 from lwst.flow import resize_flow
+from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.vgg import VGG19Features
 from lwst.warpnet.bank import ANALYSIS, encode
 from lwst.warpnet.model import WarpNet, WarpNetConfig, all_pairs, upsample_flow
@@ -38,6 +39,16 @@ _LOADED: dict[tuple[str, str], tuple[WarpNet, str]] = {}
 
 class MissingCheckpointError(FileNotFoundError):
     """The warp network's weights are not where they should be."""
+
+
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """A warp-network checkpoint's dict, loaded weights-only (`lwst.safety.load_weights_only`),
+    or `BadCheckpointError` in one line."""
+    state = load_weights_only(path, "warp network checkpoint", device)
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise BadCheckpointError(f"warp network checkpoint {path}: no 'model' and "
+                                 "'model_config' entries")
+    return state
 
 
 def default_checkpoint() -> Path:
@@ -62,9 +73,14 @@ def load_warpnet(
                     f"warp network checkpoint not found: {path} (train one with "
                     "`lwst train-warp`, or choose another --warp-method)"
                 )
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            model = WarpNet(WarpNetConfig.from_dict(state["model_config"]))
-            model.load_state_dict(state["model"])
+            state = read_checkpoint(path)
+            try:
+                model = WarpNet(WarpNetConfig.from_dict(state["model_config"]))
+                model.load_state_dict(state["model"])
+            except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+                reason = " ".join(str(exc).split())[:160]
+                raise BadCheckpointError(f"warp network checkpoint {path}: does not fit the "
+                                         f"warp network ({reason})") from None
             model.to(device).eval().requires_grad_(False)
             _LOADED[key] = (model, checkpoint_id(path))
         return _LOADED[key]

@@ -28,7 +28,7 @@ from lwst.warpnet.bank import (
     list_images,
     load_bank,
 )
-from lwst.warpnet.inference import checkpoint_id
+from lwst.warpnet.inference import checkpoint_id, read_checkpoint
 from lwst.warpnet.model import WarpNet, WarpNetConfig
 from lwst.warpnet.split import training_files
 
@@ -231,7 +231,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     bank = load_bank(Path(cfg.cache_dir))
     progress(f"bank: {len(bank.names)} images, {bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
-    init = torch.load(cfg.init, map_location="cpu", weights_only=False) if cfg.init else None
+    init = read_checkpoint(cfg.init) if cfg.init else None
     arch = model_config(cfg, init)
     cfg.model = arch.to_dict()  # what was trained, recorded in checkpoints
     model = WarpNet(arch).to(device)
@@ -245,7 +245,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     start = 0
     out = Path(cfg.out)
     if cfg.resume and out.exists():
-        state = torch.load(out, map_location=device, weights_only=False)
+        state = read_checkpoint(out, device)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         rng.set_state(state["rng"])
@@ -317,7 +317,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
 def export_checkpoint(train_checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
     """Strip a training checkpoint to what inference needs (weights + configs), float32. The
     default ``note`` names the network a fine-tune started from."""
-    state = torch.load(train_checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(train_checkpoint)
     origin = state.get("fine_tuned_from")
     note = note or (f"fine-tuned from {origin}" if origin else "")
     slim = {

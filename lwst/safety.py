@@ -1,0 +1,76 @@
+"""Refusals that protect the user's files and the run: checked before any compute.
+
+- An output may never land on an input (``--out photo.jpg --content photo.jpg`` would replace
+  the user's photo), nor two outputs on one file.
+- An image too small for VGG's pooling (relu5_1 is side / 16) is refused in one line instead of
+  failing deep inside the network.
+- A checkpoint is loaded weights-only (`load_weights_only`): a pickle that would run code, or a
+  truncated file, is one line, never executed. Every checkpoint a user can name goes here.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import torch
+
+from lwst import storage
+from lwst.image_io import MIN_SIDE, ImageInputError
+
+# VGG-19 pools four times before relu5_1 (the deepest style layer): a side under 16 px has no
+# relu5_1 cell left (lwst.render.MIN_LEVEL_SIDE keeps every pyramid level at this side too).
+MIN_TEXTURE_SIDE = 16
+
+
+def location(uri: str) -> str:
+    """A comparable name for ``uri``: the real path locally (symlinks and ``..`` resolved),
+    the normalised URI elsewhere."""
+    if storage.is_local(uri):
+        return os.path.realpath(storage.local_path(uri))
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme.lower()}://{posixpath.normpath(rest)}"
+
+
+def check_outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Refuse (ValueError, one line) an output that is one of the inputs or another output."""
+    seen: dict[str, str] = {}
+    for label, uri in inputs.items():
+        if uri:
+            seen.setdefault(location(uri), f"the {label} input")
+    for label, uri in outputs.items():
+        if not uri:
+            continue
+        where = location(uri)
+        if where in seen:
+            raise ValueError(f"{label} {uri} is also {seen[where]}; refusing to overwrite it")
+        seen[where] = f"the {label} output"
+
+
+def check_fits(height: int, width: int, what: str, texture: bool) -> None:
+    """Refuse an image too small to process (`ImageInputError`, one line): every image needs
+    `MIN_SIDE` px, the texture stage's VGG passes `MIN_TEXTURE_SIDE`."""
+    need, why = (MIN_TEXTURE_SIDE, "texture rendering needs") if texture else (MIN_SIDE, "needs")
+    if min(height, width) < need:
+        raise ImageInputError(
+            f"{what} is {width}x{height}: {why} a shorter side of at least {need} px (raise "
+            "--size / style_size, or use a less extreme aspect ratio)")
+
+
+class BadCheckpointError(ValueError):
+    """A checkpoint that is truncated, not a checkpoint, or holds more than tensors and plain
+    values (a pickle that would run code is refused, never executed)."""
+
+
+def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint",
+                      device: torch.device | str = "cpu") -> object:
+    """``torch.load(weights_only=True)``: tensors, numbers, strings, lists, dicts and nothing
+    else, or `BadCheckpointError` in one line naming ``what`` and ``path``."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise BadCheckpointError(f"{what} {os.fspath(path)}: not a valid weights-only "
+                                 f"checkpoint ({type(exc).__name__}: {reason})") from None
