@@ -1,4 +1,5 @@
-"""Pipeline throughput: items per minute through the stylize-dataset flow on Dask workers.
+"""Pipeline throughput: items per minute through the stylize-dataset flow, on threads in the
+flow's process or on Dask workers.
 
 Runs the example manifest (manifests/example.csv, 3 triples, each listed ``--repeat`` times under
 new ids so two workers get an even share) at 256 px through the real flow on a Dask
@@ -9,6 +10,11 @@ set size (getrusage), read after the run.
 
     .venv/bin/python benchmarks/bench_throughput.py               # CPU, 1 and 2 workers
     .venv/bin/python benchmarks/bench_throughput.py --device cuda --workers 1
+    .venv/bin/python benchmarks/bench_throughput.py --runners threads dask --workers 2 \
+        --repeat 8 --overrides '{"size": 512, "warp_method": "learned", "renderer": "adain"}'
+
+With ``--runners threads`` the flow runs its tasks on threads in this process (the default
+``lwst run``), warmed by one untimed run of the same manifest into a scratch folder.
 
 Needs a Prefect API: it starts a local server for the run unless PREFECT_API_URL is set.
 """
@@ -68,13 +74,45 @@ def measure(manifest: str, workers: int, overrides: dict, cores: int) -> dict:
             meta = read_metadata(out).to_pandas()
         finally:
             shutil.rmtree(out, ignore_errors=True)
-    return {"workers": workers, "torch_threads": threads, "items": n_items,
+    return {"runner": "dask", "workers": workers, "torch_threads": threads, "items": n_items,
             "ok": summary["counts"]["ok"], "seconds": round(seconds, 1),
             "items_per_min": round(60.0 * n_items / seconds, 2),
             "mean_warp_s": round(float(meta["seconds_warp"].mean()), 1),
             "mean_render_s": round(float(meta["seconds_render"].mean()), 1),
             "startup_and_warm_s": round(warm_s, 1),
             "peak_rss_mib_per_worker": sorted(round(v) for v in peaks.values())}
+
+
+def measure_threads(manifest: str, workers: int, overrides: dict, cores: int) -> dict:
+    import torch
+
+    from flows.stylize_dataset import stylize_dataset
+    from lwst.dataset import read_metadata
+    from lwst.manifest import read_manifest
+
+    n_items = len(read_manifest(manifest))
+    torch.set_num_threads(cores)
+    warm = tempfile.mkdtemp(prefix="lwst-bench-warm-")
+    began = time.perf_counter()
+    stylize_dataset(manifest, warm, overrides=overrides, runner="threads", workers=workers,
+                    contact_sheet_items=0)
+    warm_s = time.perf_counter() - began
+    shutil.rmtree(warm, ignore_errors=True)
+    out = tempfile.mkdtemp(prefix="lwst-bench-")
+    try:
+        began = time.perf_counter()
+        summary = stylize_dataset(manifest, out, overrides=overrides, runner="threads",
+                                  workers=workers, contact_sheet_items=0)
+        seconds = time.perf_counter() - began
+        meta = read_metadata(out).to_pandas()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"runner": "threads", "workers": workers, "torch_threads": cores, "items": n_items,
+            "ok": summary["counts"]["ok"], "seconds": round(seconds, 1),
+            "items_per_min": round(60.0 * n_items / seconds, 2),
+            "mean_warp_s": round(float(meta["seconds_warp"].mean()), 2),
+            "mean_render_s": round(float(meta["seconds_render"].mean()), 2),
+            "first_run_s": round(warm_s, 1), "peak_rss_mib": round(_peak_rss_mib())}
 
 
 def repeated_manifest(uri: str, repeat: int) -> str:
@@ -96,6 +134,7 @@ def main() -> int:
     parser.add_argument("--manifest", default=str(REPO / "manifests" / "example.csv"))
     parser.add_argument("--repeat", type=int, default=2, help="list each item this many times")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runners", nargs="+", choices=("threads", "dask"), default=["dask"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overrides", type=json.loads, default=DEFAULT_OVERRIDES,
                         help="flat overrides as JSON (default: %(default)s)")
@@ -110,8 +149,10 @@ def main() -> int:
     def run_all() -> None:
         print(f"manifest {args.manifest} x{args.repeat}, overrides {json.dumps(overrides)}, "
               f"{args.cores} cores", flush=True)
-        for workers in args.workers:
-            print(json.dumps(measure(manifest, workers, overrides, args.cores)), flush=True)
+        for runner in args.runners:
+            for workers in args.workers:
+                run = measure_threads if runner == "threads" else measure
+                print(json.dumps(run(manifest, workers, overrides, args.cores)), flush=True)
 
     if os.environ.get("PREFECT_API_URL"):
         run_all()

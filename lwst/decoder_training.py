@@ -239,7 +239,7 @@ def train_decoder(config: DecoderTrainConfig,
                 raise FloatingPointError(f"decoder training diverged at step {step}")
             step += 1
             trained_seconds += time.perf_counter() - t0
-            row = {"step": step, "loss": float(loss), **parts, "lr": lr,
+            row = {"step": step, "loss": float(loss.detach()), **parts, "lr": lr,
                    "seconds": round(trained_seconds, 2)}
             if writer is None:
                 writer = csv.DictWriter(log_file, fieldnames=list(row))

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lwst.safety import BadCheckpointError, load_weights_only
+
 # Channels and convolutions of VGG-19's five blocks.
 VGG_CHANNELS = (64, 128, 256, 512, 512)
 VGG_CONVS = (2, 2, 4, 4, 4)
@@ -140,11 +142,9 @@ def load_decoder(path: str | Path, kind: str | None, level: int,
     if not path.is_file():
         raise DecoderCheckpointError(f"decoder checkpoint {path}: no such file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DecoderCheckpointError(
-            f"decoder checkpoint {path}: not a readable lwst decoder ({reason[:160]})") from None
+        payload = load_weights_only(path, "decoder checkpoint")
+    except BadCheckpointError as exc:
+        raise DecoderCheckpointError(f"{exc} (not a readable lwst decoder)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DecoderCheckpointError(f"decoder checkpoint {path}: not an lwst decoder file")
     if (kind is not None and payload.get("kind") != kind) or payload.get("level") != level:

@@ -14,10 +14,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lwst import dataset, s3
+from lwst import dataset, s3, storage
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem
-from tasks.stylize_item import failure_reason, worker_name
+from tasks.stylize_item import failure_reason, stop_if_storage_down, worker_name
 
 
 @task(
@@ -54,17 +54,20 @@ def stylize_batch(
         batch.append(BatchItem(entry.id, entry.content, entry.geometry, entry.texture,
                                outputs.image, outputs.warped, outputs.flow))
     records = []
-    for entry, outcome in zip(entries, stylize_files_batch(batch, config, run_id, opts),
-                              strict=True):
-        record, error = outcome.record, outcome.error
-        if record is not None and record["flow"]:
-            try:
-                outputs = dataset.item_outputs(out, entry.id)
-                dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
-            except Exception as exc:  # noqa: BLE001
-                record, error = None, exc
-        if record is None:
-            record = dataset.failed_record(entry, run_id, failure_reason(error), params)
-        dataset.write_journal(out, record, opts)
-        records.append({**record, "worker": worker_name(), "warp_batched": bool(entry.geometry)})
+    with storage.temp_owner(run_id):
+        outcomes = stylize_files_batch(batch, config, run_id, opts)
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            record, error = outcome.record, outcome.error
+            if record is not None and record["flow"]:
+                try:
+                    outputs = dataset.item_outputs(out, entry.id)
+                    dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
+                except Exception as exc:  # noqa: BLE001
+                    record, error = None, exc
+            if record is None:
+                stop_if_storage_down(error, out, opts)
+                record = dataset.failed_record(entry, run_id, failure_reason(error), params)
+            dataset.write_journal(out, record, opts)
+            records.append({**record, "worker": worker_name(),
+                            "warp_batched": bool(entry.geometry)})
     return records

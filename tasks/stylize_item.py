@@ -89,7 +89,6 @@ def stylize_item(
 
 def _stylize_item(entry: ManifestItem, out: str, run_id: str, overrides: dict[str, Any] | None,
                   opts: dict[str, Any], warp_estimate_uri: str | None) -> dict[str, Any]:
-    from lwst.image_io import ImageInputError
     from lwst.stylize import stylize_files
     from lwst.warping import load_estimate
 
