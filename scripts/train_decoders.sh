@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# The shipped decoders' recipe (docs/decoder_card.md): six `lwst train-decoder` runs in three
-# chains of one CPU thread each. Every run is time-boxed (--max-seconds: the cosine schedule
-# ends with the box; the loss log records the steps reached). The AdaIN decoder starts from
-# the WCT relu4_1 decoder (same architecture), so it only has to learn the style statistics.
-# Resumable: re-running continues every unfinished decoder from its .state file.
+# The shipped decoders' recipe (docs/decoder_card.md), exactly as it ran: `lwst train-decoder`
+# runs of one CPU thread each, several at once, every run time-boxed (--max-seconds: the
+# cosine schedule ends with the box; the loss log records the steps reached). A second command
+# on the same --out resumes from its .state with a larger box (a warm restart of the schedule).
+# The AdaIN decoder starts from the first WCT relu4_1 decoder (same architecture), so it only
+# has to learn the style statistics. Re-running continues every unfinished decoder.
 # Usage: scripts/train_decoders.sh [DATA_DIR] [OUT_DIR] [extra train-decoder options...]
-set -uo pipefail
+set -euo pipefail
 DATA=${1:-../shared/data}
 OUT=${2:-runs/decoders}
 shift $(( $# > 2 ? 2 : $# )) || true
 LWST=${LWST:-lwst}
 mkdir -p "$OUT"
 train() { "$LWST" train-decoder --images "$DATA/photos" --threads 1 --seed 0 --steps 100000 "$@"; }
+wct() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --out "$OUT/decoder_wct$1.pt"; }
 (
-  train --kind wct --level 4 --crop 96 --max-seconds 1500 --out "$OUT/decoder_wct4.pt" "$@" &&
+  wct 4 96 1500
+  cp "$OUT/decoder_wct4.pt" "$OUT/decoder_wct4_first.pt"
   train --kind adain --styles "$DATA/styles" --crop 96 --style-weight 1 \
-    --init "$OUT/decoder_wct4.pt" --max-seconds 2400 --out "$OUT/decoder_adain.pt" "$@"
+    --init "$OUT/decoder_wct4_first.pt" --max-seconds 2400 --out "$OUT/decoder_adain.pt" &
+  wct 4 96 2400 &
+  wait
 ) > "$OUT/chain_a.log" 2>&1 &
 (
-  train --kind wct --level 5 --crop 128 --max-seconds 1500 --out "$OUT/decoder_wct5.pt" "$@"
-  train --kind wct --level 3 --crop 96 --max-seconds 800 --out "$OUT/decoder_wct3.pt" "$@"
+  wct 5 128 1500
+  wct 3 96 800
+  wct 5 128 2700
 ) > "$OUT/chain_b.log" 2>&1 &
 (
-  train --kind wct --level 1 --crop 64 --max-seconds 300 --out "$OUT/decoder_wct1.pt" "$@"
-  train --kind wct --level 2 --crop 64 --max-seconds 600 --out "$OUT/decoder_wct2.pt" "$@"
+  wct 1 64 300
+  wct 2 64 600
+  wct 1 64 600
 ) > "$OUT/chain_c.log" 2>&1 &
 wait
