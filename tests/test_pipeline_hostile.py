@@ -130,14 +130,14 @@ def test_a_locked_out_is_refused_naming_the_holder(image_folder, tmp_path):
     assert summary["counts"]["ok"] == 1
 
 
-def test_s3_endpoint_dying_mid_run_ends_it_in_one_line(image_folder, tmp_path, s3_endpoint,
-                                                       capsys, monkeypatch):
-    """Our own moto server, stopped after the first item: the run stops with one line."""
+def test_s3_endpoint_dying_mid_run_ends_it_in_one_line(image_folder, tmp_path, s3_endpoint):
+    """``lwst run`` (a real process, its real stderr) against our own moto server, stopped once
+    the first item's journal row is there: the run stops with exit 2 and one line."""
+    import subprocess
+    import sys
+
     import s3fs
     from moto.server import ThreadedMotoServer
-
-    import flows.stylize_dataset as flow_module
-    import lwst.cli
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -148,31 +148,41 @@ def test_s3_endpoint_dying_mid_run_ends_it_in_one_line(image_folder, tmp_path, s
     fs = s3fs.S3FileSystem(**options)
     fs.mkdir("dying")
     rows = []
-    for i in range(4):
+    for i in range(6):
         fs.put_file(str(image_folder / "contents" / f"photo{i % 3}.png"), f"dying/in/{i}.png")
-        rows.append({"id": f"item{i}", "content": f"s3://dying/in/{i}.png"})
+        rows.append({"id": f"item{i}", "content": f"s3://dying/in/{i}.png",
+                     "texture": f"s3://dying/in/{(i + 1) % 6}.png"})
     fs.put_file(str(write_manifest_csv(tmp_path / "m.csv", rows)), "dying/m.csv")
-    stopped = []
-
-    def stop_after_first(done, total, record):
-        if not stopped:
-            stopped.append(time.monotonic())
-            server.stop()
-
-    monkeypatch.setattr(flow_module, "PROGRESS_LISTENERS", [stop_after_first])
-    monkeypatch.setenv("LWST_S3_CONNECT_TIMEOUT", "2")
-    capsys.readouterr()
-    code = lwst.cli.main(["run", "s3://dying/m.csv", "--out", "s3://dying/out",
-                          "--s3-endpoint-url", endpoint, "--size", "48", "--warp-method",
-                          "none", "--device", "cpu", "--run-id", "dying", "--quiet"])
-    err = capsys.readouterr().err
-    assert stopped and time.monotonic() - stopped[0] < 90, err
-    assert code == 2, err
-    assert "Traceback" not in err
+    env = {**os.environ, "LWST_S3_CONNECT_TIMEOUT": "2",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.Popen([str(Path(sys.executable).with_name("lwst")), "run",
+                            "s3://dying/m.csv", "--out", "s3://dying/out", "--s3-endpoint-url",
+                            endpoint, "--size", "64", "--warp-method", "none", "--levels", "1",
+                            "--iterations", "20", "--device", "cpu", "--run-id", "dying",
+                            "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    stopped = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and run.poll() is None:
+            fs.invalidate_cache()
+            if fs.exists("dying/out/metadata/_journal/dying/item0.parquet") or \
+                    fs.exists("dying/out/metadata/_journal/dying/item1.parquet"):
+                server.stop()
+                stopped = time.monotonic()
+                break
+            time.sleep(0.2)
+        assert stopped is not None, "the run ended before the server could be stopped"
+        _, err = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert time.monotonic() - stopped < 120, err
+    assert run.returncode == 2, err
+    assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     last = lines[-1]
     assert [line for line in lines if "ERROR" in line or "error:" in line] == [last], err
     assert last.startswith("lwst run: error:") and "stopped answering" in last, err
     assert f"cannot reach {endpoint}" in last, err
-    s3fs.S3FileSystem.clear_instance_cache()
-

@@ -149,13 +149,17 @@ def test_kill_9_mid_run_then_next_run_does_exactly_the_rest(image_folder: Path, 
             process.kill()
     done_before = {p.stem for p in (out / "images").glob("*.png")}
     assert 1 <= len(done_before) < 5
+    # Done = files and the journalled ok row (issue 13): an item killed between its last file
+    # and its row is redone, not skipped forever without a row.
+    recorded = {p.stem for p in (out / "metadata" / "_journal" / "killed").glob("*.parquet")}
+    assert recorded <= done_before
 
     summary = _flow()(str(manifest), str(out), overrides=FAST, run_id="resumed")
     table = dataset.read_metadata(str(out))
     resumed = table.filter(pc.equal(table["run_id"], "resumed")).to_pylist()
     ok_now = {r["id"] for r in resumed if r["status"] == "ok"}
-    assert ok_now == {f"k{i}" for i in range(5)} - done_before  # exactly the remaining items
-    assert {r["id"] for r in resumed if r["status"] == "skipped"} == done_before
+    assert ok_now == {f"k{i}" for i in range(5)} - recorded  # exactly the remaining items
+    assert {r["id"] for r in resumed if r["status"] == "skipped"} == recorded
     assert summary["counts"]["failed"] == 0
     killed = table.filter(pc.equal(table["run_id"], "killed"))  # journal recovered, not lost
     assert set(killed["id"].to_pylist()) <= done_before
