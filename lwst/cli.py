@@ -18,6 +18,8 @@ from lwst import __version__
 from lwst.config import (
     INPAINT_METHODS,
     OPTIMIZERS,
+    WARP_FALLBACKS,
+    WARP_FIELDS,
     WARP_METHODS,
     WARP_PRECISIONS,
     StylizeConfig,
@@ -100,6 +102,27 @@ def _add_warp_options(parser: argparse.ArgumentParser) -> None:
         help="precision of the VGG features the warp is matched on: auto (bfloat16 where the "
         "hardware has it natively, else float32; default), float32, bfloat16",
     )
+    parser.add_argument(
+        "--warp-field",
+        choices=WARP_FIELDS,
+        default=None,
+        help="diffeo: the estimate made fold-free by scaling and squaring (default); raw: as "
+        "estimated, folds and all",
+    )
+    parser.add_argument(
+        "--warp-fallback",
+        choices=WARP_FALLBACKS,
+        default=None,
+        help="what an item whose warp confidence is below --min-warp-confidence gets: the "
+        "matched affine (default), the field damped to half, or none (keep it)",
+    )
+    parser.add_argument(
+        "--min-warp-confidence",
+        type=float,
+        default=None,
+        help="warp confidence (0..1) below which the fallback applies and a warning is printed "
+        "(default 0.3)",
+    )
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +159,9 @@ def config_from_args(args: argparse.Namespace) -> StylizeConfig:
         "warpnet_checkpoint",
         "optim_steps",
         "warp_precision",
+        "warp_field",
+        "warp_fallback",
+        "min_warp_confidence",
         "optimizer",
         "levels",
         "iterations",
@@ -186,6 +212,16 @@ def _write_metadata(path: Path | None, record: dict) -> None:
     write_bytes_atomic(path, (to_json(record) + "\n").encode())
 
 
+def _warn_low_confidence(command: str, record: dict, config: StylizeConfig) -> None:
+    """One stderr line when the item's warp confidence is under the threshold (issue 11)."""
+    confidence = record.get("warp_confidence")
+    if confidence is None or confidence >= config.warp.min_confidence:
+        return
+    print(f"lwst {command}: warning: low warp confidence {confidence:.2f} (< "
+          f"{config.warp.min_confidence:g}); applied: {record.get('warp_applied')} "
+          f"(--warp-fallback {config.warp.fallback})", file=sys.stderr)
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from lwst.stylize import stylize_files
 
@@ -204,6 +240,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             flow_out=str(args.flow_out) if args.flow_out else None,
             progress=progress,
         )
+    _warn_low_confidence(args.command, record, config)
     _write_metadata(args.metadata_out, record)
     return 0
 
@@ -223,6 +260,7 @@ def cmd_warp(args: argparse.Namespace) -> int:
             flow_out=str(args.flow_out),
             progress=progress,
         )
+    _warn_low_confidence(args.command, record, config)
     _write_metadata(args.metadata_out, record)
     return 0
 

@@ -14,6 +14,8 @@ WARP_METHODS = ("learned", "optim", "affine", "tps", "none")
 INPAINT_METHODS = ("telea", "ns")
 WARP_PRECISIONS = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("lbfgs", "adam")
+WARP_FIELDS = ("diffeo", "raw")  # fold-free by scaling and squaring | as the estimator gave it
+WARP_FALLBACKS = ("none", "affine", "damp")  # what a low-confidence item gets instead
 
 
 @dataclass
@@ -31,6 +33,10 @@ class WarpConfig:
     # Precision of the VGG features every estimator matches: auto = bfloat16 where the hardware
     # computes it natively (2.3x faster here, cosine 0.9999 to float32; docs/benchmarks.md).
     precision: str = "auto"
+    # Warp safety (lwst.warp_safety, lwst.warp_guard; defaults measured on real pairs, model card).
+    field: str = "diffeo"
+    fallback: str = "affine"
+    min_confidence: float = 0.3
 
 
 @dataclass
@@ -74,6 +80,9 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "optim_grid": ("warp", "optim_grid"),
     "optim_smoothness": ("warp", "optim_smoothness"),
     "warp_precision": ("warp", "precision"),
+    "warp_field": ("warp", "field"),
+    "warp_fallback": ("warp", "fallback"),
+    "min_warp_confidence": ("warp", "min_confidence"),
     "optimizer": ("render", "optimizer"),
     "levels": ("render", "levels"),
     "iterations": ("render", "iterations"),
@@ -137,6 +146,16 @@ def validate(config: StylizeConfig) -> None:
     if config.warp.precision not in WARP_PRECISIONS:
         raise ValueError(
             f"warp_precision must be one of {WARP_PRECISIONS}, got {config.warp.precision!r}"
+        )
+    if config.warp.field not in WARP_FIELDS:
+        raise ValueError(f"warp_field must be one of {WARP_FIELDS}, got {config.warp.field!r}")
+    if config.warp.fallback not in WARP_FALLBACKS:
+        raise ValueError(
+            f"warp_fallback must be one of {WARP_FALLBACKS}, got {config.warp.fallback!r}"
+        )
+    if not 0.0 <= config.warp.min_confidence <= 1.0:
+        raise ValueError(
+            f"min_warp_confidence must be within 0..1, got {config.warp.min_confidence}"
         )
     if config.render.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
