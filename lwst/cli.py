@@ -114,7 +114,7 @@ def _add_warp_options(parser: argparse.ArgumentParser) -> None:
         choices=WARP_FALLBACKS,
         default=None,
         help="what an item whose warp confidence is below --min-warp-confidence gets: the "
-        "matched affine (default), the field damped to half, or none (keep it)",
+        "matched affine, the field damped to half (default), or none (keep it)",
     )
     parser.add_argument(
         "--min-warp-confidence",

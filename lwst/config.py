@@ -35,7 +35,7 @@ class WarpConfig:
     precision: str = "auto"
     # Warp safety (lwst.warp_safety, lwst.warp_guard; defaults measured on real pairs, model card).
     field: str = "diffeo"
-    fallback: str = "affine"
+    fallback: str = "damp"
     min_confidence: float = 0.3
 
 

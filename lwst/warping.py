@@ -39,6 +39,8 @@ class WarpEstimate:
     raw_fold_frac: float | None = None  # folds of the estimator's field before any repair
     cos_before: float | None = None  # mean relu4_1 cosine to the exemplar, unwarped
     cos_after: float | None = None  # ... under the applied field
+    # The estimator's own field before repair and fallback: for benchmarks, never saved.
+    raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
 
 
 def _estimate_flow(
@@ -63,6 +65,10 @@ def _estimate_flow(
                             diagnostics=details)
     raise ValueError(f"unknown warp method {config.method!r}")
 
+
+# A fallback must align at least this much better than no warp (mean relu4_1 cosine) to be
+# kept; below it the item gets no warp (also covers a matched affine that could not be fitted).
+MIN_GAIN = 1e-3
 
 # Methods whose estimator takes a whole batch in one pass (worth batching on a GPU).
 BATCHED_METHODS = ("learned", "none")
@@ -96,7 +102,7 @@ def estimate_warps(
         pairs = [_estimate_flow(c[None], e[None], config, features_vgg, seed)
                  for c, e in zip(content_v, exemplar_v, strict=True)]
         flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
-    flows = flows.detach().to(dtype)
+    flows = raw = flows.detach().to(dtype)
     raw_folds = [s.fold_frac for s in field_safety(flows)]
     if config.field == "diffeo" and config.method != "none":
         flows = make_fold_free(flows)
@@ -111,7 +117,8 @@ def estimate_warps(
                                                  exemplar_v, config, vgg, features_vgg, details)
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
-                         confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after)
+                         confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
+                         raw[i : i + 1])
             for i, f in enumerate(figures)]
 
 
@@ -133,7 +140,7 @@ def _fall_back(
         alt = make_fold_free(alt)
     alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt)
     for j, i in enumerate(low):
-        if alt_figures[j].gain > 0:
+        if alt_figures[j].gain > MIN_GAIN and bool(alt[j].abs().amax() > 0):
             flows[i], figures[i], applied[i] = alt[j], alt_figures[j], config.fallback
         else:
             flows[i] = 0.0
@@ -174,7 +181,8 @@ def save_estimate(estimate: WarpEstimate, uri: str, **storage_options: object) -
 
     Lets a batched estimation task hand its results to per-item tasks as file paths.
     """
-    figures = {k: v for k, v in dataclasses.asdict(estimate).items() if k != "flow"}
+    figures = {f.name: getattr(estimate, f.name) for f in dataclasses.fields(estimate)
+               if f.name not in ("flow", "raw_flow")}
     write_flo(estimate.flow, uri, **storage_options)
     storage.write_bytes_atomic(f"{uri}.json", json.dumps(figures).encode(), **storage_options)
 
