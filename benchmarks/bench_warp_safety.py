@@ -78,6 +78,32 @@ def epe_of(pred: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> floa
     return float((pred.float() - truth).norm(dim=1)[valid[:, 0]].mean())
 
 
+def photometric_error(content: torch.Tensor, exemplar: torch.Tensor, flow: torch.Tensor) -> float:
+    """Mean absolute grey difference of the exemplar and the warped content where both are
+    defined (the warp samples inside the content, the exemplar is not black)."""
+    from lwst.flow import hole_mask, warp_image
+
+    grey = lambda x: x.mean(1, keepdim=True)  # noqa: E731
+    mask = ~hole_mask(flow) & (grey(exemplar) > 0.02)
+    diff = (grey(warp_image(content, flow)) - grey(exemplar)).abs()
+    return float(diff[mask].mean()) if mask.any() else float("inf")
+
+
+def dis_refined(content: torch.Tensor, exemplar: torch.Tensor, flow: torch.Tensor,
+                gain: float = 0.8) -> torch.Tensor:
+    """Experiment (issue 11 item 6): a DIS residual between the warped content and the exemplar,
+    composed onto ``flow`` and made fold-free, kept only if it cuts the photometric error to
+    ``gain`` of the field's (brightness constancy holds on geometry pairs, not on paintings)."""
+    from lwst.flow import warp_image
+    from lwst.warp_safety import compose
+
+    residual = dis_flow(warp_image(content, flow), exemplar)
+    refined = make_fold_free(compose(flow, residual))
+    before = photometric_error(content, exemplar, flow)
+    after = photometric_error(content, exemplar, refined)
+    return refined if after < gain * before else flow
+
+
 def fields_only(content: torch.Tensor, exemplar: torch.Tensor, vgg, config: WarpConfig
                 ) -> WarpEstimate:
     """The network's field and, as ``flow``, its fold-free version (``config.field``)."""
@@ -103,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fields-only", action="store_true",
                         help="only the network's field and its fold-free version (no confidence "
                         "or fallback: skips the alignment VGG pass, ~2x faster)")
+    parser.add_argument("--dis-refine", action="store_true",
+                        help="experiment: gated DIS residual on the applied field")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
                 est = (fields_only(pair.content, pair.exemplar, vgg, config) if args.fields_only
                        else estimate_warp(pair.content, pair.exemplar, config, vgg))
                 dis = dis_flow(pair.content, pair.exemplar)
+                if args.dis_refine:
+                    est = dataclasses.replace(est, flow=dis_refined(pair.content, pair.exemplar,
+                                                                    est.flow))
             truth, valid = pair.flow, pair.valid
             row = dict(tier=tier, i=i, file=files[i % len(files)].name,
                        epe_applied=epe_of(est.flow, truth, valid),

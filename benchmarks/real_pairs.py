@@ -134,8 +134,8 @@ def table(rows: list[dict], warpnet_id: str | None, vgg_source: str, config: War
     ]
     n = len(rows)
     mean_b, mean_a = sum(r["before"] for r in rows) / n, sum(r["after"] for r in rows) / n
-    better = sum(r["after"] > r["before"] for r in rows)
-    worse = sum(r["after"] < r["before"] - 1e-9 for r in rows)
+    better = sum(r["after"] > r["before"] + 1e-6 for r in rows)  # below: float noise
+    worse = sum(r["after"] < r["before"] - 1e-6 for r in rows)
     lines += [
         f"| **mean ({n} pairs)** | {mean_b:.3f} | {mean_a:.3f} | {mean_a - mean_b:+.3f} | | "
         f"max {max(r['fold'] for r in rows):.4f} | | | | |",

@@ -197,7 +197,7 @@ def stylize_dataset(
 
 
 def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: str,
-            opts: dict[str, Any], sheet_items: int, min_confidence: float = 0.3
+            opts: dict[str, Any], sheet_items: int, min_confidence: float = 0.1
             ) -> dict[str, Any]:
     """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
     counts = {status: sum(r["status"] == status for r in records)

@@ -121,7 +121,7 @@ def _add_warp_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="warp confidence (0..1) below which the fallback applies and a warning is printed "
-        "(default 0.3)",
+        "(default 0.1)",
     )
 
 

@@ -36,7 +36,7 @@ class WarpConfig:
     # Warp safety (lwst.warp_safety, lwst.warp_guard; defaults measured on real pairs, model card).
     field: str = "diffeo"
     fallback: str = "damp"
-    min_confidence: float = 0.3
+    min_confidence: float = 0.1
 
 
 @dataclass

@@ -271,14 +271,14 @@ def test_warp_safety_columns_filled_and_low_confidence_warned(tmp_path, capsys, 
     assert main([*args, "--out", str(tmp_path / "a.png"), "--metadata-out",
                  str(tmp_path / "a.json")]) == 0
     record = json.loads((tmp_path / "a.json").read_text())
-    assert record["warp_applied"] == "learned" and 0.3 <= record["warp_confidence"] <= 1.0
+    assert record["warp_applied"] == "learned" and 0.3 <= record["warp_confidence"] <= 1.0  # easy
     assert record["warp_fold_frac"] <= 0.005 and 0.0 <= record["warp_stretch_frac"] <= 1.0
     assert "warning" not in capsys.readouterr().err
-    monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.1)
+    monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.05)
     assert main([*args, "--out", str(tmp_path / "b.png"), "--metadata-out",
                  str(tmp_path / "b.json"), "--warp-fallback", "damp"]) == 0
     record = json.loads((tmp_path / "b.json").read_text())
-    assert record["warp_confidence"] == 0.1 and record["warp_applied"] in ("damp", "none")
+    assert record["warp_confidence"] == 0.05 and record["warp_applied"] in ("damp", "none")
     assert json.loads(record["params"])["warp_fallback"] == "damp"
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lwst warp: warning: low warp confidence 0.10")
+    assert len(err) == 1 and err[0].startswith("lwst warp: warning: low warp confidence 0.05")

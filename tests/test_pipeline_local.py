@@ -88,8 +88,10 @@ def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: P
     sheet = Image.open(out / "reports" / "contact_sheet-r1.png")  # 4 panels, 2 rows + header
     assert sheet.width == 4 + 4 * (128 + 4) and sheet.height == 20 + 2 * (128 + 16 + 4)
     assert summary["contact_sheet"] in _artifact_data("stylize-contact-sheet")
-    assert [r["id"] for r in summary["low_confidence"]] == (
-        ["full"] if full["warp_confidence"] < 0.3 or full["warp_applied"] != "affine" else [])
+    from lwst.config import WarpConfig
+
+    low = full["warp_confidence"] < WarpConfig().min_confidence or full["warp_applied"] != "affine"
+    assert [r["id"] for r in summary["low_confidence"]] == (["full"] if low else [])
     assert float(_artifact_data("stylize-progress")) == 100.0
     assert '"size": 48' in rows_by_id["bad-empty"]["params"]  # failed rows keep their settings
 

@@ -96,21 +96,21 @@ def test_fallback_applies_below_the_threshold_and_only_there(synthetic_pair, mon
     assert field_safety(kept.flow)[0].fold_frac == 0.0
     monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.05)
     damped = warping.estimate_warp(pair.content, pair.exemplar,
-                                   WarpConfig(method="tps", fallback="damp", min_confidence=0.3),
+                                   WarpConfig(method="tps", fallback="damp", min_confidence=0.1),
                                    vgg)
     assert damped.applied == "damp" and damped.confidence == 0.05
     assert torch.allclose(damped.flow, make_fold_free(0.5 * kept.flow), atol=1e-3)
     assert damped.cos_after > damped.cos_before
     off = warping.estimate_warp(pair.content, pair.exemplar,
-                                WarpConfig(method="tps", fallback="none", min_confidence=0.3),
+                                WarpConfig(method="tps", fallback="none", min_confidence=0.1),
                                 vgg)
     assert off.applied == "tps" and torch.allclose(off.flow, kept.flow)
 
 
 def test_a_fallback_that_does_not_align_becomes_no_warp(synthetic_pair, monkeypatch):
     import lwst.warping as warping
-    from lwst.warp_guard import AlignmentFigures
     from lwst.vgg import load_vgg19
+    from lwst.warp_guard import AlignmentFigures
 
     real = warping.alignment_figures
     calls = []
