@@ -30,10 +30,10 @@ from lwst.flow import warp_image
 from lwst.vgg import VGG19Features
 
 # Confidence = gain term x fold term x ambiguity term, each in [0, 1] (model card, "Warp
-# confidence"). Scales set once from the 21 real pairs and synthetic training pairs, not tuned
-# per pair: a gain of GAIN_SCALE (cosine) is a clear alignment; FOLD_SCALE of raw folds is a torn
-# field; two refined starts AMBIGUOUS_PX apart whose agreement differs by < AMBIGUOUS_COS are
-# an ambiguous match.
+# safety"). Scales set once by hand from the ranges the signals take on real pairs (not fitted):
+# a gain of GAIN_SCALE (cosine) is a clear alignment; FOLD_SCALE of raw folds is a torn field;
+# two refined starts AMBIGUOUS_PX apart whose agreement differs by < AMBIGUOUS_COS are an
+# ambiguous match.
 GAIN_SCALE = 0.06
 FOLD_SCALE = 0.25
 AMBIGUOUS_PX = 16.0
