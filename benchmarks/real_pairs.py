@@ -1,31 +1,35 @@
-"""Real content/exemplar pairs (issue 4 item 5): contact sheets and alignment figures.
+"""Real content/exemplar pairs (issues 4 and 11): contact sheets, alignment and safety figures.
 
 For every ``pair_<name>_content.*`` / ``pair_<name>_style.*`` in the pairs folder: estimate the
-warp with the learned network (and, for comparison, no warp), warp + inpaint the content as the
-product does, and measure the mean cosine similarity of L2-normalised relu4_1 features between
-the (warped) content and the exemplar at 256x256. Writes one small contact sheet per pair
-(content | exemplar | warped | flow picture, square 256x256 analysis views shown at --panel px,
-palette PNG so each stays thumbnail-sized) and a markdown table.
+warp as the product does (``lwst.warping.estimate_warp``: the learned network, the fold-free
+field, the confidence and the fallback policy, all settable below), warp + inpaint the content,
+and measure the mean cosine similarity of L2-normalised relu4_1 features between the (warped)
+content and the exemplar at 256x256, the fold and stretch shares of the applied field, and the
+confidence. Writes one small contact sheet per pair (content | exemplar | warped | flow
+picture, square 256x256 analysis views shown at --panel px, palette PNG so each stays
+thumbnail-sized), a markdown table, and ``--json`` the raw figures.
 
-    .venv/bin/python benchmarks/real_pairs.py --out docs/pairs
+    .venv/bin/python benchmarks/real_pairs.py --out docs/pairs --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from lwst.config import WARP_PRECISIONS
+from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WARP_PRECISIONS, WarpConfig
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import flow_picture, flow_stats, hole_mask, warp_image
 from lwst.image_io import read_image
 from lwst.inpaint import inpaint_holes
-from lwst.vgg import VGG19Features, at_dtype, feature_dtype, load_vgg19
-from lwst.warpnet.inference import predict_warp
+from lwst.vgg import VGG19Features, load_vgg19
+from lwst.warp_safety import field_safety
+from lwst.warping import estimate_warp
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PAIRS = ROOT.parent / "shared" / "data" / "pairs"
@@ -65,53 +69,81 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", choices=WARP_PRECISIONS,
                         help="VGG features the warp is matched on (the library's default: auto)")
+    defaults = WarpConfig()
+    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
+    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
+    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
+    parser.add_argument("--no-sheets", action="store_true", help="table only (measuring)")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")  # the alignment figure is always measured in float32
-    features_vgg = at_dtype(vgg, feature_dtype(args.precision, "cpu"))
+    config = WarpConfig(checkpoint=args.checkpoint, precision=args.precision,
+                        field=args.warp_field, fallback=args.warp_fallback,
+                        min_confidence=args.min_warp_confidence)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, content_path, exemplar_path in find_pairs(args.pairs):
         content = analysis_view(read_image(str(content_path)))
         exemplar = analysis_view(read_image(str(exemplar_path)))
         started = time.perf_counter()
-        flow, warpnet_id = predict_warp(content, exemplar, features_vgg, args.checkpoint)
+        estimate = estimate_warp(content, exemplar, config, vgg)
         seconds = time.perf_counter() - started
+        flow = estimate.flow
         warped = inpaint_holes(warp_image(content, flow), hole_mask(flow)).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
-        sheet([content, exemplar, warped, flow_picture(flow)], args.panel).save(
-            args.out / f"{name}.png", optimize=True
-        )
-        stats = flow_stats(flow)
-        rows.append((name, before, after, stats.mean_px, stats.mean_frac, seconds))
-        print(
-            f"{name}: cos {before:.3f} -> {after:.3f}, "
-            f"warp {stats.mean_px:.1f} px, {seconds:.2f} s",
-            flush=True,
-        )
-    lines = [
-        f"Network `{warpnet_id}`; VGG-19 `{vgg.source}`, warp features in "
-        f"{str(features_vgg.mean.dtype).removeprefix('torch.')}; 256x256 analysis views.",
-        "",
-        "| pair | cos unwarped | cos warped | change | mean warp (px @256) | warp / diagonal "
-        "| seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| [{n}]({n}.png) | {b:.3f} | {a:.3f} | {a - b:+.3f} | {m:.1f} | {f:.3f} | {s:.2f} |"
-        for n, b, a, m, f, s in rows
-    ]
-    mean_b = sum(r[1] for r in rows) / len(rows)
-    mean_a = sum(r[2] for r in rows) / len(rows)
-    better = sum(r[2] > r[1] for r in rows)
-    lines += [
-        f"| **mean ({len(rows)} pairs)** | {mean_b:.3f} | {mean_a:.3f} | {mean_a - mean_b:+.3f} |"
-        f" | | |",
-        "",
-        f"Warped content aligns better than unwarped on {better}/{len(rows)} pairs.",
-    ]
+        if not args.no_sheets:
+            sheet([content, exemplar, warped, flow_picture(flow)], args.panel).save(
+                args.out / f"{name}.png", optimize=True
+            )
+        stats, safety = flow_stats(flow), field_safety(flow)[0]
+        rows.append(dict(name=name, before=before, after=after, mean_px=stats.mean_px,
+                         mean_frac=stats.mean_frac, fold=safety.fold_frac,
+                         stretch=safety.stretch_frac, raw_fold=estimate.raw_fold_frac,
+                         confidence=estimate.confidence, applied=estimate.applied,
+                         seconds=seconds))
+        print(f"{name}: cos {before:.3f} -> {after:.3f}, warp {stats.mean_px:.1f} px, "
+              f"folds {estimate.raw_fold_frac:.4f} -> {safety.fold_frac:.4f}, confidence "
+              f"{estimate.confidence:.2f}, applied {estimate.applied}, {seconds:.2f} s",
+              flush=True)
+    lines = table(rows, estimate.warpnet_id, vgg.source, config)
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"config": vars(config), "rows": rows}, indent=1))
     print("\n".join(lines))
+
+
+def table(rows: list[dict], warpnet_id: str | None, vgg_source: str, config: WarpConfig
+          ) -> list[str]:
+    """The markdown table of ``docs/pairs/README.md``."""
+    lines = [
+        f"Network `{warpnet_id}`; VGG-19 `{vgg_source}`, warp features `{config.precision}`; "
+        f"field `{config.field}`, fallback `{config.fallback}` below confidence "
+        f"{config.min_confidence}; 256x256 analysis views.",
+        "",
+        "| pair | cos unwarped | cos warped | change | mean warp (px @256) | folds raw -> applied "
+        "| stretch | confidence | applied | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    lines += [
+        f"| [{r['name']}]({r['name']}.png) | {r['before']:.3f} | {r['after']:.3f} | "
+        f"{r['after'] - r['before']:+.3f} | {r['mean_px']:.1f} | {r['raw_fold']:.3f} -> "
+        f"{r['fold']:.4f} | {r['stretch']:.4f} | {r['confidence']:.2f} | {r['applied']} | "
+        f"{r['seconds']:.2f} |"
+        for r in rows
+    ]
+    n = len(rows)
+    mean_b, mean_a = sum(r["before"] for r in rows) / n, sum(r["after"] for r in rows) / n
+    better = sum(r["after"] > r["before"] + 1e-6 for r in rows)  # below: float noise
+    worse = sum(r["after"] < r["before"] - 1e-6 for r in rows)
+    lines += [
+        f"| **mean ({n} pairs)** | {mean_b:.3f} | {mean_a:.3f} | {mean_a - mean_b:+.3f} | | "
+        f"max {max(r['fold'] for r in rows):.4f} | | | | |",
+        "",
+        f"Better aligned than unwarped on {better}/{n} pairs, worse on {worse}; largest fold "
+        f"share {max(r['fold'] for r in rows):.4f}.",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

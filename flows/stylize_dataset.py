@@ -28,7 +28,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.runners import RunnerName, make_task_runner
-from lwst import dataset, run_lock, s3, storage
+from lwst import dataset, report, run_lock, s3, storage
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem, id_problem, read_manifest
 from lwst.renderers import FEED_FORWARD
@@ -78,7 +78,8 @@ def warp_batches(items: list[dict[str, Any]], overrides: dict[str, Any], size: i
         if not entry.geometry or warp.method not in BATCHED_METHODS or warp.method == "none":
             continue
         key = (config.size, warp.checkpoint, warp.analysis_size, config.vgg_weights,
-               config.device, config.seed)
+               config.device, config.seed, warp.precision, warp.field, warp.fallback,
+               warp.min_confidence)
         groups.setdefault(key, []).append(item)
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
@@ -277,13 +278,15 @@ def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: di
         if down:  # the journal rows written so far are folded in by the next run
             raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
         raise
-    summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items)
+    summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items,
+                      base.warp.min_confidence)
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
 
 
 def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: str,
-            opts: dict[str, Any], sheet_items: int) -> dict[str, Any]:
+            opts: dict[str, Any], sheet_items: int, min_confidence: float = 0.1
+            ) -> dict[str, Any]:
     """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
     counts = {status: sum(r["status"] == status for r in records)
               for status in ("ok", "failed", "skipped")}
@@ -300,11 +303,16 @@ def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: 
         step = max(1, len(done) // sheet_items)
         sample = done[::step][:sheet_items]
         sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
-        dataset.contact_sheet([dataset.item_outputs(out, i).image for i in sample], sheet_uri,
-                              opts)
+        by_id = {r["id"]: r for r in records}
+        report.item_sheet([_sheet_row(by_id[i], out) for i in sample], sheet_uri, opts)
         link = sheet_uri if "://" in sheet_uri else f"file://{sheet_uri}"
         create_image_artifact(link, key="stylize-contact-sheet",
                               description=f"{len(sample)} of {len(done)} results, run {run_id}")
+    low = report.low_confidence(records, min_confidence)
+    create_table_artifact(
+        low, key="warp-low-confidence",
+        description=f"run {run_id}: {len(low)} items with warp confidence under "
+                    f"{min_confidence:g} or a fallback warp")
     create_markdown_artifact(
         f"# Run `{run_id}`\n\n| ok | failed | skipped |\n|---|---|---|\n"
         f"| {counts['ok']} | {counts['failed']} | {counts['skipped']} |\n\n"
@@ -315,4 +323,13 @@ def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: 
     batched = sorted(r["id"] for r in records if r.get("warp_batched"))
     return {"run_id": run_id, "counts": counts, "metadata": metadata_uri,
             "contact_sheet": sheet_uri, "failures": failures, "workers": workers,
-            "warp_batched": batched}
+            "warp_batched": batched, "low_confidence": low}
+
+
+def _sheet_row(record: dict[str, Any], out: str) -> report.SheetRow:
+    """Contact-sheet row of one item: its inputs, its warped content (if any), its output."""
+    outputs = dataset.item_outputs(out, record["id"])
+    warped = record.get("warped") or (outputs.warped if record["status"] == "skipped"
+                                      and record.get("geometry") else None)
+    return report.SheetRow(record.get("content"), record.get("geometry"), warped,
+                           outputs.image, report.caption(record))

@@ -21,6 +21,8 @@ from lwst.config import (
     INPAINT_METHODS,
     OPTIMIZERS,
     RENDERERS,
+    WARP_FALLBACKS,
+    WARP_FIELDS,
     WARP_METHODS,
     WARP_PRECISIONS,
     StylizeConfig,
@@ -119,6 +121,27 @@ def _add_warp_options(parser: argparse.ArgumentParser) -> None:
         help="precision of the VGG features the warp is matched on: auto (bfloat16 where the "
         "hardware has it natively, else float32; default), float32, bfloat16",
     )
+    parser.add_argument(
+        "--warp-field",
+        choices=WARP_FIELDS,
+        default=None,
+        help="diffeo: the estimate made fold-free by scaling and squaring (default); raw: as "
+        "estimated, folds and all",
+    )
+    parser.add_argument(
+        "--warp-fallback",
+        choices=WARP_FALLBACKS,
+        default=None,
+        help="what an item whose warp confidence is below --min-warp-confidence gets: the "
+        "matched affine, the field damped to half (default), or none (keep it)",
+    )
+    parser.add_argument(
+        "--min-warp-confidence",
+        type=float,
+        default=None,
+        help="warp confidence (0..1) below which the fallback applies and a warning is printed "
+        "(default 0.1)",
+    )
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +188,9 @@ def config_from_args(args: argparse.Namespace) -> StylizeConfig:
         "warpnet_checkpoint",
         "optim_steps",
         "warp_precision",
+        "warp_field",
+        "warp_fallback",
+        "min_warp_confidence",
         "optimizer",
         "levels",
         "iterations",
@@ -230,6 +256,16 @@ def _storage_for(args: argparse.Namespace, inputs: Sequence[str], outputs: dict[
     return options
 
 
+def _warn_low_confidence(command: str, record: dict, config: StylizeConfig) -> None:
+    """One stderr line when the item's warp confidence is under the threshold (issue 11)."""
+    confidence = record.get("warp_confidence")
+    if confidence is None or confidence >= config.warp.min_confidence:
+        return
+    print(f"lwst {command}: warning: low warp confidence {confidence:.2f} (< "
+          f"{config.warp.min_confidence:g}); applied: {record.get('warp_applied')} "
+          f"(--warp-fallback {config.warp.fallback})", file=sys.stderr)
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from lwst.stylize import stylize_files
 
@@ -252,6 +288,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             progress=progress,
             storage_options=opts,
         )
+    _warn_low_confidence(args.command, record, config)
     _write_metadata(args.metadata_out, record, opts)
     return 0
 
@@ -275,6 +312,7 @@ def cmd_warp(args: argparse.Namespace) -> int:
             progress=progress,
             storage_options=opts,
         )
+    _warn_low_confidence(args.command, record, config)
     _write_metadata(args.metadata_out, record, opts)
     return 0
 

@@ -18,6 +18,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 RENDERERS = ("gatys", "wct", "adain")
 SIZE_RANGE = (8, 8192)  # output side in pixels (lwst.image_io refuses inputs outside it too)
 SEED_RANGE = (0, 2**63 - 1)  # what torch, numpy and Parquet's int64 all take
+WARP_FIELDS = ("diffeo", "raw")  # fold-free by scaling and squaring | as the estimator gave it
+WARP_FALLBACKS = ("none", "affine", "damp")  # what a low-confidence item gets instead
 
 
 @dataclass
@@ -35,6 +37,10 @@ class WarpConfig:
     # Precision of the VGG features every estimator matches: auto = bfloat16 where the hardware
     # computes it natively (2.3x faster here, cosine 0.9999 to float32; docs/benchmarks.md).
     precision: str = "auto"
+    # Warp safety (lwst.warp_safety, lwst.warp_guard; defaults measured on real pairs, model card).
+    field: str = "diffeo"
+    fallback: str = "damp"
+    min_confidence: float = 0.1
 
 
 @dataclass
@@ -82,6 +88,9 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "optim_grid": ("warp", "optim_grid"),
     "optim_smoothness": ("warp", "optim_smoothness"),
     "warp_precision": ("warp", "precision"),
+    "warp_field": ("warp", "field"),
+    "warp_fallback": ("warp", "fallback"),
+    "min_warp_confidence": ("warp", "min_confidence"),
     "optimizer": ("render", "optimizer"),
     "levels": ("render", "levels"),
     "iterations": ("render", "iterations"),
@@ -176,6 +185,16 @@ def validate(config: StylizeConfig) -> None:
     if not 0.0 <= config.render.style_strength <= 1.0:
         raise ValueError(
             f"style_strength must be within 0..1, got {config.render.style_strength}")
+    if config.warp.field not in WARP_FIELDS:
+        raise ValueError(f"warp_field must be one of {WARP_FIELDS}, got {config.warp.field!r}")
+    if config.warp.fallback not in WARP_FALLBACKS:
+        raise ValueError(
+            f"warp_fallback must be one of {WARP_FALLBACKS}, got {config.warp.fallback!r}"
+        )
+    if not 0.0 <= config.warp.min_confidence <= 1.0:
+        raise ValueError(
+            f"min_warp_confidence must be within 0..1, got {config.warp.min_confidence}"
+        )
     if config.render.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
     if not 0.0 <= config.warp.strength <= 4.0:  # also refuses NaN

@@ -26,6 +26,7 @@ from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
 from lwst.safety import check_fits, check_outputs_apart
 from lwst.vgg import VGG19Features, load_vgg19
+from lwst.warp_safety import FieldSafety, field_safety, make_fold_free
 from lwst.warping import WarpEstimate, estimate_warp
 
 ProgressFn = Callable[[str, int, int], None]
@@ -45,6 +46,7 @@ class WarpOutcome:
     warped: Tensor  # (1, 3, H, W) warped and inpainted content
     flow: Tensor  # (1, 2, H, W) backward flow at output resolution, strength applied
     stats: FlowStats
+    safety: FieldSafety  # folds and stretches of the applied field, at output resolution
     inpainted_frac: float
     estimate: WarpEstimate
     seconds_inpaint: float
@@ -68,8 +70,10 @@ def apply_geometry(
             raise ValueError("apply_geometry needs a geometry exemplar or a warp estimate")
         estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
     height, width = content.shape[-2:]
-    flow = resize_flow(estimate.flow.to(content.device, content.dtype), height, width)
-    flow = flow * config.warp.strength
+    flow = estimate.flow.to(content.device, content.dtype) * config.warp.strength
+    if config.warp.field == "diffeo" and config.warp.strength != 1.0:
+        flow = make_fold_free(flow)  # a scaled diffeomorphism need not be one
+    flow = resize_flow(flow, height, width)
     started = time.perf_counter()
     warped = warp_image(content, flow)
     filled = inpaint_holes(warped, hole_mask(flow), method=config.warp.inpaint)
@@ -77,6 +81,7 @@ def apply_geometry(
         warped=filled.image,
         flow=flow,
         stats=flow_stats(flow),
+        safety=field_safety(flow)[0],
         inpainted_frac=filled.inpainted_frac,
         estimate=estimate,
         seconds_inpaint=time.perf_counter() - started,
@@ -137,7 +142,9 @@ def fill_record(
             warp_mean_frac=w.stats.mean_frac, inpainted_frac=w.inpainted_frac,
             warp_loss_before=w.estimate.loss_before, warp_loss_after=w.estimate.loss_after,
             seconds_warp=w.estimate.seconds, seconds_inpaint=w.seconds_inpaint,
-            warpnet_id=w.estimate.warpnet_id,
+            warpnet_id=w.estimate.warpnet_id, warp_confidence=w.estimate.confidence,
+            warp_applied=w.estimate.applied, warp_fold_frac=w.safety.fold_frac,
+            warp_stretch_frac=w.safety.stretch_frac,
         )
     if result.render is not None:
         r = result.render

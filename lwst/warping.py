@@ -1,8 +1,11 @@
-"""Warp estimation front door: pick an estimator, measure the objective before and after.
+"""Warp estimation front door: pick an estimator, make its field safe, measure it.
 
 Every estimator sees the same square analysis views (256x256 by default) and returns a
-backward flow at that resolution; the shared alignment objective (lwst.correlation) is
-evaluated at identity and at the estimate, so ``warp_loss_before/after`` compare across methods.
+backward flow at that resolution. By default the field is then made fold-free
+(``lwst.warp_safety``), its confidence is computed and, below the threshold, the fallback
+policy replaces it (``lwst.warp_guard``). The shared alignment objective (lwst.correlation) is
+evaluated at identity and at the applied field, so ``warp_loss_before/after`` compare across
+methods.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from torch import Tensor
 
 from lwst import storage
 from lwst.config import WarpConfig
-from lwst.correlation import alignment_loss_before_after, analysis_view
+from lwst.correlation import analysis_view
 from lwst.flow import read_flo, write_flo
 from lwst.vgg import VGG19Features, at_dtype, feature_dtype
+from lwst.warp_guard import DAMP, AlignmentFigures, alignment_figures, ambiguity, warp_confidence
+from lwst.warp_safety import field_safety, make_fold_free
 
 
 @dataclass
@@ -29,10 +34,18 @@ class WarpEstimate:
     loss_after: float
     seconds: float
     warpnet_id: str | None = None
+    confidence: float | None = None  # lwst.warp_guard.warp_confidence of the estimate
+    applied: str | None = None  # the method's own field, "affine", "damp" or "none"
+    raw_fold_frac: float | None = None  # folds of the estimator's field before any repair
+    cos_before: float | None = None  # mean relu4_1 cosine to the exemplar, unwarped
+    cos_after: float | None = None  # ... under the applied field
+    # The estimator's own field before repair and fallback: for benchmarks, never saved.
+    raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
 
 
 def _estimate_flow(
-    content: Tensor, exemplar: Tensor, config: WarpConfig, vgg: VGG19Features, seed: int
+    content: Tensor, exemplar: Tensor, config: WarpConfig, vgg: VGG19Features, seed: int,
+    details: dict | None = None,
 ) -> tuple[Tensor, str | None]:
     size = content.shape[-1]
     if config.method == "none":
@@ -48,9 +61,14 @@ def _estimate_flow(
     if config.method == "learned":
         from lwst.warpnet.inference import predict_warp
 
-        return predict_warp(content, exemplar, vgg, checkpoint=config.checkpoint)
+        return predict_warp(content, exemplar, vgg, checkpoint=config.checkpoint,
+                            diagnostics=details)
     raise ValueError(f"unknown warp method {config.method!r}")
 
+
+# A fallback must align at least this much better than no warp (mean relu4_1 cosine) to be
+# kept; below it the item gets no warp (also covers a matched affine that could not be fitted).
+MIN_GAIN = 1e-3
 
 # Methods whose estimator takes a whole batch in one pass (worth batching on a GPU).
 BATCHED_METHODS = ("learned", "none")
@@ -76,20 +94,79 @@ def estimate_warps(
         return torch.cat([analysis_view(i.to(device, dtype), config.analysis_size) for i in images])
 
     content_v, exemplar_v = views(contents), views(exemplars)
+    details: dict = {}
     if config.method in BATCHED_METHODS:
-        flows, warpnet_id = _estimate_flow(content_v, exemplar_v, config, features_vgg, seed)
+        flows, warpnet_id = _estimate_flow(content_v, exemplar_v, config, features_vgg, seed,
+                                           details)
     else:
         pairs = [_estimate_flow(c[None], e[None], config, features_vgg, seed)
                  for c, e in zip(content_v, exemplar_v, strict=True)]
         flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
-    flows = flows.detach().to(dtype)
+    flows = raw = flows.detach().to(dtype)
+    raw_folds = [s.fold_frac for s in field_safety(flows)]
+    if config.field == "diffeo" and config.method != "none":
+        flows = make_fold_free(flows)
+    figures = alignment_figures(vgg, content_v, exemplar_v, flows)
+    confidence = [warp_confidence(f.gain, raw_folds[i], ambiguity(details, i))
+                  for i, f in enumerate(figures)]
+    applied = [config.method] * len(figures)
+    if config.method != "none" and config.fallback != "none":
+        low = [i for i, c in enumerate(confidence) if c < config.min_confidence]
+        if low:
+            flows, figures, applied = _fall_back(low, flows, figures, applied, content_v,
+                                                 exemplar_v, config, vgg, features_vgg, details)
     seconds = (time.perf_counter() - started) / len(contents)
-    with torch.no_grad():
-        before, after = (
-            v.tolist() for v in alignment_loss_before_after(vgg, content_v, exemplar_v, flows)
-        )
-    return [WarpEstimate(flows[i : i + 1], before[i], after[i], seconds, warpnet_id)
-            for i in range(len(contents))]
+    return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
+                         confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
+                         raw[i : i + 1])
+            for i, f in enumerate(figures)]
+
+
+def _fall_back(
+    low: list[int], flows: Tensor, figures: list[AlignmentFigures], applied: list[str],
+    content_v: Tensor, exemplar_v: Tensor, config: WarpConfig, vgg: VGG19Features,
+    features_vgg: VGG19Features, details: dict,
+) -> tuple[Tensor, list[AlignmentFigures], list[str]]:
+    """Replace the low-confidence items' fields by the policy's (matched affine, or the field
+    damped to ``DAMP``), made fold-free as configured; a replacement that aligns no better
+    than no warp becomes no warp (``none``), so a fallback never ends less aligned than that."""
+    flows, figures, applied = flows.clone(), list(figures), list(applied)
+    index = torch.tensor(low, device=flows.device)
+    if config.fallback == "damp":
+        alt = flows[index] * DAMP
+    else:
+        alt = _affine_fields(low, content_v, exemplar_v, features_vgg, details).to(flows)
+    if config.field == "diffeo":
+        alt = make_fold_free(alt)
+    alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt)
+    for j, i in enumerate(low):
+        if alt_figures[j].gain > MIN_GAIN and bool(alt[j].abs().amax() > 0):
+            flows[i], figures[i], applied[i] = alt[j], alt_figures[j], config.fallback
+        else:
+            flows[i] = 0.0
+            figures[i] = dataclasses.replace(figures[i], loss_after=figures[i].loss_before,
+                                             cos_after=figures[i].cos_before)
+            applied[i] = "none"
+    return flows, figures, applied
+
+
+def _affine_fields(low: list[int], content_v: Tensor, exemplar_v: Tensor,
+                   features_vgg: VGG19Features, details: dict) -> Tensor:
+    """The matched affine of each low item: the vote's own start when the learned network ran
+    (free), else a fresh RANSAC affine fit (``--warp-method affine``); zero where none fits."""
+    from lwst.estimators.parametric_fit import fit_parametric_warp
+
+    fields = []
+    for i in low:
+        affine = details.get("affine")
+        if affine is not None and torch.isfinite(affine[i]).all():
+            fields.append(affine[i : i + 1])
+        elif affine is not None:
+            fields.append(torch.zeros_like(affine[i : i + 1]))
+        else:
+            fields.append(fit_parametric_warp(content_v[i : i + 1], exemplar_v[i : i + 1],
+                                              features_vgg, "affine"))
+    return torch.cat(fields)
 
 
 def estimate_warp(
@@ -104,7 +181,8 @@ def save_estimate(estimate: WarpEstimate, uri: str, **storage_options: object) -
 
     Lets a batched estimation task hand its results to per-item tasks as file paths.
     """
-    figures = {k: v for k, v in dataclasses.asdict(estimate).items() if k != "flow"}
+    figures = {f.name: getattr(estimate, f.name) for f in dataclasses.fields(estimate)
+               if f.name not in ("flow", "raw_flow")}
     write_flo(estimate.flow, uri, **storage_options)
     storage.write_bytes_atomic(f"{uri}.json", json.dumps(figures).encode(), **storage_options)
 

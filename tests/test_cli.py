@@ -251,3 +251,34 @@ def test_warp_precision_is_recorded_and_both_precisions_find_a_known_warp(tmp_pa
         assert params["warp_precision"] == precision
         epe = end_point_error(read_flo(tmp_path / f"{precision}.flo"), truth, valid).item()
         assert epe < 0.15 * identity, (precision, epe, identity)
+
+
+def test_warp_safety_columns_filled_and_low_confidence_warned(tmp_path, capsys, monkeypatch):
+    """The learned warp through the CLI: fold-free field, confidence, what was applied, in the
+    metadata JSON; a low confidence prints one warning line and the fallback applies."""
+    import lwst.warping as warping
+    from lwst.correlation import analysis_view
+    from lwst.image_io import read_image, write_png
+    from lwst.warpnet.synthetic import make_pair
+
+    image = analysis_view(read_image(str(EXAMPLES / "astronaut.jpg")))
+    pair = make_pair(image, torch.Generator().manual_seed(3), "geometry")
+    write_png(pair.content, tmp_path / "content.png")
+    write_png(pair.exemplar, tmp_path / "exemplar.png")
+    args = ["warp", "--content", str(tmp_path / "content.png"), "--geometry",
+            str(tmp_path / "exemplar.png"), "--flow-out", str(tmp_path / "f.flo"),
+            "--size", "96", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.png"), "--metadata-out",
+                 str(tmp_path / "a.json")]) == 0
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["warp_applied"] == "learned" and 0.3 <= record["warp_confidence"] <= 1.0  # easy
+    assert record["warp_fold_frac"] <= 0.005 and 0.0 <= record["warp_stretch_frac"] <= 1.0
+    assert "warning" not in capsys.readouterr().err
+    monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.05)
+    assert main([*args, "--out", str(tmp_path / "b.png"), "--metadata-out",
+                 str(tmp_path / "b.json"), "--warp-fallback", "damp"]) == 0
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert record["warp_confidence"] == 0.05 and record["warp_applied"] in ("damp", "none")
+    assert json.loads(record["params"])["warp_fallback"] == "damp"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lwst warp: warning: low warp confidence 0.05")

@@ -78,8 +78,20 @@ def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: P
 
     failures = _artifact_data("stylize-failures")
     assert all(item_id in failures for item_id in reasons)
-    assert (out / "reports" / "contact_sheet-r1.png").stat().st_size > 0
+    full = rows_by_id["full"]  # warp safety figures (issue 11), filled end to end
+    assert 0.0 <= full["warp_confidence"] <= 1.0 and full["warp_fold_frac"] <= 0.005
+    assert full["warp_stretch_frac"] is not None
+    assert full["warp_applied"] in ("affine", "damp", "none")
+    assert rows_by_id["plain"]["warp_confidence"] is None  # no geometry: no warp figures
+    from PIL import Image
+
+    sheet = Image.open(out / "reports" / "contact_sheet-r1.png")  # 4 panels, 2 rows + header
+    assert sheet.width == 4 + 4 * (128 + 4) and sheet.height == 20 + 2 * (128 + 16 + 4)
     assert summary["contact_sheet"] in _artifact_data("stylize-contact-sheet")
+    from lwst.config import WarpConfig
+
+    low = full["warp_confidence"] < WarpConfig().min_confidence or full["warp_applied"] != "affine"
+    assert [r["id"] for r in summary["low_confidence"]] == (["full"] if low else [])
     assert float(_artifact_data("stylize-progress")) == 100.0
     assert '"size": 48' in rows_by_id["bad-empty"]["params"]  # failed rows keep their settings
 

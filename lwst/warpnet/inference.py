@@ -111,6 +111,7 @@ def predict_warp(
     checkpoint: str | Path | None = None,
     verify: bool = True,
     steps: tuple[int, int] | None = None,
+    diagnostics: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, str]:
     """Backward flow ``(B, 2, S, S)`` (pixels) bending ``content256`` into ``exemplar256``'s shapes.
 
@@ -118,7 +119,10 @@ def predict_warp(
     at; other sizes are resampled to it and the flow is rescaled back). Batched. ``verify``:
     also refine the matched-affine start and keep whichever aligns better
     (``WarpNet.estimate``); off, the network's own global estimate alone. ``steps``: relu4_1
-    and relu3_1 refinement steps (default ``TEST_ITERS``).
+    and relu3_1 refinement steps (default ``TEST_ITERS``). ``diagnostics``: a dict filled
+    with what the vote saw (``WarpNet.estimate``'s ``details``) plus ``affine`` ``(B, 2, S, S)``,
+    the matched-affine start as a flow (NaN where there is none), for the warp confidence and
+    the affine fallback (``lwst.warp_safety``).
     """
     device = vgg.mean.device
     model, warpnet_id = load_warpnet(checkpoint, device)
@@ -133,5 +137,7 @@ def predict_warp(
                   if verify else None)
         iters, fine_iters = TEST_ITERS if steps is None else steps
         flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume,
-                                 iters, fine_iters)
+                                 iters, fine_iters, details=diagnostics)
+    if diagnostics is not None and starts is not None:
+        diagnostics["affine"] = upsample_flow(starts[:, 0], size).to(content256.dtype)
     return upsample_flow(flow, size).to(content256.dtype), warpnet_id

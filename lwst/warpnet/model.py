@@ -306,6 +306,7 @@ class WarpNet(nn.Module):
         volume: Tensor | None = None,
         iters: int | None = None,
         fine_iters: int | None = None,
+        details: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Inference with hypothesise-and-verify: the final flow ``(B, 2, 64, 64)`` and which
         start won ``(B,)`` (0: the network's own global estimate).
@@ -318,6 +319,10 @@ class WarpNet(nn.Module):
         flow. ``volume``: ``all_pairs(exemplar, content)`` when the caller already has it.
         ``iters`` / ``fine_iters``: refinement steps at test time (default: as trained; the
         weights are shared across steps, so RAFT-style networks may run more than trained).
+        ``details``: a dict filled with what the vote saw, for the warp confidence
+        (``lwst.warp_confidence``): ``agreement (B, K)`` (-inf where a start was dropped),
+        ``identity_agreement (B,)`` (the same cosine unwarped), ``gap (B, K)`` (mean distance
+        in px at 256 of each start's relu4_1-stage flow from the network's own), ``present``.
         Why: the global match is the network's single point of failure (a wrong start
         the local windows cannot recover from), and a second, independent start costs one
         more pass through the small refinement loop, not another VGG pass.
@@ -350,7 +355,11 @@ class WarpNet(nn.Module):
         # Mean cosine of the warped content's relu4_1 with the exemplar's: the volume read at
         # the flow itself (radius 0), equal to warping the features, without copying them.
         agreement = lookup(volume, resize_flow(flow, size, size), 0, k).mean((1, 2, 3))
-        best = agreement.view(b, k).masked_fill(~keep, -math.inf).argmax(1)
+        scores = agreement.view(b, k).masked_fill(~keep, -math.inf)
+        best = scores.argmax(1)
+        if details is not None:
+            still = lookup(volume, flow.new_zeros(b, 2, size, size), 0).mean((1, 2, 3))
+            details.update(agreement=scores, identity_agreement=still, gap=gap, present=present)
         flow = flow.view(b, k, *flow.shape[1:])[torch.arange(b, device=flow.device), best]
         return flow, best
 

@@ -1,0 +1,125 @@
+"""How to make the warp fold-free, chosen by measurement (issue 11 item 1).
+
+Caches the network's own fields (shipped inference) on the 21 real pairs and on the 114 seed 2
+synthetic pairs of ``bench_warp.py``, then compares repairs of them: ``exp(u)`` (the field
+taken as a velocity), the affine-factored scaling and squaring with 0..N fixed-point log
+iterations (``svfK``; ``lwst.warp_safety.make_fold_free`` ships K = 0), and a
+Jacobian-constrained local correction (``corr``: smooth the 64x64 field where det < eps until
+no fold is left). Prints synthetic EPE per tier, fold shares, and the real-pair alignment gain
+(warp + inpaint, float32 relu4_1 cosine, as ``real_pairs.py``).
+
+    .venv/bin/python benchmarks/fold_free_variants.py --cache /tmp/lwst_fields
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lwst.correlation import analysis_view
+from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
+from lwst.image_io import read_image
+from lwst.inpaint import inpaint_holes
+from lwst.vgg import at_dtype, feature_dtype, load_vgg19
+from lwst.warp_safety import exp_field, field_safety, jacobian_determinant, make_fold_free
+from lwst.warpnet.inference import predict_warp
+from lwst.warpnet.split import held_out_files
+from lwst.warpnet.synthetic import TIERS, make_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def correct_folds(flow: torch.Tensor, grid: int = 64, eps: float = 0.1, iters: int = 200
+                  ) -> torch.Tensor:
+    """Local correction: 3x3 box-smooth the field where (dilated) det < eps, repeat."""
+    h, w = flow.shape[-2:]
+    small = resize_flow(flow.float(), grid, grid)
+    fixed = small
+    for _ in range(iters):
+        bad = (jacobian_determinant(fixed) < eps).float()
+        if not bad.any():
+            break
+        mask = F.max_pool2d(bad, 3, 1, 1) > 0
+        smooth = F.avg_pool2d(F.pad(fixed, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        fixed = torch.where(mask, smooth, fixed)
+    return flow + resize_flow(fixed - small, h, w)
+
+
+def cache(path: Path) -> tuple[list[dict], list[dict]]:
+    """Network fields of the real and synthetic pairs (computed once, then read back)."""
+    if (path / "real.pt").exists():
+        return torch.load(path / "real.pt"), torch.load(path / "syn.pt")
+    from real_pairs import find_pairs
+
+    path.mkdir(parents=True, exist_ok=True)
+    vgg = at_dtype(load_vgg19("auto"), feature_dtype("auto", "cpu"))
+    real = []
+    for name, c, e in find_pairs(DATA / "pairs"):
+        content, exemplar = analysis_view(read_image(str(c))), analysis_view(read_image(str(e)))
+        real.append(dict(name=name, content=content, exemplar=exemplar,
+                         flow=predict_warp(content, exemplar, vgg)[0]))
+    files = held_out_files(p for p in (DATA / "photos").iterdir()
+                           if p.suffix.lower() in (".jpg", ".png"))
+    syn = []
+    for ti, tier in enumerate(TIERS):
+        for i in range(38):
+            image = analysis_view(read_image(str(files[i % len(files)])))
+            pair = make_pair(image, torch.Generator().manual_seed(2000 + ti * 100 + i), tier)
+            with torch.inference_mode():
+                flow = predict_warp(pair.content, pair.exemplar, vgg)[0]
+            syn.append(dict(tier=tier, content=pair.content, exemplar=pair.exemplar,
+                            gt=pair.flow, valid=pair.valid, flow=flow))
+    torch.save(real, path / "real.pt")
+    torch.save(syn, path / "syn.pt")
+    return real, syn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/lwst_fields"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from real_pairs import alignment
+
+    real, syn = cache(args.cache)
+    vgg = load_vgg19("auto")
+    variants = {
+        "raw": lambda f: f, "exp(u)": exp_field,
+        **{f"svf{k}": partial(make_fold_free, iters=k) for k in (0, 1, 2, 6)},
+        "corr eps 0.1": correct_folds, "corr eps 0.3": lambda f: correct_folds(f, eps=0.3),
+    }
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    for name, repair in variants.items():
+        started = time.perf_counter()
+        epe: dict[str, list[float]] = {}
+        folds = []
+        for s in syn:
+            fixed = repair(s["flow"])
+            folds.append(field_safety(fixed)[0].fold_frac)
+            epe.setdefault(s["tier"], []).append(
+                float(end_point_error(fixed, s["gt"], s["valid"])[0]))
+        ms = 1000 * (time.perf_counter() - started) / len(syn)
+        real_folds, gains = [], []
+        for r in real:
+            fixed = repair(r["flow"])
+            real_folds.append(field_safety(fixed)[0].fold_frac)
+            warped = inpaint_holes(warp_image(r["content"], fixed), hole_mask(fixed)).image
+            gains.append(alignment(vgg, warped, r["exemplar"])
+                         - alignment(vgg, r["content"], r["exemplar"]))
+        every = [x for v in epe.values() for x in v]
+        print(f"{name:13s} EPE " + " ".join(f"{t} {mean(v):.3f}" for t, v in epe.items())
+              + f" all {mean(every):.3f} | synthetic folds max {max(folds):.4f}, pairs > 0.005 "
+              f"{sum(x > 0.005 for x in folds)} | real folds max {max(real_folds):.4f}, pairs > "
+              f"0.005 {sum(x > 0.005 for x in real_folds)}, gain mean {mean(gains):+.4f} min "
+              f"{min(gains):+.4f} | {ms:.0f} ms/pair", flush=True)
+
+
+if __name__ == "__main__":
+    main()

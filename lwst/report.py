@@ -1,0 +1,117 @@
+"""What a person reads after a run: a captioned contact sheet and the low-confidence items.
+
+Output thumbnails alone cannot tell a good warp from a torn one; a row of content | geometry
+exemplar | warped content | output, with the item's id, warp confidence and what was applied
+under it, can. Lives in the library (no Prefect) so the flow only wires it into artifacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from lwst import storage
+from lwst.image_io import read_image
+
+PANELS = ("content", "geometry", "warped", "output")
+CAPTION_PX = 16
+PAD = 4
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One item's images (URIs; None where the item has none) and the line under them."""
+
+    content: str | None
+    geometry: str | None
+    warped: str | None
+    output: str | None
+    caption: str
+
+
+def caption(record: dict[str, Any]) -> str:
+    """``id  conf 0.42  affine  folds 0.000`` from a metadata record (warp figures if any)."""
+    parts = [str(record.get("id"))]
+    if record.get("warp_confidence") is not None:
+        parts.append(f"conf {record['warp_confidence']:.2f}")
+    if record.get("warp_applied"):
+        parts.append(str(record["warp_applied"]))
+    if record.get("warp_fold_frac") is not None:
+        parts.append(f"folds {record['warp_fold_frac']:.3f}")
+    if record.get("status") == "skipped":
+        parts.append("(done earlier)")
+    return "  ".join(parts)
+
+
+def _thumb(uri: str | None, side: int, opts: dict) -> Image.Image:
+    """The image fitted into ``side`` x ``side`` on white; light grey where there is none."""
+    canvas = Image.new("RGB", (side, side), (255, 255, 255) if uri else (225, 225, 225))
+    if not uri:
+        return canvas
+    try:
+        image = read_image(uri, side, **opts)[0]
+    except (OSError, ValueError):
+        return Image.new("RGB", (side, side), (225, 225, 225))
+    arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    tile = Image.fromarray(arr)
+    canvas.paste(tile, ((side - tile.width) // 2, (side - tile.height) // 2))
+    return canvas
+
+
+def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | None = None,
+               thumb: int = 128) -> None:
+    """Write the captioned sheet as one PNG: a header, then one row per item."""
+    opts = storage_options or {}
+    font = ImageFont.load_default()
+    width = PAD + len(PANELS) * (thumb + PAD)
+    row_h = thumb + CAPTION_PX + PAD
+    sheet = Image.new("RGB", (width, CAPTION_PX + PAD + len(rows) * row_h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, name in enumerate(PANELS):
+        draw.text((PAD + k * (thumb + PAD), 2), name, fill=(0, 0, 0), font=font)
+    top = CAPTION_PX + PAD
+    for row in rows:
+        for k, uri in enumerate((row.content, row.geometry, row.warped, row.output)):
+            sheet.paste(_thumb(uri, thumb, opts), (PAD + k * (thumb + PAD), top))
+        draw.text((PAD, top + thumb + 2), row.caption, fill=(0, 0, 0), font=font)
+        top += row_h
+    buffer = _png_bytes(sheet)
+    storage.write_bytes_atomic(sheet_uri, buffer, **opts)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def low_confidence(records: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Rows for the ``warp-low-confidence`` artifact: every item whose confidence is under
+    ``threshold`` or whose field was replaced by the fallback, with its figures."""
+    rows = []
+    for r in sorted(records, key=lambda r: str(r["id"])):
+        confidence, applied = r.get("warp_confidence"), r.get("warp_applied")
+        method = _method(r)
+        fell_back = applied is not None and method is not None and applied != method
+        if confidence is None or not (confidence < threshold or fell_back):
+            continue
+        rows.append({"id": r["id"], "warp_confidence": round(confidence, 3),
+                     "warp_applied": applied, "warp_fold_frac": r.get("warp_fold_frac"),
+                     "warp_stretch_frac": r.get("warp_stretch_frac"),
+                     "warp_mean_px": r.get("warp_mean_px"), "content": r.get("content"),
+                     "geometry": r.get("geometry")})
+    return rows
+
+
+def _method(record: dict[str, Any]) -> str | None:
+    import json
+
+    try:
+        return json.loads(record.get("params") or "{}").get("warp_method")
+    except ValueError:
+        return None

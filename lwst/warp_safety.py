@@ -1,0 +1,131 @@
+"""Fold-free warp fields and their safety figures (method.md, "Warp safety").
+
+The warped image samples the content at ``m(x) = x + u(x)``. Where ``det(I + grad u) <= 0`` the
+map folds over (content mirrored or smeared into streaks); a local area change beyond
+``STRETCH`` either way is a stretch. A field is fold-free by construction when it is the
+exponential of a smooth stationary velocity field, computed by scaling and squaring.
+
+The warp network was trained to output displacements, not velocities, and ``exp(u) != u``
+(for an affine ``u = A x`` it is ``(e^A - I) x``), so ``make_fold_free`` first fits the
+velocity whose exponential best reproduces the estimate (a fixed-point "logarithm", as
+displacement-to-velocity conversions in registration toolkits do), then exponentiates it:
+where the estimate is a diffeomorphism already it is kept almost exactly; where it folds, the
+result is the nearest field that does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lwst.flow import base_grid, sampling_grid
+
+STRETCH = 4.0  # a local area change beyond this factor either way counts as a stretch
+SQUARINGS = 7  # scaling and squaring steps: the velocity is divided by 2^7 = 128
+LOG_ITERS = 0  # fixed-point log iterations: 0 measured best (more diverge where a field folds)
+
+
+def jacobian_determinant(flow: Tensor) -> Tensor:
+    """``det(I + grad u)`` ``(B, 1, H, W)`` of a backward flow ``(B, 2, H, W)`` in pixels,
+    by central differences (one-sided at the borders)."""
+    flow = flow.float()
+    du_dy, du_dx = torch.gradient(flow[:, 0], dim=(1, 2))
+    dv_dy, dv_dx = torch.gradient(flow[:, 1], dim=(1, 2))
+    return ((1 + du_dx) * (1 + dv_dy) - du_dy * dv_dx).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class FieldSafety:
+    """Share of pixels that fold (det <= 0) and that stretch (0 < det outside [1/4, 4])."""
+
+    fold_frac: float
+    stretch_frac: float
+
+
+def field_safety(flow: Tensor) -> list[FieldSafety]:
+    """Fold and stretch shares per item of ``flow (B, 2, H, W)``."""
+    det = jacobian_determinant(flow).flatten(1)
+    folds = (det <= 0).float().mean(1)
+    stretch = ((det > 0) & ((det > STRETCH) | (det < 1 / STRETCH))).float().mean(1)
+    return [FieldSafety(float(f), float(s)) for f, s in zip(folds, stretch, strict=True)]
+
+
+def compose(a: Tensor, b: Tensor) -> Tensor:
+    """Backward fields: ``(a o b)(x) = b(x) + a(x + b(x))``, ``a`` sampled bilinearly (border
+    values continue outside the image, so a field that points outwards keeps pointing there)."""
+    sampled = F.grid_sample(a, sampling_grid(b), mode="bilinear", padding_mode="border",
+                            align_corners=True)
+    return b + sampled
+
+
+def exp_field(velocity: Tensor, squarings: int = SQUARINGS) -> Tensor:
+    """``exp(v)`` by scaling and squaring: ``v / 2^N`` composed with itself N times."""
+    field = velocity / 2**squarings
+    for _ in range(squarings):
+        field = compose(field, field)
+    return field
+
+
+def log_field(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARINGS) -> Tensor:
+    """A velocity ``v`` with ``exp(v) ~ flow``: ``v <- v + (flow - exp(v))`` from ``v = flow``.
+
+    Converges where ``flow`` is a diffeomorphism of moderate distortion; where it folds no
+    velocity reproduces it and the iteration only moves ``v`` towards the closest one it can.
+    """
+    velocity = flow
+    for _ in range(iters):
+        velocity = velocity + (flow - exp_field(velocity, squarings))
+    return velocity
+
+
+def affine_fit(flow: Tensor, iters: int = 5, scale: float = 4.0, grid: int = 64) -> Tensor:
+    """Robust (Cauchy-reweighted) least-squares affine of a flow ``(B, 2, H, W)``: the map
+    ``x -> [x, y, 1] @ coef``, ``coef (B, 3, 2)``, fitted on a ``grid`` x ``grid`` subsample.
+    An affine whose determinant is not clearly positive is replaced by the identity."""
+    b, _, h, w = flow.shape
+    small = F.interpolate(flow.float(), size=(grid, grid), mode="bilinear", align_corners=True)
+    src = base_grid(grid, grid, flow.device, torch.float32)
+    src = src * torch.tensor([(w - 1) / (grid - 1), (h - 1) / (grid - 1)]).view(1, 2, 1, 1)
+    src = src.flatten(2).transpose(1, 2).expand(b, -1, -1)
+    tgt = src + small.flatten(2).transpose(1, 2)
+    design = torch.cat([src, torch.ones_like(src[..., :1])], -1)
+    weights = torch.ones_like(design[..., 0])
+    ridge = 1e-6 * torch.eye(3)
+    for _ in range(iters):
+        wx = weights.unsqueeze(-1) * design
+        coef = torch.linalg.solve(design.transpose(1, 2) @ wx + ridge, wx.transpose(1, 2) @ tgt)
+        residual = (design @ coef - tgt).norm(dim=-1)
+        weights = 1 / (1 + (residual / scale) ** 2)
+    identity = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]).expand(b, 3, 2)
+    ok = torch.linalg.det(coef[:, :2, :2]) > 0.05
+    return torch.where(ok.view(b, 1, 1), coef, identity)
+
+
+def _apply_affine(coef: Tensor, points: Tensor) -> Tensor:
+    """``points (B, 2, H, W)`` (pixel coordinates) mapped by ``coef (B, 3, 2)``."""
+    return torch.einsum("bchw,bcd->bdhw", points, coef[:, :2]) + coef[:, 2].view(-1, 2, 1, 1)
+
+
+def _invert_affine(coef: Tensor) -> Tensor:
+    linear = torch.linalg.inv(coef[:, :2])
+    return torch.cat([linear, -(coef[:, 2:] @ linear)], 1)
+
+
+def make_fold_free(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARINGS) -> Tensor:
+    """The diffeomorphic field nearest ``flow (B, 2, H, W)`` (pixels).
+
+    The estimate's robust affine part ``A`` (fold-free when its determinant is positive, and
+    exact outside the image) is factored out: ``x + u(x) = A(x + r(x))``; the residual ``r``
+    is small where the estimate is good, so its logarithm converges and scaling and squaring
+    reproduces it closely; the result is ``A(x + exp(log r)(x)) - x``.
+    """
+    work = flow.float()
+    _, _, h, w = work.shape
+    grid = base_grid(h, w, work.device, work.dtype)
+    coef = affine_fit(work)
+    residual = _apply_affine(_invert_affine(coef), grid + work) - grid
+    smooth = exp_field(log_field(residual, iters, squarings), squarings)
+    return (_apply_affine(coef, grid + smooth) - grid).to(flow.dtype)

@@ -1,0 +1,39 @@
+"""The run report (issue 11): captioned contact-sheet rows and the low-confidence list."""
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from lwst.report import SheetRow, caption, item_sheet, low_confidence
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _record(item_id, confidence, applied, method="learned"):
+    return {"id": item_id, "status": "ok", "warp_confidence": confidence, "warp_applied": applied,
+            "warp_fold_frac": 0.0, "warp_stretch_frac": 0.01, "warp_mean_px": 3.0,
+            "content": "c.png", "geometry": "g.png", "params": json.dumps({"warp_method": method})}
+
+
+def test_low_confidence_lists_low_and_fallback_items_only():
+    records = [_record("good", 0.8, "learned"), _record("low", 0.1, "learned"),
+               _record("fell", 0.2, "damp"), _record("nowarp", None, None),
+               _record("tps-ok", 0.9, "tps", method="tps")]
+    rows = low_confidence(records, 0.3)
+    assert [r["id"] for r in rows] == ["fell", "low"]
+    assert rows[0]["warp_applied"] == "damp" and rows[1]["warp_confidence"] == 0.1
+
+
+def test_sheet_has_one_captioned_row_per_item_with_four_panels(tmp_path):
+    record = _record("astro", 0.42, "damp")
+    assert caption(record) == "astro  conf 0.42  damp  folds 0.000"
+    rows = [SheetRow(str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "face.jpg"),
+                     str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "face.jpg"), caption(record)),
+            SheetRow(str(EXAMPLES / "face.jpg"), None, None, str(EXAMPLES / "face.jpg"), "plain")]
+    item_sheet(rows, str(tmp_path / "sheet.png"), thumb=64)
+    sheet = Image.open(tmp_path / "sheet.png").convert("RGB")
+    assert sheet.size == (4 + 4 * (64 + 4), 20 + 2 * (64 + 16 + 4))
+    # The second row has no geometry and no warped image: light grey placeholders there.
+    assert sheet.getpixel((4 + 1 * 68 + 32, 20 + 84 + 32)) == (225, 225, 225)
+    assert sheet.getpixel((4 + 32, 20 + 32)) != (225, 225, 225)

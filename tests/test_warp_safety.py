@@ -1,0 +1,133 @@
+"""Fold-free fields, fold/stretch shares, warp confidence and the fallback policy (issue 11)."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lwst.config import WarpConfig
+from lwst.flow import base_grid
+from lwst.warp_guard import warp_confidence
+from lwst.warp_safety import (
+    exp_field,
+    field_safety,
+    jacobian_determinant,
+    make_fold_free,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def folding_field(size: int = 64, amplitude: float = 12.0) -> torch.Tensor:
+    """A smooth sine field whose sampling map folds over: du/dx reaches -2*pi*A/P < -1."""
+    grid = base_grid(size, size)
+    u = amplitude * torch.sin(2 * math.pi * grid[:, 0] / 32)
+    v = 0.5 * amplitude * torch.cos(2 * math.pi * grid[:, 1] / 32)
+    return torch.stack([u, v], 1)
+
+
+def test_fold_fraction_of_a_known_folding_field():
+    """u = -2 min(x, W/2): det = -1 on the left half (and 0 on the seam), 1 on the right."""
+    size = 64
+    grid = base_grid(size, size)
+    flow = torch.stack([-2 * grid[:, 0].clamp(max=size / 2), torch.zeros_like(grid[:, 0])], 1)
+    det = jacobian_determinant(flow)
+    assert torch.allclose(det[..., : size // 2], torch.tensor(-1.0))
+    assert torch.allclose(det[..., size // 2 + 1 :], torch.tensor(1.0))
+    safety = field_safety(flow)[0]
+    assert safety.fold_frac == pytest.approx((size // 2 + 1) / size)
+    assert safety.stretch_frac == 0.0
+    # A uniform 5x area growth is a stretch, not a fold.
+    stretched = field_safety(torch.stack([1.5 * grid[:, 0], 1.0 * grid[:, 1]], 1))[0]
+    assert stretched.fold_frac == 0.0 and stretched.stretch_frac == 1.0
+
+
+def test_scaling_and_squaring_of_a_folding_field_has_a_positive_jacobian_everywhere():
+    velocity = folding_field()
+    assert field_safety(velocity)[0].fold_frac > 0.2  # the field itself folds a lot
+    assert float(jacobian_determinant(exp_field(velocity)).min()) > 0
+
+
+def test_make_fold_free_removes_folds_and_keeps_an_affine_exactly():
+    fixed = make_fold_free(folding_field())
+    assert field_safety(fixed)[0].fold_frac == 0.0
+    size = 64
+    grid = base_grid(size, size)
+    centred = grid - (size - 1) / 2
+    theta = 0.2
+    affine = torch.stack([
+        (math.cos(theta) * 1.2 - 1) * centred[:, 0] - math.sin(theta) * centred[:, 1] + 7.0,
+        math.sin(theta) * centred[:, 0] + (math.cos(theta) * 0.9 - 1) * centred[:, 1] - 5.0,
+    ], 1)
+    assert torch.allclose(make_fold_free(affine), affine, atol=1e-3)
+
+
+def test_confidence_is_in_unit_range_and_ranks_the_obvious_cases():
+    good = warp_confidence(gain=0.1, raw_fold_frac=0.01)
+    torn = warp_confidence(gain=0.1, raw_fold_frac=0.2)
+    useless = warp_confidence(gain=-0.02, raw_fold_frac=0.0)
+    ambiguous = warp_confidence(gain=0.1, raw_fold_frac=0.01, ambiguous=1.0)
+    assert 0.0 <= useless < torn < good <= 1.0 and ambiguous < good
+    assert warp_confidence(float("nan"), 0.0) == 0.0
+
+
+@pytest.fixture(scope="module")
+def synthetic_pair():
+    from lwst.correlation import analysis_view
+    from lwst.image_io import read_image
+    from lwst.warpnet.synthetic import make_pair
+
+    image = analysis_view(read_image(str(EXAMPLES / "astronaut.jpg")), 128)
+    return make_pair(image, torch.Generator().manual_seed(3), "geometry")
+
+
+def test_fallback_applies_below_the_threshold_and_only_there(synthetic_pair, monkeypatch):
+    """With the confidence forced low, ``damp`` applies the fold-free half field (or no warp
+    when that does not align better); with the threshold at 0 the method's own field stays."""
+    import lwst.warping as warping
+    from lwst.vgg import load_vgg19
+
+    vgg = load_vgg19("auto")
+    pair = synthetic_pair
+    kept = warping.estimate_warp(pair.content, pair.exemplar,
+                                 WarpConfig(method="tps", min_confidence=0.0), vgg)
+    assert kept.applied == "tps" and 0.0 <= kept.confidence <= 1.0
+    assert field_safety(kept.flow)[0].fold_frac == 0.0
+    monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.05)
+    damped = warping.estimate_warp(pair.content, pair.exemplar,
+                                   WarpConfig(method="tps", fallback="damp", min_confidence=0.1),
+                                   vgg)
+    assert damped.applied == "damp" and damped.confidence == 0.05
+    assert torch.allclose(damped.flow, make_fold_free(0.5 * kept.flow), atol=1e-3)
+    assert damped.cos_after > damped.cos_before
+    off = warping.estimate_warp(pair.content, pair.exemplar,
+                                WarpConfig(method="tps", fallback="none", min_confidence=0.1),
+                                vgg)
+    assert off.applied == "tps" and torch.allclose(off.flow, kept.flow)
+
+
+def test_a_fallback_that_does_not_align_becomes_no_warp(synthetic_pair, monkeypatch):
+    import lwst.warping as warping
+    from lwst.vgg import load_vgg19
+    from lwst.warp_guard import AlignmentFigures
+
+    real = warping.alignment_figures
+    calls = []
+
+    def worse_fallback(vgg, content, exemplar, flow):
+        calls.append(1)
+        figures = real(vgg, content, exemplar, flow)
+        if len(calls) == 1:
+            return figures
+        return [AlignmentFigures(f.loss_before, f.loss_after, f.cos_before, f.cos_before - 0.1)
+                for f in figures]
+
+    monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.0)
+    monkeypatch.setattr(warping, "alignment_figures", worse_fallback)
+    pair = synthetic_pair
+    estimate = warping.estimate_warp(pair.content, pair.exemplar,
+                                     WarpConfig(method="tps", fallback="affine"),
+                                     load_vgg19("auto"))
+    assert estimate.applied == "none" and float(estimate.flow.abs().max()) == 0.0
+    assert estimate.loss_after == estimate.loss_before
