@@ -270,8 +270,9 @@ def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: di
             [item.as_dict() for item in pending], out, run_id, overrides, opts,
             torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
             warp_batch_size, render_batch_size)
-        dataset.remove_run_scratch(out, run_id, opts)
     try:
+        if pending:
+            dataset.remove_run_scratch(out, run_id, opts)
         metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
     except Exception as exc:
         down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None

@@ -67,7 +67,11 @@ def stylize_batch(
             if record is None:
                 stop_if_storage_down(error, out, opts)
                 record = dataset.failed_record(entry, run_id, failure_reason(error), params)
-            dataset.write_journal(out, record, opts)
-            records.append({**record, "worker": worker_name(),
-                            "warp_batched": bool(entry.geometry)})
+            try:
+                dataset.write_journal(out, record, opts)
+            except Exception as exc:
+                stop_if_storage_down(exc, out, opts)
+                raise
+            batched = record["status"] == "ok" and bool(record["flow"])
+            records.append({**record, "worker": worker_name(), "warp_batched": batched})
     return records

@@ -204,7 +204,8 @@ def test_learned_warps_are_estimated_in_batches(image_folder: Path, tmp_path: Pa
                  "geometry": str(tmp_path / "missing.png")})
     manifest = write_manifest_csv(tmp_path / "m.csv", rows)
     out = tmp_path / "out"
-    overrides = {**FAST, "warp_method": "learned", "warpnet_checkpoint": str(checkpoint)}
+    overrides = {**FAST, "warp_method": "learned", "warpnet_checkpoint": str(checkpoint),
+                 "renderer": "gatys"}  # the estimate-warps path; feed-forward items batch apart
     summary = _flow()(str(manifest), str(out), overrides=overrides, run_id="batched",
                       warp_batch_size=2)
 
@@ -245,4 +246,5 @@ def test_renderer_column_batches_feed_forward_items_and_fills_the_metadata(image
     assert "empty file" in table["a-bad"]["error"]
     assert all(table[i]["style_loss"] > 0 for i in ("g", "w", "a1", "a2"))
     assert (out / "flow_vis" / "a2.png").exists() and (out / "flow" / "a2.flo").exists()
+    assert summary["warp_batched"] == ["a2", "w"]  # warped and rendered in their chunks
     assert not (out / "images" / "a-bad.png").exists()
