@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The shipped decoders' recipe (docs/decoder_card.md), exactly as it ran: `lwst train-decoder`
-# runs of one CPU thread each, several at once, every run time-boxed (--max-seconds: the
+# The shipped decoders' recipe (docs/decoder_card.md): the `lwst train-decoder` commands behind
+# the shipped files, one CPU thread each, several at once, every run time-boxed (--max-seconds: the
 # cosine schedule ends with the box; the loss log records the steps reached). A second command
 # on the same --out resumes from its .state with a larger box (a warm restart of the schedule).
 # The AdaIN decoder starts from the first WCT relu4_1 decoder (same architecture), so it only
