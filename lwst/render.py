@@ -78,6 +78,20 @@ def yiq_to_rgb(image: Tensor) -> Tensor:
     return torch.einsum("ij,bjhw->bihw", _YIQ_TO_RGB.to(image), image)
 
 
+def luminance_inputs(contents: Tensor, exemplars: list[Tensor]) -> tuple[Tensor, list[Tensor],
+                                                                          Tensor]:
+    """Colour preservation's inputs: the contents' luminance ``(B, 1, H, W)``, each exemplar's
+    luminance matched to its content's mean and std, and the contents' chroma (YIQ's I, Q)."""
+    yiq = rgb_to_yiq(contents)
+    luma, chroma = yiq[:, :1], yiq[:, 1:]
+    matched = []
+    for i, exemplar in enumerate(exemplars):
+        ex_y = rgb_to_yiq(exemplar)[:, :1]
+        ex_y = (ex_y - ex_y.mean()) / ex_y.std().clamp_min(1e-6)
+        matched.append((ex_y * luma[i].std() + luma[i].mean()).clamp(0.0, 1.0))
+    return luma.clamp(0.0, 1.0), matched, chroma
+
+
 def pyramid_levels(height: int, width: int, levels: int) -> int:
     """How many of the requested ``levels`` fit (each level halves; sides >= 16 and 32)."""
     fitted = 1
@@ -180,14 +194,7 @@ def render_texture(
     luminance_only = bool(config.preserve_color)
     chroma = None
     if luminance_only:
-        yiq = rgb_to_yiq(content)
-        chroma = yiq[:, 1:]
-        content_y = yiq[:, :1]
-        ex_y = rgb_to_yiq(exemplar)[:, :1]
-        ex_y = (ex_y - ex_y.mean()) / ex_y.std().clamp_min(1e-6)
-        ex_y = ex_y * content_y.std() + content_y.mean()
-        content_src = content_y.clamp(0.0, 1.0)
-        exemplar_src = ex_y.clamp(0.0, 1.0)
+        content_src, (exemplar_src,), chroma = luminance_inputs(content, [exemplar])
     else:
         content_src, exemplar_src = content, exemplar
 

@@ -38,7 +38,14 @@ from lwst.config import RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
-from lwst.render import RenderResult, _Objective, render_texture, rgb_to_yiq, yiq_to_rgb
+from lwst.render import (
+    RenderResult,
+    _Objective,
+    luminance_inputs,
+    render_texture,
+    rgb_to_yiq,
+    yiq_to_rgb,
+)
 from lwst.vgg import VGG19Features
 
 RENDERERS = ("gatys", "wct", "adain")
@@ -90,20 +97,6 @@ def measure_losses(vgg: VGG19Features, image: Tensor, content: Tensor, exemplar:
         objective = _Objective(vgg, content, exemplar, config)
         c, s, total = objective(image)
     return float(c), float(s), float(total)
-
-
-def _luminance_inputs(content: Tensor, exemplars: list[Tensor]) -> tuple[Tensor, list[Tensor],
-                                                                           Tensor]:
-    """Content luminance (3 channels), exemplar luminances matched to each content's mean and
-    std, and the contents' chroma to recombine with."""
-    yiq = rgb_to_yiq(content)
-    y, chroma = yiq[:, :1], yiq[:, 1:]
-    matched = []
-    for i, ex in enumerate(exemplars):
-        ey = rgb_to_yiq(ex)[:, :1]
-        ey = (ey - ey.mean()) / ey.std().clamp_min(1e-6) * y[i].std() + y[i].mean()
-        matched.append(ey.clamp(0, 1).expand(-1, 3, -1, -1))
-    return y.clamp(0, 1).expand(-1, 3, -1, -1), matched, chroma
 
 
 def _pad(images: Tensor) -> tuple[Tensor, int, int]:
@@ -170,9 +163,10 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
         if progress:
             progress("render", 0, 1)
         if config.preserve_color:
-            luma, luma_styles, chroma = _luminance_inputs(contents, styled)
-            out = _feed_forward(luma, luma_styles, renderer, config.style_strength, vgg,
-                                config.decoder_dir)
+            luma, luma_styles, chroma = luminance_inputs(contents, styled)
+            out = _feed_forward(luma.expand(-1, 3, -1, -1),
+                                [y.expand(-1, 3, -1, -1) for y in luma_styles], renderer,
+                                config.style_strength, vgg, config.decoder_dir)
             out_y = rgb_to_yiq(out)[:, :1]
             out = yiq_to_rgb(torch.cat([out_y, chroma], dim=1)).clamp(0, 1)
         else:

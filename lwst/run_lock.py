@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwst import storage
+from lwst.guardian import pid_alive
 
 LOCK_NAME = "_lwst.lock"
 
@@ -59,21 +60,11 @@ def read_holder(uri: str, storage_options: dict[str, Any]) -> dict[str, Any] | N
     return holder if isinstance(holder, dict) else {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_stale(holder: dict[str, Any]) -> bool:
     """Held by a process of this host that no longer exists."""
     pid = holder.get("pid")
     return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
-            and pid != os.getpid() and not _alive(pid))
+            and pid != os.getpid() and not pid_alive(pid))
 
 
 def describe(holder: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from lwst import dataset, s3, storage
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem
-from tasks.stylize_item import failure_reason, stop_if_storage_down, worker_name
+from tasks.stylize_item import failure_reason, stop_if_storage_down, worker_name, write_journal
 
 
 @task(
@@ -67,11 +67,7 @@ def stylize_batch(
             if record is None:
                 stop_if_storage_down(error, out, opts)
                 record = dataset.failed_record(entry, run_id, failure_reason(error), params)
-            try:
-                dataset.write_journal(out, record, opts)
-            except Exception as exc:
-                stop_if_storage_down(exc, out, opts)
-                raise
+            write_journal(out, record, opts)
             batched = record["status"] == "ok" and bool(record["flow"])
             records.append({**record, "worker": worker_name(), "warp_batched": batched})
     return records

@@ -113,12 +113,17 @@ def _stylize_item(entry: ManifestItem, out: str, run_id: str, overrides: dict[st
         if is_transient(exc):
             raise
         record = dataset.failed_record(entry, run_id, failure_reason(exc), params)
+    write_journal(out, record, opts)
+    return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}
+
+
+def write_journal(out: str, record: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Journal an item's row; a failure while the store is down stops the run in one line."""
     try:
         dataset.write_journal(out, record, opts)
     except Exception as exc:
         stop_if_storage_down(exc, out, opts)
         raise
-    return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}
 
 
 def stop_if_storage_down(exc: BaseException, out: str, opts: dict[str, Any]) -> None:
