@@ -1,19 +1,27 @@
 """Manifest in, stylised dataset out: the pipeline as its users run it.
 
-    manifest -> validate (all rows, before any work) -> skip finished items
-             -> stylize_item per item (fanned out: threads or Dask; GPU work bounded by the
-                `gpu` tag's concurrency limit) -> journal row per item
-             -> metadata/run-<run_id>.parquet -> progress, failures table, contact sheet
+    manifest -> read and validate once (all rows, before any work)
+             -> resolve every row once into a typed `lwst.item.Item` (its whole configuration,
+                its output paths, its stages) -> skip finished items (one listing per folder)
+             -> work units, submitted a window at a time on the task runner (threads or Dask;
+                GPU work bounded by the `gpu` tag's concurrency limit):
+                  feed-forward chunks      stylize_batch (warp + render + write, per chunk)
+                  gatys with learned warps estimate_warp_batch -> stylize_item per item, each
+                                           starting as soon as its own batch is done
+                  the rest                 stylize_item
+             -> records, as each unit finishes -> progress -> metadata/run-<run_id>.parquet
+             -> failures table, low-confidence table, contact sheet
 
-Everything below the flow lives in `lwst` (library) and `tasks` (per-item wrapper).
+Everything below the flow lives in `lwst` (library) and `tasks` (thin task wrappers).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-from collections.abc import Callable
+import queue
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -24,14 +32,17 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner
 
 from flows.runners import RunnerName, make_task_runner
-from lwst import dataset, report, run_lock, s3, storage
-from lwst.config import StylizeConfig, to_params, with_overrides
-from lwst.manifest import ManifestItem, id_problem, read_manifest
-from lwst.renderers import FEED_FORWARD
+from lwst import dataset, progress, report, run_lock, s3, storage
+from lwst.config import StylizeConfig, with_overrides
+from lwst.failures import failure_kind, failure_reason
+from lwst.item import Item, RefusedItem, resolve_items
+from lwst.manifest import id_problem, read_manifest
+from lwst.run_records import RunRecords
 from lwst.warping import BATCHED_METHODS
 from tasks.estimate_warps import estimate_warp_batch
 from tasks.stylize_batch import stylize_batch
@@ -41,10 +52,8 @@ from tasks.stylize_item import stylize_item
 # judged on throughput, and AdaIN is ~100x faster than gatys per item at a style ratio the
 # benchmarks measure (docs/benchmarks.md); `stylize` keeps gatys, the quality mode.
 PIPELINE_RENDERER = "adain"
-
-# Called in the flow's process as each item finishes: (done, total, record). The CLI's progress
-# bar subscribes here; flows never take callables as parameters (they must be JSON for the API).
-PROGRESS_LISTENERS: list[Callable[[int, int, dict[str, Any]], None]] = []
+PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
+WINDOW_PER_WORKER = 4  # futures in flight per worker: enough to keep it fed, bounded memory
 
 
 def _storage_options(endpoint_url: str | None, key: str | None, secret: str | None,
@@ -58,125 +67,127 @@ def _new_run_id() -> str:
     return f"{stamp}-{(flow_run.id or 'local')[:8]}"
 
 
-def warp_batches(items: list[dict[str, Any]], overrides: dict[str, Any], size: int,
-                 ) -> list[list[dict[str, Any]]]:
-    """Chunks of at most ``size`` items whose warps one network pass can estimate together.
+def _chunks(groups: Iterable[list[Item]], size: int) -> Iterator[list[Item]]:
+    for group in groups:
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
 
-    Only the learned network batches; items are grouped by every setting that changes its
-    input or weights (output size, checkpoint, VGG weights, device).
+
+def work_units(items: list[Item], warp_batch_size: int, render_batch_size: int,
+               ) -> Iterator[tuple[str, list[Item]]]:
+    """``(kind, items)`` in submission order: ``chunk`` (feed-forward items sharing one
+    configuration, at most ``render_batch_size``), ``warp-batch`` (gatys items whose learned
+    warps one network pass estimates, at most ``warp_batch_size``; each item follows as its
+    own task) and ``item``. Groups are by `Item.batch_key`: every setting that changes a result.
     """
-    if size < 2:
-        return []
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    feed_forward: dict[str, list[Item]] = {}
+    warp_groups: dict[str, list[Item]] = {}
+    singles: list[Item] = []
     for item in items:
-        entry = ManifestItem.from_dict(item)
+        if render_batch_size >= 2 and item.feed_forward:
+            feed_forward.setdefault(item.batch_key(), []).append(item)
+        elif warp_batch_size >= 2 and item.warps and item.config.warp.method in BATCHED_METHODS:
+            warp_groups.setdefault(item.batch_key(), []).append(item)
+        else:
+            singles.append(item)
+    for chunk in _chunks(feed_forward.values(), render_batch_size):
+        yield "chunk", chunk
+    for chunk in _chunks(warp_groups.values(), warp_batch_size):
+        if len(chunk) == 1:
+            yield "item", chunk
+        else:
+            yield "warp-batch", chunk
+    for item in singles:
+        yield "item", [item]
+
+
+class _Submitter:
+    """Keeps at most ``window`` item futures in flight and hands back each as it finishes."""
+
+    def __init__(self, runner: TaskRunner, out: str, run_id: str, opts: dict[str, Any],
+                 torch_threads: int | None, window: int):
+        self.runner, self.out, self.run_id, self.opts = runner, out, run_id, opts
+        self.torch_threads, self.window = torch_threads, window
+        self.finished: queue.Queue[tuple[PrefectFuture, list[Item]]] = queue.Queue()
+        self.in_flight = 0
+
+    def _watch(self, future: PrefectFuture, items: list[Item]) -> None:
+        self.in_flight += 1
+        future.add_done_callback(lambda f: self.finished.put((f, items)))
+
+    def _submit(self, kind: str, items: list[Item]) -> None:
+        common = {"out": self.out, "run_id": self.run_id, "storage_options": self.opts}
+        if kind == "chunk":
+            self._watch(self.runner.submit(stylize_batch, {
+                "items": items, **common, "torch_threads": self.torch_threads,
+                "extra": len(items) - 1}), items)
+            return
+        estimates = None
+        if kind == "warp-batch":
+            estimates = self.runner.submit(estimate_warp_batch, {
+                "items": items, **common, "extra": len(items) - 1})
+        for item in items:
+            self._watch(self.runner.submit(stylize_item, {
+                "item": item, **common, "torch_threads": self.torch_threads,
+                "warp_estimates": estimates}), [item])
+
+    def run(self, units: Iterator[tuple[str, list[Item]]],
+            ) -> Iterator[tuple[PrefectFuture, list[Item]]]:
+        for kind, items in units:
+            self._submit(kind, items)
+            while self.in_flight >= self.window:
+                self.in_flight -= 1
+                yield self.finished.get()
+        while self.in_flight:
+            self.in_flight -= 1
+            yield self.finished.get()
+
+
+def _records_of(future: PrefectFuture, items: list[Item], out: str, run_id: str,
+                opts: dict[str, Any], done: int) -> list[dict[str, Any]]:
+    """The records a finished unit returned, or failed rows when its task raised (a transient
+    error that outlived its retries, or a crash outside the item's own handling)."""
+    try:
+        result = future.result()
+        return result if isinstance(result, list) else [result]
+    except Exception as exc:
+        if isinstance(exc, s3.StorageUnavailableError):
+            # Stop here: the runner cancels the units not started; a re-run resumes.
+            stopped = f"{exc}; run {run_id} stopped after {done} items (re-run)"
+            raise s3.StorageUnavailableError(stopped) from None
+        kind = failure_kind(exc)
+        if kind == "internal":
+            get_run_logger().error("task for %s failed: internal error", items[0].id,
+                                   exc_info=exc, extra={"lwst_internal": True})
+        records = [dataset.failed_record(item.manifest_item(), run_id, failure_reason(exc),
+                                         item.params_json(), kind) for item in items]
         try:
-            config = with_overrides(StylizeConfig(), {**overrides, **entry.overrides})
-        except (KeyError, ValueError):
-            continue  # the item's own task reports the bad setting
-        warp = config.warp
-        if not entry.geometry or warp.method not in BATCHED_METHODS or warp.method == "none":
-            continue
-        key = (config.size, warp.checkpoint, warp.analysis_size, config.vgg_weights,
-               config.device, config.seed, warp.precision, warp.field, warp.fallback,
-               warp.min_confidence)
-        groups.setdefault(key, []).append(item)
-    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+            dataset.write_journal(out, records, opts)
+        except Exception as journal_exc:  # noqa: BLE001 - the run file still gets them
+            get_run_logger().warning("journal rows of %s not written: %s", items[0].id,
+                                     dataset.one_line(str(journal_exc)))
+        return records
 
 
-def render_batches(items: list[dict[str, Any]], overrides: dict[str, Any], size: int,
-                   ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Chunks of at most ``size`` feed-forward items with one identical configuration, and the
-    items left for one task each (gatys, bad settings, or batching off with ``size < 2``)."""
-    if size < 2:
-        return [], items
-    groups: dict[str, list[dict[str, Any]]] = {}
-    single: list[dict[str, Any]] = []
-    for item in items:
-        entry = ManifestItem.from_dict(item)
-        try:
-            config = with_overrides(StylizeConfig(), {**overrides, **entry.overrides})
-        except (KeyError, ValueError):
-            single.append(item)  # the item's own task reports the bad setting
-            continue
-        if config.render.renderer not in FEED_FORWARD:
-            single.append(item)
-            continue
-        key = json.dumps(to_params(config), sort_keys=True, default=str)
-        groups.setdefault(key, []).append(item)
-    chunks = [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
-    return chunks, single
+class _Progress:
+    """Progress to the caller's listener (`lwst.progress`) on every item, and to the Prefect
+    progress artifact at most every `PROGRESS_ARTIFACT_SECONDS` (each update is an API call)."""
 
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.last = total, done, 0.0
+        self.artifact_id = create_progress_artifact(
+            100.0 * done / max(total, 1), key="stylize-progress",
+            description=f"{done}/{total} items")
 
-@flow(name="stylize-items")
-def process_items(
-    items: list[dict[str, Any]],
-    out: str,
-    run_id: str,
-    overrides: dict[str, Any],
-    storage_options: dict[str, Any],
-    torch_threads: int | None,
-    gpus_per_item: float,
-    progress_id: str | None,
-    total: int,
-    already_done: int,
-    warp_batch_size: int = 8,
-    render_batch_size: int = 8,
-) -> list[dict[str, Any]]:
-    """Batch the warp-network and feed-forward work, fan the items out on this sub-flow's task
-    runner, and collect one record per item."""
-    annotate = contextlib.nullcontext()
-    if gpus_per_item:
-        import dask
-
-        annotate = dask.annotate(resources={"GPU": gpus_per_item})
-    chunks, items = render_batches(items, overrides, render_batch_size)
-    with annotate:
-        # Feed-forward chunks first: they do their own warps and need nothing else.
-        futures = {stylize_batch.submit(chunk, out, run_id, overrides, storage_options,
-                                        torch_threads, extra=len(chunk) - 1): chunk
-                   for chunk in chunks}
-        batches = [estimate_warp_batch.submit(chunk, out, run_id, overrides, storage_options,
-                                              extra=len(chunk) - 1)
-                   for chunk in warp_batches(items, overrides, warp_batch_size)]
-        estimates: dict[str, str] = {}
-        for batch in batches:
-            try:
-                estimates.update(batch.result())
-            except Exception:  # noqa: BLE001 - the items then estimate their own warps
-                get_run_logger().warning("a batched warp estimation failed; items fall back")
-        futures.update({stylize_item.submit(item, out, run_id, overrides, storage_options,
-                                            torch_threads, estimates.get(item["id"])): [item]
-                        for item in items})
-    records: list[dict[str, Any]] = []
-    for future in as_completed(list(futures)):
-        try:
-            result = future.result()
-            finished = result if isinstance(result, list) else [result]
-        except Exception as exc:  # transient I/O that outlived its retries, or a crash
-            if isinstance(exc, s3.StorageUnavailableError):
-                # Stop here: the runner cancels the items not started; a re-run resumes.
-                stopped = f"{exc}; run {run_id} stopped after {len(records)} items (re-run)"
-                raise s3.StorageUnavailableError(stopped) from None
-            finished = []
-            for item in futures[future]:
-                entry = ManifestItem.from_dict(item)
-                record = dataset.failed_record(entry, run_id, f"{type(exc).__name__}: {exc}")
-                try:
-                    dataset.write_journal(out, record, storage_options)
-                except Exception as journal_exc:  # noqa: BLE001 - the run file still gets it
-                    get_run_logger().warning("journal row of %s not written: %s", entry.id,
-                                             dataset.one_line(str(journal_exc)))
-                finished.append(record)
-        for record in finished:
-            records.append(record)
-            done = already_done + len(records)
-            for listener in PROGRESS_LISTENERS:
-                listener(done, total, record)
-        if progress_id:
-            update_progress_artifact(progress_id, 100.0 * done / max(total, 1),
-                                     description=f"{done}/{total} items")
-    return records
+    def add(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.done += 1
+            progress.notify(self.done, self.total, record)
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_ARTIFACT_SECONDS or self.done == self.total:
+            self.last = now
+            update_progress_artifact(self.artifact_id, 100.0 * self.done / max(self.total, 1),
+                                     description=f"{self.done}/{self.total} items")
 
 
 @flow(name="stylize-dataset")
@@ -203,27 +214,29 @@ def stylize_dataset(
 
     ``overrides`` are flat option names (``size``, ``warp_method``, ``style_weight``, ...) applied
     to every item; a manifest row's own columns win. Re-running with the same ``out`` skips
-    items whose files are all present. Items using the learned warp network have their warps
-    estimated ``warp_batch_size`` at a time in one forward pass (the batchable GPU work)
-    before the per-item tasks; items with a feed-forward renderer (``renderer`` wct/adain; the
-    pipeline's default is `PIPELINE_RENDERER`) are warped and rendered ``render_batch_size``
-    at a time, in one task per chunk. One run at a time holds ``out`` (`lwst.run_lock`;
-    ``break_lock`` takes over a stale lock). Returns counts and where the metadata went.
+    items whose files are all present. Items with a feed-forward renderer (``renderer``
+    wct/adain; the pipeline's default is `PIPELINE_RENDERER`) are warped and rendered
+    ``render_batch_size`` at a time, in one task per chunk; gatys items using the learned warp
+    network have their warps estimated ``warp_batch_size`` at a time in one forward pass. One
+    run at a time holds ``out`` (`lwst.run_lock`; ``break_lock`` takes over a stale lock).
+    Returns counts, failures (``internal_errors``: those that were lwst's bug) and where the
+    metadata went.
     """
     overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
     opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
     for uri in (manifest, out):
         s3.check_reachable(uri, opts)
-    items = read_manifest(manifest, opts)
-    base = with_overrides(StylizeConfig(), overrides or {})
+    entries = read_manifest(manifest, opts)  # parsed once: `lwst run` already read it
+    base = with_overrides(StylizeConfig(), overrides)
     run_id = run_id or _new_run_id()
     if id_problem(run_id):
         raise ValueError(f"run_id: {id_problem(run_id)}")
+    items, refused = resolve_items(entries, overrides, out)
     lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
     try:
         with storage.temp_owner(run_id):
-            return _run(items, out, base, overrides or {}, opts, run_id, runner, workers,
+            return _run(items, refused, out, base, opts, run_id, runner, workers,
                         dask_address, gpus_per_item, torch_threads, contact_sheet_items,
                         warp_batch_size, render_batch_size)
     finally:
@@ -234,7 +247,7 @@ def stylize_dataset(
                 str(exc)))
 
 
-def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: dict[str, Any],
+def _run(items: list[Item], refused: list[RefusedItem], out: str, base: StylizeConfig,
          opts: dict[str, Any], run_id: str, runner: RunnerName, workers: int,
          dask_address: str | None, gpus_per_item: float, torch_threads: int | None,
          contact_sheet_items: int, warp_batch_size: int,
@@ -248,32 +261,42 @@ def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: di
         logger.info("recovered metadata of interrupted runs %s; removed %d temp files and the "
                     "scratch of runs %s", recovered, swept, scratch)
     finished = dataset.CompletedOutputs(out, opts)
-    pending, skipped = [], []
-    for item in items:
-        try:
-            config = with_overrides(base, item.overrides)
-        except (KeyError, ValueError):
-            pending.append(item)  # its own task records the bad setting as a failed row
-            continue
-        (skipped if finished.is_complete(item, config) else pending).append(item)
-    records = [dataset.skipped_record(item, run_id, out) for item in skipped]
-    logger.info("run %s: %d items, %d already done, %d to do", run_id, len(items),
-                len(skipped), len(pending))
+    pending = [item for item in items if not finished.is_complete(item, item.config)]
+    total = len(items) + len(refused)
+    records = RunRecords(base.warp.min_confidence)
+    skipped = [item for item in items if finished.is_complete(item, item.config)]
+    for start in range(0, len(skipped), 10_000):
+        records.add([dataset.skipped_record(item, run_id, out)
+                     for item in skipped[start : start + 10_000]])
+    if refused:
+        rows = [dataset.failed_record(r.entry, run_id, r.reason) for r in refused]
+        dataset.write_journal(out, rows, opts)
+        records.add(rows)
+    logger.info("run %s: %d items, %d already done, %d refused, %d to do", run_id, total,
+                len(skipped), len(refused), len(pending))
 
-    progress_id = create_progress_artifact(
-        100.0 * len(skipped) / len(items), key="stylize-progress",
-        description=f"{len(skipped)}/{len(items)} items")
+    tracker = _Progress(total, len(records))
     if pending:
         task_runner = make_task_runner(runner, workers, dask_address,
                                        gpus_per_worker=1 if gpus_per_item else 0)
-        records += process_items.with_options(task_runner=task_runner)(
-            [item.as_dict() for item in pending], out, run_id, overrides, opts,
-            torch_threads, gpus_per_item, str(progress_id), len(items), len(skipped),
-            warp_batch_size, render_batch_size)
+        annotate = contextlib.nullcontext()
+        if gpus_per_item:
+            import dask
+
+            annotate = dask.annotate(resources={"GPU": gpus_per_item})
+        window = max(2, WINDOW_PER_WORKER * max(1, workers))
+        with task_runner, annotate:
+            submitter = _Submitter(task_runner, out, run_id, opts, torch_threads, window)
+            units = work_units(pending, warp_batch_size, render_batch_size)
+            for future, unit_items in submitter.run(units):
+                finished_records = _records_of(future, unit_items, out, run_id, opts,
+                                               len(records))
+                records.add(finished_records)
+                tracker.add(finished_records)
     try:
         if pending:
             dataset.remove_run_scratch(out, run_id, opts)
-        metadata_uri = dataset.write_run_metadata(out, run_id, records, opts)
+        metadata_uri = dataset.write_run_table(out, run_id, records.table(), opts)
     except Exception as exc:
         down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
         if down:  # the journal rows written so far are folded in by the next run
@@ -285,46 +308,40 @@ def _run(items: list[ManifestItem], out: str, base: StylizeConfig, overrides: di
     return summary
 
 
-def _report(records: list[dict[str, Any]], out: str, run_id: str, metadata_uri: str,
+def _report(records: RunRecords, out: str, run_id: str, metadata_uri: str,
             opts: dict[str, Any], sheet_items: int, min_confidence: float = 0.1
             ) -> dict[str, Any]:
     """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
-    counts = {status: sum(r["status"] == status for r in records)
-              for status in ("ok", "failed", "skipped")}
-    failures = [{"id": r["id"], "error": r["error"], "content": r["content"],
-                 "geometry": r["geometry"], "texture": r["texture"]}
-                for r in sorted(records, key=lambda r: r["id"]) if r["status"] == "failed"]
+    summary = records.summary()
+    counts, failures, internal = summary["counts"], summary["failures"], summary["internal_errors"]
     create_table_artifact(
         failures, key="stylize-failures",
-        description=f"run {run_id}: {counts['ok']} ok, {counts['failed']} failed, "
-                    f"{counts['skipped']} skipped; every failure listed")
-    done = sorted(r["id"] for r in records if r["status"] in ("ok", "skipped"))
+        description=f"run {run_id}: {counts['ok']} ok, {counts['failed']} failed "
+                    f"({len(internal)} by an internal error), {counts['skipped']} skipped; "
+                    "every failure listed")
+    done = sorted(records.done_ids)
     sheet_uri = None
     if done and sheet_items > 0:
         step = max(1, len(done) // sheet_items)
         sample = done[::step][:sheet_items]
         sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
-        by_id = {r["id"]: r for r in records}
+        by_id = {r["id"]: r for r in records.rows_for(sample)}
         report.item_sheet([_sheet_row(by_id[i], out) for i in sample], sheet_uri, opts)
         link = sheet_uri if "://" in sheet_uri else f"file://{sheet_uri}"
         create_image_artifact(link, key="stylize-contact-sheet",
                               description=f"{len(sample)} of {len(done)} results, run {run_id}")
-    low = report.low_confidence(records, min_confidence)
+    low = summary["low_confidence"]
     create_table_artifact(
         low, key="warp-low-confidence",
         description=f"run {run_id}: {len(low)} items with warp confidence under "
                     f"{min_confidence:g} or a fallback warp")
     create_markdown_artifact(
-        f"# Run `{run_id}`\n\n| ok | failed | skipped |\n|---|---|---|\n"
-        f"| {counts['ok']} | {counts['failed']} | {counts['skipped']} |\n\n"
+        f"# Run `{run_id}`\n\n| ok | failed | internal errors | skipped |\n|---|---|---|---|\n"
+        f"| {counts['ok']} | {counts['failed']} | {len(internal)} | {counts['skipped']} |\n\n"
         f"Metadata: `{metadata_uri}`\n\n"
         + (f"Contact sheet: `{sheet_uri}`\n" if sheet_uri else ""),
         key="stylize-summary")
-    workers = {r["id"]: r["worker"] for r in records if r.get("worker")}
-    batched = sorted(r["id"] for r in records if r.get("warp_batched"))
-    return {"run_id": run_id, "counts": counts, "metadata": metadata_uri,
-            "contact_sheet": sheet_uri, "failures": failures, "workers": workers,
-            "warp_batched": batched, "low_confidence": low}
+    return {"run_id": run_id, "metadata": metadata_uri, "contact_sheet": sheet_uri, **summary}
 
 
 def _sheet_row(record: dict[str, Any], out: str) -> report.SheetRow:

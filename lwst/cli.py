@@ -8,6 +8,7 @@ Contract (contracts.md): exit 0 on success, 2 on bad usage or bad input with one
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import traceback
 import warnings
@@ -17,17 +18,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from lwst import __version__, storage
-from lwst.config import (
-    INPAINT_METHODS,
-    OPTIMIZERS,
-    RENDERERS,
-    WARP_FALLBACKS,
-    WARP_FIELDS,
-    WARP_METHODS,
-    WARP_PRECISIONS,
-    StylizeConfig,
-    with_overrides,
-)
+from lwst.cli_options import CommandError, add_render_options, add_warp_options
+from lwst.config import StylizeConfig, with_overrides
 from lwst.image_io import ImageInputError
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
 from lwst.vgg import WEIGHT_SOURCES, WeightsUnavailableError
@@ -46,10 +38,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     StorageUnavailableError,
 )
-
-
-class CommandError(Exception):
-    """A user-facing failure with a one-line message."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -85,94 +73,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--metadata-out", help="write the item's metadata record as JSON (path or URI)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
-
-
-def _add_warp_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--warp-method",
-        choices=WARP_METHODS,
-        default=None,
-        help="learned network (default), per-pair optimisation, parametric affine/tps fit, or none",
-    )
-    parser.add_argument(
-        "--warp-strength",
-        type=float,
-        default=None,
-        help="scale of the warp field: 0 = no warp, 1 = full (default 1)",
-    )
-    parser.add_argument(
-        "--inpaint",
-        choices=INPAINT_METHODS,
-        default=None,
-        help="hole filling: OpenCV Telea (default) or Navier-Stokes",
-    )
-    parser.add_argument(
-        "--warpnet-checkpoint",
-        default=None,
-        help="warp network checkpoint (default: the one shipped with lwst)",
-    )
-    parser.add_argument(
-        "--optim-steps", type=int, default=None, help="iterations of the optimisation estimator"
-    )
-    parser.add_argument(
-        "--warp-precision",
-        choices=WARP_PRECISIONS,
-        default=None,
-        help="precision of the VGG features the warp is matched on: auto (bfloat16 where the "
-        "hardware has it natively, else float32; default), float32, bfloat16",
-    )
-    parser.add_argument(
-        "--warp-field",
-        choices=WARP_FIELDS,
-        default=None,
-        help="diffeo: the estimate made fold-free by scaling and squaring (default); raw: as "
-        "estimated, folds and all",
-    )
-    parser.add_argument(
-        "--warp-fallback",
-        choices=WARP_FALLBACKS,
-        default=None,
-        help="what an item whose warp confidence is below --min-warp-confidence gets: the "
-        "matched affine, the field damped to half (default), or none (keep it)",
-    )
-    parser.add_argument(
-        "--min-warp-confidence",
-        type=float,
-        default=None,
-        help="warp confidence (0..1) below which the fallback applies and a warning is printed "
-        "(default 0.1)",
-    )
-
-
-def _add_render_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("texture rendering (quality / speed)")
-    group.add_argument(
-        "--renderer", choices=RENDERERS, default=None,
-        help="gatys: multi-scale optimisation, the quality mode (default for stylize); wct / "
-        "adain: one feed-forward pass, tens of times faster (lwst.renderers)")
-    group.add_argument(
-        "--style-strength", type=float, default=None,
-        help="feed-forward renderers: blend of stylised and content features, 0..1 (default 1)")
-    group.add_argument(
-        "--decoder-dir", default=None,
-        help="folder of decoder_adain.pt / decoder_wct1..5.pt (default: those shipped)")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
-    group.add_argument(
-        "--iterations", default=None, help="iterations per level, coarsest first, e.g. 100,60,30"
-    )
-    group.add_argument("--style-weight", type=float, default=None)
-    group.add_argument("--content-weight", type=float, default=None)
-    group.add_argument("--learning-rate", type=float, default=None, help="Adam only")
-    group.add_argument(
-        "--preserve-color", action="store_true", default=None, help="keep the content's colours"
-    )
-    group.add_argument(
-        "--style-size",
-        type=int,
-        default=None,
-        help="longest side of the texture exemplar (default: output size)",
-    )
 
 
 def config_from_args(args: argparse.Namespace) -> StylizeConfig:
@@ -343,8 +243,8 @@ def build_parser(
     stylize.add_argument("--flow-out", help="write the warp as Middlebury .flo")
     stylize.add_argument("--warped-out", help="write the warped, inpainted content")
     _add_common(stylize)
-    _add_warp_options(stylize)
-    _add_render_options(stylize)
+    add_warp_options(stylize)
+    add_render_options(stylize)
     stylize.set_defaults(handler=cmd_stylize)
 
     warp = sub.add_parser("warp", help="warp only: content to the geometry exemplar's shapes")
@@ -354,7 +254,7 @@ def build_parser(
                       help="warped, inpainted content (.png, .jpg/.jpeg or .webp)")
     warp.add_argument("--flow-out", required=True, help="backward flow (.flo)")
     _add_common(warp)
-    _add_warp_options(warp)
+    add_warp_options(warp)
     warp.set_defaults(handler=cmd_warp)
 
     for register in extra:
@@ -362,12 +262,34 @@ def build_parser(
     return parser
 
 
+def launch_stylize_dataset(manifest: str, out: str, parameters: dict, on_progress,
+                           before_run: Callable[[], None]) -> dict:
+    """How ``lwst run`` reaches the Prefect flow: the one place lwst imports ``flows``.
+
+    Importing here, not in `lwst.cli_pipeline`, keeps the library Prefect-free; progress comes
+    back through the `lwst.progress` listener scoped to this call.
+    """
+    from flows.ephemeral import guard_temporary_server
+    from flows.stylize_dataset import stylize_dataset
+    from lwst.cli_pipeline import ServerStartError
+    from lwst.progress import listening
+
+    try:
+        guard_temporary_server()
+    except RuntimeError as exc:
+        raise ServerStartError(str(exc)) from None
+    before_run()
+    with listening(on_progress):
+        return stylize_dataset(manifest, out, **parameters)
+
+
 def _registrations() -> list[Callable[[argparse._SubParsersAction], None]]:
     from lwst.cli_pipeline import add_parser as add_pipeline
     from lwst.decoder_cli import add_parser as add_train_decoder
     from lwst.warpnet.cli import add_parser as add_train
 
-    return [add_pipeline, add_train, add_train_decoder]
+    return [functools.partial(add_pipeline, launch=launch_stylize_dataset), add_train,
+            add_train_decoder]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

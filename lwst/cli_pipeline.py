@@ -1,20 +1,25 @@
 """``lwst run`` and ``lwst make-manifest``: the pipeline from the command line.
 
-``lwst run`` checks storage and the manifest itself before importing Prefect, so a typo in a
-bucket name or a bad manifest row costs a second, not a Prefect server start-up. Prefect is
-imported only inside the handler: ``import lwst`` and every other command stay Prefect-free.
+``lwst run`` checks storage and the manifest itself before Prefect is imported, so a typo in a
+bucket name or a bad manifest row costs a second, not a Prefect server start-up. This module
+never imports Prefect or the flows: the entry point (`lwst.cli`) hands it a `Launcher` that
+does, so ``import lwst`` and every other command stay Prefect-free.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from lwst import run_lock, storage
-from lwst.cli import CommandError, _add_render_options, _add_warp_options
+from lwst.cli_options import CommandError, add_render_options, add_warp_options
 from lwst.config import OVERRIDES, StylizeConfig, with_overrides
+from lwst.failures import EXIT_INTERNAL_ERROR
+from lwst.progress import ProgressCallback
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
 from lwst.vgg import WEIGHT_SOURCES
 
@@ -33,8 +38,18 @@ def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
                                region=args.aws_region).storage_options()
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``run`` and ``make-manifest`` on the ``lwst`` command."""
+class Launcher(Protocol):
+    """Runs the stylize-dataset flow: ``before_run`` once Prefect is set up (its logging
+    configured), ``on_progress`` per finished item; returns the flow's summary."""
+
+    def __call__(self, manifest: str, out: str, parameters: dict[str, Any],
+                 on_progress: ProgressCallback | None, before_run: Callable[[], None],
+                 ) -> dict[str, Any]: ...
+
+
+def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None = None) -> None:
+    """Register ``run`` and ``make-manifest`` on the ``lwst`` command; ``launch`` (from the
+    entry point) is how ``run`` reaches the flow."""
     run = subparsers.add_parser(
         "run", help="stylise every item of a manifest with the Prefect flow",
         description="Run the stylize-dataset Prefect flow over MANIFEST (CSV, Parquet or JSON "
@@ -45,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
-    _add_warp_options(run)
-    _add_render_options(run)
+    add_warp_options(run)
+    add_render_options(run)
     engine = run.add_argument_group("execution")
     engine.add_argument("--runner", choices=("threads", "dask"), default="threads",
                         help="threads in this process (default) or Dask workers")
@@ -70,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(<out>/_lwst.lock names the holder)")
     engine.add_argument("--quiet", action="store_true", help="no progress display")
     _add_s3_options(run)
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=functools.partial(cmd_run, launch=launch))
 
     make = subparsers.add_parser(
         "make-manifest", help="build a manifest from folders of content and style images",
@@ -102,6 +117,8 @@ class _OneLineLogs(logging.Filter):
     ``lwst run`` itself (``--debug`` keeps them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "lwst_internal", False):
+            return True  # a bug in lwst: its traceback is what the developer needs
         record.exc_info = None
         record.exc_text = None
         message = record.getMessage()
@@ -134,9 +151,14 @@ def _check_out(args: argparse.Namespace, opts: dict[str, Any]) -> None:
         raise CommandError(str(exc)) from None
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
+    """Exit 0 when every item is ok, failed on its input or skipped; `EXIT_INTERNAL_ERROR`
+    when lwst's own bug failed any item (after the others finished)."""
     from lwst.manifest import read_manifest
 
+    if launch is None:
+        raise CommandError("lwst run needs the pipeline (flows/); install lwst from its "
+                           "repository checkout")
     opts = _storage_options(args)
     overrides = overrides_from_args(args)
     try:
@@ -147,18 +169,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_out(args, opts)
     items = read_manifest(args.manifest, opts)  # ManifestError (a ValueError): exit 2
 
-    from flows.ephemeral import guard_temporary_server
-    from flows.stylize_dataset import PROGRESS_LISTENERS, stylize_dataset
-
-    try:
-        guard_temporary_server()
-    except RuntimeError as exc:  # Prefect's start-up timeout, with the server's whole output
-        raise CommandError("cannot start a temporary Prefect server (" + " ".join(
-            str(exc).split())[:200] + "); set PREFECT_API_URL, or raise "
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") from None
-    if not args.debug:
-        _quiet_tracebacks()
-
     parameters = dict(
         overrides=overrides, runner=args.runner, workers=args.workers,
         dask_address=args.dask_address, gpus_per_item=args.gpus_per_item,
@@ -166,22 +176,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         aws_access_key_id=args.aws_access_key_id, aws_secret_access_key=args.aws_secret_access_key,
         aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
         render_batch_size=args.render_batch_size, break_lock=args.break_lock)
+    before_run = (lambda: None) if args.debug else _quiet_tracebacks
     with ProgressBar(len(items), enabled=not args.quiet) as listener:
-        if listener:
-            PROGRESS_LISTENERS.append(listener)
         try:
-            summary = stylize_dataset(args.manifest, args.out, **parameters)
+            summary = launch(args.manifest, args.out, parameters, listener, before_run)
+        except ServerStartError as exc:  # Prefect's start-up timeout, with its whole output
+            raise CommandError("cannot start a temporary Prefect server (" + " ".join(
+                str(exc).split())[:200] + "); set PREFECT_API_URL, or raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") from None
         except (StorageUnavailableError, run_lock.RunLockedError) as exc:
             raise CommandError(str(exc)) from None
-        finally:
-            if listener:
-                PROGRESS_LISTENERS.remove(listener)
     counts = summary["counts"]
+    internal = summary.get("internal_errors", [])
     print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
           f"{counts['skipped']} skipped; metadata {summary['metadata']}")
     for failure in summary["failures"]:
         print(f"  failed {failure['id']}: {failure['error']}", file=sys.stderr)
+    if internal:
+        print(f"lwst run: error: {len(internal)} item(s) failed by an internal error (a bug in "
+              "lwst; tracebacks in the log above and in the Prefect run); the other items "
+              "finished", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return 0
+
+
+class ServerStartError(RuntimeError):
+    """The temporary Prefect server did not come up (the launcher raises it)."""
 
 
 class ProgressBar:

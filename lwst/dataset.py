@@ -130,10 +130,12 @@ def write_flow_picture(flow_uri: str, picture_uri: str,
                                **opts)
 
 
-def failed_record(item: ManifestItem, run_id: str, error: str, params: str | None = None) -> dict:
+def failed_record(item: ManifestItem, run_id: str, error: str, params: str | None = None,
+                  kind: str = "input") -> dict:
+    """The row of an item that failed; ``kind`` is whose fault it was (`lwst.failures`)."""
     record = empty_record(item.id, run_id)
     record.update(status="failed", error=one_line(error), content=item.content,
-                  geometry=item.geometry, texture=item.texture, params=params)
+                  geometry=item.geometry, texture=item.texture, params=params, error_kind=kind)
     return record
 
 
@@ -160,10 +162,18 @@ def journal_dir(out: str, run_id: str) -> str:
     return storage.join(out, "metadata", JOURNAL, run_id)
 
 
-def write_journal(out: str, record: dict[str, Any], storage_options: dict | None = None) -> None:
-    """Persist one finished item's row now, so a killed run loses no measurements."""
-    uri = storage.join(journal_dir(out, record["run_id"]), f"{record['id']}.parquet")
-    storage.write_bytes_atomic(uri, _parquet_bytes(to_table([record])), **(storage_options or {}))
+def write_journal(out: str, records: dict[str, Any] | list[dict[str, Any]],
+                  storage_options: dict | None = None) -> None:
+    """Persist finished items' rows now, so a killed run loses no measurements.
+
+    One file per call, named after its first item: a chunk task journals its items together
+    (one write per chunk, not per item, which is what keeps 100 000-item runs cheap).
+    """
+    rows = [records] if isinstance(records, dict) else list(records)
+    if not rows:
+        return
+    uri = storage.join(journal_dir(out, rows[0]["run_id"]), f"{rows[0]['id']}.parquet")
+    storage.write_bytes_atomic(uri, _parquet_bytes(to_table(rows)), **(storage_options or {}))
 
 
 def run_metadata_uri(out: str, run_id: str) -> str:
@@ -175,6 +185,12 @@ def write_run_metadata(out: str, run_id: str, records: list[dict[str, Any]],
     """One Parquet file per run, one row per item; replaces the run's journal."""
     rows = {r["id"]: r for r in records}  # one row per item per run, whatever happened
     table = to_table(sorted(rows.values(), key=lambda r: r["id"]))
+    return write_run_table(out, run_id, table, storage_options)
+
+
+def write_run_table(out: str, run_id: str, table: pa.Table,
+                    storage_options: dict | None = None) -> str:
+    """Write a run's rows (one per item, `SCHEMA`) as its Parquet file; removes its journal."""
     uri = run_metadata_uri(out, run_id)
     storage.write_bytes_atomic(uri, _parquet_bytes(table), **(storage_options or {}))
     _remove_tree(journal_dir(out, run_id), storage_options)

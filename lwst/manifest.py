@@ -211,9 +211,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _fingerprint(uri: str, storage_options: dict | None) -> tuple | None:
+    """What changes when the file does (local stat; an object's ETag, size and date), or None."""
+    try:
+        if storage.is_local(uri):
+            stat = storage.local_path(uri).stat()
+            return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        fs = storage.filesystem(uri, **(storage_options or {}))
+        fs.invalidate_cache()
+        info = fs.info(uri)
+        return (info.get("ETag"), info.get("size"), str(info.get("LastModified")))
+    except Exception:  # noqa: BLE001 - no fingerprint: read it again, and report from there
+        return None
+
+
+# The last manifest read, by URI and fingerprint: `lwst run` validates a manifest before it
+# starts Prefect, and the flow it starts then uses that parse instead of a second one (a
+# 100 000-row manifest takes seconds to validate). A changed file has a new fingerprint.
+_last_read: tuple[tuple, list[ManifestItem]] | None = None
+
+
 def read_manifest(uri: str, storage_options: dict | None = None) -> list[ManifestItem]:
     """Read and validate a manifest; raises `ManifestError` before any work can start."""
-    return validate_table(read_table(uri, storage_options), uri)
+    global _last_read
+    fingerprint = _fingerprint(uri, storage_options)
+    key = (uri, fingerprint)
+    if fingerprint is not None and _last_read is not None and _last_read[0] == key:
+        return list(_last_read[1])
+    items = validate_table(read_table(uri, storage_options), uri)
+    if fingerprint is not None:
+        _last_read = (key, items)
+    return list(items)
 
 
 def list_images(location: str, storage_options: dict | None = None) -> list[str]:

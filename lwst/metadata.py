@@ -52,6 +52,9 @@ SCHEMA = pa.schema(
         ("warp_stretch_frac", pa.float64()),
         ("warp_applied", pa.string()),
         ("decoder_ids", pa.string()),
+        # Failed rows: "input" (the item's input or storage: fix it and re-run) or "internal"
+        # (a bug in lwst, traceback in the run's log; lwst.failures). Null for other rows.
+        ("error_kind", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

@@ -57,12 +57,12 @@ def _estimate_flow(
     if config.method in ("affine", "tps"):
         from lwst.estimators.parametric_fit import fit_parametric_warp
 
-        return fit_parametric_warp(content, exemplar, vgg, kind=config.method), None
+        return fit_parametric_warp(content, exemplar, vgg, kind=config.method, seed=seed), None
     if config.method == "learned":
         from lwst.warpnet.inference import predict_warp
 
         return predict_warp(content, exemplar, vgg, checkpoint=config.checkpoint,
-                            diagnostics=details)
+                            diagnostics=details, seed=seed)
     raise ValueError(f"unknown warp method {config.method!r}")
 
 
@@ -114,7 +114,8 @@ def estimate_warps(
         low = [i for i, c in enumerate(confidence) if c < config.min_confidence]
         if low:
             flows, figures, applied = _fall_back(low, flows, figures, applied, content_v,
-                                                 exemplar_v, config, vgg, features_vgg, details)
+                                                 exemplar_v, config, vgg, features_vgg, details,
+                                                 seed)
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
@@ -125,7 +126,7 @@ def estimate_warps(
 def _fall_back(
     low: list[int], flows: Tensor, figures: list[AlignmentFigures], applied: list[str],
     content_v: Tensor, exemplar_v: Tensor, config: WarpConfig, vgg: VGG19Features,
-    features_vgg: VGG19Features, details: dict,
+    features_vgg: VGG19Features, details: dict, seed: int = 0,
 ) -> tuple[Tensor, list[AlignmentFigures], list[str]]:
     """Replace the low-confidence items' fields by the policy's (matched affine, or the field
     damped to ``DAMP``), made fold-free as configured; a replacement that aligns no better
@@ -135,7 +136,7 @@ def _fall_back(
     if config.fallback == "damp":
         alt = flows[index] * DAMP
     else:
-        alt = _affine_fields(low, content_v, exemplar_v, features_vgg, details).to(flows)
+        alt = _affine_fields(low, content_v, exemplar_v, features_vgg, details, seed).to(flows)
     if config.field == "diffeo":
         alt = make_fold_free(alt)
     alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt)
@@ -151,7 +152,7 @@ def _fall_back(
 
 
 def _affine_fields(low: list[int], content_v: Tensor, exemplar_v: Tensor,
-                   features_vgg: VGG19Features, details: dict) -> Tensor:
+                   features_vgg: VGG19Features, details: dict, seed: int = 0) -> Tensor:
     """The matched affine of each low item: the vote's own start when the learned network ran
     (free), else a fresh RANSAC affine fit (``--warp-method affine``); zero where none fits."""
     from lwst.estimators.parametric_fit import fit_parametric_warp
@@ -165,7 +166,7 @@ def _affine_fields(low: list[int], content_v: Tensor, exemplar_v: Tensor,
             fields.append(torch.zeros_like(affine[i : i + 1]))
         else:
             fields.append(fit_parametric_warp(content_v[i : i + 1], exemplar_v[i : i + 1],
-                                              features_vgg, "affine"))
+                                              features_vgg, "affine", seed))
     return torch.cat(fields)
 
 

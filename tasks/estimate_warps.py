@@ -1,68 +1,75 @@
 """A chunk of items' warps in one forward pass of the warp network (the batchable GPU work).
 
 The learned network takes many pairs at once (all analysis views are 256x256), so the flow runs
-this task per chunk before the per-item tasks, and hands each item its estimate as a file path
-(`lwst.warping.save_estimate`), never as a tensor. An item whose images cannot be read is left
-out: its own per-item task reads them again and records the one-line failure.
+this task per chunk of gatys items and passes its future to each item's task, which starts as
+soon as its own chunk is done. Estimates travel as file paths (`lwst.warping.save_estimate`),
+never as tensors. An item whose images cannot be read is left out, and a chunk that fails as a
+whole returns nothing: the items' own tasks then estimate (and report) their warps themselves,
+so this task never fails an item.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lwst import dataset, s3
-from lwst.config import StylizeConfig, with_overrides
-from lwst.manifest import ManifestItem
-from tasks.stylize_item import retry_on_transient
+from lwst import dataset
+from lwst.dataset import one_line
+from lwst.item import Item
+from tasks.stylize_item import configure_storage
 
 
 @task(
     name="estimate-warps",
-    task_run_name="estimate-warps-{items[0][id]}+{extra}",
+    task_run_name="estimate-warps-{items[0].id}+{extra}",
     tags=["gpu"],
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on_transient,
     cache_policy=NO_CACHE,
 )
 def estimate_warp_batch(
-    items: list[dict[str, Any]],
+    items: list[Item],
     out: str,
     run_id: str,
-    overrides: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     extra: int = 0,
 ) -> dict[str, str]:
-    """Estimate the warps of ``items`` (same warp settings) in one batch; id -> estimate URI."""
+    """Estimate the warps of ``items`` (one configuration) in one batch; id -> estimate URI."""
+    try:
+        return _estimate(items, out, run_id, storage_options or {})
+    except Exception as exc:  # noqa: BLE001 - the items fall back to their own estimation
+        get_run_logger().warning("batched warp estimation of %s+%d failed (%s); the items "
+                                 "estimate their own", items[0].id, extra, one_line(str(exc)))
+        return {}
+
+
+def _estimate(items: list[Item], out: str, run_id: str, opts: dict[str, Any]) -> dict[str, str]:
     from lwst.image_io import ImageInputError, read_image
     from lwst.stylize import resolve_device
     from lwst.vgg import load_vgg19
     from lwst.warping import estimate_warps, save_estimate
 
-    opts = storage_options or {}
-    entries = [ManifestItem.from_dict(item) for item in items]
-    for uri in {out, *(e.content for e in entries), *(e.geometry for e in entries if e.geometry)}:
-        s3.configure(uri, opts)
-    config = with_overrides(StylizeConfig(), {**(overrides or {}), **entries[0].overrides})
+    if len({item.batch_key() for item in items}) != 1:
+        raise ValueError("the items of a warp batch must share one configuration")
+    configure_storage(items, out, opts)
+    config = items[0].config
     readable, contents, exemplars = [], [], []
-    for entry in entries:
+    for item in items:
         try:
-            contents.append(read_image(entry.content, config.size, **opts))
-            exemplars.append(read_image(entry.geometry, **opts))
-        except ImageInputError:
-            contents = contents[: len(readable)]
+            content = read_image(item.content, config.size, **opts)
+            exemplar = read_image(item.geometry, **opts)
+        except (ImageInputError, OSError):
             continue
-        readable.append(entry)
+        readable.append(item)
+        contents.append(content)
+        exemplars.append(exemplar)
     if not readable:
         return {}
     vgg = load_vgg19(config.vgg_weights, device=resolve_device(config.device))
     estimates = estimate_warps(contents, exemplars, config.warp, vgg, seed=config.seed)
     uris = {}
-    for entry, estimate in zip(readable, estimates, strict=True):
-        uri = dataset.warp_estimate_uri(out, run_id, entry.id)
+    for item, estimate in zip(readable, estimates, strict=True):
+        uri = dataset.warp_estimate_uri(out, run_id, item.id)
         save_estimate(estimate, uri, **opts)
-        uris[entry.id] = uri
+        uris[item.id] = uri
     return uris

@@ -1,36 +1,41 @@
 """A chunk of feed-forward items as one Prefect task: one warp-network pass and one render
-pass per chunk (`lwst.stylize_batch`), then each item's files and journal row.
+pass per chunk (`lwst.stylize_batch`), then each item's files, and the chunk's journal rows.
 
-The flow groups items by their whole configuration, so a chunk shares one `StylizeConfig`.
-Every item still ends as its own row: a bad input fails that item only. A transient storage
-error fails the items it hit (a re-run redoes them); retrying the task would redo the chunk.
+The flow groups items by their whole configuration (`lwst.item.Item.batch_key`), so a chunk
+shares one `StylizeConfig`; the task refuses a chunk that does not. Every item still ends as
+its own row: a bad input fails that item only, a bug is marked ``internal``. A transient
+storage error fails the items it hit (a re-run redoes them); retrying the task would redo the
+whole chunk.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lwst import dataset, s3, storage
-from lwst.config import StylizeConfig, to_params, with_overrides
-from lwst.manifest import ManifestItem
-from tasks.stylize_item import failure_reason, stop_if_storage_down, worker_name, write_journal
+from lwst import dataset, storage
+from lwst.item import Item
+from tasks.stylize_item import (
+    check_apart,
+    configure_storage,
+    record_failure,
+    worker_name,
+    write_journal,
+)
 
 
 @task(
     name="stylize-batch",
-    task_run_name="stylize-batch-{items[0][id]}+{extra}",
+    task_run_name="stylize-batch-{items[0].id}+{extra}",
     tags=["gpu"],
     cache_policy=NO_CACHE,
 )
 def stylize_batch(
-    items: list[dict[str, Any]],
+    items: list[Item],
     out: str,
     run_id: str,
-    overrides: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     torch_threads: int | None = None,
     extra: int = 0,
@@ -42,32 +47,34 @@ def stylize_batch(
         import torch
 
         torch.set_num_threads(torch_threads)
+    if len({item.batch_key() for item in items}) != 1:
+        raise ValueError("stylize_batch: the items of a chunk must share one configuration")
     opts = storage_options or {}
-    entries = [ManifestItem.from_dict(item) for item in items]
-    for uri in {out, *(u for e in entries for u in (e.content, e.geometry, e.texture) if u)}:
-        s3.configure(uri, opts)
-    config = with_overrides(StylizeConfig(), {**(overrides or {}), **entries[0].overrides})
-    params = json.dumps(to_params(config))
-    batch = []
-    for entry in entries:
-        outputs = dataset.item_outputs(out, entry.id)
-        batch.append(BatchItem(entry.id, entry.content, entry.geometry, entry.texture,
-                               outputs.image, outputs.warped, outputs.flow))
+    configure_storage(items, out, opts)
+    config = items[0].config
+    batch, early = [], {}
+    for item in items:
+        try:
+            check_apart(item)
+            batch.append(BatchItem(item.id, item.content, item.geometry, item.texture,
+                                   item.outputs.image, item.outputs.warped, item.outputs.flow))
+        except ValueError as exc:
+            early[item.id] = exc
     records = []
     with storage.temp_owner(run_id):
-        outcomes = stylize_files_batch(batch, config, run_id, opts)
-        for entry, outcome in zip(entries, outcomes, strict=True):
-            record, error = outcome.record, outcome.error
+        outcomes = {o.item.item_id: o for o in stylize_files_batch(batch, config, run_id, opts)}
+        for item in items:
+            outcome = outcomes.get(item.id)
+            record = outcome.record if outcome is not None else None
+            error = early.get(item.id) or (outcome.error if outcome is not None else None)
             if record is not None and record["flow"]:
                 try:
-                    outputs = dataset.item_outputs(out, entry.id)
-                    dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
+                    dataset.write_flow_picture(item.outputs.flow, item.outputs.flow_vis, opts)
                 except Exception as exc:  # noqa: BLE001
                     record, error = None, exc
             if record is None:
-                stop_if_storage_down(error, out, opts)
-                record = dataset.failed_record(entry, run_id, failure_reason(error), params)
-            write_journal(out, record, opts)
+                record = record_failure(item, error, out, run_id, opts, retryable=False)
             batched = record["status"] == "ok" and bool(record["flow"])
             records.append({**record, "worker": worker_name(), "warp_batched": batched})
+    write_journal(out, records, opts)  # extra keys (worker, ...) are not columns: dropped
     return records

@@ -1,25 +1,26 @@
-"""One manifest item as a Prefect task: stylise, write its files, journal its metadata row.
+"""One item as a Prefect task: stylise it, write its files, journal its metadata row.
 
 Safe to retry and to re-run: every write is atomic and an item's files are rewritten whole.
-Bad input (a missing, corrupt or unsupported image, an impossible setting) is not an error of
-the task: it returns a ``failed`` record, so one bad row never stops a run. Only transient I/O
-errors (network, timeouts) raise, and Prefect retries those.
+A failure never escapes as an exception the run would have to handle (`record_failure`): bad
+input (a missing, corrupt or unsupported image, an impossible setting, storage errors) becomes
+a ``failed`` row with one line; a bug in lwst becomes a ``failed`` row marked ``internal``,
+with its traceback logged. Only transient I/O errors (network, timeouts) raise, and Prefect
+retries those.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from lwst import dataset, s3, storage
-from lwst.config import StylizeConfig, to_params, with_overrides
-from lwst.manifest import ManifestItem
+from lwst.failures import failure_kind, failure_reason
+from lwst.item import Item
 from lwst.safety import check_outputs_apart
 
 # Missing/forbidden files are bad input, not a flaky network: retrying cannot help. Nor can it
@@ -40,21 +41,45 @@ def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect'
     return exc is not None and is_transient(exc)
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The one-line ``error`` of a failed row."""
-    from lwst.image_io import ImageInputError
-
-    return str(exc) if isinstance(exc, ImageInputError) else f"{type(exc).__name__}: {exc}"
-
-
 def worker_name() -> str:
     """Which process ran the item (host:pid); shows in the run summary, proves Dask fan-out."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def configure_storage(items: list[Item], out: str, opts: dict[str, Any]) -> None:
+    """Register the S3 settings for every location the items touch (once per bucket)."""
+    for uri in {out, *(u for i in items for u in (i.content, i.geometry, i.texture) if u)}:
+        s3.configure(uri, opts)
+
+
+def check_apart(item: Item) -> None:
+    """Refuse an item any of whose files would land on one of its inputs (ValueError)."""
+    outputs = item.outputs
+    check_outputs_apart({"content": item.content, "geometry": item.geometry,
+                         "texture": item.texture},
+                        {"image": outputs.image, "warped": outputs.warped, "flow": outputs.flow,
+                         "flow_vis": outputs.flow_vis})
+
+
+def record_failure(item: Item, exc: BaseException, out: str, run_id: str,
+                   opts: dict[str, Any], retryable: bool = True) -> dict[str, Any]:
+    """The ``failed`` row of ``item``; raises instead when the failure is storage going away
+    (the run stops) or, if ``retryable``, transient (Prefect retries the task). A bug's
+    traceback goes to the run log."""
+    stop_if_storage_down(exc, out, opts)
+    if retryable and is_transient(exc):
+        raise exc
+    kind = failure_kind(exc)
+    if kind == "internal":
+        get_run_logger().error("item %s: internal error (a bug in lwst)", item.id,
+                               exc_info=exc, extra={"lwst_internal": True})
+    return dataset.failed_record(item.manifest_item(), run_id, failure_reason(exc),
+                                 item.params_json(), kind)
+
+
 @task(
     name="stylize-item",
-    task_run_name="stylize-{item[id]}",
+    task_run_name="stylize-{item.id}",
     tags=["gpu"],  # `prefect concurrency-limit create gpu N` bounds concurrent model work
     retries=2,
     retry_delay_seconds=[2, 10],
@@ -62,65 +87,56 @@ def worker_name() -> str:
     cache_policy=NO_CACHE,  # resuming is file-based (lwst.dataset), valid across machines
 )
 def stylize_item(
-    item: dict[str, Any],
+    item: Item,
     out: str,
     run_id: str,
-    overrides: dict[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
     torch_threads: int | None = None,
-    warp_estimate_uri: str | None = None,
+    warp_estimates: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Stylise one item into ``out``; returns its metadata record plus ``worker``.
 
-    ``warp_estimate_uri``: the item's warp, already estimated in a batch (`estimate_warps`).
+    ``warp_estimates``: id -> estimate URI of the warp batch this item belongs to (passed as
+    that batch's future, so the item starts as soon as its own batch is done).
     """
     if torch_threads:
         import torch
 
         torch.set_num_threads(torch_threads)
     opts = storage_options or {}
-    entry = ManifestItem.from_dict(item)
-    for uri in (out, entry.content, entry.geometry, entry.texture):
-        if uri:
-            s3.configure(uri, opts)
+    configure_storage([item], out, opts)
+    estimate_uri = (warp_estimates or {}).get(item.id)
     with storage.temp_owner(run_id):
-        return _stylize_item(entry, out, run_id, overrides, opts, warp_estimate_uri)
+        record = _stylize_item(item, out, run_id, opts, estimate_uri)
+    write_journal(out, record, opts)
+    return {**record, "worker": worker_name(), "warp_batched": bool(estimate_uri)}
 
 
-def _stylize_item(entry: ManifestItem, out: str, run_id: str, overrides: dict[str, Any] | None,
-                  opts: dict[str, Any], warp_estimate_uri: str | None) -> dict[str, Any]:
+def _stylize_item(item: Item, out: str, run_id: str, opts: dict[str, Any],
+                  estimate_uri: str | None) -> dict[str, Any]:
     from lwst.stylize import stylize_files
     from lwst.warping import load_estimate
 
-    outputs = dataset.item_outputs(out, entry.id)
-    params = None
+    outputs = item.outputs
     try:
-        check_outputs_apart({"content": entry.content, "geometry": entry.geometry,
-                             "texture": entry.texture},
-                            {"image": outputs.image, "warped": outputs.warped,
-                             "flow": outputs.flow, "flow_vis": outputs.flow_vis})
-        config = with_overrides(StylizeConfig(), {**(overrides or {}), **entry.overrides})
-        params = json.dumps(to_params(config))
-        estimate = load_estimate(warp_estimate_uri, **opts) if warp_estimate_uri else None
-        record = stylize_files(entry.id, entry.content, entry.geometry, entry.texture,
-                               outputs.image, config, warped_out=outputs.warped,
+        check_apart(item)
+        estimate = load_estimate(estimate_uri, **opts) if estimate_uri else None
+        record = stylize_files(item.id, item.content, item.geometry, item.texture,
+                               outputs.image, item.config, warped_out=outputs.warped,
                                flow_out=outputs.flow, run_id=run_id, storage_options=opts,
                                warp_estimate=estimate)
         if record["flow"]:
             dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
-    except Exception as exc:
-        stop_if_storage_down(exc, out, opts)
-        if is_transient(exc):
-            raise
-        record = dataset.failed_record(entry, run_id, failure_reason(exc), params)
-    write_journal(out, record, opts)
-    return {**record, "worker": worker_name(), "warp_batched": bool(warp_estimate_uri)}
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the item's row
+        record = record_failure(item, exc, out, run_id, opts)
+    return record
 
 
-def write_journal(out: str, record: dict[str, Any], opts: dict[str, Any]) -> None:
-    """Journal an item's row; a failure while the store is down stops the run in one line."""
+def write_journal(out: str, records: dict[str, Any] | list[dict[str, Any]],
+                  opts: dict[str, Any]) -> None:
+    """Journal rows; a failure while the store is down stops the run in one line."""
     try:
-        dataset.write_journal(out, record, opts)
+        dataset.write_journal(out, records, opts)
     except Exception as exc:
         stop_if_storage_down(exc, out, opts)
         raise
@@ -134,3 +150,4 @@ def stop_if_storage_down(exc: BaseException, out: str, opts: dict[str, Any]) -> 
     down = s3.unreachable_reason(out, opts)
     if down:
         raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from None
+

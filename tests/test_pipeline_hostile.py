@@ -159,15 +159,16 @@ def test_s3_endpoint_dying_mid_run_ends_it_in_one_line(image_folder, tmp_path, s
                             "s3://dying/m.csv", "--out", "s3://dying/out", "--s3-endpoint-url",
                             endpoint, "--size", "64", "--warp-method", "none", "--levels", "1",
                             "--iterations", "20", "--device", "cpu", "--run-id", "dying",
-                            "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+                            "--render-batch-size", "2", "--quiet"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stopped = None
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and run.poll() is None:
             fs.invalidate_cache()
+            # Chunks of two journal together, under their first item's name.
             if fs.exists("dying/out/metadata/_journal/dying/item0.parquet") or \
-                    fs.exists("dying/out/metadata/_journal/dying/item1.parquet"):
+                    fs.exists("dying/out/metadata/_journal/dying/item2.parquet"):
                 server.stop()
                 stopped = time.monotonic()
                 break

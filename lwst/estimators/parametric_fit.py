@@ -104,13 +104,27 @@ def matches_from_similarity(sim: Tensor, grid: tuple[int, int], size: int) -> Fe
     return FeatureMatches(centres[idx_e], centres[idx_c])
 
 
+def opencv_seed(seed: int) -> int:
+    """An item's seed (0..2**63-1, `lwst.config.SEED_RANGE`) as the non-negative 32-bit int
+    `cv2.setRNGSeed` takes (a wider one overflows). Seeds that fit are used as they are (the
+    draws of every seed below 2**31 are unchanged); wider ones go through SplitMix64's
+    finaliser, so 2**31 + 1 and 1 draw unrelated streams instead of sharing their low bits."""
+    if 0 <= seed <= 0x7FFFFFFF:
+        return seed
+    mask = (1 << 64) - 1
+    z = (seed + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) & 0x7FFFFFFF
+
+
 def robust_affine(matches: FeatureMatches, size: int, seed: int = 0) -> AffineFit:
     """RANSAC affine through the matches; identity with no inliers when it is not trusted."""
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     none = np.zeros(len(matches.exemplar_xy), dtype=bool)
     if len(matches.exemplar_xy) < 3:
         return AffineFit(identity, none, matches, size)
-    cv2.setRNGSeed(seed)  # OpenCV's RANSAC draws from its global generator
+    cv2.setRNGSeed(opencv_seed(seed))  # OpenCV's RANSAC draws from its global generator
     matrix, inliers = cv2.estimateAffine2D(
         matches.exemplar_xy, matches.content_xy, method=cv2.RANSAC,
         ransacReprojThreshold=RANSAC_THRESHOLD * size, maxIters=4000, confidence=0.999,

@@ -86,7 +86,7 @@ def load_warpnet(
         return _LOADED[key]
 
 
-def matched_affine_starts(volume: Tensor, batch: int, grid: int) -> Tensor:
+def matched_affine_starts(volume: Tensor, batch: int, grid: int, seed: int = 0) -> Tensor:
     """A second global estimate per item, independent of the network's: mutual nearest
     neighbours of the full-resolution relu4_1 cells (32x32, where the network's global stage
     matches pooled 16x16 cells), read from the network's all-pairs ``volume``, through OpenCV's
@@ -95,7 +95,7 @@ def matched_affine_starts(volume: Tensor, batch: int, grid: int) -> Tensor:
     cells = volume.shape[-2:]
     starts = []
     for sim in volume.view(batch, cells.numel(), cells.numel()):
-        fit = robust_affine(matches_from_similarity(sim, cells, ANALYSIS), ANALYSIS)
+        fit = robust_affine(matches_from_similarity(sim, cells, ANALYSIS), ANALYSIS, seed)
         if fit.inliers.any():
             flow = pixel_affine_flow(fit.matrix, ANALYSIS, volume.device, volume.dtype)
             starts.append(resize_flow(flow, grid, grid))
@@ -112,6 +112,7 @@ def predict_warp(
     verify: bool = True,
     steps: tuple[int, int] | None = None,
     diagnostics: dict[str, Tensor] | None = None,
+    seed: int = 0,
 ) -> tuple[Tensor, str]:
     """Backward flow ``(B, 2, S, S)`` (pixels) bending ``content256`` into ``exemplar256``'s shapes.
 
@@ -133,7 +134,7 @@ def predict_warp(
     with torch.no_grad():
         coarse, fine = (f.float().chunk(2) for f in encode(vgg, views))
         volume = all_pairs(coarse[1], coarse[0])
-        starts = (matched_affine_starts(volume, len(coarse[0]), model.cfg.coarse_size)
+        starts = (matched_affine_starts(volume, len(coarse[0]), model.cfg.coarse_size, seed)
                   if verify else None)
         iters, fine_iters = TEST_ITERS if steps is None else steps
         flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume,

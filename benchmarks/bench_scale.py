@@ -1,0 +1,165 @@
+"""Orchestration cost at dataset scale: `lwst run` on a manifest of N tiny items.
+
+Each item is a few photos (downscaled to 64 px and repeated under distinct ids) stylised with
+``--warp-method none``, no texture and ``--size 32``, so the figure is what lwst and Prefect
+spend per item around the model work: reading and validating the manifest, the resume check,
+task submission, image IO, journal rows, the metadata fold and the reports. Measured:
+
+- wall seconds of the first run and seconds per item;
+- the peak resident memory of the `lwst run` process (getrusage of the child);
+- the wall seconds of a re-run of the finished output, which must skip every item.
+
+    .venv/bin/python benchmarks/bench_scale.py --items 1000              # local folder
+    .venv/bin/python benchmarks/bench_scale.py --items 100000 --workers 2
+    .venv/bin/python benchmarks/bench_scale.py --items 10000 --s3        # moto's S3 server
+
+A Prefect server is started once for the benchmark (`prefect server start`) and not counted;
+``--s3`` starts moto's S3 server on 127.0.0.1 and puts the photos, the manifest and the
+outputs in a bucket. Results are printed as JSON and appended to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO.parent / "shared" / "data" / "photos"
+LWST = Path(sys.executable).with_name("lwst")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_prefect(scratch: Path) -> tuple[subprocess.Popen, str]:
+    """A Prefect server of its own (its start-up is not part of any figure)."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(scratch / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start",
+                               "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return server, url
+        except OSError:
+            time.sleep(1)
+    server.kill()
+    raise RuntimeError("the Prefect server did not start in 300 s")
+
+
+def tiny_photos(folder: Path, source_folder: Path = PHOTOS, count: int = 4) -> list[Path]:
+    """``count`` photos of the shared data, downscaled to a longest side of 64 px."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in sorted(source_folder.glob("*.jpg"))[:count]:
+        with Image.open(source) as image:
+            image.thumbnail((64, 64))
+            path = folder / f"{source.stem}.png"
+            image.convert("RGB").save(path)
+            paths.append(path)
+    return paths
+
+
+def write_manifest(path: Path, photos: list[str], items: int) -> None:
+    with path.open("w") as handle:
+        handle.write("id,content\n")
+        for k in range(items):
+            handle.write(f"item{k:06d},{photos[k % len(photos)]}\n")
+
+
+def run_lwst(manifest: str, out: str, workers: int, env: dict[str, str]) -> dict[str, float]:
+    """One `lwst run`; wall seconds, peak RSS of the process (MiB) and its exit status."""
+    command = [str(LWST), "run", manifest, "--out", out, "--warp-method", "none", "--size", "32",
+               "--workers", str(workers), "--quiet", "--device", "cpu"]
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        stdout, stderr = out_file.read().decode(), err_file.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"lwst run exited {code}: {stderr[-2000:]}")
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "summary": stdout.strip().splitlines()[-1] if stdout.strip() else ""}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--s3", action="store_true", help="inputs and outputs on moto's S3")
+    parser.add_argument("--photos", default=str(PHOTOS), help="folder of .jpg photos to repeat")
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "scale.jsonl"))
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="lwst-scale-"))
+    server, api_url = start_prefect(scratch)
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(scratch / "prefect"),
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    moto = None
+    try:
+        photos = tiny_photos(scratch / "photos", Path(args.photos))
+        if args.s3:
+            import s3fs
+            from moto.server import ThreadedMotoServer
+
+            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            moto.start()
+            host, port = moto.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                       AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
+            fs = s3fs.S3FileSystem(key="testing", secret="testing",
+                                   endpoint_url=endpoint)
+            fs.mkdir("scale")
+            for photo in photos:
+                fs.put(str(photo), f"scale/photos/{photo.name}")
+            local_manifest = scratch / "manifest.csv"
+            write_manifest(local_manifest, [f"photos/{p.name}" for p in photos], args.items)
+            fs.put(str(local_manifest), "scale/manifest.csv")
+            manifest, out = "s3://scale/manifest.csv", "s3://scale/out"
+        else:
+            manifest = str(scratch / "manifest.csv")
+            write_manifest(Path(manifest), [str(p) for p in photos], args.items)
+            out = str(scratch / "out")
+        first = run_lwst(manifest, out, args.workers, env)
+        again = run_lwst(manifest, out, args.workers, env)
+    finally:
+        if moto is not None:
+            moto.stop()
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = {"items": args.items, "workers": args.workers,
+              "storage": "s3 (moto server)" if args.s3 else "local", "first_run": first,
+              "ms_per_item": round(1000 * first["wall_s"] / args.items, 2), "rerun": again,
+              "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count()}
+    print(json.dumps(result, indent=2))
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "a") as handle:
+        handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Option groups and the one-line error shared by every ``lwst`` command module.
+
+They live apart from `lwst.cli` (the entry point) so the command modules (``run``,
+``make-manifest``, ``train-*``) can use them without importing the entry point that registers
+them: no import cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lwst.config import (
+    INPAINT_METHODS,
+    OPTIMIZERS,
+    RENDERERS,
+    WARP_FALLBACKS,
+    WARP_FIELDS,
+    WARP_METHODS,
+    WARP_PRECISIONS,
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure with a one-line message."""
+
+
+
+def add_warp_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--warp-method",
+        choices=WARP_METHODS,
+        default=None,
+        help="learned network (default), per-pair optimisation, parametric affine/tps fit, or none",
+    )
+    parser.add_argument(
+        "--warp-strength",
+        type=float,
+        default=None,
+        help="scale of the warp field: 0 = no warp, 1 = full (default 1)",
+    )
+    parser.add_argument(
+        "--inpaint",
+        choices=INPAINT_METHODS,
+        default=None,
+        help="hole filling: OpenCV Telea (default) or Navier-Stokes",
+    )
+    parser.add_argument(
+        "--warpnet-checkpoint",
+        default=None,
+        help="warp network checkpoint (default: the one shipped with lwst)",
+    )
+    parser.add_argument(
+        "--optim-steps", type=int, default=None, help="iterations of the optimisation estimator"
+    )
+    parser.add_argument(
+        "--warp-precision",
+        choices=WARP_PRECISIONS,
+        default=None,
+        help="precision of the VGG features the warp is matched on: auto (bfloat16 where the "
+        "hardware has it natively, else float32; default), float32, bfloat16",
+    )
+    parser.add_argument(
+        "--warp-field",
+        choices=WARP_FIELDS,
+        default=None,
+        help="diffeo: the estimate made fold-free by scaling and squaring (default); raw: as "
+        "estimated, folds and all",
+    )
+    parser.add_argument(
+        "--warp-fallback",
+        choices=WARP_FALLBACKS,
+        default=None,
+        help="what an item whose warp confidence is below --min-warp-confidence gets: the "
+        "matched affine, the field damped to half (default), or none (keep it)",
+    )
+    parser.add_argument(
+        "--min-warp-confidence",
+        type=float,
+        default=None,
+        help="warp confidence (0..1) below which the fallback applies and a warning is printed "
+        "(default 0.1)",
+    )
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("texture rendering (quality / speed)")
+    group.add_argument(
+        "--renderer", choices=RENDERERS, default=None,
+        help="gatys: multi-scale optimisation, the quality mode (default for stylize); wct / "
+        "adain: one feed-forward pass, tens of times faster (lwst.renderers)")
+    group.add_argument(
+        "--style-strength", type=float, default=None,
+        help="feed-forward renderers: blend of stylised and content features, 0..1 (default 1)")
+    group.add_argument(
+        "--decoder-dir", default=None,
+        help="folder of decoder_adain.pt / decoder_wct1..5.pt (default: those shipped)")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
+    group.add_argument(
+        "--iterations", default=None, help="iterations per level, coarsest first, e.g. 100,60,30"
+    )
+    group.add_argument("--style-weight", type=float, default=None)
+    group.add_argument("--content-weight", type=float, default=None)
+    group.add_argument("--learning-rate", type=float, default=None, help="Adam only")
+    group.add_argument(
+        "--preserve-color", action="store_true", default=None, help="keep the content's colours"
+    )
+    group.add_argument(
+        "--style-size",
+        type=int,
+        default=None,
+        help="longest side of the texture exemplar (default: output size)",
+    )

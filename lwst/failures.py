@@ -1,0 +1,35 @@
+"""Whose fault a failed item is: its input's, or lwst's own.
+
+An input fault (a bad or missing image, a refused setting, a bad checkpoint, storage that does
+not answer, weights that are not installed) is the user's to fix: the item gets a ``failed``
+row with a one-line ``error`` and ``error_kind = "input"``. Anything else is a bug in lwst: the
+item is still isolated (the others finish), but its row says ``error_kind = "internal"``, its
+traceback is logged, and ``lwst run`` exits with `EXIT_INTERNAL_ERROR` after the run.
+
+lwst's convention makes the rule short: every refusal of input is a ``ValueError`` (image,
+manifest, config, checkpoint and safety errors all subclass it) and every file or storage
+failure an ``OSError``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lwst.image_io import ImageInputError
+from lwst.vgg import WeightsUnavailableError
+
+FailureKind = Literal["input", "internal"]
+INPUT_FAULTS: tuple[type[BaseException], ...] = (ValueError, OSError, WeightsUnavailableError)
+EXIT_INTERNAL_ERROR = 3  # `lwst run`: every item finished, but lwst failed some by a bug
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    return "input" if isinstance(exc, INPUT_FAULTS) else "internal"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one-line ``error`` of a failed row (image errors already name the file)."""
+    if isinstance(exc, ImageInputError):
+        return str(exc)
+    prefix = "internal error (a bug in lwst): " if failure_kind(exc) == "internal" else ""
+    return f"{prefix}{type(exc).__name__}: {exc}"
