@@ -1,8 +1,10 @@
 """Task-runner choice: threads on this machine, or Dask (a LocalCluster or an existing scheduler).
 
-Prefect fixes a flow's task runner when the flow is defined, so the stylisation flow hands its
-per-item fan-out to a sub-flow built with the runner its parameters ask for; a deployment can
-then switch engines with a parameter instead of a code change.
+Prefect fixes a flow's task runner when the flow is defined, so the stylisation flow builds the
+runner its parameters ask for and submits its tasks to it directly (`TaskRunner.submit`, the
+call behind `Task.submit`); a deployment can then switch engines with a parameter instead of a
+code change. (A sub-flow with the runner would carry every item as flow-run parameters: at
+10 000 items the API refused them with HTTP 422.)
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner
@@ -46,7 +47,7 @@ from lwst.run_records import RunRecords
 from lwst.warping import BATCHED_METHODS
 from tasks.estimate_warps import estimate_warp_batch
 from tasks.stylize_batch import stylize_batch
-from tasks.stylize_item import stylize_item
+from tasks.stylize_item import TaskRecords, stylize_item
 
 # `lwst run` and the deployments render with AdaIN unless told otherwise: dataset runs are
 # judged on throughput, and AdaIN is ~100x faster than gatys per item at a style ratio the
@@ -143,13 +144,24 @@ class _Submitter:
             yield self.finished.get()
 
 
+def _forget(result: TaskRecords) -> None:
+    """Drop Prefect's lineage links to a collected result (`TaskRecords`): this flow never
+    passes results on to other tasks, and 100 000 items' links would grow its memory."""
+    context = FlowRunContext.get()
+    links = getattr(context, "run_results", None)
+    if isinstance(links, dict):
+        links.pop(id(result), None)
+        links.pop(id(result.rows), None)
+
+
 def _records_of(future: PrefectFuture, items: list[Item], out: str, run_id: str,
                 opts: dict[str, Any], done: int) -> list[dict[str, Any]]:
     """The records a finished unit returned, or failed rows when its task raised (a transient
     error that outlived its retries, or a crash outside the item's own handling)."""
     try:
         result = future.result()
-        return result if isinstance(result, list) else [result]
+        _forget(result)
+        return result.rows
     except Exception as exc:
         if isinstance(exc, s3.StorageUnavailableError):
             # Stop here: the runner cancels the units not started; a re-run resumes.

