@@ -3,7 +3,8 @@ pass per chunk (`lwst.stylize_batch`), then each item's files and journal row.
 
 The flow groups items by their whole configuration, so a chunk shares one `StylizeConfig`.
 Every item still ends as its own row: a bad input fails that item only. A transient storage
-error fails the items it hit (a re-run redoes them); retrying the task would redo the chunk.
+error is retried per write (`lwst.storage`); one that persists fails the items it hit (a re-run
+redoes them), since retrying the task would redo the chunk.
 """
 
 from __future__ import annotations
@@ -52,18 +53,12 @@ def stylize_batch(
     for entry in entries:
         outputs = dataset.item_outputs(out, entry.id)
         batch.append(BatchItem(entry.id, entry.content, entry.geometry, entry.texture,
-                               outputs.image, outputs.warped, outputs.flow))
+                               outputs.image, outputs.warped, outputs.flow, outputs.flow_vis))
     records = []
     with storage.temp_owner(run_id):
         outcomes = stylize_files_batch(batch, config, run_id, opts)
         for entry, outcome in zip(entries, outcomes, strict=True):
             record, error = outcome.record, outcome.error
-            if record is not None and record["flow"]:
-                try:
-                    outputs = dataset.item_outputs(out, entry.id)
-                    dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
-                except Exception as exc:  # noqa: BLE001
-                    record, error = None, exc
             if record is None:
                 stop_if_storage_down(error, out, opts)
                 record = dataset.failed_record(entry, run_id, failure_reason(error), params)

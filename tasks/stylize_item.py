@@ -3,12 +3,13 @@
 Safe to retry and to re-run: every write is atomic and an item's files are rewritten whole.
 Bad input (a missing, corrupt or unsupported image, an impossible setting) is not an error of
 the task: it returns a ``failed`` record, so one bad row never stops a run. Only transient I/O
-errors (network, timeouts) raise, and Prefect retries those.
+errors (network, timeouts) raise, and Prefect retries those. Writes retry themselves in
+`lwst.storage` and end in a non-transient `WriteFailedError`, so Prefect's retries now cover
+what comes before the render: reading the inputs and the batched warp estimate.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -21,18 +22,7 @@ from lwst import dataset, s3, storage
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.manifest import ManifestItem
 from lwst.safety import check_outputs_apart
-
-# Missing/forbidden files are bad input, not a flaky network: retrying cannot help. Nor can it
-# for a name too long, a read-only or full disk, or storage the probe found dead.
-PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-                       s3.StorageUnavailableError)
-PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL, errno.ELOOP,
-                    errno.EACCES, errno.EPERM}
-
-
-def is_transient(exc: BaseException) -> bool:
-    return (isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
-            and exc.errno not in PERMANENT_ERRNOS)
+from lwst.storage import is_transient
 
 
 def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
@@ -105,9 +95,7 @@ def _stylize_item(entry: ManifestItem, out: str, run_id: str, overrides: dict[st
         record = stylize_files(entry.id, entry.content, entry.geometry, entry.texture,
                                outputs.image, config, warped_out=outputs.warped,
                                flow_out=outputs.flow, run_id=run_id, storage_options=opts,
-                               warp_estimate=estimate)
-        if record["flow"]:
-            dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
+                               warp_estimate=estimate, flow_vis_out=outputs.flow_vis)
     except Exception as exc:
         stop_if_storage_down(exc, out, opts)
         if is_transient(exc):
