@@ -4,9 +4,11 @@ Layout under ``out`` (contracts.md): ``images/<id>.png``, ``warped/<id>.png``,
 ``flow/<id>.flo``, ``flow_vis/<id>.png``, ``metadata/run-<run_id>.parquet`` and
 ``reports/contact_sheet-<run_id>.png``.
 
-Resuming: an item is done when every file it should have exists. Files are written atomically
-and in a fixed order (flow, warped, image, flow picture, then the journal row), so a run killed
-at any instant leaves each item either complete or visibly incomplete, never half-written.
+Resuming: an item is done when every file it should have exists and its ``ok`` row was
+recorded; which files those are is `lwst.item_files`' one rule, the same the writer follows.
+Files are written atomically and in a fixed order (flow, warped, flow picture, image, then the
+journal row), so a run killed at any instant leaves each item either complete or visibly
+incomplete, never half-written.
 
 Metadata: as each item finishes, its row is written to ``metadata/_journal/<run_id>/<id>.parquet``
 (pyarrow and pandas skip ``_``-prefixed folders when reading the dataset). At the end of a run
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import io
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -28,24 +29,13 @@ import pyarrow.parquet as pq
 import torch
 import torchvision.utils
 
-from lwst import storage
+from lwst import item_files, storage
 from lwst.config import StylizeConfig
-from lwst.flow import flow_picture, read_flo
 from lwst.image_io import encode_png, read_image
+from lwst.item_files import JOURNAL, item_outputs
+from lwst.item_files import ItemOutputs as ItemOutputs  # where callers have long found it
 from lwst.manifest import ManifestItem
 from lwst.metadata import SCHEMA, conform, empty_record, to_table
-
-JOURNAL = "_journal"
-
-
-@dataclass(frozen=True)
-class ItemOutputs:
-    """Where one item's files go; ``id`` was validated by `lwst.manifest` (no path tricks)."""
-
-    image: str
-    warped: str
-    flow: str
-    flow_vis: str
 
 
 def warp_estimate_uri(out: str, run_id: str, item_id: str) -> str:
@@ -62,18 +52,9 @@ def remove_run_scratch(out: str, run_id: str, storage_options: dict[str, Any]) -
         fs.rm(str(path), recursive=True)
 
 
-def item_outputs(out: str, item_id: str) -> ItemOutputs:
-    return ItemOutputs(
-        image=storage.join(out, "images", f"{item_id}.png"),
-        warped=storage.join(out, "warped", f"{item_id}.png"),
-        flow=storage.join(out, "flow", f"{item_id}.flo"),
-        flow_vis=storage.join(out, "flow_vis", f"{item_id}.png"),
-    )
-
-
 def expects_warp(item: ManifestItem, config: StylizeConfig) -> bool:
-    """Mirror of `lwst.stylize.stylize`'s rule for running the geometric stage."""
-    return bool(item.geometry) and config.warp.method != "none" and config.warp.strength > 0
+    """Whether ``item`` warps under ``config`` (`lwst.item_files.warps`)."""
+    return item_files.warps(bool(item.geometry), config)
 
 
 def list_names(folder: str, storage_options: dict | None = None) -> set[str]:
@@ -103,31 +84,18 @@ def recorded_ok_ids(out: str, storage_options: dict | None = None) -> set[str]:
 class CompletedOutputs:
     """A snapshot of which items are done, taken with five listings instead of 4N lookups.
 
-    Done means every file the item writes exists *and* its ``ok`` metadata row was recorded: a
-    run killed between the last file and the journal row leaves the item to be redone, not
-    skipped forever without a row.
+    Done is `lwst.item_files.is_complete`: every file the item writes exists *and* its ``ok``
+    metadata row was recorded.
     """
 
     def __init__(self, out: str, storage_options: dict | None = None):
-        self.names = {kind: list_names(storage.join(out, kind), storage_options)
-                      for kind in ("images", "warped", "flow", "flow_vis")}
+        self.names = {folder: list_names(storage.join(out, folder), storage_options)
+                      for folder in item_files.FOLDERS}
         self.recorded = recorded_ok_ids(out, storage_options)
 
     def is_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
-        if item.id not in self.recorded or f"{item.id}.png" not in self.names["images"]:
-            return False
-        if not expects_warp(item, config):
-            return True
-        return (f"{item.id}.png" in self.names["warped"] and f"{item.id}.flo" in self.names["flow"]
-                and f"{item.id}.png" in self.names["flow_vis"])
-
-
-def write_flow_picture(flow_uri: str, picture_uri: str,
-                       storage_options: dict | None = None) -> None:
-    """Colour picture of a written ``.flo`` (read back, so it shows exactly what was saved)."""
-    opts = storage_options or {}
-    storage.write_bytes_atomic(picture_uri, encode_png(flow_picture(read_flo(flow_uri, **opts))),
-                               **opts)
+        return item_files.is_complete(item.id, expects_warp(item, config), self.names,
+                                      self.recorded)
 
 
 def failed_record(item: ManifestItem, run_id: str, error: str, params: str | None = None,
@@ -172,7 +140,7 @@ def write_journal(out: str, records: dict[str, Any] | list[dict[str, Any]],
     rows = [records] if isinstance(records, dict) else list(records)
     if not rows:
         return
-    uri = storage.join(journal_dir(out, rows[0]["run_id"]), f"{rows[0]['id']}.parquet")
+    uri = item_files.journal_uri(out, rows[0]["run_id"], rows[0]["id"])
     storage.write_bytes_atomic(uri, _parquet_bytes(to_table(rows)), **(storage_options or {}))
 
 
@@ -233,7 +201,7 @@ def read_metadata(out: str, storage_options: dict | None = None,
                         schema=SCHEMA).to_table(columns=columns)
 
 
-OUTPUT_FOLDERS = ("images", "warped", "flow", "flow_vis", "metadata", "reports")
+OUTPUT_FOLDERS = (*item_files.FOLDERS, "metadata", "reports")
 
 
 def sweep_temp_files(out: str) -> int:

@@ -107,16 +107,21 @@ def flow_picture(flow: Tensor) -> Tensor:
     return flow_to_image(flow.detach().float().cpu()).float() / 255.0
 
 
-def write_flo(flow: Tensor, uri: str | os.PathLike[str], **storage_options: object) -> None:
-    """Write one flow ``(1, 2, H, W)`` or ``(2, H, W)`` as Middlebury ``.flo``, atomically."""
+def encode_flo(flow: Tensor) -> bytes:
+    """One flow ``(1, 2, H, W)`` or ``(2, H, W)`` as Middlebury ``.flo`` bytes (float32)."""
     if flow.dim() == 4:
         flow = flow[0]
     arr = np.ascontiguousarray(flow.detach().float().cpu().permute(1, 2, 0).numpy())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "flow.flo"
         if not cv2.writeOpticalFlow(str(path), arr):
-            raise OSError(f"OpenCV could not encode the flow for {uri}")
-        storage.write_bytes_atomic(uri, path.read_bytes(), **storage_options)
+            raise ValueError(f"OpenCV could not encode a flow of shape {tuple(flow.shape)}")
+        return path.read_bytes()
+
+
+def write_flo(flow: Tensor, uri: str | os.PathLike[str], **storage_options: object) -> None:
+    """Write one flow ``(1, 2, H, W)`` or ``(2, H, W)`` as Middlebury ``.flo``, atomically."""
+    storage.write_bytes_atomic(uri, encode_flo(flow), **storage_options)
 
 
 def read_flo(uri: str | os.PathLike[str], **storage_options: object) -> Tensor:

@@ -20,10 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwst import storage
-
-
-class StorageUnavailableError(OSError):
-    """An object store that cannot be reached or refuses access (one-line reason)."""
+from lwst.storage import StorageUnavailableError  # defined there for `storage.is_transient`
 
 
 def _env_float(name: str, default: float) -> float:

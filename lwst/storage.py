@@ -12,17 +12,23 @@ Storage options are S3 settings (`lwst.s3`): only ``s3://`` / ``s3a://`` URIs ge
 
 Reads refuse what is not a regular file (a FIFO would block forever, ``/dev/zero`` never ends)
 and what is over a size cap, before reading a byte of it.
+
+Writes are retried here, on transient errors only (`is_transient`): a dropped connection costs a
+second attempt at one file, not a second render of the item. A write that still fails raises
+`WriteFailedError`, which is no longer transient, so no caller retries it again on top.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import fsspec
@@ -54,6 +60,32 @@ _temp_owner: contextvars.ContextVar[str] = contextvars.ContextVar("lwst_temp_own
 
 class InputRefusedError(ValueError):
     """A file refused before reading: not a regular file, or over the size cap (one line)."""
+
+
+class StorageUnavailableError(OSError):
+    """An object store that cannot be reached or refuses access (one-line reason)."""
+
+
+class WriteFailedError(OSError):
+    """A write that kept failing with transient errors through all its attempts."""
+
+
+# Missing/forbidden files are bad input, not a flaky network: retrying cannot help. Nor can it
+# for a name too long, a read-only or full disk, storage the probe found dead, or a write that
+# was already retried.
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                       StorageUnavailableError, WriteFailedError)
+PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL, errno.ELOOP,
+                    errno.EACCES, errno.EPERM}
+# Pauses between write attempts (so 3 attempts). Not for S3: botocore already retries each
+# request (`lwst.s3`, max_attempts); a loop on top would multiply its timeouts.
+WRITE_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an OS error that another attempt may not meet (a reset connection, a timeout)."""
+    return (isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
+            and exc.errno not in PERMANENT_ERRNOS)
 
 
 def max_input_bytes() -> int:
@@ -153,7 +185,26 @@ _UMASK = _read_umask()
 
 
 def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes, **storage_options: object) -> None:
-    """Write ``data`` so that readers see either the old state or the complete new file."""
+    """Write ``data`` so that readers see either the old state or the complete new file.
+
+    A transient error (`is_transient`) is retried after each of `WRITE_RETRY_DELAYS` (S3:
+    botocore's own attempts only); one that outlasts them raises `WriteFailedError` from it.
+    """
+    delays = () if protocol(uri) in S3_PROTOCOLS else WRITE_RETRY_DELAYS
+    for attempt, delay in enumerate((*delays, None), start=1):
+        try:
+            _write_once(uri, data, storage_options)
+            return
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            if delay is None:
+                raise WriteFailedError(f"{os.fspath(uri)}: write failed {attempt} time(s), last "
+                                       f"with {type(exc).__name__}: {exc}") from exc
+            time.sleep(delay)
+
+
+def _write_once(uri: str | os.PathLike[str], data: bytes, storage_options: dict) -> None:
     if is_local(uri):
         path = local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +225,22 @@ def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes, **storage_optio
         return
     fs, path = _url_to_fs(uri, storage_options)
     fs.pipe_file(path, data)
+
+
+def write_all_or_none(files: Sequence[tuple[str, bytes]], **storage_options: object) -> None:
+    """Write each ``(uri, data)`` atomically, in order; if one fails, remove those already
+    written and re-raise, so the group is either all present or all absent."""
+    written: list[str] = []
+    try:
+        for uri, data in files:
+            write_bytes_atomic(uri, data, **storage_options)
+            written.append(uri)
+    except BaseException:
+        for uri in written:
+            # Best effort (the store may be what failed): the re-raised error is the one to see.
+            with contextlib.suppress(Exception):
+                remove(uri, **storage_options)
+        raise
 
 
 def remove(uri: str | os.PathLike[str], **storage_options: object) -> None:

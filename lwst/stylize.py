@@ -1,9 +1,10 @@
 """One item, start to finish: content -> warp -> inpaint -> render -> files + metadata record.
 
 `stylize` works on tensors (notebook use); `stylize_files` adds reading, atomic writing and the
-metadata record, and is what the CLI and the Prefect tasks call. Outputs are written flow ->
-warped -> image, and rolled back together if any later step fails, so an item is either fully
-present or absent (a re-run then redoes exactly the missing items).
+metadata record, and is what the CLI and the Prefect tasks call. Which files an item writes is
+`lwst.item_files`' rule; they are encoded from memory (the flow picture from the flow itself,
+nothing read back), written in its order and rolled back together if any write fails, so an
+item is either fully present or absent (a re-run then redoes exactly the missing items).
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lwst import __version__, storage
+from lwst import __version__, item_files, storage
 from lwst.config import StylizeConfig, to_params, validate
-from lwst.flow import FlowStats, flow_stats, hole_mask, resize_flow, warp_image, write_flo
-from lwst.image_io import check_size, output_format, read_image, resize_longest, write_png
+from lwst.flow import (
+    FlowStats,
+    encode_flo,
+    flow_picture,
+    flow_stats,
+    hole_mask,
+    resize_flow,
+    warp_image,
+)
+from lwst.image_io import check_size, encode_image, output_format, read_image, resize_longest
 from lwst.inpaint import inpaint_holes
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
@@ -110,8 +119,7 @@ def stylize(
     if texture is not None:
         check_fits(*texture.shape[-2:], "the texture exemplar", True)
     warp = None
-    has_geometry = geometry is not None or warp_estimate is not None
-    if has_geometry and config.warp.method != "none" and config.warp.strength > 0:
+    if item_files.warps(geometry is not None or warp_estimate is not None, config):
         if progress:
             progress("warp", 0, 1)
         warp = apply_geometry(content, None if geometry is None else geometry.to(device), config,
@@ -169,18 +177,21 @@ def stylize_files(
     progress: ProgressFn | None = None,
     storage_options: dict | None = None,
     warp_estimate: WarpEstimate | None = None,
+    flow_vis_out: str | None = None,
 ) -> dict:
     """Read, stylise and write one item; returns its metadata record (status ``ok``).
 
-    Raises `lwst.image_io.ImageInputError` / ``ValueError`` for bad input, after removing any
-    output this call had already written.
+    ``warped_out``, ``flow_out``, ``flow_vis_out``: where the warped content, the flow and its
+    colour picture go when the item warps (None: not written). Raises
+    `lwst.image_io.ImageInputError` / ``ValueError`` for bad input, after removing any output
+    this call had already written.
     """
     opts = storage_options or {}
     validate(config)
     check_size(config.size)
-    outputs = {"output": output, "warped": warped_out, "flow": flow_out}
+    outputs = {"output": output, "warped": warped_out, "flow": flow_out, "flow_vis": flow_vis_out}
     check_outputs_apart({"content": content, "geometry": geometry, "texture": texture}, outputs)
-    for uri in (output, warped_out):
+    for uri in (output, warped_out, flow_vis_out):
         if uri:
             output_format(uri)  # an unknown suffix is refused before any compute
     record = empty_record(item_id, run_id)
@@ -192,32 +203,38 @@ def stylize_files(
     texture_img = read_image(texture, style_side, **opts) if texture else None
     result = stylize(content_img, geometry_img, texture_img, config, progress=progress,
                      warp_estimate=warp_estimate if geometry else None)
-    return write_item(record, result, config, output, warped_out, flow_out, opts)
+    return write_item(record, result, config, output, warped_out, flow_out, opts, flow_vis_out)
 
 
 def write_item(record: dict, result: StylizeResult, config: StylizeConfig, output: str,
-               warped_out: str | None, flow_out: str | None, opts: dict) -> dict:
-    """Write an item's files (flow, warped, image; all removed again if any write fails) and
-    complete its metadata record (status ``ok``)."""
+               warped_out: str | None, flow_out: str | None, opts: dict,
+               flow_vis_out: str | None = None) -> dict:
+    """Write an item's files and complete its metadata record (status ``ok``).
+
+    The files are `lwst.item_files.kinds` of whether it warped, each where asked (None: not
+    wanted, e.g. a CLI run without ``--flow-out``). All are encoded from the result in memory
+    before the first write; if any write fails, the ones already written are removed.
+    """
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
-    written: list[str] = []
-    try:
-        if result.warp is not None and flow_out:
-            write_flo(result.warp.flow, flow_out, **opts)
-            written.append(flow_out)
-        if result.warp is not None and warped_out:
-            write_png(result.warp.warped, warped_out, **opts)
-            written.append(warped_out)
-        write_png(result.image, output, **opts)
-        written.append(output)
-    except BaseException:
-        for uri in written:
-            storage.remove(uri, **opts)
-        raise
+    targets = {"image": output, "warped": warped_out, "flow": flow_out, "flow_vis": flow_vis_out}
+    wanted = [kind for kind in item_files.kinds(result.warp is not None) if targets[kind]]
+    storage.write_all_or_none([(targets[k], _encode(k, targets[k], result)) for k in wanted],
+                              **opts)
     fill_record(record, result, config, vgg_source)
-    record.update(
-        status="ok", output=output,
-        warped=warped_out if result.warp is not None and warped_out else None,
-        flow=flow_out if result.warp is not None and flow_out else None,
-    )
+    record.update(status="ok", output=output,
+                  warped=warped_out if "warped" in wanted else None,
+                  flow=flow_out if "flow" in wanted else None)
     return record
+
+
+def _encode(kind: str, uri: str, result: StylizeResult) -> bytes:
+    """The bytes of one of an item's files (`lwst.item_files.LAYOUT` kinds)."""
+    if kind == "image":
+        return encode_image(result.image, output_format(uri))
+    warp = result.warp
+    if warp is None:
+        raise ValueError(f"an item without a warp has no {kind} file")
+    if kind == "flow":
+        return encode_flo(warp.flow)
+    picture = warp.warped if kind == "warped" else flow_picture(warp.flow)
+    return encode_image(picture, output_format(uri))

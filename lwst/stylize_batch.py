@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lwst import item_files
 from lwst.config import StylizeConfig, validate
 from lwst.image_io import check_size, output_format, read_image, resize_longest
 from lwst.metadata import empty_record
@@ -33,7 +34,7 @@ from lwst.warping import BATCHED_METHODS, estimate_warps
 
 @dataclass
 class BatchItem:
-    """One item's inputs and output paths."""
+    """One item's inputs and output paths (the warp ones are used when it warps)."""
 
     item_id: str
     content: str
@@ -42,6 +43,7 @@ class BatchItem:
     output: str
     warped_out: str | None = None
     flow_out: str | None = None
+    flow_vis_out: str | None = None
 
 
 @dataclass
@@ -58,10 +60,6 @@ class _Loaded:
     geometry: Tensor | None
     texture: Tensor | None
     warp: WarpOutcome | None = None
-
-
-def _needs_warp(item: BatchItem, config: StylizeConfig) -> bool:
-    return bool(item.geometry) and config.warp.method != "none" and config.warp.strength > 0
 
 
 def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: str = "",
@@ -81,15 +79,16 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
         try:
             check_outputs_apart(
                 {"content": item.content, "geometry": item.geometry, "texture": item.texture},
-                {"output": item.output, "warped": item.warped_out, "flow": item.flow_out})
-            for uri in (item.output, item.warped_out):
+                {"output": item.output, "warped": item.warped_out, "flow": item.flow_out,
+                 "flow_vis": item.flow_vis_out})
+            for uri in (item.output, item.warped_out, item.flow_vis_out):
                 if uri:
                     output_format(uri)
             content = resize_longest(read_image(item.content, **opts), config.size).to(device)
             check_fits(*content.shape[-2:], f"the content at size {config.size}",
                        bool(item.texture))
             geometry = (read_image(item.geometry, **opts).to(device)
-                        if _needs_warp(item, config) else None)
+                        if item_files.warps(bool(item.geometry), config) else None)
             texture = None
             if item.texture:
                 if item.texture not in textures:
@@ -150,7 +149,8 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
         record.update(content=item.content, geometry=item.geometry, texture=item.texture)
         try:
             outcomes[item.item_id].record = write_item(record, result, config, item.output,
-                                                       item.warped_out, item.flow_out, opts)
+                                                       item.warped_out, item.flow_out, opts,
+                                                       item.flow_vis_out)
         except Exception as exc:  # noqa: BLE001
             outcomes[item.item_id].error = exc
     return [outcomes[item.item_id] for item in items]

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lwst import dataset, storage
+from lwst import storage
 from lwst.item import Item
 from tasks.stylize_item import (
     TaskRecords,
@@ -58,7 +58,8 @@ def stylize_batch(
         try:
             check_apart(item)
             batch.append(BatchItem(item.id, item.content, item.geometry, item.texture,
-                                   item.outputs.image, item.outputs.warped, item.outputs.flow))
+                                   item.outputs.image, item.outputs.warped, item.outputs.flow,
+                                   item.outputs.flow_vis))
         except ValueError as exc:
             early[item.id] = exc
     records = []
@@ -68,11 +69,6 @@ def stylize_batch(
             outcome = outcomes.get(item.id)
             record = outcome.record if outcome is not None else None
             error = early.get(item.id) or (outcome.error if outcome is not None else None)
-            if record is not None and record["flow"]:
-                try:
-                    dataset.write_flow_picture(item.outputs.flow, item.outputs.flow_vis, opts)
-                except Exception as exc:  # noqa: BLE001
-                    record, error = None, exc
             if record is None:
                 record = record_failure(item, error, out, run_id, opts, retryable=False)
             batched = record["status"] == "ok" and bool(record["flow"])

@@ -5,12 +5,13 @@ A failure never escapes as an exception the run would have to handle (`record_fa
 input (a missing, corrupt or unsupported image, an impossible setting, storage errors) becomes
 a ``failed`` row with one line; a bug in lwst becomes a ``failed`` row marked ``internal``,
 with its traceback logged. Only transient I/O errors (network, timeouts) raise, and Prefect
-retries those.
+retries those. Writes retry themselves in `lwst.storage` and end in a non-transient
+`WriteFailedError`, so Prefect's retries cover what comes before the render: reading the
+inputs and the batched warp estimate.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from dataclasses import dataclass
@@ -23,13 +24,7 @@ from lwst import dataset, s3, storage
 from lwst.failures import failure_kind, failure_reason
 from lwst.item import Item
 from lwst.safety import check_outputs_apart
-
-# Missing/forbidden files are bad input, not a flaky network: retrying cannot help. Nor can it
-# for a name too long, a read-only or full disk, or storage the probe found dead.
-PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-                       s3.StorageUnavailableError)
-PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL, errno.ELOOP,
-                    errno.EACCES, errno.EPERM}
+from lwst.storage import is_transient
 
 
 @dataclass(frozen=True)
@@ -42,11 +37,6 @@ class TaskRecords:
     """
 
     rows: list[dict[str, Any]]
-
-
-def is_transient(exc: BaseException) -> bool:
-    return (isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
-            and exc.errno not in PERMANENT_ERRNOS)
 
 
 def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
@@ -137,9 +127,7 @@ def _stylize_item(item: Item, out: str, run_id: str, opts: dict[str, Any],
         record = stylize_files(item.id, item.content, item.geometry, item.texture,
                                outputs.image, item.config, warped_out=outputs.warped,
                                flow_out=outputs.flow, run_id=run_id, storage_options=opts,
-                               warp_estimate=estimate)
-        if record["flow"]:
-            dataset.write_flow_picture(outputs.flow, outputs.flow_vis, opts)
+                               warp_estimate=estimate, flow_vis_out=outputs.flow_vis)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the item's row
         record = record_failure(item, exc, out, run_id, opts)
     return record

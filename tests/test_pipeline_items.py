@@ -5,6 +5,9 @@ as soon as what they need is done, and the manifest is read once."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,9 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from pipeline_inputs import FAST, write_manifest_csv
 
-import lwst.cli
-import lwst.stylize
-import lwst.stylize_batch
+from lwst.cli import main as lwst_main
 from lwst.failures import EXIT_INTERNAL_ERROR
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -25,27 +26,33 @@ def _rows(out: Path, run_id: str) -> dict[str, dict]:
     return {row["id"]: row for row in table.to_pylist()}
 
 
+PLANTED_BUG = """
+import lwst.stylize, lwst.stylize_batch
+
+def _plant(real):
+    def read_image(uri, *args, **kwargs):
+        if "bug-" in str(uri):
+            return 1 // 0
+        return real(uri, *args, **kwargs)
+    return read_image
+
+lwst.stylize.read_image = _plant(lwst.stylize.read_image)
+lwst.stylize_batch.read_image = _plant(lwst.stylize_batch.read_image)
+"""
+
+
 def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Path,
-                                                                  tmp_path: Path, capsys,
-                                                                  monkeypatch):
-    """A bug (here a ZeroDivisionError planted in the image reader for two items, one in a
-    feed-forward chunk and one on the per-item gatys path) fails only its item, is marked
-    ``internal`` with its traceback logged, and makes `lwst run` exit 3 after the others
-    finish; a missing file stays an ``input`` failure in one line."""
+                                                                  tmp_path: Path):
+    """A bug (a ZeroDivisionError planted in the image reader, through ``sitecustomize``, for
+    two items: one in a feed-forward chunk, one on the per-item gatys path) fails only its
+    item, is marked ``internal`` with its traceback logged, and makes `lwst run` exit 3 after
+    the others finish; a missing file stays an ``input`` failure in one line."""
     photos, styles = image_folder / "contents", image_folder / "styles"
     for name in ("bug-chunk.png", "bug-single.png"):
         (photos / name).write_bytes((photos / "photo0.png").read_bytes())
-    real_stylize_read, real_batch_read = lwst.stylize.read_image, lwst.stylize_batch.read_image
-
-    def planted(real):
-        def read_image(uri, *args, **kwargs):
-            if "bug-" in str(uri):
-                return 1 // 0
-            return real(uri, *args, **kwargs)
-        return read_image
-
-    monkeypatch.setattr(lwst.stylize, "read_image", planted(real_stylize_read))
-    monkeypatch.setattr(lwst.stylize_batch, "read_image", planted(real_batch_read))
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(PLANTED_BUG)
     texture = str(styles / "style0.png")
     rows = [{"id": "ok-chunk", "content": str(photos / "photo1.png"), "texture": texture},
             {"id": "bug-chunk", "content": str(photos / "bug-chunk.png"), "texture": texture},
@@ -56,11 +63,14 @@ def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Pa
             {"id": "missing", "content": str(photos / "nowhere.png"), "texture": texture}]
     manifest = write_manifest_csv(tmp_path / "m.csv", rows)
     out = tmp_path / "out"
-    code = lwst.cli.main(["run", str(manifest), "--out", str(out), "--size", "48",
-                          "--warp-method", "none", "--levels", "1", "--iterations", "1",
-                          "--device", "cpu", "--run-id", "planted", "--quiet"])
-    captured = capsys.readouterr()
-    assert code == EXIT_INTERNAL_ERROR, captured.err
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plant), str(repo)])}
+    done = subprocess.run([str(Path(sys.executable).with_name("lwst")), "run", str(manifest),
+                           "--out", str(out), "--size", "48", "--warp-method", "none",
+                           "--levels", "1", "--iterations", "1", "--device", "cpu",
+                           "--run-id", "planted", "--quiet"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == EXIT_INTERNAL_ERROR, done.stderr
     rows = _rows(out, "planted")
     assert {i: r["status"] for i, r in rows.items()} == {
         "ok-chunk": "ok", "bug-chunk": "failed", "ok-single": "ok", "bug-single": "failed",
@@ -73,10 +83,29 @@ def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Pa
                                               "ZeroDivisionError")
         assert "\n" not in rows[item]["error"]
     assert "nowhere.png: no such file" in rows["missing"]["error"]
-    assert "Traceback" in captured.err and "1 // 0" in captured.err  # logged, with its source
-    assert captured.err.strip().splitlines()[-1].startswith(
-        "lwst run: error: 2 item(s) failed by an internal error")
+    err = done.stderr
+    assert err.count("Traceback") == 2 and "return 1 // 0" in err, err  # the bugs' own
+    assert err.strip().splitlines()[-1].startswith(
+        "lwst run: error: 2 item(s) failed by an internal error"), err
     assert (out / "images" / "ok-chunk.png").exists() and (out / "images" / "ok-single.png")
+
+
+def test_the_one_line_log_filter_keeps_only_a_bugs_traceback():
+    import logging
+    import sys
+
+    from lwst.cli_pipeline import _OneLineLogs
+
+    try:
+        raise ZeroDivisionError("planted")
+    except ZeroDivisionError:
+        info = sys.exc_info()
+    bug = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "bug", None, info)
+    bug.lwst_internal = True
+    other = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "io\nmore", None,
+                              info)
+    assert _OneLineLogs().filter(bug) and bug.exc_info is info
+    assert _OneLineLogs().filter(other) and other.exc_info is None and other.msg == "io"
 
 
 def test_each_row_runs_with_its_own_settings_inside_batches(image_folder: Path,
@@ -162,12 +191,12 @@ def test_lwst_run_reads_and_validates_the_manifest_once(image_folder: Path, tmp_
                         lambda frame, uri: (calls.append(uri), real(frame, uri))[1])
     manifest = write_manifest_csv(tmp_path / "m.csv", [
         {"id": "x", "content": str(image_folder / "contents" / "photo0.png")}])
-    code = lwst.cli.main(["run", str(manifest), "--out", str(tmp_path / "out"), "--size", "32",
+    code = lwst_main(["run", str(manifest), "--out", str(tmp_path / "out"), "--size", "32",
                           "--warp-method", "none", "--device", "cpu", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert calls == [str(manifest)]
     manifest.write_text(manifest.read_text() + f"y,{image_folder / 'contents' / 'photo1.png'}\n")
-    assert lwst.cli.main(["run", str(manifest), "--out", str(tmp_path / "out"), "--size", "32",
+    assert lwst_main(["run", str(manifest), "--out", str(tmp_path / "out"), "--size", "32",
                           "--warp-method", "none", "--device", "cpu", "--quiet"]) == 0
     assert len(calls) == 2  # a changed file is read again, not served stale
     assert "1 ok, 0 failed, 1 skipped" in capsys.readouterr().out
