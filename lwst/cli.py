@@ -1,7 +1,7 @@
 """The ``lwst`` command: ``stylize`` and ``warp`` here; ``run``, ``make-manifest`` and
 ``train-warp`` are registered by their own modules.
 
-Contract (contracts.md): exit 0 on success, 2 on bad usage or bad input with one line on stderr
+Contract (docs/contracts.md): exit 0 on success, 2 on bad usage or bad input with one line on stderr
 (a traceback only with ``--debug``), and never a partial output file.
 """
 
@@ -41,7 +41,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (contracts.md), not the whole usage block.
+    """argparse, but a usage error is one line (docs/contracts.md), not the whole usage block.
 
     Subparsers inherit the class (``add_subparsers`` defaults ``parser_class`` to it).
     """

@@ -45,7 +45,7 @@ class WarpConfig:
 
 @dataclass
 class RenderConfig:
-    """Texture stage: multi-scale Gatys (method.md) solved coarse to fine, or a feed-forward
+    """Texture stage: multi-scale Gatys (docs/method.md) solved coarse to fine, or a feed-forward
     renderer (``wct``, ``adain``: lwst.renderers) for dataset speed."""
 
     renderer: str = "gatys"

@@ -43,7 +43,7 @@ def global_correlation(exemplar: Tensor, content: Tensor) -> Tensor:
     """Paper's global correlation, ``(B, Hc*Wc, He, We)`` from ``(B, C, H, W)`` features.
 
     Channel k of exemplar cell (i, j) is the correlation with content cell k (row-major),
-    divided by the root of the sum of squares over content cells (method.md, step 2).
+    divided by the root of the sum of squares over content cells (docs/method.md, "Correlation").
     """
     b, c, he, we = exemplar.shape
     corr = torch.einsum("bck,bcl->bkl", content.flatten(2), exemplar.flatten(2))

@@ -1,6 +1,6 @@
 """The on-disk (or in-bucket) shape of a stylised dataset, and how a run resumes.
 
-Layout under ``out`` (contracts.md): ``images/<id>.png``, ``warped/<id>.png``,
+Layout under ``out`` (docs/contracts.md): ``images/<id>.png``, ``warped/<id>.png``,
 ``flow/<id>.flo``, ``flow_vis/<id>.png``, ``metadata/run-<run_id>.parquet`` and
 ``reports/contact_sheet-<run_id>.png``.
 

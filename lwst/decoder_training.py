@@ -1,6 +1,6 @@
 """Train the feed-forward renderers' decoders on lwst's own VGG-19 (docs/decoder_card.md).
 
-Two objectives (method.md, "Feed-forward rendering details"):
+Two objectives (docs/method.md, "Feed-forward rendering details"):
 
 - ``wct``: invert reluL_1. Loss = relative pixel error + ``feature_weight`` x relative feature
   error at reluL_1 of the decoded image (lambda = 1). "Relative" = squared error divided by the

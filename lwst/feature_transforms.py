@@ -1,4 +1,4 @@
-"""Feature-statistics transfer for the feed-forward renderers: WCT and AdaIN (method.md).
+"""Feature-statistics transfer for the feed-forward renderers: WCT and AdaIN (docs/method.md).
 
 Both work on batches ``(B, C, H, W)`` of content features with one style per batch entry, and
 blend with the content by ``alpha`` (``alpha * f_cs + (1 - alpha) * f_c``).

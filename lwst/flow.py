@@ -1,6 +1,6 @@
 """Dense backward flow fields: apply, resize, measure, picture, and store as Middlebury ``.flo``.
 
-Convention (method.md): a flow ``(B, 2, H, W)`` in pixels at the warped output's resolution,
+Convention (docs/method.md): a flow ``(B, 2, H, W)`` in pixels at the warped output's resolution,
 ``warped(x, y) = content(x + u(x, y), y + v(x, y))``, channel 0 = u (right), 1 = v (down).
 Pixel centres sit at integer coordinates, hence ``align_corners=True`` throughout.
 """

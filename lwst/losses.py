@@ -1,6 +1,6 @@
 """Gatys losses (content, Gram style) and the shared style yardstick `gram_distance`.
 
-Conventions (method.md, "Texture rendering"):
+Conventions (docs/method.md, "Texture rendering"):
 
 - Gram matrix of a ``(B, C, H, W)`` activation: ``G = F F^T / (C * H * W)`` ("normalised by
   the feature size", as in neural-style / neural-style-pt), so it does not grow with the image.

@@ -1,7 +1,7 @@
 """Manifests: the list of items a pipeline run stylises, read, validated and built here.
 
 A manifest is CSV, Parquet or JSON Lines, local or on any fsspec filesystem, one row per item
-(contracts.md). It is checked as a whole before any work starts, and every offending row is
+(docs/contracts.md). It is checked as a whole before any work starts, and every offending row is
 reported at once, because a user fixing a 10 000-row file one error per run would give up.
 Relative paths are resolved against the manifest's own location so a manifest can travel with
 its images (a folder, a bucket prefix).

@@ -1,6 +1,6 @@
 """The per-item metadata record: one schema for ``--metadata-out`` JSON and the Parquet dataset.
 
-Column names and order come from contracts.md. Keeping the schema here (not in the pipeline)
+Column names and order come from docs/contracts.md. Keeping the schema here (not in the pipeline)
 means the CLI's JSON and the pipeline's Parquet rows can never drift apart.
 """
 
@@ -45,7 +45,7 @@ SCHEMA = pa.schema(
         ("vgg_weights", pa.string()),
         ("params", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
-        # Added after the first release (contracts.md: columns are added, never renamed).
+        # Added after the first release (docs/contracts.md: columns are added, never renamed).
         ("renderer", pa.string()),
         ("warp_confidence", pa.float64()),
         ("warp_fold_frac", pa.float64()),

@@ -1,7 +1,7 @@
 """Parametric warps (affine, thin-plate spline) expressed as dense backward flows.
 
 They serve two jobs: the gentle, global GST-style warp mode, and the generator of synthetic
-training pairs for the learned network (method.md: random affine composed with a TPS on a 3x3
+training pairs for the learned network (docs/method.md: random affine composed with a TPS on a 3x3
 control grid). All maps work in normalised coordinates ([-1, 1], ``align_corners=True``) and
 send an output location to the content location it samples.
 """
@@ -75,7 +75,7 @@ def control_grid(n: int = 3, batch: int = 1, device=None, dtype=torch.float32) -
 
 @dataclass(frozen=True)
 class SyntheticWarpRanges:
-    """Ranges of the random warp used for synthetic supervision (method.md defaults)."""
+    """Ranges of the random warp used for synthetic supervision (docs/method.md defaults)."""
 
     scale: tuple[float, float] = (0.75, 1.25)
     rotation_deg: float = 15.0

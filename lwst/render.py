@@ -1,4 +1,4 @@
-"""Texture rendering ``R``: multi-scale Gatys (method.md, "Texture rendering").
+"""Texture rendering ``R``: multi-scale Gatys (docs/method.md, "Texture rendering").
 
 The (warped) content is decomposed into a Gaussian pyramid (kornia ``pyrdown``: 5x5 Gaussian
 blur, then halve). The image is solved at the coarsest level first, starting from that level's

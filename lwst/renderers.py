@@ -50,7 +50,7 @@ from lwst.vgg import VGG19Features
 
 RENDERERS = ("gatys", "wct", "adain")
 FEED_FORWARD = ("wct", "adain")
-WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (method.md)
+WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (docs/method.md)
 PAD_MULTIPLE = 16
 LOSS_SIDE = 256
 

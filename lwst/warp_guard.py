@@ -1,4 +1,4 @@
-"""Per-item warp confidence and the fallback policy (issue 11; method.md, "Warp safety").
+"""Per-item warp confidence and the fallback policy (issue 11; docs/method.md, "Warp safety").
 
 The learned warp sometimes tears a content apart instead of bending it (few, repeated or
 differently arranged features). In a run of thousands of items nobody looks at every one, so

@@ -1,4 +1,4 @@
-"""Fold-free warp fields and their safety figures (method.md, "Warp safety").
+"""Fold-free warp fields and their safety figures (docs/method.md, "Warp safety").
 
 The warped image samples the content at ``m(x) = x + u(x)``. Where ``det(I + grad u) <= 0`` the
 map folds over (content mirrored or smeared into streaks); a local area change beyond

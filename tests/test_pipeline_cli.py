@@ -1,4 +1,4 @@
-"""`lwst run` and `lwst make-manifest` per contracts.md: exit codes, one-line errors, outputs."""
+"""`lwst run` and `lwst make-manifest` per docs/contracts.md: exit codes, one-line errors, files."""
 
 from __future__ import annotations
 

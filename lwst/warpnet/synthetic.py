@@ -1,6 +1,6 @@
 """Synthetic training pairs: a random geometric warp plus re-texturing of the exemplar side.
 
-method.md: the exemplar is the content bent by a random affine composed with a 3x3 TPS, so the
+docs/method.md: the exemplar is the content bent by a random affine composed with a 3x3 TPS, so the
 ground-truth backward flow is known. Re-texturing (colour, contrast, posterisation,
 edge-preserving stylisation, or a painted copy) is applied *before* warping, so it changes
 appearance and never geometry: ``exemplar ~ warp_image(retexture(content), flow)``.
