@@ -46,7 +46,7 @@ def child(size: int, content: str, texture: str, device: str, overrides: dict,
     """One render in this process; returns per-level seconds and peak RSS."""
     from lwst.config import RenderConfig
     from lwst.image_io import read_image, write_png
-    from lwst.render import level_iterations, pyramid_levels, render_texture
+    from lwst.render import pyramid_schedule, render_texture
     from lwst.vgg import load_vgg19
 
     base_rss = _rss_bytes()
@@ -54,10 +54,11 @@ def child(size: int, content: str, texture: str, device: str, overrides: dict,
     config = dataclasses.replace(RenderConfig(), **overrides)
     image = read_image(content, size)
     exemplar = read_image(texture, config.style_size or size)
-    n_levels = pyramid_levels(*image.shape[-2:], config.levels)
+    schedule = pyramid_schedule(*image.shape[-2:], config)
+    n_levels = len(schedule)
     bounds, acc = [], 0
-    for n in level_iterations(config.iterations, n_levels):
-        acc += n
+    for level in schedule:
+        acc += level.iterations
         bounds.append(acc)
     state = {"done": 0, "stop": False}
     before_render = _rss_bytes()

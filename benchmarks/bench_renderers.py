@@ -30,11 +30,11 @@ RENDERERS = ("gatys", "wct", "adain")
 
 
 def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
-    from lwst.manifest import IMAGE_SUFFIXES
+    from lwst.storage import list_images
     from lwst.warpnet.split import held_out_files
 
     def images(folder: Path) -> list[Path]:
-        return held_out_files(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return held_out_files(list_images(folder, recursive=False))
 
     photos, styles = images(data / "photos"), images(data / "styles")
     return [(photos[i % len(photos)], styles[i % len(styles)]) for i in range(n)]

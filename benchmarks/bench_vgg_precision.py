@@ -19,6 +19,7 @@ import torch
 
 from lwst.correlation import analysis_view
 from lwst.image_io import read_image
+from lwst.storage import list_images
 from lwst.vgg import at_dtype, load_vgg19, native_bfloat16
 from lwst.warpnet.bank import encode
 from lwst.warpnet.split import held_out_files
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per pair (median)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    files = held_out_files(p for p in args.data.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    files = held_out_files(list_images(args.data, recursive=False))
     images = [analysis_view(read_image(str(f))) for f in files[: 2 * args.pairs]]
     pairs = [torch.cat(images[i : i + 2]) for i in range(0, len(images) - 1, 2)]
     full = load_vgg19("auto")

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from lwst.config import WARP_PRECISIONS, WarpConfig
+from lwst.config import ANALYSIS_SIZE, WARP_PRECISIONS, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.estimators.optim import optimise_warp
@@ -38,6 +38,7 @@ from lwst.estimators.parametric_fit import fit_parametric_warp
 from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
 from lwst.image_io import read_image
 from lwst.inpaint import inpaint_holes
+from lwst.storage import list_images
 from lwst.vgg import VGG19Features, at_dtype, feature_dtype, load_vgg19
 from lwst.warping import estimate_warp
 from lwst.warpnet.split import held_out_files
@@ -56,7 +57,8 @@ def learned_estimator(vgg: VGG19Features, checkpoint: str | None, verify: bool =
     try:
         from lwst.warpnet.inference import predict_warp
 
-        probe = torch.rand(1, 3, 256, 256, dtype=vgg.mean.dtype, device=vgg.mean.device)
+        probe = torch.rand(1, 3, ANALYSIS_SIZE, ANALYSIS_SIZE, dtype=vgg.mean.dtype,
+                           device=vgg.mean.device)
         _, warpnet_id = predict_warp(probe, probe, vgg, checkpoint=checkpoint)
     except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported as such
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -104,7 +106,7 @@ def run_epe(args: argparse.Namespace) -> dict:
     vgg = at_dtype(vgg, feature_dtype(args.precision, device))
     config = WarpConfig(method="optim", optim_steps=args.optim_steps, precision=args.precision)
     methods = estimators(vgg, config, args.methods, args.checkpoint, args.optim_sweep)
-    images = (p for p in Path(args.data).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    images = list_images(args.data, recursive=False)
     files = held_out_files(images)
     if not files:
         raise SystemExit(f"no held-out images under {args.data}")

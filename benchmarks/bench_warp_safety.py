@@ -29,6 +29,7 @@ from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.image_io import read_image
 from lwst.parametric import SyntheticWarpRanges
+from lwst.storage import list_images
 from lwst.vgg import at_dtype, feature_dtype, load_vgg19
 from lwst.warp_safety import field_safety, make_fold_free
 from lwst.warping import WarpEstimate, estimate_warp
@@ -138,8 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     config = WarpConfig(field=args.warp_field, fallback=args.warp_fallback,
                         min_confidence=args.min_warp_confidence)
     ranges = scaled_ranges(args.magnitude)
-    files = held_out_files(p for p in Path(args.data).iterdir()
-                           if p.suffix.lower() in (".jpg", ".png"))
+    files = held_out_files(list_images(args.data, recursive=False))
     rows = []
     for tier_index, tier in enumerate(TIERS):
         if tier not in args.tiers:

@@ -25,6 +25,7 @@ from lwst.correlation import analysis_view
 from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
 from lwst.image_io import read_image
 from lwst.inpaint import inpaint_holes
+from lwst.storage import list_images
 from lwst.vgg import at_dtype, feature_dtype, load_vgg19
 from lwst.warp_safety import exp_field, field_safety, jacobian_determinant, make_fold_free
 from lwst.warpnet.inference import predict_warp
@@ -64,8 +65,7 @@ def cache(path: Path) -> tuple[list[dict], list[dict]]:
         content, exemplar = analysis_view(read_image(str(c))), analysis_view(read_image(str(e)))
         real.append(dict(name=name, content=content, exemplar=exemplar,
                          flow=predict_warp(content, exemplar, vgg)[0]))
-    files = held_out_files(p for p in (DATA / "photos").iterdir()
-                           if p.suffix.lower() in (".jpg", ".png"))
+    files = held_out_files(list_images(DATA / "photos", recursive=False))
     syn = []
     for ti, tier in enumerate(TIERS):
         for i in range(38):

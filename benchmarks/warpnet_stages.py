@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 
+from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import analysis_view
 from lwst.flow import end_point_error
 from lwst.image_io import read_image
+from lwst.storage import list_images
 from lwst.vgg import load_vgg19
 from lwst.warpnet.bank import encode
 from lwst.warpnet.inference import TEST_ITERS, load_warpnet, matched_affine_starts
-from lwst.warpnet.model import all_pairs, upsample_flow
+from lwst.warpnet.model import upsample_flow
 from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_cache(data: Path, pairs: int, seed: int) -> dict:
     """Features, ground truth and validity of ``pairs`` pairs per tier (bench_warp's pairs)."""
     vgg = load_vgg19("auto")
-    images = (p for p in data.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    images = list_images(data, recursive=False)
     files = held_out_files(images)
     out: dict = {}
     for t, tier in enumerate(TIERS):
@@ -77,10 +79,10 @@ def main() -> None:
                     feats = (content.float(), exemplar.float(), content_fine.float(),
                              exemplar_fine.float())
                     stages = model(*feats)
-                    volume = all_pairs(feats[1], feats[0])
-                    starts = matched_affine_starts(volume, 1, model.cfg.coarse_size)
+                    volume = model.correlation(feats[1], feats[0])
+                    starts = matched_affine_starts(volume, model.cfg.coarse_size)
                     stages.append(model.estimate(*feats, starts, volume, *TEST_ITERS)[0])
-                preds = [torch.zeros_like(flow)] + [upsample_flow(s, 256) for s in stages]
+                preds = [torch.zeros_like(flow)] + [upsample_flow(s, ANALYSIS_SIZE) for s in stages]
                 epe += torch.tensor([float(end_point_error(p, flow, valid)) for p in preds])
             epe /= len(items)
             overall += epe / len(cache)

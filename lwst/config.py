@@ -20,15 +20,18 @@ SIZE_RANGE = (8, 8192)  # output side in pixels (lwst.image_io refuses inputs ou
 SEED_RANGE = (0, 2**63 - 1)  # what torch, numpy and Parquet's int64 all take
 WARP_FIELDS = ("diffeo", "raw")  # fold-free by scaling and squaring | as the estimator gave it
 WARP_FALLBACKS = ("none", "affine", "damp")  # what a low-confidence item gets instead
+# Side of the square views every warp is estimated on (method.md: VGG at 256x256); the warp
+# network was trained at it, so its grids (relu4_1 32x32, relu3_1 64x64) follow from it.
+ANALYSIS_SIZE = 256
 
 
 @dataclass
 class WarpConfig:
-    """Geometric stage: estimate a field on 256x256 views, scale it, upsample, inpaint."""
+    """Geometric stage: estimate a field on square analysis views, scale it, upsample, inpaint."""
 
     method: str = "learned"
     strength: float = 1.0
-    analysis_size: int = 256
+    analysis_size: int = ANALYSIS_SIZE
     inpaint: str = "telea"
     checkpoint: str | None = None  # None: the network shipped in lwst/checkpoints
     optim_steps: int = 150  # optimisation estimator iterations

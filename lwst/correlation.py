@@ -1,5 +1,10 @@
 """Feature correlations between content and geometry exemplar, and the alignment objective.
 
+Three forms of the correlation ``M`` (method.md, step 2): `global_correlation` (the paper's,
+all pairs, normalised over content cells), `local_correlation` (a window around the same place,
+on feature maps already warped) and `CorrelationVolume` (all pairs computed once and looked up
+in a window around any flow, as RAFT's ``CorrBlock``; the warp network's refinement).
+
 Shared by every warp estimator so that their ``warp_loss_before`` / ``warp_loss_after`` figures
 are the same quantity: the paper's weak softmax loss on L2-normalised relu4_1 features.
 
@@ -13,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst.flow import resize_flow, warp_image
+from lwst.config import ANALYSIS_SIZE
+from lwst.flow import base_grid, resize_flow, warp_image
 from lwst.vgg import VGG19Features
 
-ANALYSIS_SIZE = 256
 ALIGNMENT_TAP = "relu4_1"
 
 
@@ -66,23 +71,93 @@ def local_correlation(target: Tensor, source: Tensor, radius: int = 4) -> Tensor
     return torch.stack(maps, dim=1)
 
 
+class CorrelationVolume:
+    """All-pairs cosine correlation of exemplar cells with content cells, read at a flow.
+
+    As RAFT's ``CorrBlock``: built once per pair of feature maps, then callers only ask
+    ``volume(flow)``. Reading the volume at ``x + flow(x) + d`` equals the dot product of the
+    exemplar feature at ``x`` with the content feature map bilinearly sampled at
+    ``x + flow(x) + d`` (linearity), so a refinement step re-reads the content under its
+    current flow without resampling every channel for every window offset.
+
+    ``exemplar (B, C, He, We)`` and ``content (B, C, Hc, Wc)`` are L2-normalised features;
+    ``radius`` is the default window half-side of `lookup`.
+    """
+
+    def __init__(self, exemplar: Tensor, content: Tensor, radius: int = 4) -> None:
+        b, _, he, we = exemplar.shape
+        hc, wc = content.shape[-2:]
+        volume = torch.einsum("bce,bck->bek", exemplar.flatten(2), content.flatten(2))
+        self.volume = volume.reshape(b * he * we, 1, hc, wc)  # one content-grid map per cell
+        self.batch, self.radius = b, radius
+        self.exemplar_size, self.content_size = (he, we), (hc, wc)
+
+    @property
+    def similarity(self) -> Tensor:
+        """The raw volume as ``(B, He*We, Hc*Wc)``: exemplar cells by content cells."""
+        he, we = self.exemplar_size
+        return self.volume.view(self.batch, he * we, -1)
+
+    def __call__(self, flow: Tensor, radius: int | None = None) -> Tensor:
+        return self.lookup(flow, radius)
+
+    def lookup(self, flow: Tensor, radius: int | None = None) -> Tensor:
+        """The window ``(B*K, (2r+1)^2, He, We)`` around ``x + flow(x)`` (row-major over dy,
+        then dx, as `local_correlation`).
+
+        ``flow (B*K, 2, He, We)`` in content-grid pixels may hold ``K`` flows per item
+        (item-major), all read from that item's volume without copying it; samples outside
+        the content read 0.
+        """
+        r = self.radius if radius is None else radius
+        bk, _, h, w = flow.shape
+        if bk % self.batch:
+            raise ValueError(f"{bk} flows for a volume of {self.batch} items")
+        b, k = self.batch, bk // self.batch
+        hc, wc = self.content_size
+        centre = (base_grid(h, w, flow.device, flow.dtype) + flow).permute(0, 2, 3, 1)
+        centre = centre.reshape(b, k, h * w, 2).transpose(1, 2).reshape(-1, k, 1, 2)
+        coords = centre + _window_offsets(r, flow.device, flow.dtype).view(1, 1, -1, 2)
+        scale = torch.tensor(
+            [2.0 / max(wc - 1, 1), 2.0 / max(hc - 1, 1)], device=flow.device, dtype=flow.dtype
+        )
+        sampled = F.grid_sample(
+            self.volume, coords * scale - 1.0, mode="bilinear", padding_mode="zeros",
+            align_corners=True,
+        )  # (B*H*W, 1, K, (2r+1)^2)
+        return sampled.view(b, h, w, k, -1).permute(0, 3, 4, 1, 2).reshape(bk, -1, h, w)
+
+
+def _window_offsets(radius: int, device: torch.device | None = None,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(2r+1, 2r+1, 2)`` (dx, dy) offsets, row-major over dy then dx."""
+    d = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([dx, dy], dim=-1)
+
+
 def warp_features(features: Tensor, flow: Tensor) -> Tensor:
     """Sample content features under a backward flow given at any resolution (pixels)."""
     height, width = features.shape[-2:]
     return warp_image(features, resize_flow(flow, height, width))
 
 
+def window_softmax_loss(window: Tensor, temperature: float = 0.1) -> Tensor:
+    """Paper's weak loss per item of a correlation window ``(B, (2r+1)^2, H, W)``:
+    ``-mean_m log softmax_n(corr(m, m+n) / T)[centre]``."""
+    centre = window.shape[1] // 2
+    return -(window / temperature).log_softmax(dim=1)[:, centre].flatten(1).mean(1)
+
+
 def softmax_alignment_loss(
     warped_content: Tensor, exemplar: Tensor, radius: int = 4, temperature: float = 0.1
 ) -> Tensor:
-    """Paper's weak loss, per batch item: ``-mean_m log softmax_n(corr(m, m+n))[centre]``.
+    """`window_softmax_loss` of warped content features against the exemplar's, per item.
 
     After a correct warp every exemplar feature best matches the warped content feature at the
     same place. Inputs are L2-normalised ``(B, C, H, W)``; lower is better.
     """
-    corr = local_correlation(exemplar, warped_content, radius) / temperature
-    centre = (2 * radius + 1) ** 2 // 2
-    return -(corr.log_softmax(dim=1)[:, centre]).flatten(1).mean(1)
+    return window_softmax_loss(local_correlation(exemplar, warped_content, radius), temperature)
 
 
 def alignment_loss(

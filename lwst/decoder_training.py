@@ -33,7 +33,7 @@ from lwst.decoders import KINDS, LEVELS, Decoder, level_tap, load_decoder, save_
 from lwst.feature_transforms import adain, mean_std
 from lwst.image_io import read_image
 from lwst.vgg import STYLE_LAYERS, VGG19Features, load_vgg19, native_bfloat16
-from lwst.warpnet.bank import list_images
+from lwst.warpnet.bank import gather_images
 from lwst.warpnet.split import training_files
 
 ADAIN_LEVEL = 4
@@ -125,14 +125,14 @@ class _Objective:
 
     def __init__(self, config: DecoderTrainConfig, vgg: VGG19Features, device: torch.device):
         self.config, self.vgg, self.device = config, vgg, device
-        paths = training_files(list_images(config.images))
+        paths = training_files(gather_images(config.images))
         if not paths:
             raise ValueError(f"no training images found in {config.images}")
         self.crops = _load_crops(paths, config.crop, config.crops_per_image, config.seed)
         self.tap = level_tap(config.level)
         self.features = _encode_bank(vgg, self.crops, [self.tap], device)[self.tap]
         if config.kind == "adain":
-            styles = training_files(list_images(config.styles))
+            styles = training_files(gather_images(config.styles))
             if not styles:
                 raise ValueError(f"adain needs styles; none found in {config.styles}")
             style_crops = _load_crops(styles, config.crop, config.crops_per_image, config.seed + 1)

@@ -1,4 +1,5 @@
-"""Gatys losses (content, Gram style) and the shared style yardstick `gram_distance`.
+"""The Gatys objective (`GatysObjective`, what the renderer minimises) and the shared style
+yardsticks `gram_distance` / `content_distance`.
 
 Conventions (docs/method.md, "Texture rendering"):
 
@@ -7,6 +8,9 @@ Conventions (docs/method.md, "Texture rendering"):
 - Style loss of one layer: mean squared difference of the two Gram matrices (``C x C``
   entries); the style loss is the sum over ``STYLE_LAYERS`` (relu1_1 .. relu5_1).
 - Content loss: mean squared difference of relu4_2 activations.
+- In the objective each is divided by the mean square of its target, so the objective's
+  content loss equals `content_distance` and its style loss is five times `gram_distance`
+  (same-size exemplar), up to float precision.
 
 `gram_distance` is *not* a training loss: it is the one number every benchmark uses to say how
 close an image's texture is to an exemplar, whatever produced the image (lwst, pastiche, WCT,
@@ -17,7 +21,7 @@ original content photo is typically around 1 or more).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -34,41 +38,45 @@ def gram_matrix(features: Tensor) -> Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / float(c * h * w)
 
 
-def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Mean squared difference of (relu4_2) activations."""
-    return F.mse_loss(features, target)
+class GatysObjective:
+    """The Gatys objective the renderer minimises (method.md): ``content_weight * C + style_weight
+    * S``, each term divided by the squared norm of its own target.
+
+    ``C`` = mean squared relu4_2 difference to ``content``; ``S`` = sum over `STYLE_LAYERS` of
+    the mean squared Gram difference to ``exemplar``. Dividing by the targets' norms makes the
+    weights mean the same thing for every exemplar, every pyramid level and both VGG weight sets
+    (Caffe inputs are 0..255, torchvision's are standardised: absolute losses differ by orders
+    of magnitude). Images are ``(1, 3, H, W)`` or, for luminance-only transfer, ``(1, 1, H, W)``
+    (VGG sees the grey channel as RGB). The targets are computed once, without gradient.
+    """
+
+    def __init__(self, vgg: VGG19Features, content: Tensor, exemplar: Tensor,
+                 content_weight: float = 1.0, style_weight: float = 1.0):
+        self.vgg = vgg
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.taps = list(STYLE_LAYERS) + [CONTENT_LAYER]
+        with torch.no_grad():
+            self.content_target = vgg(_as_rgb(content), [CONTENT_LAYER])[CONTENT_LAYER].detach()
+            self.content_norm = float(self.content_target.pow(2).mean().clamp_min(1e-12))
+            sfeat = vgg(_as_rgb(exemplar), STYLE_LAYERS)
+            self.grams = {k: gram_matrix(sfeat[k]).detach() for k in STYLE_LAYERS}
+            self.gram_norms = {k: float(g.pow(2).mean().clamp_min(1e-12))
+                               for k, g in self.grams.items()}
+
+    def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(content loss, style loss, weighted total) of ``image``, differentiable."""
+        feats = self.vgg(_as_rgb(image), self.taps)
+        c = F.mse_loss(feats[CONTENT_LAYER], self.content_target) / self.content_norm
+        s = image.new_zeros(())
+        for k in STYLE_LAYERS:
+            s = s + F.mse_loss(gram_matrix(feats[k]), self.grams[k]) / self.gram_norms[k]
+        total = self.content_weight * c + self.style_weight * s
+        return c, s, total
 
 
-def style_loss(
-    features: Mapping[str, Tensor],
-    target_grams: Mapping[str, Tensor],
-    layers: Iterable[str] = STYLE_LAYERS,
-    layer_weights: Sequence[float] | None = None,
-) -> Tensor:
-    """Sum over ``layers`` of the mean squared Gram difference (targets precomputed)."""
-    total: Tensor | None = None
-    for i, name in enumerate(layers):
-        weight = 1.0 if layer_weights is None else layer_weights[i]
-        term = weight * F.mse_loss(gram_matrix(features[name]), target_grams[name])
-        total = term if total is None else total + term
-    if total is None:
-        raise ValueError("style_loss needs at least one layer")
-    return total
-
-
-@torch.no_grad()
-def style_targets(
-    vgg: VGG19Features, exemplar: Tensor, layers: Iterable[str] = STYLE_LAYERS
-) -> dict[str, Tensor]:
-    """Gram matrices of the exemplar at ``layers`` (no gradient)."""
-    layers = list(layers)
-    feats = vgg(exemplar, layers)
-    return {name: gram_matrix(feats[name]).detach() for name in layers}
-
-
-@torch.no_grad()
-def content_target(vgg: VGG19Features, content: Tensor, layer: str = CONTENT_LAYER) -> Tensor:
-    return vgg(content, [layer])[layer].detach()
+def _as_rgb(image: Tensor) -> Tensor:
+    return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
 
 
 @torch.no_grad()

@@ -32,7 +32,6 @@ PATH_COLUMNS = ("content", "geometry", "texture")
 KNOWN_COLUMNS = ("id", *PATH_COLUMNS, *OVERRIDES)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".json": "jsonl"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class ManifestError(ValueError):
@@ -244,22 +243,6 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> list[Manifes
     return list(items)
 
 
-def list_images(location: str, storage_options: dict | None = None) -> list[str]:
-    """Image files under a folder or prefix (recursive), sorted, as absolute paths / URIs."""
-    if storage.is_local(location):
-        root = storage.local_path(location).resolve()
-        if not root.is_dir():
-            raise FileNotFoundError(f"{location}: not a folder")
-        return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                      and not p.name.startswith("."))
-    fs = storage.filesystem(location, **(storage_options or {}))
-    fs.invalidate_cache()
-    scheme = location.split("://", 1)[0]
-    found = fs.find(location)
-    return sorted(f"{scheme}://{p}" for p in found
-                  if Path(p).suffix.lower() in IMAGE_SUFFIXES and not Path(p).name.startswith("."))
-
-
 def _stem(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(uri.rsplit("/", 1)[-1]).stem).strip(".-") or "x"
 
@@ -310,7 +293,7 @@ def _gather(locations: str | Iterable[str], storage_options: dict | None) -> lis
         locations = [locations]
     files: list[str] = []
     for location in locations:
-        files.extend(list_images(location, storage_options))
+        files.extend(storage.list_images(location, **(storage_options or {})))
     return files
 
 

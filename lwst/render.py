@@ -1,19 +1,20 @@
 """Texture rendering ``R``: multi-scale Gatys (docs/method.md, "Texture rendering").
 
-The (warped) content is decomposed into a Gaussian pyramid (kornia ``pyrdown``: 5x5 Gaussian
-blur, then halve). The image is solved at the coarsest level first, starting from that level's
-content (or seeded noise); every finer level starts from the bilinear upsampling of the level
-below plus the content's own band-pass detail at that level (the Laplacian-pyramid residual),
-so a finer level begins sharp and spends its iterations on fine texture only. Coarse levels are
-cheap (a quarter of the pixels per level down) and fix the large-scale texture; the output level
-only needs a short polish, which is where the speed comes from.
+`render_texture` is three steps, each its own function:
 
-Losses (``lwst.losses``): content = relu4_2 squared error to the content at that level; style =
-sum over relu1_1..relu5_1 of the squared Gram error to the texture exemplar resized by the
-level's scale (so brush strokes keep their size relative to the image). Both are divided by the
-squared norm of their own target, which makes ``style_weight`` / ``content_weight`` mean the
-same thing for every exemplar, every pyramid level and both VGG weight sets (Caffe inputs are
-0..255, torchvision's are standardised: absolute losses differ by orders of magnitude).
+- **colour**: with ``preserve_color`` the optimisation runs on luminance (`luminance_inputs`)
+  and the result is recombined with the content's chroma (`with_chroma`);
+- **the pyramid schedule** (`pyramid_schedule`): which levels fit the image and how many
+  iterations each gets. The content is decomposed by kornia's Gaussian pyramid
+  (``build_pyramid``: 5x5 Gaussian blur, then halve). The coarsest level starts from its content
+  (or seeded noise); every finer level starts from the upsampled solution below plus the
+  content's own band-pass detail at that level (`upsample_solution`, the Laplacian-pyramid
+  residual), so a finer level begins sharp and spends its iterations on fine texture only.
+  Coarse levels are cheap (a quarter of the pixels per level down) and fix the large-scale
+  texture; the output level only needs a short polish, which is where the speed comes from;
+- **one level's optimisation** (`optimise_level`) of the Gatys objective
+  (`lwst.losses.GatysObjective`) against the exemplar resized by the level's scale (so brush
+  strokes keep their size relative to the image).
 
 Pixels are optimised directly and clamped to [0, 1] after every step. Measured against
 optimising unconstrained and clamping once at the end (tubingen / shipwreck, 256 px, schedule
@@ -30,24 +31,27 @@ else changes in the optimisation.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-import kornia
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import build_pyramid
 from torch import Tensor
 
 from lwst.config import OPTIMIZERS, RenderConfig
 from lwst.image_io import resize_longest
-from lwst.losses import gram_matrix
-from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
+from lwst.losses import GatysObjective
+from lwst.vgg import VGG19Features
 
 ProgressFn = Callable[[str, int, int], None]
 
 MIN_LEVEL_SIDE = 16  # no pyramid level with a shorter side (VGG's relu5_1 is side / 16) ...
 MIN_LEVEL_LONG_SIDE = 32  # ... or a shorter long side
+MIN_STYLE_SIDE = 16  # the exemplar is never resized below this for a coarse level
 PROGRESS_STAGE = "render"
 LBFGS_HISTORY = 100
 
@@ -68,6 +72,14 @@ class RenderResult:
     style_loss: float = float("nan")
     total_loss: float = float("nan")
     seconds: float = 0.0
+
+
+class PyramidLevel(NamedTuple):
+    """One level of the coarse-to-fine schedule: its size and its optimizer steps."""
+
+    height: int
+    width: int
+    iterations: int
 
 
 def rgb_to_yiq(image: Tensor) -> Tensor:
@@ -92,63 +104,40 @@ def luminance_inputs(contents: Tensor, exemplars: list[Tensor]) -> tuple[Tensor,
     return luma.clamp(0.0, 1.0), matched, chroma
 
 
-def pyramid_levels(height: int, width: int, levels: int) -> int:
-    """How many of the requested ``levels`` fit (each level halves; sides >= 16 and 32)."""
-    fitted = 1
-    h, w = height, width
-    while (fitted < levels and min(h // 2, w // 2) >= MIN_LEVEL_SIDE
-           and max(h // 2, w // 2) >= MIN_LEVEL_LONG_SIDE):
-        h, w = h // 2, w // 2
-        fitted += 1
-    return fitted
+def with_chroma(luma: Tensor, chroma: Tensor) -> Tensor:
+    """Colour preservation's output: RGB in [0, 1] from a rendered luminance ``(B, 1, H, W)``
+    and the content's chroma ``(B, 2, H, W)`` (`luminance_inputs`)."""
+    return yiq_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(0.0, 1.0)
 
 
-def gaussian_pyramid(image: Tensor, levels: int) -> list[Tensor]:
-    """Coarsest first; the last entry is ``image`` itself (kornia ``pyrdown`` between levels)."""
-    pyramid = [image]
-    for _ in range(levels - 1):
-        pyramid.append(kornia.geometry.transform.pyrdown(pyramid[-1], border_type="reflect"))
-    return pyramid[::-1]
+def pyramid_schedule(height: int, width: int, config: RenderConfig) -> list[PyramidLevel]:
+    """The levels to solve for a ``height x width`` output, coarsest first.
 
-
-def level_iterations(iterations: tuple[int, ...] | list[int], levels: int) -> list[int]:
-    """Align the schedule to ``levels`` by its *finest* end (coarsest first).
-
-    Extra coarse entries are dropped (an image too small for all levels skips the coarsest
-    ones); missing coarse entries repeat the first one.
+    Each level halves the one above (floor, as kornia's ``pyrdown``); as many of
+    ``config.levels`` as keep both sides >= `MIN_LEVEL_SIDE` and the long side >=
+    `MIN_LEVEL_LONG_SIDE`. ``config.iterations`` is aligned by its *finest* end: an image too
+    small for all levels skips the coarsest entries, and a short list repeats its first entry.
     """
-    its = [int(i) for i in iterations]
-    if len(its) >= levels:
-        return its[len(its) - levels:]
-    return [its[0]] * (levels - len(its)) + its
+    sizes = [(height, width)]
+    while len(sizes) < config.levels:
+        h, w = sizes[-1][0] // 2, sizes[-1][1] // 2
+        if min(h, w) < MIN_LEVEL_SIDE or max(h, w) < MIN_LEVEL_LONG_SIDE:
+            break
+        sizes.append((h, w))
+    its = [int(i) for i in config.iterations]
+    n = len(sizes)
+    its = its[len(its) - n:] if len(its) >= n else [its[0]] * (n - len(its)) + its
+    return [PyramidLevel(h, w, i) for (h, w), i in zip(reversed(sizes), its, strict=True)]
 
 
-class _Objective:
-    """VGG losses of one pyramid level; records per-evaluation values."""
-
-    def __init__(self, vgg: VGG19Features, content: Tensor, exemplar: Tensor, config: RenderConfig):
-        self.vgg = vgg
-        self.style_weight = float(config.style_weight)
-        self.content_weight = float(config.content_weight)
-        self.taps = list(STYLE_LAYERS) + [CONTENT_LAYER]
-        with torch.no_grad():
-            cfeat = vgg(content, [CONTENT_LAYER])[CONTENT_LAYER]
-            self.content_target = cfeat.detach()
-            self.content_norm = float(cfeat.pow(2).mean().clamp_min(1e-12))
-            sfeat = vgg(exemplar, STYLE_LAYERS)
-            self.grams = {k: gram_matrix(sfeat[k]).detach() for k in STYLE_LAYERS}
-            self.gram_norms = {k: float(g.pow(2).mean().clamp_min(1e-12))
-                               for k, g in self.grams.items()}
-        del cfeat, sfeat
-
-    def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        feats = self.vgg(image, self.taps)
-        c = F.mse_loss(feats[CONTENT_LAYER], self.content_target) / self.content_norm
-        s = image.new_zeros(())
-        for k in STYLE_LAYERS:
-            s = s + F.mse_loss(gram_matrix(feats[k]), self.grams[k]) / self.gram_norms[k]
-        total = self.content_weight * c + self.style_weight * s
-        return c, s, total
+def upsample_solution(solution: Tensor, below: Tensor, target: Tensor) -> Tensor:
+    """A finer level's start: the coarser ``solution`` upsampled to ``target``'s size plus the
+    content's own detail band there (``target`` minus its coarser pyramid level ``below``
+    upsampled), clamped to [0, 1]."""
+    size = target.shape[-2:]
+    detail = target - F.interpolate(below, size=size, mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(solution, size=size, mode="bilinear", align_corners=False)
+    return (upsampled + detail).clamp(0.0, 1.0)
 
 
 def _make_optimizer(param: Tensor, config: RenderConfig) -> torch.optim.Optimizer:
@@ -162,6 +151,49 @@ def _make_optimizer(param: Tensor, config: RenderConfig) -> torch.optim.Optimize
     if config.optimizer == "adam":
         return torch.optim.Adam([param], lr=config.learning_rate)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+
+
+def optimise_level(
+    start: Tensor,
+    objective: GatysObjective,
+    iterations: int,
+    config: RenderConfig,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[Tensor, dict[str, list[float]]]:
+    """Minimise ``objective`` over the pixels of ``start`` for ``iterations`` optimizer steps
+    (``config.optimizer``), clamping to [0, 1] after every step.
+
+    Returns the solution (detached, ``start``'s shape) and the losses of every evaluation
+    (``content_loss``, ``style_loss``, ``total_loss``: one per step). ``on_step()`` is called
+    after each step. A non-finite loss raises `FloatingPointError`.
+    """
+    param = start.detach().clone().requires_grad_(True)
+    optimizer = _make_optimizer(param, config)
+    losses: dict[str, list[float]] = {"content_loss": [], "style_loss": [], "total_loss": []}
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        c, s, total = objective(param)
+        total.backward()
+        for key, value in zip(losses, (c, s, total), strict=True):
+            losses[key].append(float(value.detach()))
+        return total
+
+    for step in range(iterations):
+        if config.optimizer == "lbfgs":
+            optimizer.step(closure)
+        else:
+            closure()
+            optimizer.step()
+        with torch.no_grad():
+            param.clamp_(0.0, 1.0)
+        if on_step:
+            on_step()
+        if not math.isfinite(losses["total_loss"][-1]):
+            raise FloatingPointError(
+                f"render diverged at step {step + 1} of {iterations} "
+                f"(loss {losses['total_loss'][-1]})")
+    return param.detach(), losses
 
 
 def render_texture(
@@ -186,108 +218,62 @@ def render_texture(
     started = time.perf_counter()
     out_device, out_dtype = content.device, content.dtype
     device, dtype = vgg.mean.device, vgg.mean.dtype
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
     content = content.detach().to(device=device, dtype=dtype).clamp(0.0, 1.0)
     exemplar = exemplar.detach().to(device=device, dtype=dtype).clamp(0.0, 1.0)
     height, width = content.shape[-2:]
-
-    luminance_only = bool(config.preserve_color)
-    chroma = None
-    if luminance_only:
-        content_src, (exemplar_src,), chroma = luminance_inputs(content, [exemplar])
-    else:
-        content_src, exemplar_src = content, exemplar
-
-    n_levels = pyramid_levels(height, width, config.levels)
-    schedule = level_iterations(config.iterations, n_levels)
-    pyramid = gaussian_pyramid(content_src, n_levels)
     style_side = int(config.style_size or max(height, width))
-    total_iters = sum(schedule)
+    chroma = None
+    if config.preserve_color:
+        content, (exemplar,), chroma = luminance_inputs(content, [exemplar])
+
+    schedule = pyramid_schedule(height, width, config)
+    pyramid = build_pyramid(content, len(schedule), border_type="reflect")[::-1]
+    total_steps = sum(level.iterations for level in schedule)
     done = 0
     if progress:
-        progress(PROGRESS_STAGE, 0, total_iters)
+        progress(PROGRESS_STAGE, 0, total_steps)
 
-    def to_vgg(x: Tensor) -> Tensor:
-        return x.expand(-1, 3, -1, -1) if luminance_only else x
+    def on_step() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(PROGRESS_STAGE, done, total_steps)
 
     history: list[dict] = []
     current: Tensor | None = None
-    objective: _Objective | None = None
-    for level, (target, n_iter) in enumerate(zip(pyramid, schedule, strict=True)):
+    objective: GatysObjective | None = None
+    for index, (level, target) in enumerate(zip(schedule, pyramid, strict=True)):
         level_started = time.perf_counter()
-        lh, lw = target.shape[-2:]
-        scale = max(lh, lw) / max(height, width)
-        ex_level = resize_longest(exemplar_src, max(16, round(style_side * scale))).clamp(0.0, 1.0)
-        objective = _Objective(vgg, to_vgg(target), to_vgg(ex_level), config)
-        if current is None:
-            if config.init == "noise":
-                noise = torch.rand(target.shape, generator=generator).to(device=device, dtype=dtype)
-                current = noise
-            else:
-                current = target.clone()
+        scale = max(level.height, level.width) / max(height, width)
+        ex_level = resize_longest(exemplar, max(MIN_STYLE_SIDE, round(style_side * scale)))
+        objective = GatysObjective(vgg, target, ex_level.clamp(0.0, 1.0),
+                                   config.content_weight, config.style_weight)
+        if current is not None:
+            current = upsample_solution(current, pyramid[index - 1], target)
+        elif config.init == "noise":
+            generator = torch.Generator(device="cpu").manual_seed(int(seed))
+            current = torch.rand(target.shape, generator=generator).to(device=device, dtype=dtype)
         else:
-            # Upsampled solution + the content's own detail band at this level.
-            below = pyramid[level - 1]
-            detail = target - F.interpolate(below, size=(lh, lw), mode="bilinear",
-                                            align_corners=False)
-            current = F.interpolate(current, size=(lh, lw), mode="bilinear",
-                                    align_corners=False)
-            current = (current + detail).clamp(0.0, 1.0)
-        param = current.detach().clone().requires_grad_(True)
-        optimizer = _make_optimizer(param, config)
-        c_hist: list[float] = []
-        s_hist: list[float] = []
-        t_hist: list[float] = []
-
-        def closure(param=param, optimizer=optimizer, objective=objective,
-                    c_hist=c_hist, s_hist=s_hist, t_hist=t_hist) -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            c, s, total = objective(to_vgg(param))
-            total.backward()
-            c_hist.append(float(c.detach()))
-            s_hist.append(float(s.detach()))
-            t_hist.append(float(total.detach()))
-            return total
-
-        for _ in range(n_iter):
-            if config.optimizer == "lbfgs":
-                optimizer.step(closure)
-            else:
-                closure()
-                optimizer.step()
-            with torch.no_grad():
-                param.clamp_(0.0, 1.0)
-            done += 1
-            if progress:
-                progress(PROGRESS_STAGE, done, total_iters)
-            if not torch.isfinite(torch.tensor(t_hist[-1])):
-                raise FloatingPointError(f"render diverged at level {level} (loss {t_hist[-1]})")
-        current = param.detach()
-        del optimizer
+            current = target.clone()
+        current, losses = optimise_level(current, objective, level.iterations, config, on_step)
         history.append({
-            "level": level,
-            "height": int(lh),
-            "width": int(lw),
-            "iterations": int(n_iter),
-            "content_loss": c_hist,
-            "style_loss": s_hist,
-            "total_loss": t_hist,
+            "level": index,
+            "height": level.height,
+            "width": level.width,
+            "iterations": level.iterations,
+            **losses,
             "seconds": time.perf_counter() - level_started,
         })
 
     assert current is not None and objective is not None
     with torch.no_grad():
-        c, s, total = objective(to_vgg(current))
-        if luminance_only:
-            image = yiq_to_rgb(torch.cat([current, chroma], dim=1)).clamp(0.0, 1.0)
-        else:
-            image = current.clamp(0.0, 1.0)
-    seconds = time.perf_counter() - started
+        c, s, total = objective(current)
+        image = current.clamp(0.0, 1.0) if chroma is None else with_chroma(current, chroma)
     return RenderResult(
         image=image.to(device=out_device, dtype=out_dtype),
         history=history,
         content_loss=float(c),
         style_loss=float(s),
         total_loss=float(total),
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
     )

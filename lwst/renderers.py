@@ -38,14 +38,8 @@ from lwst.config import RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
-from lwst.render import (
-    RenderResult,
-    _Objective,
-    luminance_inputs,
-    render_texture,
-    rgb_to_yiq,
-    yiq_to_rgb,
-)
+from lwst.losses import GatysObjective
+from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
 from lwst.vgg import VGG19Features
 
 RENDERERS = ("gatys", "wct", "adain")
@@ -94,7 +88,8 @@ def measure_losses(vgg: VGG19Features, image: Tensor, content: Tensor, exemplar:
     image = resize_longest(image.to(device, dtype), small).clamp(0, 1)
     content = resize_longest(content.to(device, dtype), small).clamp(0, 1)
     with torch.no_grad():
-        objective = _Objective(vgg, content, exemplar, config)
+        objective = GatysObjective(vgg, content, exemplar, config.content_weight,
+                                   config.style_weight)
         c, s, total = objective(image)
     return float(c), float(s), float(total)
 
@@ -167,8 +162,7 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
             out = _feed_forward(luma.expand(-1, 3, -1, -1),
                                 [y.expand(-1, 3, -1, -1) for y in luma_styles], renderer,
                                 config.style_strength, vgg, config.decoder_dir)
-            out_y = rgb_to_yiq(out)[:, :1]
-            out = yiq_to_rgb(torch.cat([out_y, chroma], dim=1)).clamp(0, 1)
+            out = with_chroma(rgb_to_yiq(out)[:, :1], chroma)
         else:
             out = _feed_forward(contents, styled, renderer, config.style_strength, vgg,
                                 config.decoder_dir)

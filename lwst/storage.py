@@ -257,3 +257,32 @@ def filesystem(uri: str, **storage_options: object) -> fsspec.AbstractFileSystem
     """The fsspec filesystem that serves ``uri``."""
     fs, _ = _url_to_fs(uri, storage_options)
     return fs
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def list_images(location: str | os.PathLike[str], recursive: bool = True,
+                **storage_options: object) -> list[str]:
+    """Image files (by suffix) under a folder or prefix, sorted, as absolute paths / URIs.
+
+    The one listing every input folder goes through (manifests, training sets, style folders,
+    benchmarks). Hidden names (``.*``: editor and OS droppings) are skipped. ``recursive=False``
+    lists the folder's own files only (training folders, where subfolders hold caches).
+    """
+    text = os.fspath(location)
+    if is_local(text):
+        root = local_path(text).resolve()
+        if not root.is_dir():
+            raise FileNotFoundError(f"{text}: not a folder")
+        found = root.rglob("*") if recursive else root.glob("*")
+        return sorted(str(p) for p in found if _is_image_name(p.name))
+    fs = filesystem(text, **storage_options)
+    fs.invalidate_cache()
+    scheme = text.split("://", 1)[0]
+    paths = fs.find(text, maxdepth=None if recursive else 1)
+    return sorted(f"{scheme}://{p}" for p in paths if _is_image_name(p.rsplit("/", 1)[-1]))
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES

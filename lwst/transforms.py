@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lwst import storage
 from lwst.config import RenderConfig
 from lwst.image_io import read_image
-from lwst.manifest import IMAGE_SUFFIXES
 from lwst.renderers import RENDERERS, render_batch
 from lwst.vgg import load_vgg19
 
@@ -38,7 +38,7 @@ StyleSource = str | Path | Tensor
 
 def _style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource]:
     if isinstance(styles, (str, Path)) and Path(styles).is_dir():
-        found = [p for p in sorted(Path(styles).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        found = [Path(p) for p in storage.list_images(styles, recursive=False)]
         if not found:
             raise ValueError(f"RandomStylize: no images in {styles}")
         return list(found)

@@ -1,18 +1,11 @@
-"""Gram / content / style losses and the shared yardstick `gram_distance`."""
+"""The Gatys objective (what the renderer minimises) and the shared yardsticks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lwst.losses import (
-    content_distance,
-    content_loss,
-    gram_distance,
-    gram_matrix,
-    style_loss,
-    style_targets,
-)
+from lwst.losses import GatysObjective, content_distance, gram_distance, gram_matrix
 from lwst.vgg import STYLE_LAYERS, load_vgg19
 
 
@@ -41,19 +34,44 @@ def test_gram_matrix_does_not_grow_with_image_size():
     assert torch.allclose(gram_matrix(small), gram_matrix(tiled), rtol=1e-5)
 
 
-def test_content_loss_zero_on_target_and_positive_elsewhere():
-    a = torch.rand(1, 8, 4, 4)
-    assert content_loss(a, a).item() == 0.0
-    assert content_loss(a + 0.1, a).item() == pytest.approx(0.01, rel=1e-4)
-
-
-def test_style_loss_zero_on_own_targets(vgg):
+def test_objective_is_zero_on_its_own_targets_and_positive_elsewhere(vgg):
     image = _image(0)
-    targets = style_targets(vgg, image)
-    feats = vgg(image, STYLE_LAYERS)
-    assert style_loss(feats, targets).item() == pytest.approx(0.0, abs=1e-6)
-    other = style_loss(vgg(_image(1), STYLE_LAYERS), targets)
-    assert other.item() > 0
+    c, s, total = GatysObjective(vgg, image, image)(image)
+    assert float(c) == pytest.approx(0.0, abs=1e-9)
+    assert float(s) == pytest.approx(0.0, abs=1e-6)
+    c, s, total = GatysObjective(vgg, image, _image(1), content_weight=2.0, style_weight=3.0)(
+        _image(2))
+    assert float(c) > 0 and float(s) > 0
+    assert float(total) == pytest.approx(2.0 * float(c) + 3.0 * float(s), rel=1e-6)
+
+
+def test_objective_terms_are_the_relative_yardsticks(vgg):
+    """Each term is divided by its target's mean square: the content term is
+    `content_distance`, the style term the sum of the per-layer Gram ratios that
+    `gram_distance` averages (same-size exemplar)."""
+    image, content, exemplar = _image(0), _image(1), _image(2)
+    with torch.no_grad():
+        c, s, _ = GatysObjective(vgg, content, exemplar)(image)
+    assert float(c) == pytest.approx(content_distance(vgg, image, content), rel=1e-4)
+    assert float(s) == pytest.approx(len(STYLE_LAYERS) * gram_distance(vgg, image, exemplar),
+                                     rel=1e-3)
+
+
+def test_objective_is_differentiable_in_the_image(vgg):
+    image = _image(0).requires_grad_(True)
+    _, _, total = GatysObjective(vgg, _image(1), _image(2))(image)
+    total.backward()
+    assert image.grad is not None and float(image.grad.abs().sum()) > 0
+
+
+def test_objective_reads_a_luminance_channel_as_grey_rgb(vgg):
+    grey = _image(0)[:, :1]
+    exemplar = _image(1)[:, :1]
+    one = GatysObjective(vgg, grey, exemplar)(_image(2)[:, :1])
+    rgb = GatysObjective(vgg, grey.expand(-1, 3, -1, -1), exemplar.expand(-1, 3, -1, -1))(
+        _image(2)[:, :1].expand(-1, 3, -1, -1))
+    for a, b in zip(one, rgb, strict=True):
+        assert float(a) == pytest.approx(float(b), rel=1e-6)
 
 
 def test_gram_distance_is_zero_for_the_exemplar_itself(vgg):

@@ -125,3 +125,19 @@ def test_seeded_triples_are_reproducible_distinct_and_valid(image_folder: Path, 
 def test_item_round_trips_as_a_json_friendly_dict():
     item = ManifestItem("x", "/a.png", None, "s3://b/t.png", {"size": 32})
     assert ManifestItem.from_dict(item.as_dict()) == item
+
+
+def test_list_images_is_the_one_listing(tmp_path: Path):
+    from lwst.storage import list_images
+
+    for name in ("a.png", "B.JPG", "c.webp", ".hidden.png", "notes.txt", "sub/d.jpeg",
+                 "sub/.e.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    root = tmp_path.resolve()
+    assert list_images(tmp_path) == [str(root / n) for n in ("B.JPG", "a.png", "c.webp",
+                                                              "sub/d.jpeg")]
+    assert list_images(str(tmp_path), recursive=False) == [
+        str(root / n) for n in ("B.JPG", "a.png", "c.webp")]
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        list_images(tmp_path / "a.png")

@@ -7,17 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from kornia.geometry.transform import build_pyramid
 
 from lwst.config import RenderConfig
 from lwst.image_io import read_image
-from lwst.losses import gram_distance
+from lwst.losses import GatysObjective, gram_distance
 from lwst.render import (
+    PyramidLevel,
     RenderResult,
-    gaussian_pyramid,
-    level_iterations,
-    pyramid_levels,
+    luminance_inputs,
+    optimise_level,
+    pyramid_schedule,
     render_texture,
     rgb_to_yiq,
+    upsample_solution,
+    with_chroma,
     yiq_to_rgb,
 )
 from lwst.vgg import load_vgg19
@@ -148,15 +152,60 @@ def test_bad_optimizer_is_refused(vgg, content, exemplar):
         render_texture(content, exemplar, dataclasses.replace(FAST, optimizer="sgd"), vgg)
 
 
-def test_pyramid_helpers():
-    assert pyramid_levels(512, 384, 3) == 3
-    assert pyramid_levels(64, 64, 3) == 2  # 32 px is the smallest level
-    assert pyramid_levels(40, 40, 3) == 1
-    assert level_iterations((150, 100, 60), 3) == [150, 100, 60]
-    assert level_iterations((150, 100, 60), 2) == [100, 60]  # drop the coarsest
-    assert level_iterations((60,), 3) == [60, 60, 60]
-    pyr = gaussian_pyramid(torch.rand(1, 3, 64, 96), 3)
-    assert [tuple(p.shape[-2:]) for p in pyr] == [(16, 24), (32, 48), (64, 96)]
+def _schedule(height: int, width: int, levels: int, iterations: tuple[int, ...]) -> list:
+    return pyramid_schedule(height, width, RenderConfig(levels=levels, iterations=iterations))
+
+
+def test_pyramid_schedule_sizes_and_iterations():
+    assert _schedule(512, 384, 3, (150, 100, 60)) == [
+        PyramidLevel(128, 96, 150), PyramidLevel(256, 192, 100), PyramidLevel(512, 384, 60)]
+    # 32 px is the smallest long side: the coarsest entry of the schedule is dropped
+    assert _schedule(64, 64, 3, (150, 100, 60)) == [PyramidLevel(32, 32, 100),
+                                                     PyramidLevel(64, 64, 60)]
+    assert _schedule(40, 40, 3, (150, 100, 60)) == [PyramidLevel(40, 40, 60)]
+    assert _schedule(64, 300, 3, (9,)) == [  # a short side of 16 still fits; short list repeats
+        PyramidLevel(16, 75, 9), PyramidLevel(32, 150, 9), PyramidLevel(64, 300, 9)]
+    assert _schedule(30, 300, 3, (2, 1)) == [PyramidLevel(30, 300, 1)]  # 15 < 16
+    assert _schedule(512, 512, 1, (150, 100, 60)) == [PyramidLevel(512, 512, 60)]
+
+
+@pytest.mark.parametrize("size", [(64, 96), (75, 131), (97, 64)])
+def test_kornia_pyramid_has_the_schedules_sizes(size):
+    levels = pyramid_schedule(*size, RenderConfig(levels=3))
+    pyramid = build_pyramid(torch.rand(1, 3, *size), len(levels))[::-1]
+    assert [tuple(p.shape[-2:]) for p in pyramid] == [(lv.height, lv.width) for lv in levels]
+
+
+def test_upsample_solution_adds_the_content_detail_band():
+    target = torch.rand(1, 3, 32, 48)
+    below = build_pyramid(target, 2)[1]
+    # the coarse level's own content, upsampled with its detail band, is the finer content
+    start = upsample_solution(below, below, target)
+    assert start.shape == target.shape
+    assert torch.allclose(start, target, atol=1e-6)
+    flat = upsample_solution(torch.full_like(below, 0.5), below, target)
+    assert float(flat.min()) >= 0.0 and float(flat.max()) <= 1.0
+
+
+@pytest.mark.parametrize("optimizer,lr", [("lbfgs", 0.0), ("adam", 0.02)])
+def test_optimise_level_lowers_the_objective(vgg, content, exemplar, optimizer, lr):
+    objective = GatysObjective(vgg, content, exemplar)
+    config = dataclasses.replace(FAST, optimizer=optimizer, learning_rate=lr or FAST.learning_rate)
+    calls = []
+    image, losses = optimise_level(content, objective, 12, config, on_step=lambda: calls.append(1))
+    assert image.shape == content.shape and not image.requires_grad
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    assert len(calls) == 12 and all(len(v) == 12 for v in losses.values())
+    with torch.no_grad():
+        before, after = objective(content)[2], objective(image)[2]
+    assert float(after) < 0.9 * float(before)
+    assert losses["total_loss"][0] == pytest.approx(float(before), rel=1e-5)
+
+
+def test_with_chroma_restores_the_colours_luminance_inputs_took_away(content, exemplar):
+    luma, (ex_luma,), chroma = luminance_inputs(content, [exemplar])
+    assert luma.shape[1] == ex_luma.shape[1] == 1 and chroma.shape[1] == 2
+    assert torch.allclose(with_chroma(luma, chroma), content, atol=1e-4)
 
 
 def test_yiq_round_trip():

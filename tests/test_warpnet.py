@@ -15,8 +15,6 @@ import torch
 
 from lwst.correlation import (
     l2_normalise,
-    local_correlation,
-    softmax_alignment_loss,
     warp_features,
 )
 from lwst.flow import end_point_error, resize_flow, warp_image
@@ -25,11 +23,8 @@ from lwst.warpnet.bank import coarse_flow, load_bank, relative_flow
 from lwst.warpnet.model import (
     WarpNet,
     WarpNetConfig,
-    all_pairs,
     count_parameters,
-    lookup,
     upsample_flow,
-    window_softmax_loss,
 )
 from lwst.warpnet.split import held_out_files, is_held_out, training_files
 from lwst.warpnet.synthetic import TIERS, make_pair
@@ -128,18 +123,6 @@ def test_relative_flow_composes_two_views() -> None:
     assert err < 0.03 < before
 
 
-def test_lookup_matches_library_local_correlation_and_weak_loss() -> None:
-    content, exemplar = feature_map(0, 64), feature_map(1, 64)
-    flow = torch.zeros(1, 2, 32, 32)
-    flow[:, 0], flow[:, 1] = 2.0, -1.0  # integer shift: no interpolation either way
-    ours = lookup(all_pairs(exemplar, content), flow, 4)
-    library = local_correlation(exemplar, warp_features(content, flow), 4)
-    assert torch.allclose(ours[..., 6:-6, 6:-6], library[..., 6:-6, 6:-6], atol=1e-5)
-    zero = torch.zeros_like(flow)
-    weak = window_softmax_loss(lookup(all_pairs(exemplar, content), zero, 4))
-    assert torch.allclose(weak, softmax_alignment_loss(content, exemplar), atol=1e-5)
-
-
 def _views(count: int, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     content = torch.cat([feature_map(i, channels, size) for i in range(count)])
     flows = [random_warp_flow(1, size, size, torch.Generator().manual_seed(i))
@@ -167,16 +150,6 @@ def test_model_shapes_batching_and_intermediates() -> None:
     assert count_parameters(WarpNet()) < 2_000_000
     with pytest.raises(ValueError, match="relu3_1"):
         model(content, exemplar)
-
-
-def test_lookup_of_several_hypotheses_equals_one_lookup_each() -> None:
-    content, exemplar = feature_map(0, 64), feature_map(1, 64)
-    volume = all_pairs(exemplar, content)
-    g = torch.Generator().manual_seed(3)
-    flows = 3 * torch.randn(3, 2, 32, 32, generator=g)  # 3 hypotheses of one item
-    together = lookup(volume, flows, 4, hypotheses=3)
-    for i in range(3):
-        assert torch.allclose(together[i : i + 1], lookup(volume, flows[i : i + 1], 4), atol=1e-6)
 
 
 def test_estimate_keeps_the_better_start_and_ignores_missing_or_duplicate_ones() -> None:

@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lwst import storage
+from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import base_grid, resize_flow
 from lwst.image_io import read_image
-from lwst.manifest import IMAGE_SUFFIXES
 from lwst.vgg import VGG19Features
 from lwst.warpnet.synthetic import make_pair
 
 FEATURE_TAP = "relu4_1"  # 32x32 at 256; the global stage pools it to 16x16 (see model.py)
 FINE_TAP = "relu3_1"  # 64x64 at 256: the fine stage places edges with it (see model.py)
-ANALYSIS = 256
 TARGET_SIZE = 64  # ground-truth flows and valid masks are kept at 64x64 (flows are smooth)
 DEFAULT_TIERS = ("photometric", "artistic", "artistic")
 
@@ -69,7 +69,7 @@ def cache_image(
     then one artistic exemplar per painted copy (``(1, 3, 256, 256)`` renderings of this image).
     """
     out = out_dir / f"{path.stem}.{tag}.pt"
-    image = analysis_view(read_image(str(path)), ANALYSIS)
+    image = analysis_view(read_image(str(path)), ANALYSIS_SIZE)
     generator = torch.Generator().manual_seed(image_seed(f"{path.name}.{tag}", seed))
     pairs = [make_pair(image, generator, tier) for tier in tiers]
     pairs += [make_pair(image, generator, "artistic", painted=p) for p in painted]
@@ -90,7 +90,7 @@ def cache_image(
     return out
 
 
-def _sample(field: Tensor, points: Tensor, size: int = ANALYSIS) -> Tensor:
+def _sample(field: Tensor, points: Tensor, size: int = ANALYSIS_SIZE) -> Tensor:
     """Bilinearly sample ``field (B, C, h, w)`` at ``points (B, 2, H, W)`` given in S-px units."""
     grid = (2.0 * points / (size - 1) - 1.0).permute(0, 2, 3, 1)
     return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -106,14 +106,14 @@ def relative_flow(flow_a: Tensor, flow_b: Tensor, iters: int = 20) -> tuple[Tens
     solved to a quarter pixel.
     """
     _, _, h, _ = flow_b.shape
-    scale = (ANALYSIS - 1) / (h - 1)
+    scale = (ANALYSIS_SIZE - 1) / (h - 1)
     x = base_grid(h, h, flow_b.device, flow_b.dtype) * scale
     target = x + flow_b
     z = target.clone()
     for _ in range(iters):
         z = target - _sample(flow_a, z)
     residual = (z + _sample(flow_a, z) - target).norm(dim=1, keepdim=True)
-    inside = lambda p: ((p > -0.5) & (p < ANALYSIS - 0.5)).all(1, keepdim=True)  # noqa: E731
+    inside = lambda p: ((p > -0.5) & (p < ANALYSIS_SIZE - 0.5)).all(1, keepdim=True)  # noqa: E731
     valid = inside(target) & inside(z) & (residual < 0.25)
     return z - x, valid
 
@@ -188,12 +188,13 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     )
 
 
-def list_images(sources: Sequence[str | Path]) -> list[Path]:
-    """Image files from folders (non-recursive) and manifests (CSV/Parquet/JSONL columns)."""
+def gather_images(sources: Sequence[str | Path]) -> list[Path]:
+    """Image files from folders (their own files, `lwst.storage.list_images`) and manifests
+    (CSV/Parquet/JSONL columns), for training."""
     files: list[Path] = []
     for src in map(Path, sources):
         if src.is_dir():
-            files += [p for p in sorted(src.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            files += map(Path, storage.list_images(src, recursive=False))
             continue
         import pandas as pd
 

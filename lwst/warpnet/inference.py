@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lwst.correlation import analysis_view
+from lwst.config import ANALYSIS_SIZE
+from lwst.correlation import CorrelationVolume, analysis_view
 from lwst.estimators.parametric_fit import (
     matches_from_similarity,
     pixel_affine_flow,
@@ -24,8 +25,8 @@ from lwst.estimators.parametric_fit import (
 from lwst.flow import resize_flow
 from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.vgg import VGG19Features
-from lwst.warpnet.bank import ANALYSIS, encode
-from lwst.warpnet.model import WarpNet, WarpNetConfig, all_pairs, upsample_flow
+from lwst.warpnet.bank import encode
+from lwst.warpnet.model import WarpNet, WarpNetConfig, upsample_flow
 
 CHECKPOINT_NAME = "warpnet.pt"
 # Refinement steps at inference (relu4_1, relu3_1). Chosen on synthetic pairs other than the
@@ -86,21 +87,22 @@ def load_warpnet(
         return _LOADED[key]
 
 
-def matched_affine_starts(volume: Tensor, batch: int, grid: int, seed: int = 0) -> Tensor:
+def matched_affine_starts(volume: CorrelationVolume, grid: int, seed: int = 0) -> Tensor:
     """A second global estimate per item, independent of the network's: mutual nearest
     neighbours of the full-resolution relu4_1 cells (32x32, where the network's global stage
     matches pooled 16x16 cells), read from the network's all-pairs ``volume``, through OpenCV's
     RANSAC affine, as ``--warp-method affine`` does with relu4_1. ``(B, 1, 2, grid, grid)`` in
     coarse-grid pixels, NaN where the fit is not trusted. About 1 ms per pair."""
-    cells = volume.shape[-2:]
+    similarity = volume.similarity
     starts = []
-    for sim in volume.view(batch, cells.numel(), cells.numel()):
-        fit = robust_affine(matches_from_similarity(sim, cells, ANALYSIS), ANALYSIS, seed)
+    for sim in similarity:
+        matches = matches_from_similarity(sim, volume.content_size, ANALYSIS_SIZE)
+        fit = robust_affine(matches, ANALYSIS_SIZE, seed)
         if fit.inliers.any():
-            flow = pixel_affine_flow(fit.matrix, ANALYSIS, volume.device, volume.dtype)
+            flow = pixel_affine_flow(fit.matrix, ANALYSIS_SIZE, sim.device, sim.dtype)
             starts.append(resize_flow(flow, grid, grid))
         else:
-            starts.append(volume.new_full((1, 2, grid, grid), float("nan")))
+            starts.append(sim.new_full((1, 2, grid, grid), float("nan")))
     return torch.cat(starts)[:, None]
 
 
@@ -129,13 +131,12 @@ def predict_warp(
     model, warpnet_id = load_warpnet(checkpoint, device)
     size = content256.shape[-1]
     views = torch.cat([content256, exemplar256]).to(device)
-    if views.shape[-2:] != (ANALYSIS, ANALYSIS):
-        views = analysis_view(views, ANALYSIS)
+    if views.shape[-2:] != (ANALYSIS_SIZE, ANALYSIS_SIZE):
+        views = analysis_view(views, ANALYSIS_SIZE)
     with torch.no_grad():
         coarse, fine = (f.float().chunk(2) for f in encode(vgg, views))
-        volume = all_pairs(coarse[1], coarse[0])
-        starts = (matched_affine_starts(volume, len(coarse[0]), model.cfg.coarse_size, seed)
-                  if verify else None)
+        volume = model.correlation(coarse[1], coarse[0])
+        starts = matched_affine_starts(volume, model.cfg.coarse_size, seed) if verify else None
         iters, fine_iters = TEST_ITERS if steps is None else steps
         flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume,
                                  iters, fine_iters, details=diagnostics)

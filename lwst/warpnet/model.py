@@ -10,9 +10,9 @@ Layout after RAFT (features -> correlation indexed at the current estimate -> up
 2. **Local refinement** at 32x32 (relu4_1), ``iters`` steps with shared weights: the content
    features are re-read under the current flow, correlated with the exemplar in a 9x9 window
    (the authors' local ``M``), and a ConvGRU predicts the increment. Re-reading is done as in
-   RAFT: the all-pairs volume is computed once and *looked up* at ``x + flow(x) + d``; by
-   linearity this equals the dot product of the exemplar feature with the content feature map
-   bilinearly sampled there, without resampling 512 channels 81 times per step.
+   RAFT: the all-pairs `lwst.correlation.CorrelationVolume` is computed once and *looked up*
+   at ``x + flow(x) + d`` (``volume(flow)``), without resampling 512 channels 81 times per
+   step.
 3. **Fine refinement** at 64x64 (relu3_1), ``fine_iters`` steps with shared weights: the
    content's relu3_1 map is warped by the current flow and correlated with the exemplar's in a
    7x7 window (PWC-Net's warp-then-correlate; 8-px relu4_1 cells cannot place an edge to a pixel
@@ -33,15 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import (
+    CorrelationVolume,
     global_correlation,
     l2_normalise,
     local_correlation,
     warp_features,
+    window_softmax_loss,
 )
 from lwst.flow import base_grid, resize_flow
 
-# Two estimates whose relu4_1-stage flows differ by less than this (mean, 256-px units) are one:
+# Two estimates whose relu4_1-stage flows differ by less than this (mean, analysis px) are one:
 # a third of the fine stage's reach (7x7 window of 4-px cells: +-12 px), which pulls both into
 # the same basin (measured on 90 seed 0/1 pairs: +0.02 px mean EPE against running both, for
 # one fine stage instead of two on 63 of the 78 pairs whose starts differed).
@@ -133,50 +136,6 @@ def robust_affine_flow(
         residual = (design @ coef - tgt).norm(dim=-1)
         weights = conf / (1 + (residual / scale) ** 2)
     return (design @ coef - src).transpose(1, 2).reshape(b, 2, h, w)
-
-
-def all_pairs(exemplar: Tensor, content: Tensor) -> Tensor:
-    """Cosine volume ``(B*He*We, 1, Hc, Wc)``: one content-grid 'image' per exemplar cell."""
-    b, c, he, we = exemplar.shape
-    hc, wc = content.shape[-2:]
-    volume = torch.einsum("bce,bck->bek", exemplar.flatten(2), content.flatten(2))
-    return volume.reshape(b * he * we, 1, hc, wc)
-
-
-def window_offsets(radius: int, device=None, dtype=torch.float32) -> Tensor:
-    """``(2r+1, 2r+1, 2)`` (dx, dy) offsets, row-major over dy then dx (``local_correlation``)."""
-    d = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    return torch.stack([dx, dy], dim=-1)
-
-
-def lookup(volume: Tensor, flow: Tensor, radius: int, hypotheses: int = 1) -> Tensor:
-    """Local correlation ``(B*K, (2r+1)^2, H, W)`` read from ``all_pairs`` at ``x + flow(x) + d``.
-
-    ``flow (B*K, 2, H, W)`` in grid pixels holds ``K = hypotheses`` flows per item (item-major)
-    that share the item's volume, so several estimates are looked up without copying it; samples
-    outside the content read 0.
-    """
-    bk, _, h, w = flow.shape
-    b, k = bk // hypotheses, hypotheses
-    hc, wc = volume.shape[-2:]
-    centre = (base_grid(h, w, flow.device, flow.dtype) + flow).permute(0, 2, 3, 1)
-    centre = centre.reshape(b, k, h * w, 2).transpose(1, 2).reshape(-1, k, 1, 2)
-    coords = centre + window_offsets(radius, flow.device, flow.dtype).view(1, 1, -1, 2)
-    scale = torch.tensor(
-        [2.0 / max(wc - 1, 1), 2.0 / max(hc - 1, 1)], device=flow.device, dtype=flow.dtype
-    )
-    sampled = F.grid_sample(
-        volume, coords * scale - 1.0, mode="bilinear", padding_mode="zeros", align_corners=True
-    )  # (B*H*W, 1, K, (2r+1)^2)
-    return sampled.view(b, h, w, k, -1).permute(0, 3, 4, 1, 2).reshape(bk, -1, h, w)
-
-
-def window_softmax_loss(window: Tensor, temperature: float = 0.1) -> Tensor:
-    """The paper's weak loss per item, ``-mean log softmax(window / T)[centre]`` (see
-    ``lwst.correlation.softmax_alignment_loss``; here on a looked-up window)."""
-    centre = window.shape[1] // 2
-    return -(window / temperature).log_softmax(dim=1)[:, centre].flatten(1).mean(1)
 
 
 def pool_features(fine: Tensor) -> Tensor:
@@ -286,7 +245,7 @@ class WarpNet(nn.Module):
         size = self.cfg.fine_size
         flow0, flow_g = self.global_stage(pool_features(content), pool_features(exemplar))
         flows = [resize_flow(flow0, size, size), resize_flow(flow_g, size, size)]
-        volume = all_pairs(exemplar, content)
+        volume = self.correlation(exemplar, content)
         context, h = self._context_and_state(self.context(exemplar))
         flows += self._refine_coarse(volume, flows[-1], context, h, iters)
         flow = flows[-1]
@@ -303,7 +262,7 @@ class WarpNet(nn.Module):
         content_fine: Tensor,
         exemplar_fine: Tensor,
         starts: Tensor | None = None,
-        volume: Tensor | None = None,
+        volume: CorrelationVolume | None = None,
         iters: int | None = None,
         fine_iters: int | None = None,
         details: dict[str, Tensor] | None = None,
@@ -316,13 +275,13 @@ class WarpNet(nn.Module):
         all-pairs volume; those that did not converge onto the network's own estimate go on
         through the fine stage too, and the flow whose warped relu4_1 features agree best with
         the exemplar's (mean cosine) is kept. Without ``starts`` this is ``forward``'s last
-        flow. ``volume``: ``all_pairs(exemplar, content)`` when the caller already has it.
+        flow. ``volume``: ``self.correlation(exemplar, content)`` when the caller already has it.
         ``iters`` / ``fine_iters``: refinement steps at test time (default: as trained; the
         weights are shared across steps, so RAFT-style networks may run more than trained).
         ``details``: a dict filled with what the vote saw, for the warp confidence
         (``lwst.warp_confidence``): ``agreement (B, K)`` (-inf where a start was dropped),
         ``identity_agreement (B,)`` (the same cosine unwarped), ``gap (B, K)`` (mean distance
-        in px at 256 of each start's relu4_1-stage flow from the network's own), ``present``.
+        in analysis px of each start's relu4_1-stage flow from the network's own), ``present``.
         Why: the global match is the network's single point of failure (a wrong start
         the local windows cannot recover from), and a second, independent start costs one
         more pass through the small refinement loop, not another VGG pass.
@@ -335,14 +294,14 @@ class WarpNet(nn.Module):
         k = hypotheses.shape[1]
         present = torch.isfinite(hypotheses).flatten(2).all(2)  # (B, K)
         flow = resize_flow(torch.nan_to_num(hypotheses).flatten(0, 1), size, size)
-        volume = all_pairs(exemplar, content) if volume is None else volume
+        volume = self.correlation(exemplar, content) if volume is None else volume
         context, h = (t.repeat_interleave(k, 0)
                       for t in self._context_and_state(self.context(exemplar)))
-        flow = (self._refine_coarse(volume, flow, context, h, iters, k) or [flow])[-1]
+        flow = (self._refine_coarse(volume, flow, context, h, iters) or [flow])[-1]
         # Starts that converged onto the network's own estimate add nothing: only distinct
         # ones go through the (costlier, 64x64) fine stage and the vote.
         flow = flow.view(b, k, 2, size, size)
-        gap = (flow - flow[:, :1]).norm(dim=2).mean((2, 3)) * 8  # relu4_1 cell: 8 px at 256
+        gap = (flow - flow[:, :1]).norm(dim=2).mean((2, 3)) * (ANALYSIS_SIZE / size)  # cell px
         apart = gap > DUPLICATE_PX
         keep = present & apart
         keep[:, 0] = True
@@ -354,26 +313,30 @@ class WarpNet(nn.Module):
         flow = kept.new_zeros(b * k, *kept.shape[1:]).index_copy_(0, index, kept)
         # Mean cosine of the warped content's relu4_1 with the exemplar's: the volume read at
         # the flow itself (radius 0), equal to warping the features, without copying them.
-        agreement = lookup(volume, resize_flow(flow, size, size), 0, k).mean((1, 2, 3))
+        agreement = volume(resize_flow(flow, size, size), radius=0).mean((1, 2, 3))
         scores = agreement.view(b, k).masked_fill(~keep, -math.inf)
         best = scores.argmax(1)
         if details is not None:
-            still = lookup(volume, flow.new_zeros(b, 2, size, size), 0).mean((1, 2, 3))
+            still = volume(flow.new_zeros(b, 2, size, size), radius=0).mean((1, 2, 3))
             details.update(agreement=scores, identity_agreement=still, gap=gap, present=present)
         flow = flow.view(b, k, *flow.shape[1:])[torch.arange(b, device=flow.device), best]
         return flow, best
 
+    def correlation(self, exemplar: Tensor, content: Tensor) -> CorrelationVolume:
+        """The relu4_1 all-pairs volume the refinement reads, with this network's window."""
+        return CorrelationVolume(exemplar, content, self.cfg.radius)
+
     def _refine_coarse(
-        self, volume: Tensor, flow: Tensor, context: Tensor, h: Tensor, steps: int | None,
-        hypotheses: int = 1,
+        self, volume: CorrelationVolume, flow: Tensor, context: Tensor, h: Tensor,
+        steps: int | None,
     ) -> list[Tensor]:
         """relu4_1 steps at 32x32 (``steps``, default as trained): look the window up in the
         shared volume at the current flow, GRU increment; every step's flow, for the sequence
-        loss. ``flow`` may hold ``hypotheses`` flows per item (see ``lookup``)."""
+        loss. ``flow`` may hold several flows per item (`CorrelationVolume.lookup`)."""
         flows = []
         for _ in range(self.cfg.iters if steps is None else steps):
             flow = flow.detach()
-            corr = lookup(volume, flow, self.cfg.radius, hypotheses)
+            corr = volume(flow)
             h, delta = self.update(h, corr, flow, context)
             flow = flow + delta
             flows.append(flow)
@@ -415,7 +378,7 @@ class WarpNet(nn.Module):
         (differentiable in the flow)."""
         size = self.cfg.fine_size
         flow = resize_flow(flow, size, size)
-        return window_softmax_loss(lookup(all_pairs(exemplar, content), flow, self.cfg.radius))
+        return window_softmax_loss(self.correlation(exemplar, content)(flow))
 
 
 def upsample_flow(flow: Tensor, size: int | tuple[int, int]) -> Tensor:

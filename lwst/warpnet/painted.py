@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lwst.config import RenderConfig
+from lwst.config import ANALYSIS_SIZE, RenderConfig
 from lwst.correlation import analysis_view
 from lwst.image_io import read_image, write_png
 from lwst.render import render_texture
@@ -29,7 +29,7 @@ def paint_bank(
     copies_per_image: int = 1,
     config: RenderConfig = CHEAP_SCHEDULE,
     seed: int = 0,
-    size: int = 256,
+    size: int = ANALYSIS_SIZE,
     progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """Paint every image with ``copies_per_image`` seeded random styles; skip existing files."""

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lwst.config import ANALYSIS_SIZE
 from lwst.flow import resize_flow
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warpnet.bank import (
     DEFAULT_TIERS,
     FeatureBank,
     cache_image,
-    list_images,
+    gather_images,
     load_bank,
 )
 from lwst.warpnet.inference import checkpoint_id, read_checkpoint
@@ -47,7 +48,7 @@ class TrainConfig:
     painted_bank: str | None = None  # folder of <image stem>__<style stem>.png painted copies
     paint_images: int = 48  # paint this many training images into painted_bank first
     paint_styles: str | None = None  # folder of styles to paint with (held-out ones skipped)
-    paint_size: int = 128  # painting resolution (upsampled to 256 for encoding)
+    paint_size: int = 128  # painting resolution (upsampled to the analysis size for encoding)
     tiers: tuple[str, ...] = DEFAULT_TIERS
     steps: int = 4000
     batch_size: int = 8
@@ -77,10 +78,10 @@ class TrainConfig:
 def sequence_loss(
     flows: Sequence[Tensor], target: Tensor, valid: Tensor, gamma: float
 ) -> tuple[Tensor, Tensor]:
-    """RAFT's sequence loss: masked L1 (256-px units) of every intermediate, later ones weighted
-    more. Returns (loss, per-intermediate mean end-point error ``(len(flows),)``)."""
+    """RAFT's sequence loss: masked L1 (analysis-size px) of every intermediate, later ones
+    weighted more. Returns (loss, per-intermediate mean end-point error ``(len(flows),)``)."""
     size = target.shape[-1]
-    scale = (256 - 1) / (size - 1)
+    scale = (ANALYSIS_SIZE - 1) / (size - 1)
     valid = valid.float()
     denom = valid.sum().clamp_min(1.0)
     loss = target.new_zeros(())
@@ -117,7 +118,7 @@ def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> N
     """Paint the requested copies, then encode every training image not cached yet (held-out
     images are skipped). Each image's synthetic views go to ``<stem>.base.pt`` and its painted
     copies (if any) to ``<stem>.painted.pt``, so painting can be added to a cache later."""
-    files = training_files(list_images(cfg.images))
+    files = training_files(gather_images(cfg.images))
     if cfg.max_images:
         random.Random(cfg.seed).shuffle(files)
         files = files[: cfg.max_images]
@@ -157,7 +158,7 @@ def paint_training_copies(
 
     if not (cfg.painted_bank and cfg.paint_styles):
         raise ValueError("paint_images needs painted_bank (output folder) and paint_styles")
-    styles = training_files(list_images([cfg.paint_styles]))
+    styles = training_files(gather_images([cfg.paint_styles]))
     if not styles:
         raise ValueError(f"no training styles to paint with under {cfg.paint_styles} "
                          "(held-out ones are skipped)")
