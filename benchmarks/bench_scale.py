@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import socket
@@ -124,6 +125,7 @@ def main() -> None:
             import s3fs
             from moto.server import ThreadedMotoServer
 
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request
             moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             moto.start()
             host, port = moto.get_host_and_port()

@@ -35,6 +35,7 @@ class RunRecords:
         self.low_confidence: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
         self._tables: list[pa.Table] = []
+        self._sorted: pa.Table | None = None  # `table()`'s answer until the next `add`
 
     def __len__(self) -> int:
         return sum(self.counts.values())
@@ -57,6 +58,7 @@ class RunRecords:
             if record.get("warp_batched"):
                 self.warp_batched.append(record["id"])
         self.low_confidence += low_confidence(records, self.min_confidence)
+        self._sorted = None
         self._rows += records
         if len(self._rows) >= FLUSH_ROWS:
             self._flush()
@@ -67,17 +69,24 @@ class RunRecords:
             self._rows = []
 
     def table(self) -> pa.Table:
-        """Every row so far, one per item (the last record of an id wins), sorted by id."""
+        """Every row so far, one per item (the last record of an id wins), sorted by id.
+
+        Computed once (the batches are replaced by the result, so a 100 000-row run holds one
+        copy, not two) and reused until the next `add`.
+        """
+        if self._sorted is not None:
+            return self._sorted
         self._flush()
         table = pa.concat_tables(self._tables) if self._tables else SCHEMA.empty_table()
-        if table.num_rows == 0:
-            return table
-        # One row per item per run, whatever happened (a retried item reports twice).
-        order = pc.sort_indices(table, [("id", "ascending")])
-        table = table.take(order)
-        ids = table["id"].to_pylist()
-        keep = [k for k in range(len(ids)) if k + 1 == len(ids) or ids[k + 1] != ids[k]]
-        return table.take(pa.array(keep)) if len(keep) < len(ids) else table
+        if table.num_rows:
+            # One row per item per run, whatever happened (a retried item reports twice).
+            table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+            ids = table["id"].to_pylist()
+            keep = [k for k in range(len(ids)) if k + 1 == len(ids) or ids[k + 1] != ids[k]]
+            if len(keep) < len(ids):
+                table = table.take(pa.array(keep))
+        self._tables, self._sorted = [table], table
+        return table
 
     def rows_for(self, ids: list[str]) -> list[dict[str, Any]]:
         """Full records of a few ids (the contact sheet's sample)."""
