@@ -124,6 +124,8 @@ class _OneLineLogs(logging.Filter):
         message = record.getMessage()
         if any(name in message for name in _REPORTED):
             return False
+        if record.name == "asyncio" and message.startswith("Task exception was never retrieved"):
+            return False  # an S3 request orphaned when storage died: the run's line tells it
         if "\n" in message:
             record.msg, record.args = message.splitlines()[0], None
         return True
