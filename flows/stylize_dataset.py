@@ -273,10 +273,11 @@ def _run(items: list[Item], refused: list[RefusedItem], out: str, base: StylizeC
         logger.info("recovered metadata of interrupted runs %s; removed %d temp files and the "
                     "scratch of runs %s", recovered, swept, scratch)
     finished = dataset.CompletedOutputs(out, opts)
-    pending = [item for item in items if not finished.is_complete(item, item.config)]
+    pending, skipped = [], []
+    for item in items:
+        (skipped if finished.is_complete(item, item.config) else pending).append(item)
     total = len(items) + len(refused)
     records = RunRecords(base.warp.min_confidence)
-    skipped = [item for item in items if finished.is_complete(item, item.config)]
     for start in range(0, len(skipped), 10_000):
         records.add([dataset.skipped_record(item, run_id, out)
                      for item in skipped[start : start + 10_000]])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwst.config import StylizeConfig, to_params, with_overrides
-from lwst.dataset import ItemOutputs, expects_warp, item_outputs
+from lwst.item_files import ItemOutputs, item_outputs, warps
 from lwst.manifest import ManifestItem
 from lwst.renderers import FEED_FORWARD
 
@@ -34,7 +34,7 @@ class Item:
     @property
     def warps(self) -> bool:
         """Whether the geometric stage runs (a geometry exemplar, a method, a strength)."""
-        return expects_warp(self, self.config)
+        return warps(self.geometry is not None, self.config)
 
     @property
     def renders(self) -> bool:

@@ -19,7 +19,6 @@ from lwst import storage
 from lwst.item import Item
 from tasks.stylize_item import (
     TaskRecords,
-    check_apart,
     configure_storage,
     record_failure,
     worker_name,
@@ -53,24 +52,16 @@ def stylize_batch(
     opts = storage_options or {}
     configure_storage(items, out, opts)
     config = items[0].config
-    batch, early = [], {}
-    for item in items:
-        try:
-            check_apart(item)
-            batch.append(BatchItem(item.id, item.content, item.geometry, item.texture,
-                                   item.outputs.image, item.outputs.warped, item.outputs.flow,
-                                   item.outputs.flow_vis))
-        except ValueError as exc:
-            early[item.id] = exc
+    batch = [BatchItem(item.id, item.content, item.geometry, item.texture, item.outputs.image,
+                       item.outputs.warped, item.outputs.flow, item.outputs.flow_vis)
+             for item in items]  # outputs landing on inputs are refused per item in there
     records = []
     with storage.temp_owner(run_id):
-        outcomes = {o.item.item_id: o for o in stylize_files_batch(batch, config, run_id, opts)}
-        for item in items:
-            outcome = outcomes.get(item.id)
-            record = outcome.record if outcome is not None else None
-            error = early.get(item.id) or (outcome.error if outcome is not None else None)
+        outcomes = stylize_files_batch(batch, config, run_id, opts)
+        for item, outcome in zip(items, outcomes, strict=True):
+            record = outcome.record
             if record is None:
-                record = record_failure(item, error, out, run_id, opts, retryable=False)
+                record = record_failure(item, outcome.error, out, run_id, opts, retryable=False)
             batched = record["status"] == "ok" and bool(record["flow"])
             records.append({**record, "worker": worker_name(), "warp_batched": batched})
     write_journal(out, records, opts)  # extra keys (worker, ...) are not columns: dropped

@@ -23,7 +23,6 @@ from prefect.cache_policies import NO_CACHE
 from lwst import dataset, s3, storage
 from lwst.failures import failure_kind, failure_reason
 from lwst.item import Item
-from lwst.safety import check_outputs_apart
 from lwst.storage import is_transient
 
 
@@ -53,15 +52,6 @@ def configure_storage(items: list[Item], out: str, opts: dict[str, Any]) -> None
     """Register the S3 settings for every location the items touch (once per bucket)."""
     for uri in {out, *(u for i in items for u in (i.content, i.geometry, i.texture) if u)}:
         s3.configure(uri, opts)
-
-
-def check_apart(item: Item) -> None:
-    """Refuse an item any of whose files would land on one of its inputs (ValueError)."""
-    outputs = item.outputs
-    check_outputs_apart({"content": item.content, "geometry": item.geometry,
-                         "texture": item.texture},
-                        {"image": outputs.image, "warped": outputs.warped, "flow": outputs.flow,
-                         "flow_vis": outputs.flow_vis})
 
 
 def record_failure(item: Item, exc: BaseException, out: str, run_id: str,
@@ -122,7 +112,6 @@ def _stylize_item(item: Item, out: str, run_id: str, opts: dict[str, Any],
 
     outputs = item.outputs
     try:
-        check_apart(item)
         estimate = load_estimate(estimate_uri, **opts) if estimate_uri else None
         record = stylize_files(item.id, item.content, item.geometry, item.texture,
                                outputs.image, item.config, warped_out=outputs.warped,
