@@ -27,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RENDERERS = ("gatys", "wct", "adain")
+DECODER_DIR: str | None = None  # --decoder-dir: decoders to measure instead of the shipped ones
 
 
 def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
@@ -55,8 +56,8 @@ def _render(renderer: str, content, texture, vgg, batch: int = 1):
 
     contents = torch.cat([content] * batch)
     started = time.perf_counter()
-    results = render_batch(contents, [texture] * batch, RenderConfig(renderer=renderer), vgg,
-                           measure=False)
+    config = RenderConfig(renderer=renderer, decoder_dir=DECODER_DIR)
+    results = render_batch(contents, [texture] * batch, config, vgg, measure=False)
     return results, (time.perf_counter() - started) / batch
 
 
@@ -205,6 +206,8 @@ def main() -> int:
     common.add_argument("--threads", type=int, default=2)
     common.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=RENDERERS)
     common.add_argument("--json", help="also write the rows here")
+    common.add_argument("--decoder-dir", help="a folder of decoder files to measure instead of "
+                        "the shipped ones (quality, sheet)")
     p = sub.add_parser("speed", parents=[common])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--device", default="cpu")
@@ -227,6 +230,8 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=16, help="held-out photos to reconstruct")
     p.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
+    global DECODER_DIR
+    DECODER_DIR = args.decoder_dir
     if args.mode == "speed-one":
         print(json.dumps(speed_one(args)))
         return 0

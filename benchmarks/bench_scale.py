@@ -6,7 +6,9 @@ spend per item around the model work: reading and validating the manifest, the r
 task submission, image IO, journal rows, the metadata fold and the reports. Measured:
 
 - wall seconds of the first run and seconds per item;
-- the peak resident memory of the `lwst run` process (getrusage of the child);
+- the peak resident memory of the `lwst run` process: getrusage of the child, the high-water
+  mark sampled from /proc while it ran, and its RSS at each tenth of the items (flat memory
+  means the last figure stays where the first was);
 - the wall seconds of a re-run of the finished output, which must skip every item.
 
     .venv/bin/python benchmarks/bench_scale.py --items 1000              # local folder
@@ -29,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -86,15 +89,56 @@ def write_manifest(path: Path, photos: list[str], items: int) -> None:
             handle.write(f"item{k:06d},{photos[k % len(photos)]}\n")
 
 
-def run_lwst(manifest: str, out: str, workers: int, env: dict[str, str]) -> dict[str, float]:
-    """One `lwst run`; wall seconds, peak RSS of the process (MiB) and its exit status."""
+class _RssTrace:
+    """Samples a process's resident set (VmRSS) and high-water mark (VmHWM) from /proc while it
+    runs: the peak of the run itself, and the RSS at each tenth of the run's items."""
+
+    def __init__(self, pid: int, images: Path | None, items: int, every: float = 0.2):
+        self.pid, self.images, self.items, self.every = pid, images, items, every
+        self.hwm_mib = 0.0
+        self.by_tenth: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        last_count = 0.0
+        while not self._stop.is_set():
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            rss = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+            self.hwm_mib = max(self.hwm_mib, int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
+            if self.images is not None and time.monotonic() - last_count >= 2.0 \
+                    and self.images.is_dir():  # a listing of up to 100 000 names: not too often
+                last_count = time.monotonic()
+                tenth = 10 * sum(1 for _ in os.scandir(self.images)) // max(1, self.items)
+                self.by_tenth.setdefault(min(tenth, 10), round(rss, 1))
+            self._stop.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_lwst(manifest: str, out: str, workers: int, env: dict[str, str],
+             items: int = 0) -> dict[str, float]:
+    """One `lwst run`: wall seconds, its exit status, and memory: ``peak_rss_mib`` (getrusage
+    of the child, which also covers the interpreter's exit), ``run_hwm_mib`` (VmHWM sampled while
+    it ran) and ``rss_by_tenth`` (VmRSS when each tenth of the items' images existed; local
+    outputs only)."""
     command = [str(LWST), "run", manifest, "--out", out, "--warp-method", "none", "--size", "32",
                "--workers", str(workers), "--quiet", "--device", "cpu"]
+    images = None if "://" in out else Path(out) / "images"
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file)
+        trace = _RssTrace(process.pid, images, items)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        trace.stop()
         out_file.seek(0)
         err_file.seek(0)
         stdout, stderr = out_file.read().decode(), err_file.read().decode()
@@ -102,6 +146,7 @@ def run_lwst(manifest: str, out: str, workers: int, env: dict[str, str]) -> dict
     if code != 0:
         raise RuntimeError(f"lwst run exited {code}: {stderr[-2000:]}")
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "run_hwm_mib": round(trace.hwm_mib, 1), "rss_by_tenth": trace.by_tenth,
             "summary": stdout.strip().splitlines()[-1] if stdout.strip() else ""}
 
 
@@ -145,7 +190,7 @@ def main() -> None:
             manifest = str(scratch / "manifest.csv")
             write_manifest(Path(manifest), [str(p) for p in photos], args.items)
             out = str(scratch / "out")
-        first = run_lwst(manifest, out, args.workers, env)
+        first = run_lwst(manifest, out, args.workers, env, args.items)
         again = run_lwst(manifest, out, args.workers, env)
     finally:
         if moto is not None:

@@ -1,15 +1,17 @@
 """Manifest in, stylised dataset out: the pipeline as its users run it.
 
     manifest -> read and validate once (all rows, before any work)
-             -> resolve every row once into a typed `lwst.item.Item` (its whole configuration,
-                its output paths, its stages) -> skip finished items (one listing per folder)
+             -> a chunk of rows at a time (`RESOLVE_CHUNK`), lazily: resolve each row once
+                into a typed `lwst.item.Item` (its whole configuration, its output paths, its
+                stages) -> skip finished items (one listing per folder, taken up front)
              -> work units, submitted a window at a time on the task runner (threads or Dask;
                 GPU work bounded by the `gpu` tag's concurrency limit):
                   feed-forward chunks      stylize_batch (warp + render + write, per chunk)
                   gatys with learned warps estimate_warp_batch -> stylize_item per item, each
                                            starting as soon as its own batch is done
                   the rest                 stylize_item
-             -> records, as each unit finishes -> progress -> metadata/run-<run_id>.parquet
+             -> records, as each unit finishes, streamed to a Parquet file (`RunRecords`:
+                memory stays flat) -> progress -> metadata/run-<run_id>.parquet
              -> failures table, low-confidence table, contact sheet
 
 Everything below the flow lives in `lwst` (library) and `tasks` (thin task wrappers).
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import queue
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -41,8 +45,8 @@ from flows.runners import RunnerName, make_task_runner
 from lwst import dataset, progress, report, run_lock, s3, storage
 from lwst.config import StylizeConfig, with_overrides
 from lwst.failures import failure_kind, failure_reason
-from lwst.item import Item, RefusedItem, resolve_items
-from lwst.manifest import id_problem, read_manifest
+from lwst.item import Item, resolve_items
+from lwst.manifest import ManifestItem, id_problem, read_manifest
 from lwst.run_records import RunRecords
 from lwst.warping import BATCHED_METHODS
 from tasks.estimate_warps import estimate_warp_batch
@@ -55,6 +59,7 @@ from tasks.stylize_item import TaskRecords, stylize_item
 PIPELINE_RENDERER = "adain"
 PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
 WINDOW_PER_WORKER = 4  # futures in flight per worker: enough to keep it fed, bounded memory
+RESOLVE_CHUNK = 4096  # manifest rows resolved into items at a time (batches form within one)
 
 
 def _storage_options(endpoint_url: str | None, key: str | None, secret: str | None,
@@ -191,10 +196,13 @@ class _Progress:
             100.0 * done / max(total, 1), key="stylize-progress",
             description=f"{done}/{total} items")
 
-    def add(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            self.done += 1
-            progress.notify(self.done, self.total, record)
+    def add(self, records: list[dict[str, Any]], recorded: int) -> None:
+        """``records`` just finished; ``recorded`` rows in all so far (finished items found by
+        the resume check count as they are found)."""
+        first = recorded - len(records)
+        for k, record in enumerate(records):
+            progress.notify(first + k + 1, self.total, record)
+        self.done = recorded
         now = time.monotonic()
         if now - self.last >= PROGRESS_ARTIFACT_SECONDS or self.done == self.total:
             self.last = now
@@ -244,11 +252,10 @@ def stylize_dataset(
     run_id = run_id or _new_run_id()
     if id_problem(run_id):
         raise ValueError(f"run_id: {id_problem(run_id)}")
-    items, refused = resolve_items(entries, overrides, out)
     lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
     try:
         with storage.temp_owner(run_id):
-            return _run(items, refused, out, base, opts, run_id, runner, workers,
+            return _run(entries, overrides, out, base, opts, run_id, runner, workers,
                         dask_address, gpus_per_item, torch_threads, contact_sheet_items,
                         warp_batch_size, render_batch_size)
     finally:
@@ -259,7 +266,7 @@ def stylize_dataset(
                 str(exc)))
 
 
-def _run(items: list[Item], refused: list[RefusedItem], out: str, base: StylizeConfig,
+def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base: StylizeConfig,
          opts: dict[str, Any], run_id: str, runner: RunnerName, workers: int,
          dask_address: str | None, gpus_per_item: float, torch_threads: int | None,
          contact_sheet_items: int, warp_batch_size: int,
@@ -273,84 +280,99 @@ def _run(items: list[Item], refused: list[RefusedItem], out: str, base: StylizeC
         logger.info("recovered metadata of interrupted runs %s; removed %d temp files and the "
                     "scratch of runs %s", recovered, swept, scratch)
     finished = dataset.CompletedOutputs(out, opts)
-    pending, skipped = [], []
-    for item in items:
-        (skipped if finished.is_complete(item, item.config) else pending).append(item)
-    total = len(items) + len(refused)
-    records = RunRecords(base.warp.min_confidence)
-    for start in range(0, len(skipped), 10_000):
-        records.add([dataset.skipped_record(item, run_id, out)
-                     for item in skipped[start : start + 10_000]])
-    if refused:
-        rows = [dataset.failed_record(r.entry, run_id, r.reason) for r in refused]
-        dataset.write_journal(out, rows, opts)
-        records.add(rows)
-    logger.info("run %s: %d items, %d already done, %d refused, %d to do", run_id, total,
-                len(skipped), len(refused), len(pending))
+    records = RunRecords(base.warp.min_confidence, contact_sheet_items)
+    total = len(entries)
+    logger.info("run %s: %d items", run_id, total)
+    tally = Counter[str]()
 
-    tracker = _Progress(total, len(records))
-    if pending:
-        task_runner = make_task_runner(runner, workers, dask_address,
-                                       gpus_per_worker=1 if gpus_per_item else 0)
-        annotate = contextlib.nullcontext()
-        if gpus_per_item:
-            import dask
+    def units() -> Iterator[tuple[str, list[Item]]]:
+        """Work units of the rows still to do, a chunk of rows at a time; the finished and
+        refused rows get their records on the way."""
+        configs: dict[str, StylizeConfig | str] = {}
+        for start in range(0, total, RESOLVE_CHUNK):
+            items, refused = resolve_items(entries[start : start + RESOLVE_CHUNK], overrides,
+                                           out, configs)
+            todo, done = [], []
+            for item in items:
+                (done if finished.is_complete(item, item.config) else todo).append(item)
+            records.add([dataset.skipped_record(item, run_id, out) for item in done])
+            if refused:
+                rows = [dataset.failed_record(r.entry, run_id, r.reason) for r in refused]
+                dataset.write_journal(out, rows, opts)
+                records.add(rows)
+            tally.update(skipped=len(done), refused=len(refused), todo=len(todo))
+            yield from work_units(todo, warp_batch_size, render_batch_size)
 
-            annotate = dask.annotate(resources={"GPU": gpus_per_item})
-        window = max(2, WINDOW_PER_WORKER * max(1, workers))
-        with task_runner, annotate:
-            submitter = _Submitter(task_runner, out, run_id, opts, torch_threads, window)
-            units = work_units(pending, warp_batch_size, render_batch_size)
-            for future, unit_items in submitter.run(units):
-                finished_records = _records_of(future, unit_items, out, run_id, opts,
-                                               len(records))
-                records.add(finished_records)
-                tracker.add(finished_records)
     try:
-        if pending:
-            dataset.remove_run_scratch(out, run_id, opts)
-        metadata_uri = dataset.write_run_table(out, run_id, records.table(), opts)
-    except Exception as exc:
-        down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
-        if down:  # the journal rows written so far are folded in by the next run
-            raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
-        raise
-    summary = _report(records, out, run_id, metadata_uri, opts, contact_sheet_items,
-                      base.warp.min_confidence)
+        tracker = _Progress(total, 0)
+        pending = units()
+        first = next(pending, None)  # no task runner (or Dask cluster) when nothing is left
+        tracker.add([], len(records))
+        if first is not None:
+            task_runner = make_task_runner(runner, workers, dask_address,
+                                           gpus_per_worker=1 if gpus_per_item else 0)
+            annotate = contextlib.nullcontext()
+            if gpus_per_item:
+                import dask
+
+                annotate = dask.annotate(resources={"GPU": gpus_per_item})
+            window = max(2, WINDOW_PER_WORKER * max(1, workers))
+            with task_runner, annotate:
+                submitter = _Submitter(task_runner, out, run_id, opts, torch_threads, window)
+                for future, unit_items in submitter.run(itertools.chain([first], pending)):
+                    finished_records = _records_of(future, unit_items, out, run_id, opts,
+                                                   len(records))
+                    records.add(finished_records)
+                    tracker.add(finished_records, len(records))
+        logger.info("run %s: %d items, %d already done, %d refused, %d run", run_id, total,
+                    tally["skipped"], tally["refused"], tally["todo"])
+        try:
+            if tally["todo"]:
+                dataset.remove_run_scratch(out, run_id, opts)
+            metadata_uri = dataset.publish_run_file(out, run_id, records.finish(), opts)
+        except Exception as exc:
+            down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
+            if down:  # the journal rows written so far are folded in by the next run
+                raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
+            raise
+    finally:
+        records.discard()
+    summary = _report(records, out, run_id, metadata_uri, opts, base.warp.min_confidence)
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
 
 
 def _report(records: RunRecords, out: str, run_id: str, metadata_uri: str,
-            opts: dict[str, Any], sheet_items: int, min_confidence: float = 0.1
-            ) -> dict[str, Any]:
+            opts: dict[str, Any], min_confidence: float = 0.1) -> dict[str, Any]:
     """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
     summary = records.summary()
-    counts, failures, internal = summary["counts"], summary["failures"], summary["internal_errors"]
+    counts, failures = summary["counts"], summary["failures"]
+    internal_total = summary["internal_errors_total"]
+    listed = ("every failure listed" if len(failures) == counts["failed"] else
+              f"the first {len(failures)} listed; every row is in {metadata_uri}")
     create_table_artifact(
         failures, key="stylize-failures",
         description=f"run {run_id}: {counts['ok']} ok, {counts['failed']} failed "
-                    f"({len(internal)} by an internal error), {counts['skipped']} skipped; "
-                    "every failure listed")
-    done = sorted(records.done_ids)
+                    f"({internal_total} by an internal error), {counts['skipped']} skipped; "
+                    + listed)
+    done = counts["ok"] + counts["skipped"]
+    sample = records.sample()
     sheet_uri = None
-    if done and sheet_items > 0:
-        step = max(1, len(done) // sheet_items)
-        sample = done[::step][:sheet_items]
+    if sample:
         sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
-        by_id = {r["id"]: r for r in records.rows_for(sample)}
-        report.item_sheet([_sheet_row(by_id[i], out) for i in sample], sheet_uri, opts)
+        report.item_sheet([_sheet_row(r, out) for r in sample], sheet_uri, opts)
         link = sheet_uri if "://" in sheet_uri else f"file://{sheet_uri}"
         create_image_artifact(link, key="stylize-contact-sheet",
-                              description=f"{len(sample)} of {len(done)} results, run {run_id}")
-    low = summary["low_confidence"]
+                              description=f"{len(sample)} of {done} results, run {run_id}")
+    low, low_total = summary["low_confidence"], summary["low_confidence_total"]
     create_table_artifact(
         low, key="warp-low-confidence",
-        description=f"run {run_id}: {len(low)} items with warp confidence under "
-                    f"{min_confidence:g} or a fallback warp")
+        description=f"run {run_id}: {low_total} items with warp confidence under "
+                    f"{min_confidence:g} or a fallback warp"
+                    + ("" if len(low) == low_total else f" (the first {len(low)} listed)"))
     create_markdown_artifact(
         f"# Run `{run_id}`\n\n| ok | failed | internal errors | skipped |\n|---|---|---|---|\n"
-        f"| {counts['ok']} | {counts['failed']} | {len(internal)} | {counts['skipped']} |\n\n"
+        f"| {counts['ok']} | {counts['failed']} | {internal_total} | {counts['skipped']} |\n\n"
         f"Metadata: `{metadata_uri}`\n\n"
         + (f"Contact sheet: `{sheet_uri}`\n" if sheet_uri else ""),
         key="stylize-summary")

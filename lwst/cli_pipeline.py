@@ -189,13 +189,17 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
         except (StorageUnavailableError, run_lock.RunLockedError) as exc:
             raise CommandError(str(exc)) from None
     counts = summary["counts"]
-    internal = summary.get("internal_errors", [])
+    internal = summary.get("internal_errors_total", len(summary.get("internal_errors", [])))
     print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
           f"{counts['skipped']} skipped; metadata {summary['metadata']}")
     for failure in summary["failures"]:
         print(f"  failed {failure['id']}: {failure['error']}", file=sys.stderr)
+    unlisted = counts["failed"] - len(summary["failures"])
+    if unlisted > 0:
+        print(f"  ... and {unlisted} more failed items: every row is in {summary['metadata']}",
+              file=sys.stderr)
     if internal:
-        print(f"lwst run: error: {len(internal)} item(s) failed by an internal error (a bug in "
+        print(f"lwst run: error: {internal} item(s) failed by an internal error (a bug in "
               "lwst; tracebacks in the log above and in the Prefect run); the other items "
               "finished", file=sys.stderr)
         return EXIT_INTERNAL_ERROR

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -161,6 +162,16 @@ def write_run_table(out: str, run_id: str, table: pa.Table,
     """Write a run's rows (one per item, `SCHEMA`) as its Parquet file; removes its journal."""
     uri = run_metadata_uri(out, run_id)
     storage.write_bytes_atomic(uri, _parquet_bytes(table), **(storage_options or {}))
+    _remove_tree(journal_dir(out, run_id), storage_options)
+    return uri
+
+
+def publish_run_file(out: str, run_id: str, path: Path, storage_options: dict | None = None
+                     ) -> str:
+    """Put a run's finished Parquet file (`lwst.run_records.RunRecords.finish`) in place as its
+    metadata file, atomically; removes its journal."""
+    uri = run_metadata_uri(out, run_id)
+    storage.write_bytes_atomic(uri, path.read_bytes(), **(storage_options or {}))
     _remove_tree(journal_dir(out, run_id), storage_options)
     return uri
 

@@ -69,14 +69,16 @@ class RefusedItem:
 
 
 def resolve_items(entries: list[ManifestItem], overrides: dict[str, Any], out: str,
+                  configs: dict[str, StylizeConfig | str] | None = None,
                   ) -> tuple[list[Item], list[RefusedItem]]:
     """Every row's `Item`, joined with the run's ``overrides`` (a row's own columns win).
 
     Rows with the same overrides share one configuration object (resolving 100 000 rows costs
     milliseconds); a row whose combined settings are refused becomes a `RefusedItem` with the
-    one-line reason.
+    one-line reason. Pass the same ``configs`` to calls on successive chunks of one manifest to
+    share the configurations between them.
     """
-    configs: dict[str, StylizeConfig | str] = {}
+    configs = {} if configs is None else configs
     items: list[Item] = []
     refused: list[RefusedItem] = []
     for entry in entries:

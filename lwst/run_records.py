@@ -1,41 +1,64 @@
-"""One run's metadata rows as they arrive, kept small enough for 100 000-item runs.
+"""One run's metadata rows as they arrive, in memory that does not grow with the run.
 
-Records come back from the tasks as dicts of ~40 columns; a run keeps them as Arrow record
-batches (a few hundred bytes a row instead of a few kilobytes) plus the handful of facts its
-reports need (counts, failures, who ran what, low-confidence warps). The run's Parquet file is
-written from the batches at the end (`lwst.dataset.write_run_table`); the journal rows the
-tasks wrote as they went are what a killed run leaves instead.
+Records come back from the tasks as dicts of ~40 columns (``params`` alone is a kilobyte of
+JSON). A run of 100 000 items cannot keep them: `RunRecords` streams them, a few thousand at a
+time, into a Parquet file in the local temp folder (one row group per flush; dictionary
+encoding folds the repeated ``params`` and paths) and keeps only what its reports need and
+what stays small: the counts, items per worker, the first `LISTED` failures, low-confidence
+rows and warp-batched ids (with their totals; every row is in the Parquet file), and a
+fixed-size, order-independent sample for the contact sheet. `finish` closes the file for
+`lwst.dataset.publish_run_file`. The journal rows the tasks wrote as they went are what a
+killed run leaves instead (`lwst.dataset.recover_journals`).
 """
 
 from __future__ import annotations
 
+import heapq
+import os
+import tempfile
+import zlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lwst.metadata import SCHEMA, to_table
 from lwst.report import low_confidence
 
-FLUSH_ROWS = 2048  # rows held as dicts before they become one Arrow batch
+FLUSH_ROWS = 2048  # rows held as dicts before they become one row group of the spill file
+LISTED = 1000  # failures / low-confidence rows kept for the reports; the rest are counted
+
+
+def _sample_rank(item_id: str) -> int:
+    """A stable pseudo-random rank: the sample does not depend on the order items finish."""
+    return zlib.crc32(item_id.encode())
 
 
 class RunRecords:
-    """Accumulates the rows of run ``run_id``; `add` them as they finish."""
+    """Accumulates the rows of one run; `add` them as they finish, `publish` at the end."""
 
-    def __init__(self, min_confidence: float = 0.1):
-        self.min_confidence = min_confidence
+    def __init__(self, min_confidence: float = 0.1, sample_size: int = 16,
+                 spill_dir: str | None = None):
+        self.min_confidence, self.sample_size = min_confidence, sample_size
         self.counts: Counter[str] = Counter({"ok": 0, "failed": 0, "skipped": 0})
         self.failures: list[dict[str, Any]] = []
         self.internal_errors: list[dict[str, Any]] = []
-        self.done_ids: list[str] = []
-        self.workers: dict[str, str] = {}
-        self.warp_batched: list[str] = []
+        self.internal_count = 0
         self.low_confidence: list[dict[str, Any]] = []
+        self.low_confidence_count = 0
+        self.workers: Counter[str] = Counter()
+        self.warp_batched: list[str] = []
+        self.warp_batched_count = 0
+        self._sample: list[tuple[int, str, dict[str, Any]]] = []  # max-heap on -rank
         self._rows: list[dict[str, Any]] = []
-        self._tables: list[pa.Table] = []
-        self._sorted: pa.Table | None = None  # `table()`'s answer until the next `add`
+        handle, name = tempfile.mkstemp(prefix="lwst-run-records-", suffix=".parquet",
+                                        dir=spill_dir)
+        os.close(handle)
+        self.spill = Path(name)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.spill, SCHEMA)
 
     def __len__(self) -> int:
         return sum(self.counts.values())
@@ -45,60 +68,102 @@ class RunRecords:
             status = record["status"]
             self.counts[status] += 1
             if status == "failed":
-                failure = {"id": record["id"], "error": record["error"],
-                           "content": record["content"], "geometry": record["geometry"],
-                           "texture": record["texture"]}
-                self.failures.append(failure)
-                if record.get("error_kind") == "internal":
-                    self.internal_errors.append(failure)
+                self._note_failure(record)
             else:
-                self.done_ids.append(record["id"])
+                self._offer_sample(record)
             if record.get("worker"):
-                self.workers[record["id"]] = record["worker"]
+                self.workers[record["worker"]] += 1
             if record.get("warp_batched"):
-                self.warp_batched.append(record["id"])
-        self.low_confidence += low_confidence(records, self.min_confidence)
-        self._sorted = None
+                self.warp_batched_count += 1
+                if len(self.warp_batched) < LISTED:
+                    self.warp_batched.append(record["id"])
+        low = low_confidence(records, self.min_confidence)
+        self.low_confidence_count += len(low)
+        self.low_confidence += low[: max(0, LISTED - len(self.low_confidence))]
         self._rows += records
         if len(self._rows) >= FLUSH_ROWS:
             self._flush()
 
+    def _note_failure(self, record: dict[str, Any]) -> None:
+        failure = {"id": record["id"], "error": record["error"], "content": record["content"],
+                   "geometry": record["geometry"], "texture": record["texture"]}
+        if len(self.failures) < LISTED:
+            self.failures.append(failure)
+        if record.get("error_kind") == "internal":
+            self.internal_count += 1
+            if len(self.internal_errors) < LISTED:
+                self.internal_errors.append(failure)
+
+    def _offer_sample(self, record: dict[str, Any]) -> None:
+        """Keep the `sample_size` finished items of lowest rank (a bounded heap)."""
+        if self.sample_size <= 0:
+            return
+        entry = (-_sample_rank(record["id"]), record["id"], record)
+        if len(self._sample) < self.sample_size:
+            heapq.heappush(self._sample, entry)
+        elif entry > self._sample[0]:
+            heapq.heapreplace(self._sample, entry)
+
+    def sample(self) -> list[dict[str, Any]]:
+        """The contact sheet's finished items, sorted by id (the last record of an id wins)."""
+        by_id = {item_id: record for _, item_id, record in self._sample}
+        return [by_id[k] for k in sorted(by_id)]
+
     def _flush(self) -> None:
         if self._rows:
-            self._tables.append(to_table(self._rows))
+            if self._writer is None:
+                raise RuntimeError("RunRecords: rows added after publish")
+            self._writer.write_table(to_table(self._rows))
             self._rows = []
 
-    def table(self) -> pa.Table:
-        """Every row so far, one per item (the last record of an id wins), sorted by id.
-
-        Computed once (the batches are replaced by the result, so a 100 000-row run holds one
-        copy, not two) and reused until the next `add`.
-        """
-        if self._sorted is not None:
-            return self._sorted
+    def finish(self) -> Path:
+        """Close the spill file, one row per item (a retried item that reported twice keeps its
+        last row); returns its path."""
         self._flush()
-        table = pa.concat_tables(self._tables) if self._tables else SCHEMA.empty_table()
-        if table.num_rows:
-            # One row per item per run, whatever happened (a retried item reports twice).
-            table = table.take(pc.sort_indices(table, [("id", "ascending")]))
-            ids = table["id"].to_pylist()
-            keep = [k for k in range(len(ids)) if k + 1 == len(ids) or ids[k + 1] != ids[k]]
-            if len(keep) < len(ids):
-                table = table.take(pa.array(keep))
-        self._tables, self._sorted = [table], table
-        return table
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            _keep_last_per_id(self.spill)
+        return self.spill
 
-    def rows_for(self, ids: list[str]) -> list[dict[str, Any]]:
-        """Full records of a few ids (the contact sheet's sample)."""
-        wanted = set(ids)
-        table = self.table()
-        mask = pc.is_in(table["id"], value_set=pa.array(sorted(wanted), pa.string()))
-        return table.filter(mask).to_pylist()
+    def discard(self) -> None:
+        """Remove the spill file (the run's rows are in its journal and, once published, its
+        metadata file)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.spill.unlink(missing_ok=True)
 
     def summary(self) -> dict[str, Any]:
         self.failures.sort(key=lambda f: f["id"])
         self.internal_errors.sort(key=lambda f: f["id"])
         self.low_confidence.sort(key=lambda r: str(r["id"]))
         return {"counts": dict(self.counts), "failures": self.failures,
-                "internal_errors": self.internal_errors, "workers": self.workers,
-                "warp_batched": sorted(self.warp_batched), "low_confidence": self.low_confidence}
+                "failures_total": self.counts["failed"],
+                "internal_errors": self.internal_errors,
+                "internal_errors_total": self.internal_count,
+                "workers": dict(self.workers), "warp_batched": sorted(self.warp_batched),
+                "warp_batched_total": self.warp_batched_count,
+                "low_confidence": self.low_confidence,
+                "low_confidence_total": self.low_confidence_count}
+
+
+def _keep_last_per_id(path: Path) -> None:
+    """Rewrite ``path`` without the earlier rows of an id that appears twice; a no-op (one
+    column read) when every id is unique, which is every run but a retried one."""
+    ids = pq.read_table(path, columns=["id"])["id"]
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return
+    positions = pa.table({"id": ids, "row": pa.array(range(len(ids)), pa.int64())})
+    last = positions.group_by("id").aggregate([("row", "max")])["row_max"]
+    keep = pc.is_in(positions["row"], value_set=last)
+    source = pq.ParquetFile(path)
+    rewritten = path.with_name(path.name + ".dedup")
+    offset = 0
+    with pq.ParquetWriter(rewritten, SCHEMA) as writer:
+        for group in range(source.num_row_groups):
+            table = source.read_row_group(group)
+            mask = keep.slice(offset, table.num_rows)
+            offset += table.num_rows
+            writer.write_table(table.filter(mask))
+    os.replace(rewritten, path)

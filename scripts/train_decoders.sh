@@ -4,7 +4,8 @@
 # cosine schedule ends with the box; the loss log records the steps reached). A second command
 # on the same --out resumes from its .state with a larger box (a warm restart of the schedule).
 # The AdaIN decoder starts from the first WCT relu4_1 decoder (same architecture), so it only
-# has to learn the style statistics. Re-running continues every unfinished decoder.
+# has to learn the style statistics (the shipped one was run to 2400 s, then resumed to 6000 s).
+# Re-running continues every unfinished decoder.
 # Usage: scripts/train_decoders.sh [DATA_DIR] [OUT_DIR] [extra train-decoder options...]
 set -euo pipefail
 DATA=${1:-../shared/data}
@@ -18,7 +19,7 @@ wct() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --out "$OUT
   wct 4 96 1500
   cp "$OUT/decoder_wct4.pt" "$OUT/decoder_wct4_first.pt"
   train --kind adain --styles "$DATA/styles" --crop 96 --style-weight 1 \
-    --init "$OUT/decoder_wct4_first.pt" --max-seconds 2400 --out "$OUT/decoder_adain.pt" &
+    --init "$OUT/decoder_wct4_first.pt" --max-seconds 6000 --out "$OUT/decoder_adain.pt" &
   wct 4 96 2400 &
   wait
 ) > "$OUT/chain_a.log" 2>&1 &

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -248,3 +249,37 @@ def test_renderer_column_batches_feed_forward_items_and_fills_the_metadata(image
     assert (out / "flow_vis" / "a2.png").exists() and (out / "flow" / "a2.flo").exists()
     assert summary["warp_batched"] == ["a2", "w"]  # warped and rendered in their chunks
     assert not (out / "images" / "a-bad.png").exists()
+
+
+def test_rows_resolved_a_chunk_at_a_time_keep_every_record(image_folder: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """The flow resolves the manifest a chunk of rows at a time (flat memory at 100 000 rows):
+    with chunks of 2, finished, refused, failed and new items spread over four chunks still get
+    one row each, in a run file written as several row groups, and the counts add up."""
+    import flows.stylize_dataset as pipeline
+    from lwst import run_records
+
+    monkeypatch.setattr(pipeline, "RESOLVE_CHUNK", 2)
+    monkeypatch.setattr(run_records, "FLUSH_ROWS", 2)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))  # where RunRecords spills its rows
+    photos = image_folder / "contents"
+    rows = [{"id": f"p{i}", "content": str(photos / f"photo{i % 3}.png")} for i in range(6)]
+    manifest = write_manifest_csv(tmp_path / "first.csv", rows[:3])
+    out = tmp_path / "out"
+    assert _flow()(str(manifest), str(out), overrides=FAST, run_id="a")["counts"]["ok"] == 3
+    rows.insert(3, {"id": "refused", "content": str(photos / "photo0.png"), "iterations": "3,2"})
+    rows.append({"id": "gone", "content": str(photos / "missing.png")})
+    manifest = write_manifest_csv(tmp_path / "all.csv", rows)
+    summary = _flow()(str(manifest), str(out), overrides=FAST, run_id="b")
+
+    assert summary["counts"] == {"ok": 3, "failed": 2, "skipped": 3}
+    assert summary["failures_total"] == 2
+    run_file = pq.ParquetFile(out / "metadata" / "run-b.parquet")
+    assert run_file.metadata.num_row_groups >= 3
+    statuses = dict(zip(*(run_file.read().column(c).to_pylist() for c in ("id", "status")),
+                        strict=True))
+    assert statuses == {"p0": "skipped", "p1": "skipped", "p2": "skipped", "refused": "failed",
+                        "p3": "ok", "p4": "ok", "p5": "ok", "gone": "failed"}
+    assert not list(spill.iterdir())  # the spill file is gone once the run file is written

