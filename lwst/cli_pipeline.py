@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
         except (StorageUnavailableError, run_lock.RunLockedError) as exc:
             raise CommandError(str(exc)) from None
     counts = summary["counts"]
-    internal = summary.get("internal_errors_total", len(summary.get("internal_errors", [])))
+    internal = summary["internal_errors_total"]
     print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
           f"{counts['skipped']} skipped; metadata {summary['metadata']}")
     for failure in summary["failures"]:

@@ -154,24 +154,21 @@ def write_run_metadata(out: str, run_id: str, records: list[dict[str, Any]],
     """One Parquet file per run, one row per item; replaces the run's journal."""
     rows = {r["id"]: r for r in records}  # one row per item per run, whatever happened
     table = to_table(sorted(rows.values(), key=lambda r: r["id"]))
-    return write_run_table(out, run_id, table, storage_options)
-
-
-def write_run_table(out: str, run_id: str, table: pa.Table,
-                    storage_options: dict | None = None) -> str:
-    """Write a run's rows (one per item, `SCHEMA`) as its Parquet file; removes its journal."""
-    uri = run_metadata_uri(out, run_id)
-    storage.write_bytes_atomic(uri, _parquet_bytes(table), **(storage_options or {}))
-    _remove_tree(journal_dir(out, run_id), storage_options)
-    return uri
+    return _write_run_file(out, run_id, _parquet_bytes(table), storage_options)
 
 
 def publish_run_file(out: str, run_id: str, path: Path, storage_options: dict | None = None
                      ) -> str:
     """Put a run's finished Parquet file (`lwst.run_records.RunRecords.finish`) in place as its
-    metadata file, atomically; removes its journal."""
+    metadata file."""
+    return _write_run_file(out, run_id, path.read_bytes(), storage_options)
+
+
+def _write_run_file(out: str, run_id: str, parquet: bytes, storage_options: dict | None) -> str:
+    """A run's Parquet file (one row per item, `SCHEMA`), written atomically; removes its
+    journal, whose rows it holds."""
     uri = run_metadata_uri(out, run_id)
-    storage.write_bytes_atomic(uri, path.read_bytes(), **(storage_options or {}))
+    storage.write_bytes_atomic(uri, parquet, **(storage_options or {}))
     _remove_tree(journal_dir(out, run_id), storage_options)
     return uri
 

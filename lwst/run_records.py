@@ -38,7 +38,8 @@ def _sample_rank(item_id: str) -> int:
 
 
 class RunRecords:
-    """Accumulates the rows of one run; `add` them as they finish, `publish` at the end."""
+    """Accumulates the rows of one run: `add` them as they finish, `finish` the file at the end,
+    `discard` it once it is published."""
 
     def __init__(self, min_confidence: float = 0.1, sample_size: int = 16,
                  spill_dir: str | None = None):
@@ -52,7 +53,8 @@ class RunRecords:
         self.workers: Counter[str] = Counter()
         self.warp_batched: list[str] = []
         self.warp_batched_count = 0
-        self._sample: list[tuple[int, str, dict[str, Any]]] = []  # max-heap on -rank
+        self._sample: list[tuple[int, str]] = []  # (-rank, id): the sample's heap
+        self._sampled: dict[str, dict[str, Any]] = {}  # id -> its latest record
         self._rows: list[dict[str, Any]] = []
         handle, name = tempfile.mkstemp(prefix="lwst-run-records-", suffix=".parquet",
                                         dir=spill_dir)
@@ -96,23 +98,29 @@ class RunRecords:
 
     def _offer_sample(self, record: dict[str, Any]) -> None:
         """Keep the `sample_size` finished items of lowest rank (a bounded heap)."""
+        item_id = record["id"]
+        if item_id in self._sampled:  # reported again: its latest record is the one shown
+            self._sampled[item_id] = record
+            return
         if self.sample_size <= 0:
             return
-        entry = (-_sample_rank(record["id"]), record["id"], record)
+        entry = (-_sample_rank(item_id), item_id)
         if len(self._sample) < self.sample_size:
             heapq.heappush(self._sample, entry)
         elif entry > self._sample[0]:
-            heapq.heapreplace(self._sample, entry)
+            del self._sampled[heapq.heapreplace(self._sample, entry)[1]]
+        else:
+            return
+        self._sampled[item_id] = record
 
     def sample(self) -> list[dict[str, Any]]:
         """The contact sheet's finished items, sorted by id (the last record of an id wins)."""
-        by_id = {item_id: record for _, item_id, record in self._sample}
-        return [by_id[k] for k in sorted(by_id)]
+        return [self._sampled[k] for k in sorted(self._sampled)]
 
     def _flush(self) -> None:
         if self._rows:
             if self._writer is None:
-                raise RuntimeError("RunRecords: rows added after publish")
+                raise RuntimeError("RunRecords: rows added after finish")
             self._writer.write_table(to_table(self._rows))
             self._rows = []
 

@@ -73,3 +73,13 @@ def test_an_empty_run_publishes_an_empty_table(tmp_path):
     assert table.num_rows == 0 and table.schema == SCHEMA
     assert records.sample() == []
     records.discard()
+
+
+def test_an_item_reported_twice_is_sampled_once_with_its_last_record(tmp_path):
+    records = RunRecords(sample_size=4, spill_dir=str(tmp_path))
+    records.add([_record(i, output=f"first{i}") for i in range(3)])
+    records.add([_record(1, output="second")])
+    sample = records.sample()
+    assert [r["id"] for r in sample] == ["item00000", "item00001", "item00002"]
+    assert sample[1]["output"] == "second"
+    records.discard()
