@@ -28,13 +28,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-# name -> RenderConfig overrides (renderer gatys, L-BFGS throughout)
+# name -> RenderConfig overrides (renderer gatys, L-BFGS throughout). q*: about three times the
+# default's compute (a tenth of the authors'), spent on more coarse levels (q4), on every level
+# (q3_sw10) or mostly on the finest level (q3_f120, q3_f140), at the authors' style/content
+# weight ratio of 10 (or 15).
 SCHEDULES: dict[str, dict] = {
     "authors": {"levels": 4, "iterations": (1000, 1000, 1000, 1000),
                 "content_weight": 5.0, "style_weight": 50.0},
     "default": {},
     "sw10": {"style_weight": 10.0},
     "sw30": {"style_weight": 30.0},
+    "q3_sw10": {"levels": 3, "iterations": (300, 150, 90), "style_weight": 10.0},
+    "q4_sw10": {"levels": 4, "iterations": (400, 300, 150, 80), "style_weight": 10.0},
+    "q3_f120": {"levels": 3, "iterations": (150, 100, 120), "style_weight": 10.0},
+    "q3_f140": {"levels": 3, "iterations": (100, 60, 140), "style_weight": 10.0},
+    "q3_f140_sw15": {"levels": 3, "iterations": (100, 60, 140), "style_weight": 15.0},
 }
 
 

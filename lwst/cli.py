@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from lwst import __version__, storage
 from lwst.cli_options import CommandError, add_render_options, add_warp_options
-from lwst.config import StylizeConfig, with_overrides
+from lwst.config import OVERRIDES, StylizeConfig, with_overrides
 from lwst.image_io import ImageInputError
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
 from lwst.vgg import WEIGHT_SOURCES, WeightsUnavailableError
@@ -76,34 +76,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> StylizeConfig:
-    """Map CLI options onto `StylizeConfig` through the shared override names."""
-    names = (
-        "size",
-        "device",
-        "seed",
-        "vgg_weights",
-        "warp_method",
-        "warp_strength",
-        "inpaint",
-        "warpnet_checkpoint",
-        "optim_steps",
-        "warp_precision",
-        "warp_field",
-        "warp_fallback",
-        "min_warp_confidence",
-        "optimizer",
-        "levels",
-        "iterations",
-        "style_weight",
-        "content_weight",
-        "learning_rate",
-        "preserve_color",
-        "style_size",
-        "renderer",
-        "style_strength",
-        "decoder_dir",
-    )
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    """Map CLI options onto `StylizeConfig` through the shared override names: every option
+    named as a `lwst.config.OVERRIDES` entry (those the CLI lacks are simply absent)."""
+    overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
     return with_overrides(StylizeConfig(), overrides)
 
 

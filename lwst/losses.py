@@ -22,6 +22,7 @@ original content photo is typically around 1 or more).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,25 @@ def gram_matrix(features: Tensor) -> Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / float(c * h * w)
 
 
+@dataclass(frozen=True)
+class StyleTargets:
+    """An exemplar's Gram matrices at `STYLE_LAYERS` and their mean squares: what the objective
+    needs of it, computed once and shared by every image measured against that exemplar (a
+    dataset reuses few styles)."""
+
+    grams: dict[str, Tensor]
+    norms: dict[str, float]
+
+
+def style_targets(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
+    """`StyleTargets` of an ``(1, 3|1, H, W)`` exemplar, at the size given."""
+    with torch.no_grad():
+        sfeat = vgg(_as_rgb(exemplar), STYLE_LAYERS)
+        grams = {k: gram_matrix(sfeat[k]).detach() for k in STYLE_LAYERS}
+    return StyleTargets(grams, {k: float(g.pow(2).mean().clamp_min(1e-12))
+                                for k, g in grams.items()})
+
+
 class GatysObjective:
     """The Gatys objective the renderer minimises (method.md): ``content_weight * C + style_weight
     * S``, each term divided by the squared norm of its own target.
@@ -50,7 +70,7 @@ class GatysObjective:
     (VGG sees the grey channel as RGB). The targets are computed once, without gradient.
     """
 
-    def __init__(self, vgg: VGG19Features, content: Tensor, exemplar: Tensor,
+    def __init__(self, vgg: VGG19Features, content: Tensor, exemplar: Tensor | StyleTargets,
                  content_weight: float = 1.0, style_weight: float = 1.0):
         self.vgg = vgg
         self.content_weight = float(content_weight)
@@ -59,10 +79,8 @@ class GatysObjective:
         with torch.no_grad():
             self.content_target = vgg(_as_rgb(content), [CONTENT_LAYER])[CONTENT_LAYER].detach()
             self.content_norm = float(self.content_target.pow(2).mean().clamp_min(1e-12))
-            sfeat = vgg(_as_rgb(exemplar), STYLE_LAYERS)
-            self.grams = {k: gram_matrix(sfeat[k]).detach() for k in STYLE_LAYERS}
-            self.gram_norms = {k: float(g.pow(2).mean().clamp_min(1e-12))
-                               for k, g in self.grams.items()}
+        targets = exemplar if isinstance(exemplar, StyleTargets) else style_targets(vgg, exemplar)
+        self.grams, self.gram_norms = targets.grams, targets.norms
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(content loss, style loss, weighted total) of ``image``, differentiable."""

@@ -26,8 +26,10 @@ recombined with the content's chroma.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -38,7 +40,7 @@ from lwst.config import RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
-from lwst.losses import GatysObjective
+from lwst.losses import GatysObjective, StyleTargets, style_targets
 from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
 from lwst.vgg import VGG19Features
 
@@ -48,8 +50,35 @@ WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (docs/method.md)
 PAD_MULTIPLE = 16
 LOSS_SIDE = 256
 
+STYLE_CACHE_BYTES = 256 * 2**20  # exemplar features kept across batches, per process
+
 _decoders: dict[tuple[str, int, str, str], tuple[Decoder, DecoderInfo]] = {}
 _decoders_lock = threading.Lock()
+_style_cache: OrderedDict[tuple, tuple[VGG19Features, dict[str, Tensor]]] = OrderedDict()
+_style_cache_lock = threading.Lock()
+
+
+def style_features(vgg: VGG19Features, exemplar: Tensor, taps: list[str]) -> dict[str, Tensor]:
+    """``vgg``'s features of an exemplar at ``taps``, remembered across calls by the exemplar's
+    bytes: a dataset reuses few styles over many batches, and each encode at 512 px costs as
+    much as a content's. Least recently used entries go beyond `STYLE_CACHE_BYTES`."""
+    data = exemplar.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
+    key = (hashlib.blake2b(data, digest_size=16).hexdigest(), tuple(exemplar.shape),
+           str(exemplar.dtype), str(exemplar.device), id(vgg), tuple(taps))
+    with _style_cache_lock:
+        if key in _style_cache:
+            _style_cache.move_to_end(key)
+            return _style_cache[key][1]
+    with torch.no_grad():
+        features = vgg(exemplar, taps)
+    with _style_cache_lock:
+        _style_cache[key] = (vgg, features)  # the model is held so its id is not reused
+        total = sum(sum(f.numel() * f.element_size() for f in v[1].values())
+                    for v in _style_cache.values())
+        while total > STYLE_CACHE_BYTES and len(_style_cache) > 1:
+            _, (_, dropped) = _style_cache.popitem(last=False)
+            total -= sum(f.numel() * f.element_size() for f in dropped.values())
+    return features
 
 
 def get_decoder(kind: str, level: int, device: torch.device,
@@ -75,20 +104,33 @@ def decoder_ids(renderer: str, device: torch.device, decoder_dir: str | None = N
 
 
 def measure_losses(vgg: VGG19Features, image: Tensor, content: Tensor, exemplar: Tensor,
-                   config: RenderConfig) -> tuple[float, float, float]:
+                   config: RenderConfig,
+                   targets: dict[tuple[int, int], StyleTargets] | None = None,
+                   ) -> tuple[float, float, float]:
     """The shared yardstick: (content, style, total) of the Gatys objective, ``(1, 3, H, W)``
     tensors, at a longest side of at most `LOSS_SIDE` (the exemplar at the render's style size,
-    scaled alike)."""
+    scaled alike).
+
+    ``targets``: a cache of exemplar targets keyed by (exemplar object, size), filled as it
+    goes, for callers measuring many images against few exemplars (`render_batch`); the same
+    tensor must not be changed in place while the cache lives."""
     dtype, device = vgg.mean.dtype, vgg.mean.device
     side = max(image.shape[-2:])
     scale = min(1.0, LOSS_SIDE / side)
     style_side = max(16, round(int(config.style_size or side) * scale))
-    exemplar = resize_longest(exemplar.to(device, dtype), style_side).clamp(0, 1)
+    key = (id(exemplar), style_side)
+    if targets is None or key not in targets:
+        small_exemplar = resize_longest(exemplar.to(device, dtype), style_side).clamp(0, 1)
+        found = style_targets(vgg, small_exemplar)
+        if targets is not None:
+            targets[key] = found
+    else:
+        found = targets[key]
     small = round(side * scale)
     image = resize_longest(image.to(device, dtype), small).clamp(0, 1)
     content = resize_longest(content.to(device, dtype), small).clamp(0, 1)
     with torch.no_grad():
-        objective = GatysObjective(vgg, content, exemplar, config.content_weight,
+        objective = GatysObjective(vgg, content, found, config.content_weight,
                                    config.style_weight)
         c, s, total = objective(image)
     return float(c), float(s), float(total)
@@ -111,11 +153,11 @@ def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: f
     levels = WCT_LEVELS if kind == "wct" else (4,)
     taps = [level_tap(lv) for lv in levels]
     with torch.no_grad():
-        # A dataset reuses few styles: encode each distinct exemplar tensor once per batch.
+        # A dataset reuses few styles: each distinct exemplar is encoded once per process.
         encoded: dict[int, dict[str, Tensor]] = {}
         for ex in exemplars:
             if id(ex) not in encoded:
-                encoded[id(ex)] = vgg(ex, taps)
+                encoded[id(ex)] = style_features(vgg, ex, taps)
         style_feats = [encoded[id(ex)] for ex in exemplars]
         image = padded
         for level, tap in zip(levels, taps, strict=True):
@@ -172,10 +214,12 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
         share = (time.perf_counter() - started) / len(images)
         seconds = [share] * len(images)
     results = []
+    targets: dict[tuple[int, int], StyleTargets] = {}  # each distinct exemplar encoded once
     for i, image in enumerate(images):
         c = s = total = float("nan")
         if measure:
-            c, s, total = measure_losses(vgg, image, contents[i:i + 1], exemplars[i], config)
+            c, s, total = measure_losses(vgg, image, contents[i:i + 1], exemplars[i], config,
+                                         targets)
         results.append(RenderResult(image=image.to(out_device, out_dtype), content_loss=c,
                                     style_loss=s, total_loss=total, seconds=seconds[i]))
     return results

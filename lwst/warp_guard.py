@@ -56,13 +56,23 @@ class AlignmentFigures:
 
 
 def alignment_figures(
-    vgg: VGG19Features, content: Tensor, exemplar: Tensor, flow: Tensor
+    vgg: VGG19Features, content: Tensor, exemplar: Tensor, flow: Tensor,
+    known: tuple[Tensor, Tensor] | None = None,
 ) -> list[AlignmentFigures]:
-    """Per item of ``(B, 3, S, S)`` views and ``(B, 2, S, S)`` flows, one VGG pass in all."""
+    """Per item of ``(B, 3, S, S)`` views and ``(B, 2, S, S)`` flows, one VGG pass in all.
+
+    ``known``: the views' own normalised `ALIGNMENT_TAP` features (content, exemplar), float,
+    when the estimator already computed them with ``vgg`` (the learned network does): only the
+    warped content is then encoded."""
     with torch.no_grad():
-        views = torch.cat([content, warp_image(content, flow), exemplar])
-        plain, warped, target = normalised_features(vgg, views, (ALIGNMENT_TAP,))[
-            ALIGNMENT_TAP].float().chunk(3)
+        if known is None:
+            views = torch.cat([content, warp_image(content, flow), exemplar])
+            plain, warped, target = normalised_features(vgg, views, (ALIGNMENT_TAP,))[
+                ALIGNMENT_TAP].float().chunk(3)
+        else:
+            plain, target = known
+            warped = normalised_features(vgg, warp_image(content, flow), (ALIGNMENT_TAP,))[
+                ALIGNMENT_TAP].float()
         before = softmax_alignment_loss(plain, target).tolist()
         after = softmax_alignment_loss(warped, target).tolist()
         cos_before = (plain * target).sum(1).mean((1, 2)).tolist()

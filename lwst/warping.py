@@ -106,7 +106,7 @@ def estimate_warps(
     raw_folds = [s.fold_frac for s in field_safety(flows)]
     if config.field == "diffeo" and config.method != "none":
         flows = make_fold_free(flows)
-    figures = alignment_figures(vgg, content_v, exemplar_v, flows)
+    figures = alignment_figures(vgg, content_v, exemplar_v, flows, _known_features(details, vgg))
     confidence = [warp_confidence(f.gain, raw_folds[i], ambiguity(details, i))
                   for i, f in enumerate(figures)]
     applied = [config.method] * len(figures)
@@ -121,6 +121,15 @@ def estimate_warps(
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
                          raw[i : i + 1])
             for i, f in enumerate(figures)]
+
+
+def _known_features(details: dict, vgg: VGG19Features) -> tuple[Tensor, Tensor] | None:
+    """The views' relu4_1 features the learned network computed, when it did so with ``vgg``
+    itself (same precision), so the warp guard need not encode them again."""
+    found = details.get("relu4_1")
+    if found is None or found[2] != vgg.mean.dtype:
+        return None
+    return found[0], found[1]
 
 
 def _fall_back(
@@ -139,7 +148,10 @@ def _fall_back(
         alt = _affine_fields(low, content_v, exemplar_v, features_vgg, details, seed).to(flows)
     if config.field == "diffeo":
         alt = make_fold_free(alt)
-    alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt)
+    known = _known_features(details, vgg)
+    if known is not None:
+        known = (known[0][index], known[1][index])
+    alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt, known)
     for j, i in enumerate(low):
         if alt_figures[j].gain > MIN_GAIN and bool(alt[j].abs().amax() > 0):
             flows[i], figures[i], applied[i] = alt[j], alt_figures[j], config.fallback

@@ -116,6 +116,41 @@ def test_batched_render_equals_one_by_one(vgg):
     assert not torch.allclose(batch[0].image, batch[1].image, atol=0.05)
 
 
+def test_yardstick_encodes_an_exemplar_once_and_measures_the_same(vgg):
+    """A batch's shared exemplar is encoded once for the yardstick; its figures equal a
+    fresh measurement's."""
+    from lwst.renderers import measure_losses
+
+    content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)
+    other = resize_longest(read_image(str(EXAMPLES / "sailboat.jpg")), 64)[..., :, :64]
+    style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
+    config, cache = RenderConfig(), {}
+    cached = [measure_losses(vgg, img, img, style, config, cache) for img in (content, other)]
+    fresh = [measure_losses(vgg, img, img, style, config) for img in (content, other)]
+    assert len(cache) == 1
+    for mine, theirs in zip(cached, fresh, strict=True):
+        assert mine == pytest.approx(theirs, rel=1e-5)
+    assert cached[0][1] != pytest.approx(cached[1][1], rel=1e-3)
+
+
+def test_exemplar_features_are_encoded_once_per_process_within_a_budget(vgg, monkeypatch):
+    import lwst.renderers as renderers
+
+    monkeypatch.setattr(renderers, "_style_cache", renderers.OrderedDict())
+    style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
+    other = read_image(str(EXAMPLES / "texture_mosaic.jpg"), 64)
+    first = renderers.style_features(vgg, style, ["relu4_1"])
+    again = renderers.style_features(vgg, style.clone(), ["relu4_1"])  # same bytes, new tensor
+    assert again is first
+    with torch.no_grad():
+        assert torch.equal(first["relu4_1"], vgg(style, ["relu4_1"])["relu4_1"])
+    assert renderers.style_features(vgg, other, ["relu4_1"]) is not first
+    assert len(renderers._style_cache) == 2
+    monkeypatch.setattr(renderers, "STYLE_CACHE_BYTES", 1)  # the newest entry alone stays
+    renderers.style_features(vgg, style, ["relu3_1"])
+    assert len(renderers._style_cache) == 1
+
+
 def test_corrupt_mismatched_and_pickled_decoder_files_are_refused(tmp_path):
     corrupt = tmp_path / "decoder_wct3.pt"
     corrupt.write_bytes(shipped_decoder_path("wct", 3).read_bytes()[:500])

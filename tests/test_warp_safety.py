@@ -115,9 +115,9 @@ def test_a_fallback_that_does_not_align_becomes_no_warp(synthetic_pair, monkeypa
     real = warping.alignment_figures
     calls = []
 
-    def worse_fallback(vgg, content, exemplar, flow):
+    def worse_fallback(vgg, content, exemplar, flow, known=None):
         calls.append(1)
-        figures = real(vgg, content, exemplar, flow)
+        figures = real(vgg, content, exemplar, flow, known)
         if len(calls) == 1:
             return figures
         return [AlignmentFigures(f.loss_before, f.loss_after, f.cos_before, f.cos_before - 0.1)
@@ -131,3 +131,29 @@ def test_a_fallback_that_does_not_align_becomes_no_warp(synthetic_pair, monkeypa
                                      load_vgg19("auto"))
     assert estimate.applied == "none" and float(estimate.flow.abs().max()) == 0.0
     assert estimate.loss_after == estimate.loss_before
+
+
+def test_learned_warp_guard_reuses_the_networks_features_and_measures_the_same(monkeypatch):
+    """The learned network's own relu4_1 features of the two views stand in for a fresh
+    encode in the warp guard: the figures are those of a full encode."""
+    import lwst.warping as warping
+    from lwst.correlation import analysis_view
+    from lwst.image_io import read_image
+    from lwst.vgg import load_vgg19
+
+    vgg = load_vgg19("auto")
+    real, seen = warping.alignment_figures, []
+
+    def both(vgg_, content, exemplar, flow, known=None):
+        seen.append((known, real(vgg_, content, exemplar, flow, None)))
+        return real(vgg_, content, exemplar, flow, known)
+
+    monkeypatch.setattr(warping, "alignment_figures", both)
+    content = analysis_view(read_image(str(EXAMPLES / "astronaut.jpg")), 256)
+    exemplar = analysis_view(read_image(str(EXAMPLES / "woman_painting.jpg")), 256)
+    estimate = warping.estimate_warp(content, exemplar, WarpConfig(method="learned",
+                                                                   fallback="none"), vgg)
+    known, fresh = seen[0]
+    assert known is not None
+    assert math.isclose(estimate.cos_before, fresh[0].cos_before, abs_tol=1e-5)
+    assert math.isclose(estimate.cos_after, fresh[0].cos_after, abs_tol=1e-5)

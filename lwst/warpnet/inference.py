@@ -133,8 +133,12 @@ def predict_warp(
     views = torch.cat([content256, exemplar256]).to(device)
     if views.shape[-2:] != (ANALYSIS_SIZE, ANALYSIS_SIZE):
         views = analysis_view(views, ANALYSIS_SIZE)
+    resized = views.shape[-2:] != content256.shape[-2:]
     with torch.no_grad():
         coarse, fine = (f.float().chunk(2) for f in encode(vgg, views))
+    if diagnostics is not None and not resized:  # the warp guard's before-view, free
+        diagnostics["relu4_1"] = (coarse[0], coarse[1], vgg.mean.dtype)
+    with torch.no_grad():
         volume = model.correlation(coarse[1], coarse[0])
         starts = matched_affine_starts(volume, model.cfg.coarse_size, seed) if verify else None
         iters, fine_iters = TEST_ITERS if steps is None else steps
