@@ -73,12 +73,15 @@ def style_features(vgg: VGG19Features, exemplar: Tensor, taps: list[str]) -> dic
         features = vgg(exemplar, taps)
     with _style_cache_lock:
         _style_cache[key] = (vgg, features)  # the model is held so its id is not reused
-        total = sum(sum(f.numel() * f.element_size() for f in v[1].values())
-                    for v in _style_cache.values())
+        total = sum(_nbytes(v[1]) for v in _style_cache.values())
         while total > STYLE_CACHE_BYTES and len(_style_cache) > 1:
             _, (_, dropped) = _style_cache.popitem(last=False)
-            total -= sum(f.numel() * f.element_size() for f in dropped.values())
+            total -= _nbytes(dropped)
     return features
+
+
+def _nbytes(features: dict[str, Tensor]) -> int:
+    return sum(f.numel() * f.element_size() for f in features.values())
 
 
 def get_decoder(kind: str, level: int, device: torch.device,
