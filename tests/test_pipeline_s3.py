@@ -123,3 +123,42 @@ def test_missing_bucket_is_named(s3_bucket):
     _, options = s3_bucket
     with pytest.raises(StorageUnavailableError, match="bucket 'no-such-bucket' does not exist"):
         check_reachable("s3://no-such-bucket/out", options)
+
+
+def test_an_s3_input_is_one_ranged_get_capped_and_an_empty_object_still_reads(s3_bucket,
+                                                                              monkeypatch):
+    """Each S3 request is most of a tiny item's cost: one GET per input, no HEADs before it."""
+    import s3fs
+
+    from lwst.storage import InputRefusedError, read_bytes
+
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    fs.pipe_file(f"{bucket}/in/photo.png", b"x" * 5000)
+    fs.pipe_file(f"{bucket}/in/empty.png", b"")
+    uri = f"s3://{bucket}/in/photo.png"
+    assert read_bytes(uri, **options) == b"x" * 5000  # starts the client
+    operations: list[str] = []
+    fs.s3.meta.events.register("before-call.s3",
+                               lambda model, **_: operations.append(model.name))
+    assert read_bytes(uri, **options) == b"x" * 5000
+    assert operations == ["GetObject"]
+    assert read_bytes(f"s3://{bucket}/in/empty.png", **options) == b""
+    with pytest.raises(FileNotFoundError):
+        read_bytes(f"s3://{bucket}/in/missing.png", **options)
+    with pytest.raises(InputRefusedError, match="over the 4999-byte input limit"):
+        read_bytes(uri, max_bytes=4999, **options)
+
+
+def test_the_resume_listing_keeps_names_not_s3fs_details(s3_bucket):
+    """A finished 100 000-item run's listing held ~180 MiB of s3fs info dicts after the check."""
+    import s3fs
+
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    for i in range(3):
+        fs.pipe_file(f"{bucket}/out/images/item{i}.png", b"png")
+    assert dataset.list_names(f"s3://{bucket}/out/images", options) == {
+        "item0.png", "item1.png", "item2.png"}
+    assert f"{bucket}/out/images" not in fs.dircache
+    assert dataset.list_names(f"s3://{bucket}/out/missing", options) == set()
