@@ -125,8 +125,7 @@ def test_missing_bucket_is_named(s3_bucket):
         check_reachable("s3://no-such-bucket/out", options)
 
 
-def test_an_s3_input_is_one_ranged_get_capped_and_an_empty_object_still_reads(s3_bucket,
-                                                                              monkeypatch):
+def test_an_s3_input_is_one_ranged_get_capped_and_an_empty_object_still_reads(s3_bucket):
     """Each S3 request is most of a tiny item's cost: one GET per input, no HEADs before it."""
     import s3fs
 
