@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                        fold_applied=field_safety(est.flow)[0].fold_frac,
                        fold_raw=est.raw_fold_frac, confidence=est.confidence, applied=est.applied,
                        cos_before=est.cos_before, cos_after=est.cos_after,
-                       ambiguity=est.ambiguity,
+                       ambiguity=est.ambiguity, cos_ceiling=est.cos_ceiling,
                        true_px=float(truth.norm(dim=1)[valid[:, 0]].mean()),
                        bins_applied=binned(est.flow, truth, valid),
                        bins_raw=binned(est.raw_flow, truth, valid),

@@ -102,7 +102,8 @@ def main() -> None:
                          stretch=safety.stretch_frac, raw_fold=estimate.raw_fold_frac,
                          confidence=estimate.confidence, applied=estimate.applied,
                          cos_before=estimate.cos_before, cos_after=estimate.cos_after,
-                         ambiguity=estimate.ambiguity, seconds=seconds))
+                         ambiguity=estimate.ambiguity, cos_ceiling=estimate.cos_ceiling,
+                         seconds=seconds))
         print(f"{name}: cos {before:.3f} -> {after:.3f}, warp {stats.mean_px:.1f} px, "
               f"folds {estimate.raw_fold_frac:.4f} -> {safety.fold_frac:.4f}, confidence "
               f"{estimate.confidence:.2f}, applied {estimate.applied}, {seconds:.2f} s",

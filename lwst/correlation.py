@@ -59,16 +59,24 @@ def global_correlation(exemplar: Tensor, content: Tensor) -> Tensor:
 def local_correlation(target: Tensor, source: Tensor, radius: int = 4) -> Tensor:
     """``(B, (2r+1)^2, H, W)``: ``<target(p), source(p + d)>`` for every offset d in the window.
 
-    Computed offset by offset (no unfold) so memory stays at one window-sized map per item.
+    One batched matrix product per window row: for a row offset dy, each image row of
+    ``target`` against the padded row dy below it in ``source`` gives all ``W x (W + 2r)``
+    dot products, and the window's dx offsets are that matrix's first 2r+1 diagonals. It
+    computes more products than the window needs but runs as GEMM, 3-5x faster on the CPU than
+    offset-by-offset products and sums (docs/benchmarks.md, "Pipeline"), with memory of one
+    ``W x (W + 2r)`` matrix per image row.
     """
-    _, _, height, width = target.shape
+    b, c, height, width = target.shape
+    side = 2 * radius + 1
     padded = F.pad(source, (radius, radius, radius, radius))
+    rows = target.permute(0, 2, 3, 1).reshape(b * height, width, c)
     maps = []
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            shifted = padded[:, :, dy : dy + height, dx : dx + width]
-            maps.append((target * shifted).sum(1))
-    return torch.stack(maps, dim=1)
+    for dy in range(side):
+        below = padded[:, :, dy : dy + height].permute(0, 2, 1, 3)
+        products = torch.bmm(rows, below.reshape(b * height, c, width + 2 * radius))
+        maps.extend(products.diagonal(offset=dx, dim1=1, dim2=2) for dx in range(side))
+    stacked = torch.stack(maps, dim=1).view(b, height, side * side, width)
+    return stacked.permute(0, 2, 1, 3).contiguous()
 
 
 class CorrelationVolume:

@@ -125,6 +125,9 @@ def resize_longest(image: Tensor, max_side: int) -> Tensor:
 
 # Output formats by file suffix; anything else is refused rather than written as mislabelled PNG.
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+# zlib level of written PNGs: 1 (OpenCV's default) encodes a 512-px output ~3x faster than
+# PIL's default 6, for files 7-10 % larger (docs/benchmarks.md, "Pipeline").
+PNG_LEVEL = 1
 
 
 def output_format(uri: str | os.PathLike[str]) -> str:
@@ -142,7 +145,7 @@ def encode_image(image: Tensor, fmt: str = "PNG") -> bytes:
         image = image[0]
     arr = (image.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255.0).round()
     buffer = io.BytesIO()
-    extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    extra = {"quality": 95} if fmt in ("JPEG", "WEBP") else {"compress_level": PNG_LEVEL}
     Image.fromarray(arr.astype(np.uint8), "RGB").save(buffer, format=fmt, **extra)
     return buffer.getvalue()
 

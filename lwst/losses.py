@@ -84,13 +84,24 @@ class GatysObjective:
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(content loss, style loss, weighted total) of ``image``, differentiable."""
-        feats = self.vgg(_as_rgb(image), self.taps)
-        c = F.mse_loss(feats[CONTENT_LAYER], self.content_target) / self.content_norm
-        s = image.new_zeros(())
-        for k in STYLE_LAYERS:
-            s = s + F.mse_loss(gram_matrix(feats[k]), self.grams[k]) / self.gram_norms[k]
+        c, s = objective_terms(self.vgg(_as_rgb(image), self.taps), self.content_target,
+                               StyleTargets(self.grams, self.gram_norms), self.content_norm)
         total = self.content_weight * c + self.style_weight * s
         return c, s, total
+
+
+def objective_terms(features: dict[str, Tensor], content_target: Tensor, targets: StyleTargets,
+                    content_norm: float | None = None) -> tuple[Tensor, Tensor]:
+    """The objective's (content, style) terms of one image's features at `STYLE_LAYERS` and
+    `CONTENT_LAYER`; shared by the optimiser and the yardstick so both mean the same.
+    ``content_norm``: the target's mean square, when the caller already has it."""
+    if content_norm is None:
+        content_norm = float(content_target.pow(2).mean().clamp_min(1e-12))
+    c = F.mse_loss(features[CONTENT_LAYER], content_target) / content_norm
+    s = content_target.new_zeros(())
+    for k in STYLE_LAYERS:
+        s = s + F.mse_loss(gram_matrix(features[k]), targets.grams[k]) / targets.norms[k]
+    return c, s
 
 
 def _as_rgb(image: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,9 +41,9 @@ from lwst.config import RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
-from lwst.losses import GatysObjective, StyleTargets, style_targets
+from lwst.losses import StyleTargets, objective_terms, style_targets
 from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
-from lwst.vgg import VGG19Features
+from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
 
 RENDERERS = ("gatys", "wct", "adain")
 FEED_FORWARD = ("wct", "adain")
@@ -62,15 +63,34 @@ def style_features(vgg: VGG19Features, exemplar: Tensor, taps: list[str]) -> dic
     """``vgg``'s features of an exemplar at ``taps``, remembered across calls by the exemplar's
     bytes: a dataset reuses few styles over many batches, and each encode at 512 px costs as
     much as a content's. Least recently used entries go beyond `STYLE_CACHE_BYTES`."""
+    def encode() -> dict[str, Tensor]:
+        with torch.no_grad():
+            return vgg(exemplar, taps)
+
+    return _remembered(vgg, exemplar, ("features", *taps), encode)
+
+
+def yardstick_grams(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
+    """The yardstick's `StyleTargets` of an exemplar (already at the yardstick's size),
+    remembered like `style_features`: only the Gram matrices are kept (~2.4 MB a style)."""
+    grams = _remembered(vgg, exemplar, ("grams",),
+                        lambda: style_targets(vgg, exemplar).grams)
+    return StyleTargets(grams, {k: float(g.pow(2).mean().clamp_min(1e-12))
+                                for k, g in grams.items()})
+
+
+def _remembered(vgg: VGG19Features, exemplar: Tensor, what: tuple,
+                compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """``compute()`` for this exemplar's bytes, ``vgg`` and ``what``, from the process-wide
+    least-recently-used cache when it is there."""
     data = exemplar.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
     key = (hashlib.blake2b(data, digest_size=16).hexdigest(), tuple(exemplar.shape),
-           str(exemplar.dtype), str(exemplar.device), id(vgg), tuple(taps))
+           str(exemplar.dtype), str(exemplar.device), id(vgg), what)
     with _style_cache_lock:
         if key in _style_cache:
             _style_cache.move_to_end(key)
             return _style_cache[key][1]
-    with torch.no_grad():
-        features = vgg(exemplar, taps)
+    features = compute()
     with _style_cache_lock:
         _style_cache[key] = (vgg, features)  # the model is held so its id is not reused
         total = sum(_nbytes(v[1]) for v in _style_cache.values())
@@ -107,36 +127,47 @@ def decoder_ids(renderer: str, device: torch.device, decoder_dir: str | None = N
 
 
 def measure_losses(vgg: VGG19Features, image: Tensor, content: Tensor, exemplar: Tensor,
-                   config: RenderConfig,
-                   targets: dict[tuple[int, int], StyleTargets] | None = None,
-                   ) -> tuple[float, float, float]:
-    """The shared yardstick: (content, style, total) of the Gatys objective, ``(1, 3, H, W)``
-    tensors, at a longest side of at most `LOSS_SIDE` (the exemplar at the render's style size,
-    scaled alike).
+                   config: RenderConfig) -> tuple[float, float, float]:
+    """The shared yardstick of one ``(1, 3, H, W)`` image: `measure_losses_batch` of one."""
+    return measure_losses_batch(vgg, image, content, [exemplar], config)[0]
 
-    ``targets``: a cache of exemplar targets keyed by (exemplar object, size), filled as it
-    goes, for callers measuring many images against few exemplars (`render_batch`); the same
-    tensor must not be changed in place while the cache lives."""
+
+def measure_losses_batch(vgg: VGG19Features, images: Tensor, contents: Tensor,
+                         exemplars: list[Tensor], config: RenderConfig,
+                         ) -> list[tuple[float, float, float]]:
+    """The shared yardstick: (content, style, total) of the Gatys objective per image of
+    ``(B, 3, H, W)`` outputs against their contents (same shape) and exemplars, at a longest
+    side of at most `LOSS_SIDE` (each exemplar at the render's style size, scaled alike).
+
+    The outputs are encoded in one VGG pass and the contents in another; each exemplar's Gram
+    matrices are remembered across calls (`yardstick_grams`), as a dataset reuses few styles.
+    """
     dtype, device = vgg.mean.dtype, vgg.mean.device
-    side = max(image.shape[-2:])
+    side = max(images.shape[-2:])
     scale = min(1.0, LOSS_SIDE / side)
     style_side = max(16, round(int(config.style_size or side) * scale))
-    key = (id(exemplar), style_side)
-    if targets is None or key not in targets:
-        small_exemplar = resize_longest(exemplar.to(device, dtype), style_side).clamp(0, 1)
-        found = style_targets(vgg, small_exemplar)
-        if targets is not None:
-            targets[key] = found
-    else:
-        found = targets[key]
     small = round(side * scale)
-    image = resize_longest(image.to(device, dtype), small).clamp(0, 1)
-    content = resize_longest(content.to(device, dtype), small).clamp(0, 1)
+    images = resize_longest(_rgb(images).to(device, dtype), small).clamp(0, 1)
+    contents = resize_longest(_rgb(contents).to(device, dtype), small).clamp(0, 1)
+    found: dict[int, StyleTargets] = {}
+    for ex in exemplars:
+        if id(ex) not in found:
+            found[id(ex)] = yardstick_grams(
+                vgg, resize_longest(ex.to(device, dtype), style_side).clamp(0, 1))
     with torch.no_grad():
-        objective = GatysObjective(vgg, content, found, config.content_weight,
-                                   config.style_weight)
-        c, s, total = objective(image)
-    return float(c), float(s), float(total)
+        content_targets = vgg(contents, [CONTENT_LAYER])[CONTENT_LAYER]
+        outputs = vgg(images, [*STYLE_LAYERS, CONTENT_LAYER])
+    figures = []
+    for i, ex in enumerate(exemplars):
+        c, s = objective_terms({k: f[i : i + 1] for k, f in outputs.items()},
+                               content_targets[i : i + 1], found[id(ex)])
+        total = config.content_weight * c + config.style_weight * s
+        figures.append((float(c), float(s), float(total)))
+    return figures
+
+
+def _rgb(images: Tensor) -> Tensor:
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 def _pad(images: Tensor) -> tuple[Tensor, int, int]:
@@ -216,19 +247,16 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
         images = list(out.split(1))
         share = (time.perf_counter() - started) / len(images)
         seconds = [share] * len(images)
-    results = []
-    targets: dict[tuple[int, int], StyleTargets] = {}  # each distinct exemplar encoded once
-    for i, image in enumerate(images):
-        c = s = total = float("nan")
-        if measure:
-            c, s, total = measure_losses(vgg, image, contents[i:i + 1], exemplars[i], config,
-                                         targets)
-        results.append(RenderResult(image=image.to(out_device, out_dtype), content_loss=c,
-                                    style_loss=s, total_loss=total, seconds=seconds[i]))
-    return results
+    figures = [(float("nan"),) * 3] * len(images)
+    if measure:
+        figures = measure_losses_batch(vgg, torch.cat(images), contents, exemplars, config)
+    return [RenderResult(image=image.to(out_device, out_dtype), content_loss=c, style_loss=s,
+                         total_loss=total, seconds=seconds[i])
+            for i, (image, (c, s, total)) in enumerate(zip(images, figures, strict=True))]
 
 
 def render(content: Tensor, exemplar: Tensor, config: RenderConfig, vgg: VGG19Features,
-           seed: int = 0, progress=None) -> RenderResult:
+           seed: int = 0, progress=None, measure: bool = True) -> RenderResult:
     """One item: ``(1, 3, H, W)`` content and exemplar."""
-    return render_batch(content, [exemplar], config, vgg, seed=seed, progress=progress)[0]
+    return render_batch(content, [exemplar], config, vgg, seed=seed, progress=progress,
+                        measure=measure)[0]

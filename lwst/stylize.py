@@ -130,7 +130,7 @@ def stylize(
     rendered = None
     if texture is not None:
         rendered = render(base, texture.to(device), config.render, vgg, seed=config.seed,
-                          progress=progress)
+                          progress=progress, measure=config.render.measure_losses)
     image = rendered.image if rendered is not None else base
     return StylizeResult(image=image, warp=warp, render=rendered)
 

@@ -129,7 +129,7 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
         bases = torch.cat([e.warp.warped if e.warp is not None else e.content for e in group])
         try:
             results = render_batch(bases, [e.texture for e in group], config.render, vgg,
-                                   seed=config.seed)
+                                   seed=config.seed, measure=config.render.measure_losses)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure fails its items
             for e in group:
                 outcomes[e.item.item_id].error = exc

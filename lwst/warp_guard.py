@@ -10,8 +10,13 @@ Signals (all from the two 256x256 views and the field, no ground truth):
 - **alignment gain**: mean cosine of L2-normalised relu4_1 features between the warped content
   and the exemplar, minus the same unwarped: a warp that does not make the content's features
   sit where the exemplar's are has not found the correspondence;
-- **raw fold share**: the share of the estimator's own field (before it is made fold-free) with
-  ``det <= 0``: tearing shows up as folds;
+- **share of the reachable alignment**: that cosine after the warp divided by the mean, over
+  exemplar cells, of each cell's best cosine to any content cell (what the best unconstrained
+  warp could reach). The ratio compares across domains: a painting exemplar's features never
+  match a photo's as well as a photo's do, so the cosine alone ranks domains, not warps;
+- **torn field**: the share of the estimator's own field (before it is made fold-free) with
+  ``det <= 0``, counted only beyond `TORN_FOLDS_START`: every large warp folds a little at the
+  borders (10-17 % on good fields), only a field that tore folds more;
 - **hypothesis disagreement** (learned network): the two starts of the vote (the network's own
   global match and the matched affine) refined to different fields that the vote could hardly
   tell apart, i.e. the evidence is ambiguous.
@@ -29,13 +34,16 @@ from lwst.correlation import ALIGNMENT_TAP, normalised_features, softmax_alignme
 from lwst.flow import warp_image
 from lwst.vgg import VGG19Features
 
-# Confidence = gain term x fold term x ambiguity term, each in [0, 1] (model card, "Warp
-# safety"). Scales set once by hand from the ranges the signals take on real pairs (not fitted):
-# a gain of GAIN_SCALE (cosine) is a clear alignment; FOLD_SCALE of raw folds is a torn field;
-# two refined starts AMBIGUOUS_PX apart whose agreement differs by < AMBIGUOUS_COS are an
-# ambiguous match.
+# Confidence = gain term x reached term x torn term x ambiguity term, each in [0, 1] (model
+# card, "Warp safety"). Scales set by hand from the signals' ranges on real and synthetic pairs
+# (docs/benchmarks.md, "Confidence and fallback"): a gain of GAIN_SCALE (cosine) is a clear
+# alignment; reaching REACHED_LOW of the reachable cosine is none, REACHED_HIGH full (warped
+# bilinearly, a field can beat the cell-by-cell best match); raw folds from TORN_FOLDS_START to
+# TORN_FOLDS_END mark a torn field; two refined starts AMBIGUOUS_PX apart whose agreement differs
+# by < AMBIGUOUS_COS are an ambiguous match.
 GAIN_SCALE = 0.06
-FOLD_SCALE = 0.25
+REACHED_LOW, REACHED_HIGH = 0.5, 1.2
+TORN_FOLDS_START, TORN_FOLDS_END = 0.18, 0.25
 AMBIGUOUS_PX = 16.0
 AMBIGUOUS_COS = 0.01
 DAMP = 0.5  # the damped fallback's share of the field
@@ -49,10 +57,16 @@ class AlignmentFigures:
     loss_after: float  # ... under the flow
     cos_before: float  # mean relu4_1 cosine, content vs exemplar
     cos_after: float  # ... warped content vs exemplar
+    cos_ceiling: float  # mean over exemplar cells of their best cosine to any content cell
 
     @property
     def gain(self) -> float:
         return self.cos_after - self.cos_before
+
+    @property
+    def reached(self) -> float:
+        """The share of the reachable alignment the warp reached (cos_after / cos_ceiling)."""
+        return self.cos_after / self.cos_ceiling if self.cos_ceiling > 0 else 0.0
 
 
 def alignment_figures(
@@ -77,7 +91,10 @@ def alignment_figures(
         after = softmax_alignment_loss(warped, target).tolist()
         cos_before = (plain * target).sum(1).mean((1, 2)).tolist()
         cos_after = (warped * target).sum(1).mean((1, 2)).tolist()
-    return [AlignmentFigures(*v) for v in zip(before, after, cos_before, cos_after, strict=True)]
+        best = torch.einsum("bce,bck->bek", target.flatten(2), plain.flatten(2)).amax(2)
+        ceiling = best.mean(1).tolist()
+    return [AlignmentFigures(*v)
+            for v in zip(before, after, cos_before, cos_after, ceiling, strict=True)]
 
 
 def ambiguity(details: dict[str, Tensor] | None, item: int) -> float:
@@ -93,11 +110,20 @@ def ambiguity(details: dict[str, Tensor] | None, item: int) -> float:
     return apart * close
 
 
-def warp_confidence(gain: float, raw_fold_frac: float, ambiguous: float = 0.0) -> float:
-    """Confidence in [0, 1]: ``clip(gain / GAIN_SCALE) * (1 - folds / FOLD_SCALE) *
-    (1 - ambiguous / 2)``; no gain or a torn field give 0."""
-    if not math.isfinite(gain):
+def warp_confidence(gain: float, raw_fold_frac: float, ambiguous: float = 0.0,
+                    reached: float = 1.0) -> float:
+    """Confidence in [0, 1]: ``clip(gain / GAIN_SCALE) x clip((reached - REACHED_LOW) /
+    (REACHED_HIGH - REACHED_LOW)) x clip(1 - (folds - TORN_FOLDS_START) / (TORN_FOLDS_END -
+    TORN_FOLDS_START)) x (1 - ambiguous / 2)``, ``reached`` = cos_after / cos_ceiling; no
+    gain, no reached alignment or a torn field give 0."""
+    if not (math.isfinite(gain) and math.isfinite(reached)):
         return 0.0
-    gain_term = min(max(gain / GAIN_SCALE, 0.0), 1.0)
-    fold_term = max(0.0, 1.0 - raw_fold_frac / FOLD_SCALE)
-    return gain_term * fold_term * (1.0 - 0.5 * ambiguous)
+    gain_term = _unit(gain / GAIN_SCALE)
+    reached_term = _unit((reached - REACHED_LOW) / (REACHED_HIGH - REACHED_LOW))
+    torn_term = _unit(1.0 - (raw_fold_frac - TORN_FOLDS_START)
+                      / (TORN_FOLDS_END - TORN_FOLDS_START))
+    return gain_term * reached_term * torn_term * (1.0 - 0.5 * ambiguous)
+
+
+def _unit(value: float) -> float:
+    return min(max(value, 0.0), 1.0)

@@ -40,6 +40,7 @@ class WarpEstimate:
     cos_before: float | None = None  # mean relu4_1 cosine to the exemplar, unwarped
     cos_after: float | None = None  # ... under the applied field
     ambiguity: float | None = None  # lwst.warp_guard.ambiguity of the vote (0: none or no vote)
+    cos_ceiling: float | None = None  # AlignmentFigures.cos_ceiling: the best any warp could do
     # The estimator's own field before repair and fallback: for benchmarks, never saved.
     raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
 
@@ -109,7 +110,7 @@ def estimate_warps(
         flows = make_fold_free(flows)
     figures = alignment_figures(vgg, content_v, exemplar_v, flows, _known_features(details, vgg))
     ambiguous = [ambiguity(details, i) for i in range(len(figures))]
-    confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i])
+    confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i], f.reached)
                   for i, f in enumerate(figures)]
     applied = [config.method] * len(figures)
     if config.method != "none" and config.fallback != "none":
@@ -121,7 +122,7 @@ def estimate_warps(
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
-                         ambiguous[i], raw[i : i + 1])
+                         ambiguous[i], f.cos_ceiling, raw[i : i + 1])
             for i, f in enumerate(figures)]
 
 

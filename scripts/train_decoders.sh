@@ -22,11 +22,13 @@ wct() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --out "$OUT
     --init "$OUT/decoder_wct4_first.pt" --max-seconds 6000 --out "$OUT/decoder_adain.pt" &
   wct 4 96 2400 &
   wait
+  wct 4 96 7800      # resumed on 2026-12-03 (a warm restart of the schedule at 31 %)
 ) > "$OUT/chain_a.log" 2>&1 &
 (
   wct 5 128 1500
   wct 3 96 800
   wct 5 128 2700
+  wct 5 128 8100     # resumed on 2026-12-03 (warm restart at 33 %)
 ) > "$OUT/chain_b.log" 2>&1 &
 (
   wct 1 64 300

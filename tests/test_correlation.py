@@ -30,6 +30,26 @@ def test_local_correlation_matches_direct_dot_products():
     assert corr[0, :, 0, 0].view(5, 5)[0, 0] == 0  # outside is zero-padded
 
 
+def _offset_by_offset(target, source, radius):
+    padded = torch.nn.functional.pad(source, (radius,) * 4)
+    h, w = target.shape[-2:]
+    return torch.stack([(target * padded[:, :, dy : dy + h, dx : dx + w]).sum(1)
+                        for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)], 1)
+
+
+@pytest.mark.parametrize(("shape", "radius"), [((2, 16, 9, 13), 4), ((3, 5, 6, 4), 1)])
+def test_local_correlation_and_its_gradients_equal_offset_by_offset_products(shape, radius):
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    fast, slow = local_correlation(a, b, radius), _offset_by_offset(a, b, radius)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn(slow.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad((fast * weights).sum(), (a, b))
+    for got, want in zip(grads, torch.autograd.grad((slow * weights).sum(), (a, b)), strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_global_correlation_is_normalised_over_content_cells():
     exemplar, content = features(0, (2, 8, 4, 5)), features(1, (2, 8, 3, 3))
     corr = global_correlation(exemplar, content)

@@ -6,6 +6,7 @@ import math
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -116,21 +117,27 @@ def test_batched_render_equals_one_by_one(vgg):
     assert not torch.allclose(batch[0].image, batch[1].image, atol=0.05)
 
 
-def test_yardstick_encodes_an_exemplar_once_and_measures_the_same(vgg):
-    """A batch's shared exemplar is encoded once for the yardstick; its figures equal a
-    fresh measurement's."""
-    from lwst.renderers import measure_losses
+def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(vgg, monkeypatch):
+    """A batch is measured in one pass per side; its figures equal each item's own, and a
+    shared exemplar's Gram matrices are computed once per process, not once per call."""
+    import lwst.renderers as renderers
 
-    content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)
-    other = resize_longest(read_image(str(EXAMPLES / "sailboat.jpg")), 64)[..., :, :64]
+    monkeypatch.setattr(renderers, "_style_cache", renderers.OrderedDict())
+    content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)[..., :40, :40]
+    other = resize_longest(read_image(str(EXAMPLES / "sailboat.jpg")), 64)[..., :40, :40]
     style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
-    config, cache = RenderConfig(), {}
-    cached = [measure_losses(vgg, img, img, style, config, cache) for img in (content, other)]
-    fresh = [measure_losses(vgg, img, img, style, config) for img in (content, other)]
-    assert len(cache) == 1
-    for mine, theirs in zip(cached, fresh, strict=True):
-        assert mine == pytest.approx(theirs, rel=1e-5)
-    assert cached[0][1] != pytest.approx(cached[1][1], rel=1e-3)
+    config = RenderConfig()
+    batch = renderers.measure_losses_batch(vgg, torch.cat([other, content]),
+                                           torch.cat([content, content]), [style, style], config)
+    grams = [k for k in renderers._style_cache if k[-1] == ("grams",)]
+    assert len(grams) == 1
+    renderers._style_cache.clear()
+    single = [renderers.measure_losses(vgg, img, content, style, config)
+              for img in (other, content)]
+    for mine, theirs in zip(batch, single, strict=True):
+        assert mine == pytest.approx(theirs, rel=1e-4, abs=1e-7)
+    assert single[1][0] == pytest.approx(0.0, abs=1e-6)  # the content against itself
+    assert batch[0][0] > 0.01 and batch[0][1] != pytest.approx(batch[1][1], rel=1e-3)
 
 
 def test_exemplar_features_are_encoded_once_per_process_within_a_budget(vgg, monkeypatch):
@@ -198,6 +205,25 @@ def test_every_renderer_end_to_end_through_the_cli(tmp_path, renderer):
     assert record["content_loss"] > 0 and record["style_loss"] > 0
     assert (record["decoder_ids"] is None) == (renderer == "gatys")
     assert max(Image.open(out).size) == 64
+
+
+def test_no_losses_skips_the_yardstick_and_leaves_the_loss_columns_empty(tmp_path):
+    runs = {}
+    for flag in ([], ["--no-losses"]):
+        meta, out = tmp_path / f"m{len(flag)}.json", tmp_path / f"o{len(flag)}.png"
+        code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
+                     str(EXAMPLES / "texture_strokes.jpg"), "--out", str(out),
+                     "--size", "64", "--renderer", "adain", "--metadata-out", str(meta),
+                     "--quiet", *flag])
+        assert code == 0
+        runs[bool(flag)] = json.loads(meta.read_text())
+    assert runs[False]["content_loss"] > 0 and runs[False]["style_loss"] > 0
+    for column in ("content_loss", "style_loss", "total_loss"):
+        value = runs[True][column]
+        assert value is None or math.isnan(value)
+    assert json.loads(runs[True]["params"])["measure_losses"] is False
+    a = np.asarray(Image.open(tmp_path / "o0.png"))
+    assert np.array_equal(a, np.asarray(Image.open(tmp_path / "o1.png")))  # same image
 
 
 def test_style_strength_outside_unit_interval_is_refused(tmp_path, capsys):

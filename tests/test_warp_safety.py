@@ -1,5 +1,6 @@
 """Fold-free fields, fold/stretch shares, warp confidence and the fallback policy (issue 11)."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -64,12 +65,34 @@ def test_make_fold_free_removes_folds_and_keeps_an_affine_exactly():
 
 
 def test_confidence_is_in_unit_range_and_ranks_the_obvious_cases():
-    good = warp_confidence(gain=0.1, raw_fold_frac=0.01)
-    torn = warp_confidence(gain=0.1, raw_fold_frac=0.2)
-    useless = warp_confidence(gain=-0.02, raw_fold_frac=0.0)
-    ambiguous = warp_confidence(gain=0.1, raw_fold_frac=0.01, ambiguous=1.0)
-    assert 0.0 <= useless < torn < good <= 1.0 and ambiguous < good
+    good = warp_confidence(gain=0.1, raw_fold_frac=0.12, reached=1.0)
+    torn = warp_confidence(gain=0.1, raw_fold_frac=0.22, reached=1.0)
+    short = warp_confidence(gain=0.1, raw_fold_frac=0.12, reached=0.7)
+    useless = warp_confidence(gain=-0.02, raw_fold_frac=0.0, reached=1.0)
+    ambiguous = warp_confidence(gain=0.1, raw_fold_frac=0.12, ambiguous=1.0, reached=1.0)
+    assert 0.0 <= useless < torn < good <= 1.0 and ambiguous < good and short < good
+    assert warp_confidence(0.1, 0.3, reached=1.0) == 0.0  # a torn field
+    assert warp_confidence(0.1, 0.0, reached=0.4) == 0.0  # reached none of the reachable
     assert warp_confidence(float("nan"), 0.0) == 0.0
+    assert warp_confidence(0.1, 0.0, reached=float("nan")) == 0.0
+
+
+def test_the_ceiling_is_the_best_cell_match_and_a_true_warp_reaches_it(synthetic_pair):
+    """cos_ceiling is each exemplar cell's best cosine to any content cell, averaged; the true
+    warp's cosine comes close to it, no warp's does not."""
+    from lwst.correlation import ALIGNMENT_TAP, normalised_features
+    from lwst.vgg import load_vgg19
+    from lwst.warp_guard import alignment_figures
+
+    vgg, pair = load_vgg19("auto"), synthetic_pair
+    truth, nothing = alignment_figures(vgg, torch.cat([pair.content] * 2),
+                                       torch.cat([pair.exemplar] * 2),
+                                       torch.cat([pair.flow, torch.zeros_like(pair.flow)]))
+    feats = normalised_features(vgg, torch.cat([pair.content, pair.exemplar]), (ALIGNMENT_TAP,))
+    content, exemplar = feats[ALIGNMENT_TAP].float().flatten(2)
+    best = (exemplar.T @ content).amax(1).mean()
+    assert truth.cos_ceiling == pytest.approx(float(best), abs=1e-4)
+    assert truth.reached > 0.9 and truth.reached > nothing.reached + 0.2
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +133,6 @@ def test_fallback_applies_below_the_threshold_and_only_there(synthetic_pair, mon
 def test_a_fallback_that_does_not_align_becomes_no_warp(synthetic_pair, monkeypatch):
     import lwst.warping as warping
     from lwst.vgg import load_vgg19
-    from lwst.warp_guard import AlignmentFigures
-
     real = warping.alignment_figures
     calls = []
 
@@ -120,8 +141,7 @@ def test_a_fallback_that_does_not_align_becomes_no_warp(synthetic_pair, monkeypa
         figures = real(vgg, content, exemplar, flow, known)
         if len(calls) == 1:
             return figures
-        return [AlignmentFigures(f.loss_before, f.loss_after, f.cos_before, f.cos_before - 0.1)
-                for f in figures]
+        return [dataclasses.replace(f, cos_after=f.cos_before - 0.1) for f in figures]
 
     monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.0)
     monkeypatch.setattr(warping, "alignment_figures", worse_fallback)

@@ -1,0 +1,63 @@
+"""The library's batched item path alone (no Prefect): `lwst.stylize_batch.stylize_files_batch`
+on 8 example items at 512 px with the learned warp and adain, 2 torch threads, after one
+untimed batch. Run it from two checkouts back to back to compare code on the same machine:
+
+    PYTHONPATH=/path/to/old .venv/bin/python benchmarks/bench_batch_item.py
+    .venv/bin/python benchmarks/bench_batch_item.py [--no-losses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lwst.config import StylizeConfig, with_overrides
+from lwst.stylize_batch import BatchItem, stylize_files_batch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TRIPLES = [("astronaut.jpg", "woman_painting.jpg", "texture_strokes.jpg"),
+           ("face.jpg", "astronaut.jpg", "texture_mosaic.jpg"),
+           ("sailboat.jpg", "sailboats_drawing.jpg", "texture_mosaic.jpg")]
+
+
+def batch(out: str, n: int) -> list[BatchItem]:
+    items = []
+    for i in range(n):
+        content, geometry, texture = (str(EXAMPLES / name) for name in TRIPLES[i % 3])
+        items.append(BatchItem(f"i{i}", content, geometry, texture, f"{out}/images/i{i}.png",
+                               f"{out}/warped/i{i}.png", f"{out}/flow/i{i}.flo",
+                               f"{out}/flow_vis/i{i}.png"))
+    return items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-losses", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = {"size": 512, "warp_method": "learned", "renderer": "adain",
+                 "style_strength": 0.6}
+    if args.no_losses:
+        overrides["measure_losses"] = False
+    config = with_overrides(StylizeConfig(), overrides)
+    folder = tempfile.mkdtemp(prefix="lwst-bench-batch-")
+    stylize_files_batch(batch(f"{folder}/warm", args.items), config)
+    seconds = []
+    for k in range(args.repeat):
+        started = time.perf_counter()
+        stylize_files_batch(batch(f"{folder}/run{k}", args.items), config)
+        seconds.append(round((time.perf_counter() - started) / args.items, 3))
+    print(json.dumps({"items": args.items, "threads": args.threads,
+                      "measure_losses": not args.no_losses, "s_per_item": seconds}))
+
+
+if __name__ == "__main__":
+    main()
