@@ -48,14 +48,17 @@ class StyleTargets:
     grams: dict[str, Tensor]
     norms: dict[str, float]
 
+    @classmethod
+    def of_grams(cls, grams: dict[str, Tensor]) -> StyleTargets:
+        return cls(grams, {k: float(g.pow(2).mean().clamp_min(1e-12)) for k, g in grams.items()})
+
 
 def style_targets(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
     """`StyleTargets` of an ``(1, 3|1, H, W)`` exemplar, at the size given."""
     with torch.no_grad():
         sfeat = vgg(_as_rgb(exemplar), STYLE_LAYERS)
         grams = {k: gram_matrix(sfeat[k]).detach() for k in STYLE_LAYERS}
-    return StyleTargets(grams, {k: float(g.pow(2).mean().clamp_min(1e-12))
-                                for k, g in grams.items()})
+    return StyleTargets.of_grams(grams)
 
 
 class GatysObjective:
@@ -79,13 +82,13 @@ class GatysObjective:
         with torch.no_grad():
             self.content_target = vgg(_as_rgb(content), [CONTENT_LAYER])[CONTENT_LAYER].detach()
             self.content_norm = float(self.content_target.pow(2).mean().clamp_min(1e-12))
-        targets = exemplar if isinstance(exemplar, StyleTargets) else style_targets(vgg, exemplar)
-        self.grams, self.gram_norms = targets.grams, targets.norms
+        self.targets = (exemplar if isinstance(exemplar, StyleTargets)
+                        else style_targets(vgg, exemplar))
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(content loss, style loss, weighted total) of ``image``, differentiable."""
         c, s = objective_terms(self.vgg(_as_rgb(image), self.taps), self.content_target,
-                               StyleTargets(self.grams, self.gram_norms), self.content_norm)
+                               self.targets, self.content_norm)
         total = self.content_weight * c + self.style_weight * s
         return c, s, total
 

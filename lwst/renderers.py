@@ -75,8 +75,7 @@ def yardstick_grams(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
     remembered like `style_features`: only the Gram matrices are kept (~2.4 MB a style)."""
     grams = _remembered(vgg, exemplar, ("grams",),
                         lambda: style_targets(vgg, exemplar).grams)
-    return StyleTargets(grams, {k: float(g.pow(2).mean().clamp_min(1e-12))
-                                for k, g in grams.items()})
+    return StyleTargets.of_grams(grams)
 
 
 def _remembered(vgg: VGG19Features, exemplar: Tensor, what: tuple,
