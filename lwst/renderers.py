@@ -26,17 +26,15 @@ recombined with the content's chroma.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lwst import feature_cache
 from lwst.config import RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
 from lwst.feature_transforms import adain, wct
@@ -51,56 +49,27 @@ WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (docs/method.md)
 PAD_MULTIPLE = 16
 LOSS_SIDE = 256
 
-STYLE_CACHE_BYTES = 256 * 2**20  # exemplar features kept across batches, per process
-
 _decoders: dict[tuple[str, int, str, str], tuple[Decoder, DecoderInfo]] = {}
 _decoders_lock = threading.Lock()
-_style_cache: OrderedDict[tuple, tuple[VGG19Features, dict[str, Tensor]]] = OrderedDict()
-_style_cache_lock = threading.Lock()
 
 
 def style_features(vgg: VGG19Features, exemplar: Tensor, taps: list[str]) -> dict[str, Tensor]:
     """``vgg``'s features of an exemplar at ``taps``, remembered across calls by the exemplar's
-    bytes: a dataset reuses few styles over many batches, and each encode at 512 px costs as
-    much as a content's. Least recently used entries go beyond `STYLE_CACHE_BYTES`."""
+    bytes (`lwst.feature_cache`): a dataset reuses few styles over many batches, and each
+    encode at 512 px costs as much as a content's."""
     def encode() -> dict[str, Tensor]:
         with torch.no_grad():
             return vgg(exemplar, taps)
 
-    return _remembered(vgg, exemplar, ("features", *taps), encode)
+    return feature_cache.remembered(vgg, exemplar, ("features", *taps), encode)
 
 
 def yardstick_grams(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
     """The yardstick's `StyleTargets` of an exemplar (already at the yardstick's size),
     remembered like `style_features`: only the Gram matrices are kept (~2.4 MB a style)."""
-    grams = _remembered(vgg, exemplar, ("grams",),
+    grams = feature_cache.remembered(vgg, exemplar, ("grams",),
                         lambda: style_targets(vgg, exemplar).grams)
     return StyleTargets.of_grams(grams)
-
-
-def _remembered(vgg: VGG19Features, exemplar: Tensor, what: tuple,
-                compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """``compute()`` for this exemplar's bytes, ``vgg`` and ``what``, from the process-wide
-    least-recently-used cache when it is there."""
-    data = exemplar.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
-    key = (hashlib.blake2b(data, digest_size=16).hexdigest(), tuple(exemplar.shape),
-           str(exemplar.dtype), str(exemplar.device), id(vgg), what)
-    with _style_cache_lock:
-        if key in _style_cache:
-            _style_cache.move_to_end(key)
-            return _style_cache[key][1]
-    features = compute()
-    with _style_cache_lock:
-        _style_cache[key] = (vgg, features)  # the model is held so its id is not reused
-        total = sum(_nbytes(v[1]) for v in _style_cache.values())
-        while total > STYLE_CACHE_BYTES and len(_style_cache) > 1:
-            _, (_, dropped) = _style_cache.popitem(last=False)
-            total -= _nbytes(dropped)
-    return features
-
-
-def _nbytes(features: dict[str, Tensor]) -> int:
-    return sum(f.numel() * f.element_size() for f in features.values())
 
 
 def get_decoder(kind: str, level: int, device: torch.device,

@@ -4,6 +4,7 @@ every renderer through the CLI, and the augmentation transform."""
 import json
 import math
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lwst import feature_cache
 from lwst.cli import main
 from lwst.config import RenderConfig
 from lwst.decoders import (
@@ -122,16 +124,16 @@ def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(v
     shared exemplar's Gram matrices are computed once per process, not once per call."""
     import lwst.renderers as renderers
 
-    monkeypatch.setattr(renderers, "_style_cache", renderers.OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
     content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)[..., :40, :40]
     other = resize_longest(read_image(str(EXAMPLES / "sailboat.jpg")), 64)[..., :40, :40]
     style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
     config = RenderConfig()
     batch = renderers.measure_losses_batch(vgg, torch.cat([other, content]),
                                            torch.cat([content, content]), [style, style], config)
-    grams = [k for k in renderers._style_cache if k[-1] == ("grams",)]
+    grams = [k for k in feature_cache.entries() if k[-1] == ("grams",)]
     assert len(grams) == 1
-    renderers._style_cache.clear()
+    feature_cache.clear()
     single = [renderers.measure_losses(vgg, img, content, style, config)
               for img in (other, content)]
     for mine, theirs in zip(batch, single, strict=True):
@@ -143,7 +145,7 @@ def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(v
 def test_exemplar_features_are_encoded_once_per_process_within_a_budget(vgg, monkeypatch):
     import lwst.renderers as renderers
 
-    monkeypatch.setattr(renderers, "_style_cache", renderers.OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
     style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
     other = read_image(str(EXAMPLES / "texture_mosaic.jpg"), 64)
     first = renderers.style_features(vgg, style, ["relu4_1"])
@@ -152,10 +154,10 @@ def test_exemplar_features_are_encoded_once_per_process_within_a_budget(vgg, mon
     with torch.no_grad():
         assert torch.equal(first["relu4_1"], vgg(style, ["relu4_1"])["relu4_1"])
     assert renderers.style_features(vgg, other, ["relu4_1"]) is not first
-    assert len(renderers._style_cache) == 2
-    monkeypatch.setattr(renderers, "STYLE_CACHE_BYTES", 1)  # the newest entry alone stays
+    assert len(feature_cache.entries()) == 2
+    monkeypatch.setattr(feature_cache, "CACHE_BYTES", 1)  # the newest entry alone stays
     renderers.style_features(vgg, style, ["relu3_1"])
-    assert len(renderers._style_cache) == 1
+    assert len(feature_cache.entries()) == 1
 
 
 def test_corrupt_mismatched_and_pickled_decoder_files_are_refused(tmp_path):

@@ -357,3 +357,34 @@ def test_painting_refuses_a_style_folder_with_no_training_styles(tmp_path: Path)
     with pytest.raises(ValueError, match="no training styles"):
         paint_training_copies(cfg, [tmp_path / "a.png"], vgg=None)
     assert not (tmp_path / "painted").exists()
+
+
+def test_exemplar_views_are_encoded_once_and_equal_a_fresh_encode(monkeypatch) -> None:
+    """Geometry exemplars repeat across a dataset: an exemplar view seen before (same bytes)
+    is taken from the feature cache, a repeat within a batch is encoded once, and the features
+    equal those of one VGG pass over the whole batch."""
+    from collections import OrderedDict
+
+    from lwst import feature_cache
+    from lwst.vgg import load_vgg19
+    from lwst.warpnet.bank import encode
+    from lwst.warpnet.inference import encode_views
+
+    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    vgg = load_vgg19("random")
+    a, b, c = (procedural_image(64, seed=s) for s in (1, 2, 3))
+    contents, exemplars = torch.cat([a, a, b]), torch.cat([b, c, b])
+    (coarse_c, coarse_e), (fine_c, fine_e) = encode_views(vgg, contents, exemplars)
+    assert len(feature_cache.entries()) == 2  # b and c, b once
+    with torch.no_grad():
+        ref_coarse, ref_fine = encode(vgg, torch.cat([contents, exemplars]))
+    assert torch.allclose(coarse_c, ref_coarse[:3], atol=1e-5)
+    assert torch.allclose(coarse_e, ref_coarse[3:], atol=1e-5)
+    assert torch.allclose(fine_e, ref_fine[3:], atol=1e-5)
+    assert not torch.allclose(coarse_e[0], coarse_e[1], atol=1e-3)
+    calls = []
+    monkeypatch.setattr("lwst.warpnet.inference.encode",
+                        lambda vgg, views: calls.append(len(views)) or encode(vgg, views))
+    (_, again), _ = encode_views(vgg, torch.cat([c]), torch.cat([c.clone()]))
+    assert calls == [1]  # the content alone: the exemplar came from the cache
+    assert torch.equal(again, coarse_e[1:2])

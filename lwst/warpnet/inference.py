@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lwst import feature_cache
 from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import CorrelationVolume, analysis_view
 from lwst.estimators.parametric_fit import (
@@ -106,6 +107,36 @@ def matched_affine_starts(volume: CorrelationVolume, grid: int, seed: int = 0) -
     return torch.cat(starts)[:, None]
 
 
+def encode_views(vgg: VGG19Features, contents: Tensor, exemplars: Tensor,
+                 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Float `encode` features of ``(B, 3, S, S)`` content and exemplar views, as
+    ``(content, exemplar)`` pairs of relu4_1 and of relu3_1 maps, in one VGG pass.
+
+    A dataset bends many contents into few geometry exemplars, so an exemplar view's features
+    are remembered across batches by its bytes (`lwst.feature_cache`); only the contents and
+    the exemplars not seen before are encoded.
+    """
+    keys = [feature_cache.cache_key(vgg, e[None], ("warp-view",)) for e in exemplars]
+    known = [feature_cache.lookup(k) for k in keys]
+    todo: dict[tuple, int] = {}  # one encode per distinct exemplar not remembered
+    for i, (key, found) in enumerate(zip(keys, known, strict=True)):
+        if found is None and key not in todo:
+            todo[key] = i
+    with torch.no_grad():
+        coarse, fine = encode(vgg, torch.cat([contents, exemplars[list(todo.values())]]))
+    coarse, fine = coarse.float(), fine.float()
+    b = len(contents)
+    encoded: dict[tuple, dict[str, Tensor]] = {}
+    for j, key in enumerate(todo):  # copies: a slice would keep the whole batch alive
+        encoded[key] = {"coarse": coarse[b + j : b + j + 1].clone(),
+                        "fine": fine[b + j : b + j + 1].clone()}
+        feature_cache.store(key, vgg, encoded[key])
+    views = [found if found is not None else encoded[key]
+             for key, found in zip(keys, known, strict=True)]
+    return ((coarse[:b], torch.cat([v["coarse"] for v in views])),
+            (fine[:b], torch.cat([v["fine"] for v in views])))
+
+
 def predict_warp(
     content256: Tensor,
     exemplar256: Tensor,
@@ -130,12 +161,11 @@ def predict_warp(
     device = vgg.mean.device
     model, warpnet_id = load_warpnet(checkpoint, device)
     size = content256.shape[-1]
-    views = torch.cat([content256, exemplar256]).to(device)
-    if views.shape[-2:] != (ANALYSIS_SIZE, ANALYSIS_SIZE):
-        views = analysis_view(views, ANALYSIS_SIZE)
-    resized = views.shape[-2:] != content256.shape[-2:]
-    with torch.no_grad():
-        coarse, fine = (f.float().chunk(2) for f in encode(vgg, views))
+    contents, exemplars = (
+        v if v.shape[-2:] == (ANALYSIS_SIZE, ANALYSIS_SIZE) else analysis_view(v, ANALYSIS_SIZE)
+        for v in (content256.to(device), exemplar256.to(device)))
+    resized = contents.shape[-2:] != content256.shape[-2:]
+    coarse, fine = encode_views(vgg, contents, exemplars)
     if diagnostics is not None and not resized:  # the warp guard's before-view, free
         diagnostics["relu4_1"] = (coarse[0], coarse[1], vgg.mean.dtype)
     with torch.no_grad():

@@ -1,0 +1,78 @@
+"""Exemplar features remembered across batches, per process, by the exemplar's bytes.
+
+A dataset reuses few exemplars (styles and geometry exemplars) over many batches, and each
+VGG encode costs as much as a content's: the renderers keep an exemplar's render features and
+yardstick Gram matrices here, and the learned warp its analysis view's features. One
+least-recently-used store for all of them, bounded by `CACHE_BYTES`, so the bound holds
+whatever mix a run has. Keys hash the tensor's bytes (not its identity: every batch reads its
+exemplars again), its shape, dtype and device, the model and what was computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+CACHE_BYTES = 256 * 2**20  # per process
+
+Features = dict[str, Tensor]
+
+_cache: OrderedDict[tuple, tuple[nn.Module, Features]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def cache_key(model: nn.Module, tensor: Tensor, what: tuple) -> tuple:
+    """The key of ``what`` computed by ``model`` from ``tensor``'s exact bytes."""
+    data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
+    return (hashlib.blake2b(data, digest_size=16).hexdigest(), tuple(tensor.shape),
+            str(tensor.dtype), str(tensor.device), id(model), what)
+
+
+def lookup(key: tuple) -> Features | None:
+    """The remembered features of ``key``, or None."""
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key][1]
+    return None
+
+
+def store(key: tuple, model: nn.Module, features: Features) -> None:
+    """Remember ``features``; the oldest entries go beyond `CACHE_BYTES` (the newest stays)."""
+    with _lock:
+        _cache[key] = (model, features)  # the model is held so its id is not reused
+        total = sum(_nbytes(v[1]) for v in _cache.values())
+        while total > CACHE_BYTES and len(_cache) > 1:
+            _, (_, dropped) = _cache.popitem(last=False)
+            total -= _nbytes(dropped)
+
+
+def remembered(model: nn.Module, tensor: Tensor, what: tuple,
+               compute: Callable[[], Features]) -> Features:
+    """``compute()`` for this tensor's bytes, ``model`` and ``what``, from the cache when there."""
+    key = cache_key(model, tensor, what)
+    found = lookup(key)
+    if found is None:
+        found = compute()
+        store(key, model, found)
+    return found
+
+
+def clear() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def entries() -> list[tuple]:
+    """The keys held, oldest first."""
+    with _lock:
+        return list(_cache)
+
+
+def _nbytes(features: Features) -> int:
+    return sum(f.numel() * f.element_size() for f in features.values())
