@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RENDERERS = ("gatys", "wct", "adain")
 DECODER_DIR: str | None = None  # --decoder-dir: decoders to measure instead of the shipped ones
+PRECISION = "auto"  # --precision: the feed-forward renderers' RenderConfig.precision
 
 
 def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
@@ -56,7 +57,7 @@ def _render(renderer: str, content, texture, vgg, batch: int = 1):
 
     contents = torch.cat([content] * batch)
     started = time.perf_counter()
-    config = RenderConfig(renderer=renderer, decoder_dir=DECODER_DIR)
+    config = RenderConfig(renderer=renderer, decoder_dir=DECODER_DIR, precision=PRECISION)
     results = render_batch(contents, [texture] * batch, config, vgg, measure=False)
     return results, (time.perf_counter() - started) / batch
 
@@ -74,7 +75,8 @@ def speed_one(args: argparse.Namespace) -> dict:
     _render(args.renderer, content, texture, vgg)  # warm-up: weights, decoders, allocator
     seconds = [_render(args.renderer, content, texture, vgg)[1] for _ in range(args.repeat)]
     row = {"renderer": args.renderer, "size": args.size, "device": args.device,
-           "threads": args.threads, "s_per_item": round(min(seconds), 3)}
+           "threads": args.threads, "precision": args.precision,
+           "s_per_item": round(min(seconds), 3)}
     if args.renderer != "gatys" and args.batch > 1:
         row[f"s_per_item_batch{args.batch}"] = round(
             _render(args.renderer, content, texture, vgg, args.batch)[1], 3)
@@ -91,7 +93,8 @@ def speed(args: argparse.Namespace) -> list[dict]:
             cmd = [sys.executable, __file__, "speed-one", "--renderer", renderer, "--size",
                    str(size), "--device", args.device, "--threads", str(args.threads),
                    "--repeat", str(1 if renderer == "gatys" else args.repeat),
-                   "--batch", str(args.batch), "--data", args.data]
+                   "--batch", str(args.batch), "--data", args.data,
+                   "--precision", args.precision]
             line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(line.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
@@ -120,8 +123,8 @@ def quality(args: argparse.Namespace) -> list[dict]:
             results, seconds = _render(renderer, content, texture, vgg)
             c, s, _ = measure_losses(vgg, results[0].image, content, texture, config)
             rows.append({"content": pair[0].name, "texture": pair[1].name, "renderer": renderer,
-                         "style_ratio": round(s / base_style, 4), "content_dist": round(c, 4),
-                         "seconds": round(seconds, 2)})
+                         "precision": args.precision, "style_ratio": round(s / base_style, 4),
+                         "content_dist": round(c, 4), "seconds": round(seconds, 2)})
             print(json.dumps(rows[-1]), flush=True)
     for renderer in args.renderers:
         mine = [r for r in rows if r["renderer"] == renderer]
@@ -160,7 +163,8 @@ def sheet(args: argparse.Namespace) -> list[dict]:
 
 
 def reconstruction(args: argparse.Namespace) -> list[dict]:
-    """PSNR / SSIM of each shipped WCT decoder's reconstruction of held-out photos."""
+    """PSNR / SSIM of each WCT decoder's reconstruction of held-out photos (the shipped ones, or
+    those in ``--decoder-dir``)."""
     import kornia
     import torch
 
@@ -177,7 +181,9 @@ def reconstruction(args: argparse.Namespace) -> list[dict]:
         images.append(image[..., : image.shape[2] // 16 * 16, : image.shape[3] // 16 * 16])
     rows = []
     for level in LEVELS:
-        decoder, info = load_decoder(shipped_decoder_path("wct", level), "wct", level)
+        path = shipped_decoder_path("wct", level)
+        decoder, info = load_decoder(Path(DECODER_DIR) / path.name if DECODER_DIR else path,
+                                     "wct", level)
         torch.manual_seed(0)
         untrained = Decoder(level, info.width)
         tap = f"relu{level}_1"
@@ -207,7 +213,10 @@ def main() -> int:
     common.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=RENDERERS)
     common.add_argument("--json", help="also write the rows here")
     common.add_argument("--decoder-dir", help="a folder of decoder files to measure instead of "
-                        "the shipped ones (quality, sheet)")
+                        "the shipped ones (quality, sheet, reconstruction)")
+    common.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="the feed-forward renderers' encoder/decoder precision "
+                        "(RenderConfig.precision; gatys and the yardstick stay float32)")
     p = sub.add_parser("speed", parents=[common])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--device", default="cpu")
@@ -230,8 +239,8 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=16, help="held-out photos to reconstruct")
     p.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
-    global DECODER_DIR
-    DECODER_DIR = args.decoder_dir
+    global DECODER_DIR, PRECISION
+    DECODER_DIR, PRECISION = args.decoder_dir, args.precision
     if args.mode == "speed-one":
         print(json.dumps(speed_one(args)))
         return 0

@@ -14,6 +14,7 @@ from typing import Any
 WARP_METHODS = ("learned", "optim", "affine", "tps", "none")
 INPAINT_METHODS = ("telea", "ns")
 WARP_PRECISIONS = ("auto", "float32", "bfloat16")
+RENDER_PRECISIONS = WARP_PRECISIONS
 OPTIMIZERS = ("lbfgs", "adam")
 RENDERERS = ("gatys", "wct", "adain")
 SIZE_RANGE = (8, 8192)  # output side in pixels (lwst.image_io refuses inputs outside it too)
@@ -63,6 +64,11 @@ class RenderConfig:
     preserve_color: bool = False
     style_size: int | None = None  # longest side of the texture exemplar; None: output size
     init: str = "content"  # content | noise
+    # Precision of the feed-forward renderers' VGG encoder and decoder passes: auto = bfloat16
+    # where the hardware computes it natively (adain 2.4x faster at 512 px on an AMX CPU, mean
+    # pixel change 0.6/255; docs/benchmarks.md). The WCT/AdaIN statistics, gatys and the
+    # yardstick always run in float32 or wider.
+    precision: str = "auto"
     # The yardstick (content/style/total loss columns) after rendering: ~0.6 s per 512-px item
     # on 2 CPU cores, a fifth of a feed-forward item; off, the three columns are NaN.
     measure_losses: bool = True
@@ -109,6 +115,7 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "style_strength": ("render", "style_strength"),
     "decoder_dir": ("render", "decoder_dir"),
     "measure_losses": ("render", "measure_losses"),
+    "render_precision": ("render", "precision"),
 }
 
 
@@ -187,6 +194,9 @@ def validate(config: StylizeConfig) -> None:
         raise ValueError(
             f"warp_precision must be one of {WARP_PRECISIONS}, got {config.warp.precision!r}"
         )
+    if config.render.precision not in RENDER_PRECISIONS:
+        raise ValueError(f"render_precision must be one of {RENDER_PRECISIONS}, "
+                         f"got {config.render.precision!r}")
     if config.render.renderer not in RENDERERS:
         raise ValueError(f"renderer must be one of {RENDERERS}, got {config.render.renderer!r}")
     if not 0.0 <= config.render.style_strength <= 1.0:

@@ -249,7 +249,8 @@ def train_decoder(config: DecoderTrainConfig,
             if step % config.checkpoint_every == 0:
                 log_file.flush()
                 save_state()
-                log_fn(f"step {step} loss {float(loss):.4f} ({trained_seconds / step:.2f} s/step)")
+                log_fn(f"step {step} loss {float(loss.detach()):.4f} "
+                       f"({trained_seconds / step:.2f} s/step)")
         save_state()
         log_fn(f"done: {step} steps in {trained_seconds:.0f} s -> {out}")
     finally:

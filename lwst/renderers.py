@@ -41,7 +41,7 @@ from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
 from lwst.losses import StyleTargets, objective_terms, style_targets
 from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
-from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features
+from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features, at_dtype, feature_dtype
 
 RENDERERS = ("gatys", "wct", "adain")
 FEED_FORWARD = ("wct", "adain")
@@ -49,7 +49,7 @@ WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (docs/method.md)
 PAD_MULTIPLE = 16
 LOSS_SIDE = 256
 
-_decoders: dict[tuple[str, int, str, str], tuple[Decoder, DecoderInfo]] = {}
+_decoders: dict[tuple[str, int, str, str, str], tuple[Decoder, DecoderInfo]] = {}
 _decoders_lock = threading.Lock()
 
 
@@ -72,15 +72,16 @@ def yardstick_grams(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
     return StyleTargets.of_grams(grams)
 
 
-def get_decoder(kind: str, level: int, device: torch.device,
-                decoder_dir: str | None = None) -> tuple[Decoder, DecoderInfo]:
-    """The ``kind`` decoder for reluL_1, loaded once per process and device."""
+def get_decoder(kind: str, level: int, device: torch.device, decoder_dir: str | None = None,
+                dtype: torch.dtype = torch.float32) -> tuple[Decoder, DecoderInfo]:
+    """The ``kind`` decoder for reluL_1, loaded once per process, device and dtype."""
     name = shipped_decoder_path(kind, level).name
     path = Path(decoder_dir) / name if decoder_dir else shipped_decoder_path(kind, level)
-    key = (kind, level, str(device), str(path))
+    key = (kind, level, str(device), str(path), str(dtype))
     with _decoders_lock:
         if key not in _decoders:
-            _decoders[key] = load_decoder(path, kind, level, device)
+            decoder, info = load_decoder(path, kind, level, device)
+            _decoders[key] = (decoder.to(dtype), info)
         return _decoders[key]
 
 
@@ -148,9 +149,15 @@ def _pad(images: Tensor) -> tuple[Tensor, int, int]:
 
 
 def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: float,
-                  vgg: VGG19Features, decoder_dir: str | None) -> Tensor:
-    """The feed-forward pass for a batch; returns ``(B, 3, H, W)`` in [0, 1]."""
+                  vgg: VGG19Features, decoder_dir: str | None,
+                  precision: str = "float32") -> Tensor:
+    """The feed-forward pass for a batch; returns ``(B, 3, H, W)`` in [0, 1], float32.
+
+    The encoder and decoders run at ``precision`` (`lwst.vgg.feature_dtype`); the WCT and AdaIN
+    statistics in float64 / float32 whatever it is."""
     device = vgg.mean.device
+    dtype = feature_dtype(precision, device)
+    vgg = at_dtype(vgg, dtype)
     padded, height, width = _pad(contents)
     levels = WCT_LEVELS if kind == "wct" else (4,)
     taps = [level_tap(lv) for lv in levels]
@@ -163,12 +170,12 @@ def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: f
         style_feats = [encoded[id(ex)] for ex in exemplars]
         image = padded
         for level, tap in zip(levels, taps, strict=True):
-            decoder, _ = get_decoder(kind, level, device, decoder_dir)
+            decoder, _ = get_decoder(kind, level, device, decoder_dir, dtype)
             fc = vgg(image, [tap])[tap]
             styles = [sf[tap] for sf in style_feats]
             target = wct(fc, styles, alpha) if kind == "wct" else adain(fc, styles, alpha)
-            image = decoder(target.to(vgg.mean.dtype)).clamp(0, 1)
-    return image[..., :height, :width]
+            image = decoder(target.to(dtype)).clamp(0, 1)
+    return image[..., :height, :width].float()
 
 
 def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig,
@@ -205,11 +212,12 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
             luma, luma_styles, chroma = luminance_inputs(contents, styled)
             out = _feed_forward(luma.expand(-1, 3, -1, -1),
                                 [y.expand(-1, 3, -1, -1) for y in luma_styles], renderer,
-                                config.style_strength, vgg, config.decoder_dir)
+                                config.style_strength, vgg, config.decoder_dir,
+                                config.precision)
             out = with_chroma(rgb_to_yiq(out)[:, :1], chroma)
         else:
             out = _feed_forward(contents, styled, renderer, config.style_strength, vgg,
-                                config.decoder_dir)
+                                config.decoder_dir, config.precision)
         if progress:
             progress("render", 1, 1)
         images = list(out.split(1))

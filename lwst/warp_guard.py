@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lwst import feature_cache
 from lwst.correlation import ALIGNMENT_TAP, normalised_features, softmax_alignment_loss
 from lwst.flow import warp_image
 from lwst.vgg import VGG19Features
@@ -67,6 +68,23 @@ class AlignmentFigures:
     def reached(self) -> float:
         """The share of the reachable alignment the warp reached (cos_after / cos_ceiling)."""
         return self.cos_after / self.cos_ceiling if self.cos_ceiling > 0 else 0.0
+
+
+def view_features(vgg: VGG19Features, content: Tensor, exemplar: Tensor,
+                  ) -> tuple[Tensor, Tensor]:
+    """The normalised `ALIGNMENT_TAP` features (float) of ``(B, 3, S, S)`` content and exemplar
+    views with ``vgg``: `alignment_figures`' ``known``, for when the estimator matched
+    features of another precision. Contents are encoded in one pass; an exemplar view is
+    remembered across batches by its bytes (`lwst.feature_cache`), as a dataset bends many
+    contents into few exemplars."""
+    def encode(views: Tensor) -> Tensor:
+        with torch.no_grad():
+            return normalised_features(vgg, views, (ALIGNMENT_TAP,))[ALIGNMENT_TAP].float()
+
+    targets = [feature_cache.remembered(vgg, view[None], ("guard-view", ALIGNMENT_TAP),
+                                        lambda view=view: {"f": encode(view[None])})["f"]
+               for view in exemplar]
+    return encode(content), torch.cat(targets)
 
 
 def alignment_figures(

@@ -23,7 +23,14 @@ from lwst.config import WarpConfig
 from lwst.correlation import analysis_view
 from lwst.flow import read_flo, write_flo
 from lwst.vgg import VGG19Features, at_dtype, feature_dtype
-from lwst.warp_guard import DAMP, AlignmentFigures, alignment_figures, ambiguity, warp_confidence
+from lwst.warp_guard import (
+    DAMP,
+    AlignmentFigures,
+    alignment_figures,
+    ambiguity,
+    view_features,
+    warp_confidence,
+)
 from lwst.warp_safety import field_safety, make_fold_free
 
 
@@ -108,7 +115,10 @@ def estimate_warps(
     raw_folds = [s.fold_frac for s in field_safety(flows)]
     if config.field == "diffeo" and config.method != "none":
         flows = make_fold_free(flows)
-    figures = alignment_figures(vgg, content_v, exemplar_v, flows, _known_features(details, vgg))
+    # The views' own features once: the network's when it matched at ``vgg``'s precision, else
+    # encoded here; the fallback below re-encodes only its warped views.
+    known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
+    figures = alignment_figures(vgg, content_v, exemplar_v, flows, known)
     ambiguous = [ambiguity(details, i) for i in range(len(figures))]
     confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i], f.reached)
                   for i, f in enumerate(figures)]
@@ -118,7 +128,7 @@ def estimate_warps(
         if low:
             flows, figures, applied = _fall_back(low, flows, figures, applied, content_v,
                                                  exemplar_v, config, vgg, features_vgg, details,
-                                                 seed)
+                                                 known, seed)
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
@@ -138,7 +148,7 @@ def _known_features(details: dict, vgg: VGG19Features) -> tuple[Tensor, Tensor] 
 def _fall_back(
     low: list[int], flows: Tensor, figures: list[AlignmentFigures], applied: list[str],
     content_v: Tensor, exemplar_v: Tensor, config: WarpConfig, vgg: VGG19Features,
-    features_vgg: VGG19Features, details: dict, seed: int = 0,
+    features_vgg: VGG19Features, details: dict, known: tuple[Tensor, Tensor], seed: int = 0,
 ) -> tuple[Tensor, list[AlignmentFigures], list[str]]:
     """Replace the low-confidence items' fields by the policy's (matched affine, or the field
     damped to ``DAMP``), made fold-free as configured; a replacement that aligns no better
@@ -151,10 +161,8 @@ def _fall_back(
         alt = _affine_fields(low, content_v, exemplar_v, features_vgg, details, seed).to(flows)
     if config.field == "diffeo":
         alt = make_fold_free(alt)
-    known = _known_features(details, vgg)
-    if known is not None:
-        known = (known[0][index], known[1][index])
-    alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt, known)
+    alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt,
+                                    (known[0][index], known[1][index]))
     for j, i in enumerate(low):
         if alt_figures[j].gain > MIN_GAIN and bool(alt[j].abs().amax() > 0):
             flows[i], figures[i], applied[i] = alt[j], alt_figures[j], config.fallback

@@ -36,3 +36,11 @@ wct() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --out "$OUT
   wct 1 64 600
 ) > "$OUT/chain_c.log" 2>&1 &
 wait
+# 2026-12-06: relu4_1 and relu5_1 continued from the files above on a CPU with native bfloat16
+# (AMX; --precision auto autocasts there): a fresh optimiser and schedule, larger crops, one
+# hour each, both at once. Their outputs replace decoder_wct4.pt / decoder_wct5.pt.
+more() { train --kind wct --level "$1" --crop "$2" --max-seconds 3600 --precision auto \
+  --init "$OUT/decoder_wct$1.pt" --out "$OUT/continued/decoder_wct$1.pt"; }
+more 5 192 > "$OUT/chain_d5.log" 2>&1 &
+more 4 128 > "$OUT/chain_d4.log" 2>&1 &
+wait

@@ -21,7 +21,8 @@ def test_overrides_coerce_strings_from_csv_rows():
 
 @pytest.mark.parametrize("overrides", [{"size": "1.5"}, {"warp_method": "magic"},
                                        {"warp_strength": 9}, {"preserve_color": "maybe"},
-                                       {"warp_precision": "float16"}])
+                                       {"warp_precision": "float16"},
+                                       {"render_precision": "half"}])
 def test_bad_values_are_refused(overrides):
     with pytest.raises(ValueError):
         with_overrides(StylizeConfig(), overrides)

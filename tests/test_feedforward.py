@@ -119,6 +119,22 @@ def test_batched_render_equals_one_by_one(vgg):
     assert not torch.allclose(batch[0].image, batch[1].image, atol=0.05)
 
 
+@pytest.mark.parametrize("renderer", ["adain", "wct"])
+def test_a_bfloat16_render_stays_close_to_float32_and_returns_float32(vgg, renderer):
+    """``precision`` runs the encoder and decoders in bfloat16 (native on AMX / AVX512-BF16
+    CPUs and recent GPUs, emulated elsewhere); the image comes back in float32, changed by
+    about a pixel level, and the yardstick (always float32) barely moves."""
+    content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)[..., :48, :64]
+    style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
+    full, half = (render_batch(content, [style], RenderConfig(renderer=renderer, precision=p),
+                               vgg)[0] for p in ("float32", "bfloat16"))
+    assert half.image.dtype == torch.float32 and half.image.shape == full.image.shape
+    change = (half.image - full.image).abs().mean()
+    assert 0 < change < (0.01 if renderer == "adain" else 0.05), float(change)
+    assert half.style_loss == pytest.approx(full.style_loss, rel=0.15)
+    assert half.content_loss == pytest.approx(full.content_loss, rel=0.15)
+
+
 def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(vgg, monkeypatch):
     """A batch is measured in one pass per side; its figures equal each item's own, and a
     shared exemplar's Gram matrices are computed once per process, not once per call."""
@@ -199,11 +215,13 @@ def test_every_renderer_end_to_end_through_the_cli(tmp_path, renderer):
                  str(EXAMPLES / "face.jpg"), "--texture", str(EXAMPLES / "texture_strokes.jpg"),
                  "--out", str(out), "--size", "64", "--renderer", renderer,
                  "--style-strength", "0.8", "--levels", "1", "--iterations", "3",
-                 "--warp-method", "affine", "--metadata-out", str(meta), "--quiet"])
+                 "--warp-method", "affine", "--render-precision", "float32",
+                 "--metadata-out", str(meta), "--quiet"])
     assert code == 0
     record = json.loads(meta.read_text())
     assert record["renderer"] == renderer
-    assert json.loads(record["params"])["renderer"] == renderer
+    params = json.loads(record["params"])
+    assert params["renderer"] == renderer and params["render_precision"] == "float32"
     assert record["content_loss"] > 0 and record["style_loss"] > 0
     assert (record["decoder_ids"] is None) == (renderer == "gatys")
     assert max(Image.open(out).size) == 64

@@ -177,3 +177,44 @@ def test_learned_warp_guard_reuses_the_networks_features_and_measures_the_same(m
     assert known is not None
     assert math.isclose(estimate.cos_before, fresh[0].cos_before, abs_tol=1e-5)
     assert math.isclose(estimate.cos_after, fresh[0].cos_after, abs_tol=1e-5)
+
+
+def test_the_guard_encodes_each_view_once_and_measures_as_a_full_encode(synthetic_pair,
+                                                                        monkeypatch):
+    """When the estimator's features cannot stand in (another precision, or no network), the
+    guard encodes the content and exemplar views once for the figures and the fallback alike,
+    remembers the exemplar's across calls, and its figures equal one pass over all three."""
+    from collections import OrderedDict
+
+    import lwst.warp_guard as guard
+    import lwst.warping as warping
+    from lwst import feature_cache
+    from lwst.vgg import load_vgg19
+
+    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    vgg, pair = load_vgg19("auto"), synthetic_pair
+    known = guard.view_features(vgg, pair.content, pair.exemplar)
+    full = guard.alignment_figures(vgg, pair.content, pair.exemplar, pair.flow)[0]
+    mine = guard.alignment_figures(vgg, pair.content, pair.exemplar, pair.flow, known)[0]
+    for name in ("loss_before", "loss_after", "cos_before", "cos_after", "cos_ceiling"):
+        assert getattr(mine, name) == pytest.approx(getattr(full, name), abs=1e-4), name
+    assert full.gain > 0.05  # the true field aligns: the figures are not trivially equal
+
+    encoded: list[int] = []
+    real = guard.normalised_features
+
+    def counting(vgg_, images, taps):
+        encoded.append(len(images))
+        return real(vgg_, images, taps)
+
+    monkeypatch.setattr(guard, "normalised_features", counting)
+    monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.0)  # every item falls back
+    config = WarpConfig(method="tps", fallback="damp")
+    first = warping.estimate_warp(pair.content, pair.exemplar, config, vgg)
+    assert first.applied in ("damp", "none")
+    # content, exemplar, warped content, the damped field's warped content: one image each
+    assert encoded == [1, 1, 1, 1]
+    encoded.clear()
+    again = warping.estimate_warp(pair.content, pair.exemplar.clone(), config, vgg)
+    assert encoded == [1, 1, 1]  # the exemplar's view is remembered
+    assert again.cos_after == pytest.approx(first.cos_after, abs=1e-6)
