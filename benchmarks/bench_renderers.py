@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from lwst.config import RENDER_PRECISIONS  # no torch: the parser stays quick
+
 REPO = Path(__file__).resolve().parents[1]
 RENDERERS = ("gatys", "wct", "adain")
 DECODER_DIR: str | None = None  # --decoder-dir: decoders to measure instead of the shipped ones
@@ -214,7 +216,7 @@ def main() -> int:
     common.add_argument("--json", help="also write the rows here")
     common.add_argument("--decoder-dir", help="a folder of decoder files to measure instead of "
                         "the shipped ones (quality, sheet, reconstruction)")
-    common.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    common.add_argument("--precision", default="auto", choices=RENDER_PRECISIONS,
                         help="the feed-forward renderers' encoder/decoder precision "
                         "(RenderConfig.precision; gatys and the yardstick stay float32)")
     p = sub.add_parser("speed", parents=[common])

@@ -63,6 +63,30 @@ def remembered(model: nn.Module, tensor: Tensor, what: tuple,
     return found
 
 
+def remembered_rows(model: nn.Module, rows: Tensor, what: tuple,
+                    compute: Callable[[Tensor], Features]) -> list[Features]:
+    """`remembered` for each row of a batch ``(B, ...)``, keyed as the row ``(1, ...)``: the rows
+    not remembered, each distinct one once, go through a single ``compute(batch)`` call, whose
+    features are stored row by row (copies: a slice would keep the whole batch alive)."""
+    keys = [cache_key(model, row[None], what) for row in rows]
+    found: dict[tuple, Features] = {}
+    todo: dict[tuple, int] = {}
+    for i, key in enumerate(keys):
+        if key in found or key in todo:
+            continue
+        known = lookup(key)
+        if known is None:
+            todo[key] = i
+        else:
+            found[key] = known
+    if todo:
+        computed = compute(rows[list(todo.values())])
+        for j, key in enumerate(todo):
+            found[key] = {name: f[j : j + 1].clone() for name, f in computed.items()}
+            store(key, model, found[key])
+    return [found[key] for key in keys]
+
+
 def clear() -> None:
     with _lock:
         _cache.clear()

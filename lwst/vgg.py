@@ -248,7 +248,8 @@ def native_bfloat16(device: str | torch.device) -> bool:
 
 
 def feature_dtype(precision: str, device: str | torch.device) -> torch.dtype:
-    """The dtype warp features are extracted in: ``auto`` is bfloat16 where it is native."""
+    """The dtype a ``precision`` setting (``warp_precision``, ``render_precision``) runs VGG and
+    the decoders in: ``auto`` is bfloat16 where it is native."""
     if precision == "float32":
         return torch.float32
     if precision == "bfloat16" or (precision == "auto" and native_bfloat16(device)):

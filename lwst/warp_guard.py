@@ -74,17 +74,16 @@ def view_features(vgg: VGG19Features, content: Tensor, exemplar: Tensor,
                   ) -> tuple[Tensor, Tensor]:
     """The normalised `ALIGNMENT_TAP` features (float) of ``(B, 3, S, S)`` content and exemplar
     views with ``vgg``: `alignment_figures`' ``known``, for when the estimator matched
-    features of another precision. Contents are encoded in one pass; an exemplar view is
-    remembered across batches by its bytes (`lwst.feature_cache`), as a dataset bends many
-    contents into few exemplars."""
+    features of another precision. Contents are encoded in one pass, the exemplar views not
+    seen before in another (`lwst.feature_cache.remembered_rows`: remembered across batches by
+    their bytes, as a dataset bends many contents into few exemplars)."""
     def encode(views: Tensor) -> Tensor:
         with torch.no_grad():
             return normalised_features(vgg, views, (ALIGNMENT_TAP,))[ALIGNMENT_TAP].float()
 
-    targets = [feature_cache.remembered(vgg, view[None], ("guard-view", ALIGNMENT_TAP),
-                                        lambda view=view: {"f": encode(view[None])})["f"]
-               for view in exemplar]
-    return encode(content), torch.cat(targets)
+    targets = feature_cache.remembered_rows(vgg, exemplar, ("guard-view", ALIGNMENT_TAP),
+                                            lambda views: {"f": encode(views)})
+    return encode(content), torch.cat([t["f"] for t in targets])
 
 
 def alignment_figures(

@@ -158,6 +158,24 @@ def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(v
     assert batch[0][0] > 0.01 and batch[0][1] != pytest.approx(batch[1][1], rel=1e-3)
 
 
+def test_remembered_rows_computes_each_distinct_unseen_row_once_in_one_call(monkeypatch):
+    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    model = torch.nn.Identity()
+    a, b = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
+    calls: list[int] = []
+
+    def double(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(len(batch))
+        return {"f": batch * 2}
+
+    first = feature_cache.remembered_rows(model, torch.cat([a, b, a]), ("t",), double)
+    assert calls == [2]  # a and b once each, in one call
+    assert [torch.equal(f["f"], r * 2) for f, r in zip(first, (a, b, a), strict=True)] == [True] * 3
+    assert first[0] is first[2]
+    again = feature_cache.remembered_rows(model, torch.cat([b.clone(), 3 * b]), ("t",), double)
+    assert calls == [2, 1] and again[0] is first[1] and torch.equal(again[1]["f"], 6 * b)
+
+
 def test_exemplar_features_are_encoded_once_per_process_within_a_budget(vgg, monkeypatch):
     import lwst.renderers as renderers
 
