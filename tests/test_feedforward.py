@@ -42,11 +42,41 @@ def test_wct_colours_with_the_style_covariance_and_alpha_zero_is_the_content():
     content = torch.randn(1, 8, 20, 25, generator=gen) * 3 + 1
     mix = torch.randn(8, 8, generator=gen)
     style = (mix @ torch.randn(8, 600, generator=gen)).reshape(1, 8, 20, 30) + 5
-    out = wct(content, style, alpha=1.0)
+    out = wct(content, style, alpha=1.0, ridge=0.0)
     assert torch.allclose(_cov(out), _cov(style), rtol=1e-3, atol=1e-3)
     assert torch.allclose(out.mean(dim=(2, 3)), style.mean(dim=(2, 3)), atol=1e-3)
     assert not torch.allclose(_cov(content), _cov(style), atol=0.5)
     assert torch.equal(wct(content, style, alpha=0.0), content)
+
+
+def test_the_whitening_epsilon_damps_the_contents_weak_directions_never_above_the_style():
+    gen = torch.Generator().manual_seed(2)
+    # content: one strong direction (the layout) and seven weak ones (noise)
+    basis = torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=torch.float64))[0]
+    scales = torch.tensor([10.0] + [0.1] * 7, dtype=torch.float64)
+    content = (basis @ (scales[:, None] * torch.randn(8, 500, generator=gen,
+                                                      dtype=torch.float64)))
+    content = content.reshape(1, 8, 20, 25).float()
+    style = (torch.randn(8, 8, generator=gen) @ torch.randn(8, 600, generator=gen))
+    style = style.reshape(1, 8, 20, 30)
+    cov_s = _cov(style)
+    out = wct(content, style, alpha=1.0, ridge=1.0)
+    gap = torch.linalg.eigvalsh(cov_s - _cov(out))
+    assert gap.min() > -1e-3 * float(cov_s.diagonal().mean())  # at most the style's covariance
+    # In the content's eigenbasis the whitened variance is lambda / (lambda + eps), eps = the
+    # mean eigenvalue: about 0.89 for the strong direction, under 0.001 for the weak ones.
+    evals, evecs = torch.linalg.eigh(cov_s)
+    inv_root = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    def whitened_variances(features: torch.Tensor) -> torch.Tensor:
+        flat = features.reshape(8, -1).double()
+        return (basis.T @ inv_root @ (flat - flat.mean(dim=1, keepdim=True))).var(dim=1)
+    damped = whitened_variances(out)
+    assert 0.8 < float(damped[0]) < 0.95 and float(damped[1:].max()) < 0.01
+    plain = whitened_variances(wct(content, style, ridge=0.0))
+    assert torch.allclose(plain, torch.ones_like(plain), atol=0.01)
+    assert torch.allclose(_cov(wct(content, style, ridge=0.0)), cov_s, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="ridge"):
+        wct(content, style, ridge=-1.0)
 
 
 def test_adain_matches_mean_and_std_per_channel():
