@@ -44,3 +44,10 @@ more() { train --kind wct --level "$1" --crop "$2" --max-seconds 3600 --precisio
 more 5 192 > "$OUT/chain_d5.log" 2>&1 &
 more 4 128 > "$OUT/chain_d4.log" 2>&1 &
 wait
+# 2026-12-06, second session: both continued again from the files above (fresh optimiser and
+# schedule, seed 1), relu5_1 for 6000 s at 192 px and relu4_1 for 4200 s at 160 px, both at once.
+again() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --precision auto --seed 1 \
+  --init "$OUT/continued/decoder_wct$1.pt" --out "$OUT/continued2/decoder_wct$1.pt"; }
+again 5 192 6000 > "$OUT/chain_e5.log" 2>&1 &
+again 4 160 4200 > "$OUT/chain_e4.log" 2>&1 &
+wait
