@@ -189,7 +189,7 @@ def reconstruction(args: argparse.Namespace) -> list[dict]:
     import kornia
     import torch
 
-    from lwst.decoders import LEVELS, Decoder, load_decoder, shipped_decoder_path
+    from lwst.decoders import LEVELS, Decoder, decoder_path, load_decoder
     from lwst.image_io import read_image, resize_longest
     from lwst.vgg import load_vgg19
 
@@ -202,9 +202,7 @@ def reconstruction(args: argparse.Namespace) -> list[dict]:
         images.append(image[..., : image.shape[2] // 16 * 16, : image.shape[3] // 16 * 16])
     rows = []
     for level in LEVELS:
-        path = shipped_decoder_path("wct", level)
-        decoder, info = load_decoder(Path(DECODER_DIR) / path.name if DECODER_DIR else path,
-                                     "wct", level)
+        decoder, info = load_decoder(decoder_path("wct", level, DECODER_DIR), "wct", level)
         torch.manual_seed(0)
         untrained = Decoder(level, info.width)
         tap = f"relu{level}_1"

@@ -134,6 +134,13 @@ def shipped_decoder_path(kind: str, level: int) -> Path:
     return Path(str(importlib.resources.files("lwst") / "checkpoints" / name))
 
 
+def decoder_path(kind: str, level: int, decoder_dir: str | Path | None = None) -> Path:
+    """The ``kind`` decoder's file: the shipped one, or the same file name in ``decoder_dir``
+    (``--decoder-dir``: a folder of decoder_adain.pt / decoder_wct1..5.pt)."""
+    shipped = shipped_decoder_path(kind, level)
+    return Path(decoder_dir) / shipped.name if decoder_dir else shipped
+
+
 def load_decoder(path: str | Path, kind: str | None, level: int,
                  device: str | torch.device = "cpu") -> tuple[Decoder, DecoderInfo]:
     """Read a decoder checkpoint safely and check it is the ``kind`` (None: either) decoder

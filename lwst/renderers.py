@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from torch import Tensor
 
 from lwst import feature_cache
 from lwst.config import RenderConfig
-from lwst.decoders import Decoder, DecoderInfo, level_tap, load_decoder, shipped_decoder_path
+from lwst.decoders import Decoder, DecoderInfo, decoder_path, level_tap, load_decoder
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
 from lwst.losses import StyleTargets, objective_terms, style_targets
@@ -75,8 +74,7 @@ def yardstick_grams(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
 def get_decoder(kind: str, level: int, device: torch.device, decoder_dir: str | None = None,
                 dtype: torch.dtype = torch.float32) -> tuple[Decoder, DecoderInfo]:
     """The ``kind`` decoder for reluL_1, loaded once per process, device and dtype."""
-    name = shipped_decoder_path(kind, level).name
-    path = Path(decoder_dir) / name if decoder_dir else shipped_decoder_path(kind, level)
+    path = decoder_path(kind, level, decoder_dir)
     key = (kind, level, str(device), str(path), str(dtype))
     with _decoders_lock:
         if key not in _decoders:

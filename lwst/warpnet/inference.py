@@ -116,25 +116,24 @@ def encode_views(vgg: VGG19Features, contents: Tensor, exemplars: Tensor,
     are remembered across batches by its bytes (`lwst.feature_cache`); only the contents and
     the exemplars not seen before are encoded.
     """
-    keys = [feature_cache.cache_key(vgg, e[None], ("warp-view",)) for e in exemplars]
-    known = [feature_cache.lookup(k) for k in keys]
-    todo: dict[tuple, int] = {}  # one encode per distinct exemplar not remembered
-    for i, (key, found) in enumerate(zip(keys, known, strict=True)):
-        if found is None and key not in todo:
-            todo[key] = i
-    with torch.no_grad():
-        coarse, fine = encode(vgg, torch.cat([contents, exemplars[list(todo.values())]]))
-    coarse, fine = coarse.float(), fine.float()
     b = len(contents)
-    encoded: dict[tuple, dict[str, Tensor]] = {}
-    for j, key in enumerate(todo):  # copies: a slice would keep the whole batch alive
-        encoded[key] = {"coarse": coarse[b + j : b + j + 1].clone(),
-                        "fine": fine[b + j : b + j + 1].clone()}
-        feature_cache.store(key, vgg, encoded[key])
-    views = [found if found is not None else encoded[key]
-             for key, found in zip(keys, known, strict=True)]
-    return ((coarse[:b], torch.cat([v["coarse"] for v in views])),
-            (fine[:b], torch.cat([v["fine"] for v in views])))
+    content_pass: list[tuple[Tensor, Tensor]] = []
+
+    def encode_float(views: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            coarse, fine = encode(vgg, views)
+        return coarse.float(), fine.float()
+
+    def with_contents(unseen: Tensor) -> dict[str, Tensor]:
+        # the contents ride along in the unseen exemplars' pass: one VGG pass in all
+        coarse, fine = encode_float(torch.cat([contents, unseen]))
+        content_pass.append((coarse[:b], fine[:b]))
+        return {"coarse": coarse[b:], "fine": fine[b:]}
+
+    views = feature_cache.remembered_rows(vgg, exemplars, ("warp-view",), with_contents)
+    coarse_c, fine_c = content_pass[0] if content_pass else encode_float(contents)
+    return ((coarse_c, torch.cat([v["coarse"] for v in views])),
+            (fine_c, torch.cat([v["fine"] for v in views])))
 
 
 def predict_warp(
