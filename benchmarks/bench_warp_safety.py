@@ -6,7 +6,9 @@ its 114-pair set). Every pair goes through the product's warp stage
 (``lwst.warping.estimate_warp`` with the given field / fallback settings), which also hands back
 the estimator's own field, so one call measures both. ``--magnitude`` scales the random warp's
 ranges (rotation, shear, translation, spline jitter, scale's distance from 1) for easy,
-small-displacement pairs.
+small-displacement pairs. ``--warp-refine`` sets the product's DIS refinement
+(``lwst.photometric_refine``; on by default, as in the product), so ``none`` against ``dis``
+measures what it buys.
 
     .venv/bin/python benchmarks/bench_warp_safety.py --seed 2 --pairs 38 \\
         --json benchmarks/results/warp_safety_seed2_cpu.json
@@ -19,16 +21,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WarpConfig
+from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WARP_REFINES, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.image_io import read_image
 from lwst.parametric import SyntheticWarpRanges
+from lwst.photometric_refine import refine_photometric
 from lwst.storage import list_images
 from lwst.vgg import at_dtype, feature_dtype, load_vgg19
 from lwst.warp_safety import field_safety, make_fold_free
@@ -107,12 +111,20 @@ def dis_refined(content: torch.Tensor, exemplar: torch.Tensor, flow: torch.Tenso
 
 def fields_only(content: torch.Tensor, exemplar: torch.Tensor, vgg, config: WarpConfig
                 ) -> WarpEstimate:
-    """The network's field and, as ``flow``, its fold-free version (``config.field``)."""
+    """The network's field and, as ``flow``, its fold-free version (``config.field``), refined
+    as the product refines it (``config.refine``)."""
     features = at_dtype(vgg, feature_dtype(config.precision, "cpu"))
     raw, warpnet_id = predict_warp(content, exemplar, features)
     flow = make_fold_free(raw) if config.field == "diffeo" else raw
-    return WarpEstimate(flow, float("nan"), float("nan"), 0.0, warpnet_id, float("nan"),
-                        "learned", field_safety(raw)[0].fold_frac, raw_flow=raw)
+    refined, started = [False], time.perf_counter()
+    if config.refine == "dis":
+        flow, refined = refine_photometric(content, exemplar, flow,
+                                           fold_free=config.field == "diffeo")
+    seconds_refine = time.perf_counter() - started  # reported as ``seconds`` (fields only)
+    return WarpEstimate(flow, float("nan"), float("nan"), seconds_refine, warpnet_id,
+                        float("nan"),
+                        "learned", field_safety(raw)[0].fold_frac, refined=refined[0],
+                        raw_flow=raw)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
     parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
     parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
+    parser.add_argument("--warp-refine", default=defaults.refine, choices=WARP_REFINES)
     parser.add_argument("--fields-only", action="store_true",
                         help="only the network's field and its fold-free version (no confidence "
                         "or fallback: skips the alignment VGG pass, ~2x faster)")
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")
     config = WarpConfig(field=args.warp_field, fallback=args.warp_fallback,
-                        min_confidence=args.min_warp_confidence)
+                        min_confidence=args.min_warp_confidence, refine=args.warp_refine)
     ranges = scaled_ranges(args.magnitude)
     files = held_out_files(list_images(args.data, recursive=False))
     rows = []
@@ -162,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
                        epe_dis=epe_of(dis, truth, valid),
                        fold_applied=field_safety(est.flow)[0].fold_frac,
                        fold_raw=est.raw_fold_frac, confidence=est.confidence, applied=est.applied,
+                       refined=bool(est.refined), seconds=est.seconds,
                        cos_before=est.cos_before, cos_after=est.cos_after,
                        ambiguity=est.ambiguity, cos_ceiling=est.cos_ceiling,
                        true_px=float(truth.norm(dim=1)[valid[:, 0]].mean()),
@@ -171,11 +185,17 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"{tier:11s} {i:2d} raw {row['epe_raw']:6.2f} applied {row['epe_applied']:6.2f} "
                   f"dis {row['epe_dis']:6.2f} folds {row['fold_raw']:.3f} -> "
-                  f"{row['fold_applied']:.4f} conf {row['confidence']:.2f} {row['applied']}",
+                  f"{row['fold_applied']:.4f} conf {row['confidence']:.2f} {row['applied']}"
+                  f"{' refined' if row['refined'] else ''}",
                   flush=True)
     print("\n".join(summary(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+
+
+def args_fields_only(rows: list[dict]) -> bool:
+    """``--fields-only`` rows: their ``seconds`` is the refinement step's alone."""
+    return all(r["confidence"] != r["confidence"] for r in rows)
 
 
 def summary(rows: list[dict]) -> list[str]:
@@ -183,7 +203,8 @@ def summary(rows: list[dict]) -> list[str]:
     mean = lambda v: sum(v) / max(len(v), 1)  # noqa: E731
     tiers = list(dict.fromkeys(r["tier"] for r in rows))
     lines = ["| tier | pairs | EPE own field | EPE applied | change | EPE DIS | folds own (max) | "
-             "folds applied (max) | pairs > 0.005 | fallbacks |", "|---|" + "---:|" * 9]
+             "folds applied (max) | pairs > 0.005 | fallbacks | DIS-refined |",
+             "|---|" + "---:|" * 10]
     for tier in [*tiers, "all"]:
         sel = [r for r in rows if tier in ("all", r["tier"])]
         raw, app = mean([r["epe_raw"] for r in sel]), mean([r["epe_applied"] for r in sel])
@@ -192,7 +213,11 @@ def summary(rows: list[dict]) -> list[str]:
             f"{mean([r['epe_dis'] for r in sel]):.2f} | "
             f"{max(r['fold_raw'] for r in sel):.3f} | {max(r['fold_applied'] for r in sel):.4f} "
             f"| {sum(r['fold_applied'] > 0.005 for r in sel)} | "
-            f"{sum(r['applied'] not in ('learned',) for r in sel)} |")
+            f"{sum(r['applied'] not in ('learned',) for r in sel)} | "
+            f"{sum(bool(r.get('refined')) for r in sel)} |")
+    if args_fields_only(rows):
+        lines += ["", f"Mean seconds of the DIS refinement step per pair: "
+                  f"{mean([r['seconds'] for r in rows]):.3f}"]
     conf = [r["confidence"] for r in rows]
     if all(c == c for c in conf):  # not NaN (--fields-only has no confidence)
             lines += ["", f"Spearman(confidence, EPE of the applied field) = "

@@ -103,10 +103,11 @@ def main() -> None:
                          confidence=estimate.confidence, applied=estimate.applied,
                          cos_before=estimate.cos_before, cos_after=estimate.cos_after,
                          ambiguity=estimate.ambiguity, cos_ceiling=estimate.cos_ceiling,
-                         seconds=seconds))
+                         refined=bool(estimate.refined), seconds=seconds))
         print(f"{name}: cos {before:.3f} -> {after:.3f}, warp {stats.mean_px:.1f} px, "
               f"folds {estimate.raw_fold_frac:.4f} -> {safety.fold_frac:.4f}, confidence "
-              f"{estimate.confidence:.2f}, applied {estimate.applied}, {seconds:.2f} s",
+              f"{estimate.confidence:.2f}, applied {estimate.applied}"
+              f"{' (DIS-refined)' if estimate.refined else ''}, {seconds:.2f} s",
               flush=True)
     lines = table(rows, estimate.warpnet_id, vgg.source, config)
     (args.out / "table.md").write_text("\n".join(lines) + "\n")

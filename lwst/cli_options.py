@@ -18,6 +18,7 @@ from lwst.config import (
     WARP_FIELDS,
     WARP_METHODS,
     WARP_PRECISIONS,
+    WARP_REFINES,
 )
 
 
@@ -73,6 +74,13 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="what an item whose warp confidence is below --min-warp-confidence gets: the "
         "matched affine, the field damped to half (default), or none (keep it)",
+    )
+    parser.add_argument(
+        "--warp-refine",
+        choices=WARP_REFINES,
+        default=None,
+        help="dis: refine the field with OpenCV DIS where the warped content then matches the "
+        "geometry exemplar pixel for pixel (a deformed copy of it; default); none: never",
     )
     parser.add_argument(
         "--min-warp-confidence",

@@ -21,6 +21,7 @@ SIZE_RANGE = (8, 8192)  # output side in pixels (lwst.image_io refuses inputs ou
 SEED_RANGE = (0, 2**63 - 1)  # what torch, numpy and Parquet's int64 all take
 WARP_FIELDS = ("diffeo", "raw")  # fold-free by scaling and squaring | as the estimator gave it
 WARP_FALLBACKS = ("none", "affine", "damp")  # what a low-confidence item gets instead
+WARP_REFINES = ("dis", "none")  # sub-pixel DIS refinement where brightness constancy holds
 # Side of the square views every warp is estimated on (method.md: VGG at 256x256); the warp
 # network was trained at it, so its grids (relu4_1 32x32, relu3_1 64x64) follow from it.
 ANALYSIS_SIZE = 256
@@ -45,6 +46,9 @@ class WarpConfig:
     field: str = "diffeo"
     fallback: str = "damp"
     min_confidence: float = 0.1
+    # DIS refinement of the field, kept only where the pair is a pixel-for-pixel match
+    # (lwst.photometric_refine): sub-pixel precision on pure-geometry pairs, a no-op otherwise.
+    refine: str = "dis"
 
 
 @dataclass
@@ -103,6 +107,7 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "warp_field": ("warp", "field"),
     "warp_fallback": ("warp", "fallback"),
     "min_warp_confidence": ("warp", "min_confidence"),
+    "warp_refine": ("warp", "refine"),
     "optimizer": ("render", "optimizer"),
     "levels": ("render", "levels"),
     "iterations": ("render", "iterations"),
@@ -208,6 +213,8 @@ def validate(config: StylizeConfig) -> None:
         raise ValueError(
             f"warp_fallback must be one of {WARP_FALLBACKS}, got {config.warp.fallback!r}"
         )
+    if config.warp.refine not in WARP_REFINES:
+        raise ValueError(f"warp_refine must be one of {WARP_REFINES}, got {config.warp.refine!r}")
     if not 0.0 <= config.warp.min_confidence <= 1.0:
         raise ValueError(
             f"min_warp_confidence must be within 0..1, got {config.warp.min_confidence}"

@@ -55,6 +55,8 @@ SCHEMA = pa.schema(
         # Failed rows: "input" (the item's input or storage: fix it and re-run) or "internal"
         # (a bug in lwst, traceback in the run's log; lwst.failures). Null for other rows.
         ("error_kind", pa.string()),
+        # True where DIS refined the field (a pixel-for-pixel pair; lwst.photometric_refine).
+        ("warp_refined", pa.bool_()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

@@ -152,7 +152,7 @@ def fill_record(
             seconds_warp=w.estimate.seconds, seconds_inpaint=w.seconds_inpaint,
             warpnet_id=w.estimate.warpnet_id, warp_confidence=w.estimate.confidence,
             warp_applied=w.estimate.applied, warp_fold_frac=w.safety.fold_frac,
-            warp_stretch_frac=w.safety.stretch_frac,
+            warp_stretch_frac=w.safety.stretch_frac, warp_refined=w.estimate.refined,
         )
     if result.render is not None:
         r = result.render

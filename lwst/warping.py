@@ -2,10 +2,11 @@
 
 Every estimator sees the same square analysis views (256x256 by default) and returns a
 backward flow at that resolution. By default the field is then made fold-free
-(``lwst.warp_safety``), its confidence is computed and, below the threshold, the fallback
-policy replaces it (``lwst.warp_guard``). The shared alignment objective (lwst.correlation) is
-evaluated at identity and at the applied field, so ``warp_loss_before/after`` compare across
-methods.
+(``lwst.warp_safety``), refined by DIS where the pair is a pixel-for-pixel match
+(``lwst.photometric_refine``), its confidence is computed and, below the threshold, the
+fallback policy replaces it (``lwst.warp_guard``). The shared alignment objective
+(lwst.correlation) is evaluated at identity and at the applied field, so
+``warp_loss_before/after`` compare across methods.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lwst import storage
 from lwst.config import WarpConfig
 from lwst.correlation import analysis_view
 from lwst.flow import read_flo, write_flo
+from lwst.photometric_refine import refine_photometric
 from lwst.vgg import VGG19Features, at_dtype, feature_dtype
 from lwst.warp_guard import (
     DAMP,
@@ -48,6 +50,7 @@ class WarpEstimate:
     cos_after: float | None = None  # ... under the applied field
     ambiguity: float | None = None  # lwst.warp_guard.ambiguity of the vote (0: none or no vote)
     cos_ceiling: float | None = None  # AlignmentFigures.cos_ceiling: the best any warp could do
+    refined: bool | None = None  # lwst.photometric_refine kept DIS's refinement of the field
     # The estimator's own field before repair and fallback: for benchmarks, never saved.
     raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
 
@@ -115,6 +118,10 @@ def estimate_warps(
     raw_folds = [s.fold_frac for s in field_safety(flows)]
     if config.field == "diffeo" and config.method != "none":
         flows = make_fold_free(flows)
+    refined = [False] * len(flows)
+    if config.refine == "dis" and config.method != "none":
+        flows, refined = refine_photometric(content_v, exemplar_v, flows,
+                                            fold_free=config.field == "diffeo")
     # The views' own features once: the network's when it matched at ``vgg``'s precision, else
     # encoded here; the fallback below re-encodes only its warped views.
     known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
@@ -132,7 +139,7 @@ def estimate_warps(
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
-                         ambiguous[i], f.cos_ceiling, raw[i : i + 1])
+                         ambiguous[i], f.cos_ceiling, refined[i], raw[i : i + 1])
             for i, f in enumerate(figures)]
 
 

@@ -21,11 +21,19 @@ def _grey_uint8(image: Tensor) -> np.ndarray:
 
 
 def dis_flow(
-    content: Tensor, exemplar: Tensor, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+    content: Tensor, exemplar: Tensor, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    init: Tensor | None = None,
 ) -> Tensor:
-    """Backward flow ``(1, 2, H, W)`` in pixels from two same-size ``(1, 3, H, W)`` images."""
+    """Backward flow ``(1, 2, H, W)`` in pixels from two same-size ``(1, 3, H, W)`` images.
+
+    ``init`` ``(1, 2, H, W)``: a field DIS starts from instead of zero (OpenCV takes a
+    same-size float32 flow passed in as the initial estimate), so it refines a field found by
+    another estimator rather than searching from scratch."""
     if content.shape != exemplar.shape:
         raise ValueError(f"content {tuple(content.shape)} != exemplar {tuple(exemplar.shape)}")
     estimator = cv2.DISOpticalFlow_create(preset)
-    flow = estimator.calc(_grey_uint8(exemplar), _grey_uint8(content), None)  # (H, W, 2)
+    start = None
+    if init is not None:
+        start = np.ascontiguousarray(init[0].detach().float().permute(1, 2, 0).cpu().numpy())
+    flow = estimator.calc(_grey_uint8(exemplar), _grey_uint8(content), start)  # (H, W, 2)
     return torch.from_numpy(flow).permute(2, 0, 1).unsqueeze(0).to(content.device, content.dtype)
