@@ -16,12 +16,14 @@ set size (getrusage), read after the run.
 With ``--runners threads`` the flow runs its tasks on threads in this process (the default
 ``lwst run``), warmed by one untimed run of the same manifest into a scratch folder.
 
-Needs a Prefect API: it starts a local server for the run unless PREFECT_API_URL is set.
+Needs a Prefect API: it starts a fresh temporary server for each measured flow run (see
+`prefect_api`) unless PREFECT_API_URL is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -29,9 +31,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CALLER_API = os.environ.get("PREFECT_API_URL")  # set by the caller: use it, start no server
 DEFAULT_OVERRIDES = {"size": 256, "warp_method": "tps", "levels": 2, "iterations": [20, 10]}
 
 
@@ -59,8 +63,8 @@ def measure(manifest: str, workers: int, overrides: dict, cores: int) -> dict:
     n_items = len(read_manifest(manifest))
     threads = max(1, cores // workers)
     started = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with prefect_api(), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0") as cluster, Client(cluster) as client:
         client.run(_warm, overrides.get("device", "auto"))
         warm_s = time.perf_counter() - started
         out = tempfile.mkdtemp(prefix="lwst-bench-")
@@ -93,17 +97,19 @@ def measure_threads(manifest: str, workers: int, overrides: dict, cores: int) ->
     n_items = len(read_manifest(manifest))
     torch.set_num_threads(cores)
     warm = tempfile.mkdtemp(prefix="lwst-bench-warm-")
-    began = time.perf_counter()
-    stylize_dataset(manifest, warm, overrides=overrides, runner="threads", workers=workers,
-                    contact_sheet_items=0)
-    warm_s = time.perf_counter() - began
+    with prefect_api():
+        began = time.perf_counter()
+        stylize_dataset(manifest, warm, overrides=overrides, runner="threads", workers=workers,
+                        contact_sheet_items=0)
+        warm_s = time.perf_counter() - began
     shutil.rmtree(warm, ignore_errors=True)
     out = tempfile.mkdtemp(prefix="lwst-bench-")
     try:
-        began = time.perf_counter()
-        summary = stylize_dataset(manifest, out, overrides=overrides, runner="threads",
-                                  workers=workers, contact_sheet_items=0)
-        seconds = time.perf_counter() - began
+        with prefect_api():  # a fresh server, as each `lwst run` starts its own
+            began = time.perf_counter()
+            summary = stylize_dataset(manifest, out, overrides=overrides, runner="threads",
+                                      workers=workers, contact_sheet_items=0)
+            seconds = time.perf_counter() - began
         meta = read_metadata(out).to_pandas()
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -113,6 +119,31 @@ def measure_threads(manifest: str, workers: int, overrides: dict, cores: int) ->
             "mean_warp_s": round(float(meta["seconds_warp"].mean()), 2),
             "mean_render_s": round(float(meta["seconds_render"].mean()), 2),
             "first_run_s": round(warm_s, 1), "peak_rss_mib": round(_peak_rss_mib())}
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """The Prefect API a measured flow run talks to: ``PREFECT_API_URL`` when the caller set
+    one, else a fresh temporary server for this block alone.
+
+    Why fresh: a second flow run against the same temporary (SQLite) server stalled for 60 s
+    in 3 of 5 runs on 2026-12-06 (the server's ``task_run_recorder`` logged "database is
+    locked" after its 60-s busy timeout, Prefect issue #18934's symptom), so timing the
+    second run of one server measured SQLite, not lwst. ``lwst run`` starts its own server per
+    run, so one fresh server per measured run is what a user gets.
+    """
+    if CALLER_API:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # Dask workers inherit it
+        try:
+            yield
+        finally:
+            del os.environ["PREFECT_API_URL"]
 
 
 def repeated_manifest(uri: str, repeat: int) -> str:
@@ -154,15 +185,7 @@ def main() -> int:
                 run = measure_threads if runner == "threads" else measure
                 print(json.dumps(run(manifest, workers, overrides, args.cores)), flush=True)
 
-    if os.environ.get("PREFECT_API_URL"):
-        run_all()
-        return 0
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # Dask workers inherit it
-        run_all()
+    run_all()
     return 0
 
 

@@ -261,8 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optim-steps", type=int, default=WarpConfig().optim_steps)
     parser.add_argument("--optim-sweep", nargs="*", type=int, default=[],
                         help="also run optim with these step counts (rows optim-N)")
-    parser.add_argument("--precision", default="auto", choices=WARP_PRECISIONS,
-                        help="VGG feature precision for every method (the library's default)")
+    parser.add_argument("--precision", default=WarpConfig().precision, choices=WARP_PRECISIONS,
+                        help="VGG feature precision for every method (default: the library's)")
     parser.add_argument("--checkpoint", default=None, help="warp network; default: the shipped one")
     parser.add_argument("--sizes", nargs="*", type=int, default=[256, 512],
                         help="output sizes for the warp-stage cost (none: skip)")

@@ -67,9 +67,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped network")
     parser.add_argument("--panel", type=int, default=160, help="panel side in pixels")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", default="auto", choices=WARP_PRECISIONS,
-                        help="VGG features the warp is matched on (the library's default: auto)")
     defaults = WarpConfig()
+    parser.add_argument("--precision", default=defaults.precision, choices=WARP_PRECISIONS,
+                        help="VGG features the warp is matched on (default: the library's)")
     parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
     parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
     parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)

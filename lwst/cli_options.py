@@ -58,8 +58,8 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         "--warp-precision",
         choices=WARP_PRECISIONS,
         default=None,
-        help="precision of the VGG features the warp is matched on: auto (bfloat16 where the "
-        "hardware has it natively, else float32; default), float32, bfloat16",
+        help="precision of the VGG features the warp is matched on: float32 (default: the same "
+        "warps on every machine), auto (bfloat16 where the hardware has it natively), bfloat16",
     )
     parser.add_argument(
         "--warp-field",

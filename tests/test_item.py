@@ -21,7 +21,7 @@ def test_a_row_resolves_to_its_own_configuration_over_the_runs():
                                    {"size": 128, "renderer": "adain"}, "/out")
     assert refused == []
     assert [i.config.size for i in items] == [128, 64]
-    assert [i.config.warp.precision for i in items] == ["auto", "bfloat16"]
+    assert [i.config.warp.precision for i in items] == ["float32", "bfloat16"]
     assert all(i.config.render.renderer == "adain" for i in items)
     assert items[1].params()["warp_precision"] == "bfloat16"  # params are what is applied
     assert items[0].outputs.image == "/out/images/i0.png"
