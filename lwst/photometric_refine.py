@@ -21,23 +21,27 @@ from lwst.warp_safety import make_fold_free
 
 MAX_RESIDUAL = 0.05  # z-scored grey residual of the refined field: a pixel-for-pixel match
 MAX_RATIO = 0.6  # ... and at most this share of the unrefined field's residual
+MIN_SPREAD = 1e-3  # grey standard deviation below which an image counts as flat
 
 
 def photometric_residual(content: Tensor, exemplar: Tensor, flow: Tensor) -> float:
     """Mean absolute difference of the z-scored grey exemplar and warped content, over the
     pixels the warp samples inside the content; z-scoring forgives a global brightness or
-    contrast change, nothing else. ``inf`` when the warp samples nothing inside."""
+    contrast change, nothing else. ``inf`` when the warp samples nothing inside or either
+    image is flat there (a flat picture matches any field, so it proves nothing)."""
     inside = ~hole_mask(flow)
     if not bool(inside.any()):
         return float("inf")
     warped = warp_image(content, flow).mean(1, keepdim=True)
     target = exemplar.mean(1, keepdim=True)
+    spreads = [float(x[inside].std()) for x in (warped, target)]
+    if not all(spread >= MIN_SPREAD for spread in spreads):  # also catches NaN (one pixel)
+        return float("inf")
 
-    def zscore(x: Tensor) -> Tensor:
-        values = x[inside]
-        return (x - values.mean()) / (values.std() + 1e-6)
+    def zscore(x: Tensor, spread: float) -> Tensor:
+        return (x - x[inside].mean()) / spread
 
-    return float((zscore(warped) - zscore(target)).abs()[inside].mean())
+    return float((zscore(warped, spreads[0]) - zscore(target, spreads[1])).abs()[inside].mean())
 
 
 def refine_photometric(contents: Tensor, exemplars: Tensor, flows: Tensor,
@@ -58,5 +62,3 @@ def refine_photometric(contents: Tensor, exemplars: Tensor, flows: Tensor,
             out[i] = candidate[0]
         refined.append(keep)
     return out, refined
-
-

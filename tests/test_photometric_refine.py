@@ -67,6 +67,21 @@ def test_a_painted_exemplar_keeps_the_networks_field(vgg):
     assert torch.equal(default.flow, plain.flow)
 
 
+def test_a_flat_exemplar_proves_nothing_and_is_never_refined():
+    """A flat picture matches any field photometrically; the step must not call that a match."""
+    from lwst.photometric_refine import refine_photometric
+
+    pair = pair_of("geometry", small_ranges())
+    flat = torch.full_like(pair.exemplar, 0.5)
+    given = pair.flow.clone()
+    assert photometric_residual(pair.content, flat, pair.flow) == float("inf")
+    flows, refined = refine_photometric(pair.content, flat, pair.flow)
+    assert refined == [False] and torch.equal(flows, given)
+    assert torch.equal(pair.flow, given)  # DIS wrote into a copy, not into the caller's field
+    # the same content against its true deformed copy is a match (the test's control)
+    assert photometric_residual(pair.content, pair.exemplar, pair.flow) <= MAX_RESIDUAL
+
+
 def test_warp_refined_column_through_the_cli(tmp_path):
     from lwst.image_io import write_png
 

@@ -33,7 +33,8 @@ def dis_flow(
         raise ValueError(f"content {tuple(content.shape)} != exemplar {tuple(exemplar.shape)}")
     estimator = cv2.DISOpticalFlow_create(preset)
     start = None
-    if init is not None:
-        start = np.ascontiguousarray(init[0].detach().float().permute(1, 2, 0).cpu().numpy())
+    if init is not None:  # a copy: OpenCV writes its result into the initial flow's memory
+        start = np.array(init[0].detach().float().permute(1, 2, 0).cpu().numpy(), order="C",
+                         copy=True)
     flow = estimator.calc(_grey_uint8(exemplar), _grey_uint8(content), start)  # (H, W, 2)
     return torch.from_numpy(flow).permute(2, 0, 1).unsqueeze(0).to(content.device, content.dtype)
