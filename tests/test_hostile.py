@@ -386,19 +386,26 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    run = subprocess.Popen([str(LWST), "run", str(manifest), "--out", str(out), "--size", "256",
-                            "--iterations", "400", "--levels", "1", "--quiet"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        run = subprocess.Popen([str(LWST), "run", str(manifest), "--out", str(out), "--size",
+                                "256", "--iterations", "400", "--levels", "1", "--quiet"],
+                               env=env, stdout=sink, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     server = None
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300  # a fresh PREFECT_HOME migrates a new database first
         while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
+            if run.poll() is not None:  # it ended before starting: say why, don't wait on
+                break
             time.sleep(0.5)
-        for child in psutil.Process(run.pid).children(recursive=True):
-            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
-                server = child
-        assert server is not None and (out / "_lwst.lock").exists(), "the run never started"
+        if run.poll() is None:
+            for child in psutil.Process(run.pid).children(recursive=True):
+                if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+                    server = child
+        assert server is not None and (out / "_lwst.lock").exists(), (
+            f"the run never started (exit {run.poll()}); its output:\n"
+            + log.read_text(errors="replace")[-2000:])
         os.kill(run.pid, signal.SIGKILL)
         run.wait(30)
         gone = psutil.wait_procs([server], timeout=20)[0]
