@@ -33,12 +33,13 @@ class SheetRow:
 
 
 def caption(record: dict[str, Any]) -> str:
-    """``id  conf 0.42  affine  folds 0.000`` from a metadata record (warp figures if any)."""
+    """``id  conf 0.42  affine  folds 0.000`` from a metadata record (warp figures if any;
+    ``learned + DIS`` where the DIS refinement was kept)."""
     parts = [str(record.get("id"))]
     if record.get("warp_confidence") is not None:
         parts.append(f"conf {record['warp_confidence']:.2f}")
     if record.get("warp_applied"):
-        parts.append(str(record["warp_applied"]))
+        parts.append(str(record["warp_applied"]) + (" + DIS" if record.get("warp_refined") else ""))
     if record.get("warp_fold_frac") is not None:
         parts.append(f"folds {record['warp_fold_frac']:.3f}")
     if record.get("status") == "skipped":

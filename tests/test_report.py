@@ -28,6 +28,8 @@ def test_low_confidence_lists_low_and_fallback_items_only():
 def test_sheet_has_one_captioned_row_per_item_with_four_panels(tmp_path):
     record = _record("astro", 0.42, "damp")
     assert caption(record) == "astro  conf 0.42  damp  folds 0.000"
+    assert caption({**record, "warp_applied": "learned", "warp_refined": True}).startswith(
+        "astro  conf 0.42  learned + DIS  folds")
     rows = [SheetRow(str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "face.jpg"),
                      str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "face.jpg"), caption(record)),
             SheetRow(str(EXAMPLES / "face.jpg"), None, None, str(EXAMPLES / "face.jpg"), "plain")]
