@@ -36,4 +36,8 @@ run render_speed $PY benchmarks/bench_renderers.py speed --data "$DATA" --sizes 
 # 3. The learned warp, batched, on CUDA: EPE per tier and the stage's cost at 256 and 512 px.
 run warp_bench $PY benchmarks/bench_warp.py --data "$DATA/photos" --device "$DEVICE" \
   --pairs "$PAIRS" --methods learned --sizes 256 "$SIZE" --json "$OUT/bench_warp.json"
+# ... and with bfloat16 features (--warp-precision auto), the default being float32.
+run warp_bench_bf16 $PY benchmarks/bench_warp.py --data "$DATA/photos" --device "$DEVICE" \
+  --pairs "$PAIRS" --methods learned --sizes 256 "$SIZE" --precision auto \
+  --json "$OUT/bench_warp_auto.json"
 step done
