@@ -379,9 +379,16 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
     """``kill -9`` of ``lwst run`` (no PREFECT_API_URL): its temporary server goes too."""
     import signal
 
+    import pandas as pd
     import psutil
 
-    manifest = _manifest(tmp_path)
+    # A texture, so the item renders (400 L-BFGS steps at 256 px: minutes): without one the
+    # run finished within the test's 0.5-s polling and it never saw the run's lock.
+    save_image(tmp_path / "c.png", (32, 32))
+    save_image(tmp_path / "t.png", (32, 32), seed=1)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame([{"id": "a", "content": "c.png", "texture": "t.png"}]).to_csv(manifest,
+                                                                            index=False)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
@@ -394,7 +401,7 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
                                start_new_session=True)
     server = None
     try:
-        deadline = time.monotonic() + 300  # a fresh PREFECT_HOME migrates a new database first
+        deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
         while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
             if run.poll() is not None:  # it ended before starting: say why, don't wait on
                 break
