@@ -122,9 +122,8 @@ def fields_only(content: torch.Tensor, exemplar: torch.Tensor, vgg, config: Warp
                                            fold_free=config.field == "diffeo")
     seconds_refine = time.perf_counter() - started  # reported as ``seconds`` (fields only)
     return WarpEstimate(flow, float("nan"), float("nan"), seconds_refine, warpnet_id,
-                        float("nan"),
-                        "learned", field_safety(raw)[0].fold_frac, refined=refined[0],
-                        raw_flow=raw)
+                        float("nan"), "learned", field_safety(raw)[0].fold_frac,
+                        refined=refined[0], raw_flow=raw)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,8 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
-def args_fields_only(rows: list[dict]) -> bool:
-    """``--fields-only`` rows: their ``seconds`` is the refinement step's alone."""
+def fields_only_rows(rows: list[dict]) -> bool:
+    """``--fields-only`` rows: no confidence (NaN), and ``seconds`` is the refinement step's."""
     return all(r["confidence"] != r["confidence"] for r in rows)
 
 
@@ -215,11 +214,11 @@ def summary(rows: list[dict]) -> list[str]:
             f"| {sum(r['fold_applied'] > 0.005 for r in sel)} | "
             f"{sum(r['applied'] not in ('learned',) for r in sel)} | "
             f"{sum(bool(r.get('refined')) for r in sel)} |")
-    if args_fields_only(rows):
+    if fields_only_rows(rows):
         lines += ["", f"Mean seconds of the DIS refinement step per pair: "
                   f"{mean([r['seconds'] for r in rows]):.3f}"]
     conf = [r["confidence"] for r in rows]
-    if all(c == c for c in conf):  # not NaN (--fields-only has no confidence)
+    if not fields_only_rows(rows):
             lines += ["", f"Spearman(confidence, EPE of the applied field) = "
                   f"{spearman(conf, [r['epe_applied'] for r in rows]):+.3f}; vs the own "
                   f"field's EPE {spearman(conf, [r['epe_raw'] for r in rows]):+.3f} "
