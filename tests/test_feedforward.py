@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lwst import feature_cache
+from lwst import feature_cache, feature_transforms
 from lwst.cli import main
 from lwst.config import RenderConfig
 from lwst.decoders import (
@@ -122,6 +122,30 @@ def test_shipped_decoder_inverts_its_level_far_better_than_an_untrained_one(vgg,
         good = _psnr(trained(features).clamp(0, 1), image)
         bad = _psnr(untrained(features).clamp(0, 1), image)
     assert good > bad + 6, (good, bad)
+
+
+def test_the_wct_cascade_whitens_each_level_with_its_own_epsilon(vgg, monkeypatch):
+    """The renderer passes `LEVEL_RIDGES` level by level, coarse first, and changing the finest
+    level's epsilon changes the image (it is read at call time, as benchmarks sweep it)."""
+    import lwst.renderers
+
+    seen: list[tuple[int, float]] = []
+
+    def recording_wct(content, style, alpha=1.0, ridge=None):
+        seen.append((content.shape[1], ridge))
+        return wct(content, style, alpha, ridge=ridge)
+
+    monkeypatch.setattr(lwst.renderers, "wct", recording_wct)
+    content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)[..., :48, :64]
+    style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
+    config = RenderConfig(renderer="wct", precision="float32")
+    shipped = render_batch(content, [style], config, vgg, measure=False)[0].image
+    channels = {5: 512, 4: 512, 3: 256, 2: 128, 1: 64}
+    assert seen == [(channels[lv], feature_transforms.LEVEL_RIDGES[lv]) for lv in WCT_LEVELS]
+    monkeypatch.setitem(feature_transforms.LEVEL_RIDGES, 1, 0.0)
+    exact_finest = render_batch(content, [style], config, vgg, measure=False)[0].image
+    assert seen[-1] == (64, 0.0)
+    assert (exact_finest - shipped).abs().mean() > 1e-3
 
 
 @pytest.mark.parametrize("renderer", ["wct", "adain"])
