@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WARP_PRECISIONS, WarpConfig
+from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WARP_METHODS, WARP_PRECISIONS, WarpConfig
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import flow_picture, flow_stats, hole_mask, warp_image
 from lwst.image_io import read_image
@@ -70,6 +70,7 @@ def main() -> None:
     defaults = WarpConfig()
     parser.add_argument("--precision", default=defaults.precision, choices=WARP_PRECISIONS,
                         help="VGG features the warp is matched on (default: the library's)")
+    parser.add_argument("--warp-method", default=defaults.method, choices=WARP_METHODS)
     parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
     parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
     parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
@@ -78,7 +79,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")  # the alignment figure is always measured in float32
-    config = WarpConfig(checkpoint=args.checkpoint, precision=args.precision,
+    config = WarpConfig(method=args.warp_method, checkpoint=args.checkpoint,
+                        precision=args.precision,
                         field=args.warp_field, fallback=args.warp_fallback,
                         min_confidence=args.min_warp_confidence)
     args.out.mkdir(parents=True, exist_ok=True)
