@@ -3,7 +3,8 @@
 Caches the network's own fields (shipped inference) on the 21 real pairs and on the 114 seed 2
 synthetic pairs of ``bench_warp.py``, then compares repairs of them: ``exp(u)`` (the field
 taken as a velocity), the affine-factored scaling and squaring with 0..N fixed-point log
-iterations (``svfK``; ``lwst.warp_safety.make_fold_free`` ships K = 0), and a
+iterations (``svfK``; ``lwst.warp_safety.make_fold_free`` ships K = 0), ``fitted`` (the
+velocity fitted by Adam where the estimate does not fold: ``--warp-field fitted``), and a
 Jacobian-constrained local correction (``corr``: smooth the 64x64 field where det < eps until
 no fold is left). Prints synthetic EPE per tier, fold shares, and the real-pair alignment gain
 (warp + inpaint, float32 relu4_1 cosine, as ``real_pairs.py``).
@@ -27,7 +28,13 @@ from lwst.image_io import read_image
 from lwst.inpaint import inpaint_holes
 from lwst.storage import list_images
 from lwst.vgg import at_dtype, feature_dtype, load_vgg19
-from lwst.warp_safety import exp_field, field_safety, jacobian_determinant, make_fold_free
+from lwst.warp_safety import (
+    FIT_STEPS,
+    exp_field,
+    field_safety,
+    jacobian_determinant,
+    make_fold_free,
+)
 from lwst.warpnet.inference import predict_warp
 from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
@@ -84,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lwst_fields"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", default=None, help="default: all")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from real_pairs import alignment
@@ -93,8 +101,11 @@ def main() -> None:
     variants = {
         "raw": lambda f: f, "exp(u)": exp_field,
         **{f"svf{k}": partial(make_fold_free, iters=k) for k in (0, 1, 2, 6)},
+        "fitted": partial(make_fold_free, fit_steps=FIT_STEPS),
         "corr eps 0.1": correct_folds, "corr eps 0.3": lambda f: correct_folds(f, eps=0.3),
     }
+    if args.variants:
+        variants = {name: variants[name] for name in args.variants}
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     for name, repair in variants.items():
         started = time.perf_counter()

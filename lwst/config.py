@@ -19,7 +19,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 RENDERERS = ("gatys", "wct", "adain")
 SIZE_RANGE = (8, 8192)  # output side in pixels (lwst.image_io refuses inputs outside it too)
 SEED_RANGE = (0, 2**63 - 1)  # what torch, numpy and Parquet's int64 all take
-WARP_FIELDS = ("diffeo", "raw")  # fold-free by scaling and squaring | as the estimator gave it
+# fold-free by scaling and squaring | the same with the velocity fitted | as the estimator gave it
+WARP_FIELDS = ("diffeo", "fitted", "raw")
 WARP_FALLBACKS = ("none", "affine", "damp")  # what a low-confidence item gets instead
 WARP_REFINES = ("dis", "none")  # sub-pixel DIS refinement where brightness constancy holds
 # Side of the square views every warp is estimated on (method.md: VGG at 256x256); the warp

@@ -35,7 +35,7 @@ from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
 from lwst.safety import check_fits, check_outputs_apart
 from lwst.vgg import VGG19Features, load_vgg19
-from lwst.warp_safety import FieldSafety, field_safety, make_fold_free
+from lwst.warp_safety import FieldSafety, field_safety, fold_free
 from lwst.warping import WarpEstimate, estimate_warp
 
 ProgressFn = Callable[[str, int, int], None]
@@ -80,8 +80,8 @@ def apply_geometry(
         estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
     height, width = content.shape[-2:]
     flow = estimate.flow.to(content.device, content.dtype) * config.warp.strength
-    if config.warp.field == "diffeo" and config.warp.strength != 1.0:
-        flow = make_fold_free(flow)  # a scaled diffeomorphism need not be one
+    if config.warp.strength != 1.0:
+        flow = fold_free(flow, config.warp.field)  # a scaled diffeomorphism need not be one
     flow = resize_flow(flow, height, width)
     started = time.perf_counter()
     warped = warp_image(content, flow)

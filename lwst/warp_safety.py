@@ -21,11 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst.flow import base_grid, sampling_grid
+from lwst.flow import base_grid, resize_flow, sampling_grid
 
 STRETCH = 4.0  # a local area change beyond this factor either way counts as a stretch
 SQUARINGS = 7  # scaling and squaring steps: the velocity is divided by 2^7 = 128
 LOG_ITERS = 0  # fixed-point log iterations: 0 measured best (more diverge where a field folds)
+# ``fitted`` fields (docs/benchmarks.md, "Fold-free repairs"): Adam steps, control grid, step
+# size (px) and smoothness weight of the velocity fit; measured on the real and seed 2 pairs.
+FIT_STEPS = 50
+FIT_GRID = 48
+FIT_LR = 0.5
+FIT_SMOOTHNESS = 1.0
+FIT_MIN_DET = 0.2  # only where the estimate neither folds nor nearly folds is it a target
 
 
 def jacobian_determinant(flow: Tensor) -> Tensor:
@@ -114,18 +121,63 @@ def _invert_affine(coef: Tensor) -> Tensor:
     return torch.cat([linear, -(coef[:, 2:] @ linear)], 1)
 
 
-def make_fold_free(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARINGS) -> Tensor:
+def fit_velocity(residual: Tensor, determinant: Tensor, steps: int = FIT_STEPS,
+                 grid: int = FIT_GRID, squarings: int = SQUARINGS) -> Tensor:
+    """A smooth velocity ``(B, 2, H, W)`` whose exponential reproduces ``residual`` where the
+    estimate's Jacobian ``determinant (B, 1, H, W)``, averaged over a control cell, exceeds
+    `FIT_MIN_DET`; fitted by Adam on a ``grid`` x ``grid`` control grid from ``v = residual``
+    (the plain step's velocity).
+
+    Why: ``exp(r) != r``, so the plain step bends a large correct residual; the fixed-point
+    logarithm that would undo this diverges where the estimate folds. Fitting only where it
+    does not fold, with a smoothness term filling the rest, keeps the estimate's intent there.
+    Items are independent (the loss is a sum of per-item means), so a batch fits as its items.
+    """
+    h, w = residual.shape[-2:]
+    with torch.inference_mode(False), torch.enable_grad():
+        target = resize_flow(residual.detach().float(), grid, grid).clone()
+        cells = F.interpolate(determinant.detach().float(), size=(grid, grid), mode="area")
+        mask = (cells > FIT_MIN_DET).float()
+        velocity = target.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([velocity], lr=FIT_LR)
+        for _ in range(steps):
+            error = (exp_field(velocity, squarings) - target).pow(2).sum(1, keepdim=True)
+            dx = velocity[..., :, 1:] - velocity[..., :, :-1]
+            dy = velocity[..., 1:, :] - velocity[..., :-1, :]
+            loss = ((error * mask).mean(dim=(1, 2, 3)) + FIT_SMOOTHNESS * (
+                dx.pow(2).mean(dim=(1, 2, 3)) + dy.pow(2).mean(dim=(1, 2, 3)))).sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        return resize_flow(velocity.detach(), h, w)
+
+
+def make_fold_free(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARINGS,
+                   fit_steps: int = 0) -> Tensor:
     """The diffeomorphic field nearest ``flow (B, 2, H, W)`` (pixels).
 
     The estimate's robust affine part ``A`` (fold-free when its determinant is positive, and
     exact outside the image) is factored out: ``x + u(x) = A(x + r(x))``; the residual ``r``
     is small where the estimate is good, so its logarithm converges and scaling and squaring
-    reproduces it closely; the result is ``A(x + exp(log r)(x)) - x``.
+    reproduces it closely; the result is ``A(x + exp(log r)(x)) - x``. With ``fit_steps`` the
+    velocity is instead fitted (`fit_velocity`) where the estimate does not fold.
     """
     work = flow.float()
     _, _, h, w = work.shape
     grid = base_grid(h, w, work.device, work.dtype)
     coef = affine_fit(work)
     residual = _apply_affine(_invert_affine(coef), grid + work) - grid
-    smooth = exp_field(log_field(residual, iters, squarings), squarings)
+    if fit_steps > 0:
+        velocity = fit_velocity(residual, jacobian_determinant(work), fit_steps)
+    else:
+        velocity = log_field(residual, iters, squarings)
+    smooth = exp_field(velocity, squarings)
     return (_apply_affine(coef, grid + smooth) - grid).to(flow.dtype)
+
+
+def fold_free(flow: Tensor, field: str) -> Tensor:
+    """``flow`` as the ``warp_field`` setting applies it: ``raw`` unchanged, ``diffeo`` by the
+    plain step, ``fitted`` with the velocity fitted (`make_fold_free`)."""
+    if field == "raw":
+        return flow
+    return make_fold_free(flow, fit_steps=FIT_STEPS if field == "fitted" else 0)

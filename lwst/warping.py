@@ -33,7 +33,7 @@ from lwst.warp_guard import (
     view_features,
     warp_confidence,
 )
-from lwst.warp_safety import field_safety, make_fold_free
+from lwst.warp_safety import field_safety, fold_free
 
 
 @dataclass
@@ -116,12 +116,12 @@ def estimate_warps(
         flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
     flows = raw = flows.detach().to(dtype)
     raw_folds = [s.fold_frac for s in field_safety(flows)]
-    if config.field == "diffeo" and config.method != "none":
-        flows = make_fold_free(flows)
+    if config.method != "none":
+        flows = fold_free(flows, config.field)
     refined = [False] * len(flows)
     if config.refine == "dis" and config.method != "none":
         flows, refined = refine_photometric(content_v, exemplar_v, flows,
-                                            fold_free=config.field == "diffeo")
+                                            fold_free=config.field != "raw")
     # The views' own features once: the network's when it matched at ``vgg``'s precision, else
     # encoded here; the fallback below re-encodes only its warped views.
     known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
@@ -166,8 +166,7 @@ def _fall_back(
         alt = flows[index] * DAMP
     else:
         alt = _affine_fields(low, content_v, exemplar_v, features_vgg, details, seed).to(flows)
-    if config.field == "diffeo":
-        alt = make_fold_free(alt)
+    alt = fold_free(alt, config.field)
     alt_figures = alignment_figures(vgg, content_v[index], exemplar_v[index], alt,
                                     (known[0][index], known[1][index]))
     for j, i in enumerate(low):

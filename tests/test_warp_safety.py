@@ -13,6 +13,7 @@ from lwst.warp_guard import warp_confidence
 from lwst.warp_safety import (
     exp_field,
     field_safety,
+    fold_free,
     jacobian_determinant,
     make_fold_free,
 )
@@ -62,6 +63,36 @@ def test_make_fold_free_removes_folds_and_keeps_an_affine_exactly():
         math.sin(theta) * centred[:, 0] + (math.cos(theta) * 0.9 - 1) * centred[:, 1] - 5.0,
     ], 1)
     assert torch.allclose(make_fold_free(affine), affine, atol=1e-3)
+
+
+def bulge_field(size: int = 96, amplitude: float = 14.0) -> torch.Tensor:
+    """A large smooth bulge, fold-free (det > 0.1 everywhere) but far from its own
+    exponential: the plain step bends it, a fitted velocity need not."""
+    grid = base_grid(size, size) - (size - 1) / 2
+    radius2 = (grid ** 2).sum(1, keepdim=True)
+    return -amplitude * grid / (size / 4) * torch.exp(-radius2 / (2 * (size / 4) ** 2))
+
+
+def test_a_fitted_velocity_keeps_a_large_smooth_warp_closer_than_the_plain_step():
+    bulge = bulge_field()
+    assert float(jacobian_determinant(bulge).min()) > 0.1
+    plain, fitted = fold_free(bulge, "diffeo"), fold_free(bulge, "fitted")
+    plain_error = float((plain - bulge).norm(dim=1).mean())
+    fitted_error = float((fitted - bulge).norm(dim=1).mean())
+    assert plain_error > 0.3  # exp(r) != r: the plain step moves this field by 0.4 px on average
+    assert fitted_error < 0.5 * plain_error, (plain_error, fitted_error)
+    assert field_safety(fitted)[0].fold_frac == 0.0
+    assert torch.equal(fold_free(bulge, "raw"), bulge)
+
+
+def test_a_fitted_field_is_fold_free_and_a_batch_fits_as_its_items():
+    folding = folding_field(96)
+    batch = torch.cat([folding, bulge_field()])
+    fitted = fold_free(batch, "fitted")
+    assert field_safety(fitted)[0].fold_frac <= 0.005
+    with torch.inference_mode():  # the product calls it under inference mode
+        alone = fold_free(bulge_field(), "fitted")
+    assert torch.allclose(fitted[1:], alone, atol=0.05)
 
 
 def test_confidence_is_in_unit_range_and_ranks_the_obvious_cases():
@@ -218,3 +249,26 @@ def test_the_guard_encodes_each_view_once_and_measures_as_a_full_encode(syntheti
     again = warping.estimate_warp(pair.content, pair.exemplar.clone(), config, vgg)
     assert encoded == [1, 1, 1]  # the exemplar's view is remembered
     assert again.cos_after == pytest.approx(first.cos_after, abs=1e-6)
+
+
+def test_warp_field_fitted_through_the_cli(tmp_path):
+    """``--warp-field fitted`` is recorded, applies a fold-free field, and it is not the
+    default's (the velocity is fitted, not the residual taken as it is)."""
+    import json
+
+    from lwst.cli import main
+    from lwst.flow import read_flo
+
+    args = ["warp", "--content", str(EXAMPLES / "face.jpg"), "--geometry",
+            str(EXAMPLES / "woman_painting.jpg"), "--size", "128", "--quiet",
+            "--warp-fallback", "none", "--warp-refine", "none"]
+    flows = {}
+    for field in ("diffeo", "fitted"):
+        assert main([*args, "--warp-field", field, "--out", str(tmp_path / f"{field}.png"),
+                     "--flow-out", str(tmp_path / f"{field}.flo"),
+                     "--metadata-out", str(tmp_path / f"{field}.json")]) == 0
+        record = json.loads((tmp_path / f"{field}.json").read_text())
+        assert json.loads(record["params"])["warp_field"] == field
+        assert record["warp_fold_frac"] <= 0.005
+        flows[field] = read_flo(str(tmp_path / f"{field}.flo"))
+    assert float((flows["fitted"] - flows["diffeo"]).abs().mean()) > 0.05
