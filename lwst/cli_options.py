@@ -67,7 +67,7 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="diffeo: the estimate made fold-free by scaling and squaring (default); fitted: "
         "the same with the velocity fitted to the estimate where it does not fold (closer to "
-        "it, ~0.1 s more per item); raw: as estimated, folds and all",
+        "it; ~0.09 s more for a lone item); raw: as estimated, folds and all",
     )
     parser.add_argument(
         "--warp-fallback",

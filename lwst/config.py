@@ -43,7 +43,7 @@ class WarpConfig:
     # Precision of the VGG features every estimator matches. float32: the geometry and the
     # confidence gate must not depend on the machine (bfloat16 flips borderline real pairs
     # between the learned field and the fallback), and on the CPU bfloat16 bought no
-    # throughput in `lwst run` (58.9 vs 58.8 items/min at 512 px; docs/benchmarks.md). auto =
+    # throughput in `lwst run` (61.5 vs 59.0 items/min at 512 px; docs/benchmarks.md). auto =
     # bfloat16 where the hardware computes it natively (2.3x faster VGG passes alone).
     precision: str = "float32"
     # Warp safety (lwst.warp_safety, lwst.warp_guard; defaults measured on real pairs, model card).
