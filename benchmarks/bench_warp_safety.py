@@ -35,7 +35,7 @@ from lwst.parametric import SyntheticWarpRanges
 from lwst.photometric_refine import refine_photometric
 from lwst.storage import list_images
 from lwst.vgg import at_dtype, feature_dtype, load_vgg19
-from lwst.warp_safety import field_safety, make_fold_free
+from lwst.warp_safety import field_safety, fold_free, make_fold_free
 from lwst.warping import WarpEstimate, estimate_warp
 from lwst.warpnet.inference import predict_warp
 from lwst.warpnet.split import held_out_files
@@ -115,11 +115,11 @@ def fields_only(content: torch.Tensor, exemplar: torch.Tensor, vgg, config: Warp
     as the product refines it (``config.refine``)."""
     features = at_dtype(vgg, feature_dtype(config.precision, "cpu"))
     raw, warpnet_id = predict_warp(content, exemplar, features)
-    flow = make_fold_free(raw) if config.field == "diffeo" else raw
+    flow = fold_free(raw, config.field)
     refined, started = [False], time.perf_counter()
     if config.refine == "dis":
         flow, refined = refine_photometric(content, exemplar, flow,
-                                           fold_free=config.field == "diffeo")
+                                           fold_free=config.field != "raw")
     seconds_refine = time.perf_counter() - started  # reported as ``seconds`` (fields only)
     return WarpEstimate(flow, float("nan"), float("nan"), seconds_refine, warpnet_id,
                         float("nan"), "learned", field_safety(raw)[0].fold_frac,

@@ -168,7 +168,8 @@ def make_fold_free(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARI
     coef = affine_fit(work)
     residual = _apply_affine(_invert_affine(coef), grid + work) - grid
     if fit_steps > 0:
-        velocity = fit_velocity(residual, jacobian_determinant(work), fit_steps)
+        velocity = fit_velocity(residual, jacobian_determinant(work), fit_steps,
+                                squarings=squarings)
     else:
         velocity = log_field(residual, iters, squarings)
     smooth = exp_field(velocity, squarings)

@@ -116,12 +116,12 @@ def estimate_warps(
         flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
     flows = raw = flows.detach().to(dtype)
     raw_folds = [s.fold_frac for s in field_safety(flows)]
+    refined = [False] * len(flows)
     if config.method != "none":
         flows = fold_free(flows, config.field)
-    refined = [False] * len(flows)
-    if config.refine == "dis" and config.method != "none":
-        flows, refined = refine_photometric(content_v, exemplar_v, flows,
-                                            fold_free=config.field != "raw")
+        if config.refine == "dis":
+            flows, refined = refine_photometric(content_v, exemplar_v, flows,
+                                                fold_free=config.field != "raw")
     # The views' own features once: the network's when it matched at ``vgg``'s precision, else
     # encoded here; the fallback below re-encodes only its warped views.
     known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
