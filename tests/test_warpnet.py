@@ -359,6 +359,38 @@ def test_painting_refuses_a_style_folder_with_no_training_styles(tmp_path: Path)
     assert not (tmp_path / "painted").exists()
 
 
+def test_a_feed_forward_painter_paints_copies_that_keep_the_layout_in_the_styles_colours(
+    tmp_path: Path,
+) -> None:
+    """``--paint-renderer adain``: each copy is named after its renderer (so it never collides
+    with a Gatys copy of the same image and style), keeps the image's layout and takes on the
+    style's colours."""
+    from lwst.image_io import read_image
+    from lwst.vgg import load_vgg19
+    from lwst.warpnet.painted import paint_bank, painting_config
+
+    ramp = torch.linspace(0, 1, 64)
+    image = torch.stack([ramp[None, :].expand(64, 64), ramp[:, None].expand(64, 64),
+                         torch.full((64, 64), 0.3)])[None]
+    style = torch.zeros(1, 3, 64, 64)
+    style[:, 0] = 0.8 + 0.2 * torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    from lwst.image_io import write_png
+
+    write_png(image, str(tmp_path / "img.png"))
+    write_png(style, str(tmp_path / "redstyle.png"))
+    vgg = load_vgg19("auto")
+    written = paint_bank([tmp_path / "img.png"], [tmp_path / "redstyle.png"], tmp_path / "bank",
+                         vgg, config=painting_config("adain"), size=64, progress=lambda _: None)
+    assert [p.name for p in written] == ["img__redstyle.adain.png"]
+    painted = read_image(str(written[0]))
+    assert painted.shape == (1, 3, 64, 64)
+    red, green = painted[0, 0].mean(), painted[0, 1].mean()
+    assert red - green > 0.25, (red, green)  # the style's colour (the image's are equal)
+    # the layout: the painted copy's luminance still follows the image's diagonal ramp
+    lum = painted[0].mean(0)
+    assert lum[-16:, -16:].mean() > lum[:16, :16].mean() + 0.05
+
+
 def test_exemplar_views_are_encoded_once_and_equal_a_fresh_encode(monkeypatch) -> None:
     """Geometry exemplars repeat across a dataset: an exemplar view seen before (same bytes)
     is taken from the feature cache, a repeat within a batch is encoded once, and the features

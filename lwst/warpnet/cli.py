@@ -46,6 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--paint-styles", help="folder of styles to paint with (held-out ones skipped)")
     p.add_argument("--paint-size", type=int, default=_DEFAULTS.paint_size,
                    help="painting resolution in px")
+    p.add_argument("--paint-renderer", default=_DEFAULTS.paint_renderer,
+                   choices=("gatys", "adain", "wct"),
+                   help="renderer of the painted copies: gatys (cheap 2-level schedule, seconds a "
+                   "copy) or a feed-forward one (a fraction of a second a copy)")
     p.add_argument(
         "--tiers",
         nargs="+",
@@ -108,6 +112,7 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         paint_images=args.paint_images,
         paint_styles=args.paint_styles,
         paint_size=args.paint_size,
+        paint_renderer=args.paint_renderer,
         tiers=tuple(args.tiers),
         steps=args.steps,
         batch_size=args.batch_size,

@@ -49,6 +49,7 @@ class TrainConfig:
     paint_images: int = 48  # paint this many training images into painted_bank first
     paint_styles: str | None = None  # folder of styles to paint with (held-out ones skipped)
     paint_size: int = 128  # painting resolution (upsampled to the analysis size for encoding)
+    paint_renderer: str = "gatys"  # gatys (cheap schedule) or a feed-forward one (adain, wct)
     tiers: tuple[str, ...] = DEFAULT_TIERS
     steps: int = 4000
     batch_size: int = 8
@@ -154,7 +155,7 @@ def paint_training_copies(
 ) -> list[Path]:
     """One renderer-painted copy for each of the first ``cfg.paint_images`` training images
     (seeded order), each with a random *training* style from ``cfg.paint_styles``."""
-    from lwst.warpnet.painted import paint_bank
+    from lwst.warpnet.painted import paint_bank, painting_config
 
     if not (cfg.painted_bank and cfg.paint_styles):
         raise ValueError("paint_images needs painted_bank (output folder) and paint_styles")
@@ -166,7 +167,8 @@ def paint_training_copies(
     random.Random(cfg.seed + 1).shuffle(chosen)
     return paint_bank(
         chosen[: cfg.paint_images], styles, Path(cfg.painted_bank), vgg,
-        seed=cfg.seed, size=cfg.paint_size, progress=progress,
+        config=painting_config(cfg.paint_renderer), seed=cfg.seed, size=cfg.paint_size,
+        progress=progress,
     )
 
 
