@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lwst import feature_cache, feature_transforms
-from lwst.config import RenderConfig
+from lwst.config import RENDERERS, RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, decoder_path, level_tap, load_decoder
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
@@ -42,7 +42,6 @@ from lwst.losses import StyleTargets, objective_terms, style_targets
 from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
 from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features, at_dtype, feature_dtype
 
-RENDERERS = ("gatys", "wct", "adain")
 FEED_FORWARD = ("wct", "adain")
 WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (docs/method.md)
 PAD_MULTIPLE = 16

@@ -365,7 +365,7 @@ def test_a_feed_forward_painter_paints_copies_that_keep_the_layout_in_the_styles
     """``--paint-renderer adain``: each copy is named after its renderer (so it never collides
     with a Gatys copy of the same image and style), keeps the image's layout and takes on the
     style's colours."""
-    from lwst.image_io import read_image
+    from lwst.image_io import read_image, write_png
     from lwst.vgg import load_vgg19
     from lwst.warpnet.painted import paint_bank, painting_config
 
@@ -374,8 +374,6 @@ def test_a_feed_forward_painter_paints_copies_that_keep_the_layout_in_the_styles
                          torch.full((64, 64), 0.3)])[None]
     style = torch.zeros(1, 3, 64, 64)
     style[:, 0] = 0.8 + 0.2 * torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
-    from lwst.image_io import write_png
-
     write_png(image, str(tmp_path / "img.png"))
     write_png(style, str(tmp_path / "redstyle.png"))
     vgg = load_vgg19("auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lwst.config import RENDERERS
 from lwst.warpnet.bank import DEFAULT_TIERS
 from lwst.warpnet.train import TrainConfig, export_checkpoint, train
 
@@ -47,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--paint-size", type=int, default=_DEFAULTS.paint_size,
                    help="painting resolution in px")
     p.add_argument("--paint-renderer", default=_DEFAULTS.paint_renderer,
-                   choices=("gatys", "adain", "wct"),
+                   choices=RENDERERS,
                    help="renderer of the painted copies: gatys (cheap 2-level schedule, seconds a "
                    "copy) or a feed-forward one (a fraction of a second a copy)")
     p.add_argument(
