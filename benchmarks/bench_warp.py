@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from lwst.config import ANALYSIS_SIZE, WARP_PRECISIONS, WarpConfig
+from lwst.config import ANALYSIS_SIZE, MAX_WARP_VIEWS, WARP_PRECISIONS, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.estimators.optim import optimise_warp
@@ -50,8 +50,8 @@ METHODS = ("identity", "dis", "affine", "tps", "optim", "learned", "learned-sing
 Estimator = Callable[[Tensor, Tensor], Tensor]
 
 
-def learned_estimator(vgg: VGG19Features, checkpoint: str | None, verify: bool = True
-                      ) -> tuple[Estimator | None, str]:
+def learned_estimator(vgg: VGG19Features, checkpoint: str | None, verify: bool = True,
+                      views: int = 1) -> tuple[Estimator | None, str]:
     """The warp network's estimator when it can run here, else ``None`` and the reason.
     ``verify=False`` is the ablation without the matched-affine second start."""
     try:
@@ -62,11 +62,12 @@ def learned_estimator(vgg: VGG19Features, checkpoint: str | None, verify: bool =
         _, warpnet_id = predict_warp(probe, probe, vgg, checkpoint=checkpoint)
     except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported as such
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return (lambda c, e: predict_warp(c, e, vgg, checkpoint, verify)[0]), str(warpnet_id)
+    return (lambda c, e: predict_warp(c, e, vgg, checkpoint, verify, views=views)[0]), str(
+        warpnet_id)
 
 
 def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], checkpoint: str | None,
-               optim_sweep: list[int] = ()) -> dict[str, Estimator]:
+               optim_sweep: list[int] = (), views: int = 1) -> dict[str, Estimator]:
     """Name -> ``f(content256, exemplar256) -> flow (1, 2, 256, 256)`` for the requested methods;
     ``optim_sweep`` adds ``optim-N`` (N Adam steps) rows, to place the network on optim's
     accuracy/time curve."""
@@ -84,7 +85,8 @@ def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], check
             swept)
     for name in ("learned", "learned-single"):
         if name in methods:
-            learned, note = learned_estimator(vgg, checkpoint, verify=name == "learned")
+            learned, note = learned_estimator(vgg, checkpoint, verify=name == "learned",
+                                              views=views)
             if learned is None:
                 print(f"{name} network skipped: {note}")
             else:
@@ -105,7 +107,8 @@ def run_epe(args: argparse.Namespace) -> dict:
     vgg = load_vgg19(args.vgg_weights, device=device)
     vgg = at_dtype(vgg, feature_dtype(args.precision, device))
     config = WarpConfig(method="optim", optim_steps=args.optim_steps, precision=args.precision)
-    methods = estimators(vgg, config, args.methods, args.checkpoint, args.optim_sweep)
+    methods = estimators(vgg, config, args.methods, args.checkpoint, args.optim_sweep,
+                         args.warp_views)
     images = list_images(args.data, recursive=False)
     files = held_out_files(images)
     if not files:
@@ -264,6 +267,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default=WarpConfig().precision, choices=WARP_PRECISIONS,
                         help="VGG feature precision for every method (default: the library's)")
     parser.add_argument("--checkpoint", default=None, help="warp network; default: the shipped one")
+    parser.add_argument("--warp-views", type=int, default=1, choices=range(1, MAX_WARP_VIEWS + 1),
+                        help="learned rows: symmetric views voted over (1: the network alone; "
+                        "the product's default is WarpConfig().views)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[256, 512],
                         help="output sizes for the warp-stage cost (none: skip)")
     parser.add_argument("--device", default="cpu")

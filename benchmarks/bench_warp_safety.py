@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WARP_REFINES, WarpConfig
+from lwst.config import MAX_WARP_VIEWS, WARP_FALLBACKS, WARP_FIELDS, WARP_REFINES, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.image_io import read_image
@@ -114,7 +114,7 @@ def fields_only(content: torch.Tensor, exemplar: torch.Tensor, vgg, config: Warp
     """The network's field and, as ``flow``, its fold-free version (``config.field``), refined
     as the product refines it (``config.refine``)."""
     features = at_dtype(vgg, feature_dtype(config.precision, "cpu"))
-    raw, warpnet_id = predict_warp(content, exemplar, features)
+    raw, warpnet_id = predict_warp(content, exemplar, features, views=config.views)
     flow = fold_free(raw, config.field)
     refined, started = [False], time.perf_counter()
     if config.refine == "dis":
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
     parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
     parser.add_argument("--warp-refine", default=defaults.refine, choices=WARP_REFINES)
+    parser.add_argument("--warp-views", type=int, default=defaults.views,
+                        choices=range(1, MAX_WARP_VIEWS + 1))
     parser.add_argument("--fields-only", action="store_true",
                         help="only the network's field and its fold-free version (no confidence "
                         "or fallback: skips the alignment VGG pass, ~2x faster)")
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")
     config = WarpConfig(field=args.warp_field, fallback=args.warp_fallback,
-                        min_confidence=args.min_warp_confidence, refine=args.warp_refine)
+                        min_confidence=args.min_warp_confidence, refine=args.warp_refine,
+                        views=args.warp_views)
     ranges = scaled_ranges(args.magnitude)
     files = held_out_files(list_images(args.data, recursive=False))
     rows = []

@@ -59,7 +59,7 @@ def correct_folds(flow: torch.Tensor, grid: int = 64, eps: float = 0.1, iters: i
     return flow + resize_flow(fixed - small, h, w)
 
 
-def cache(path: Path) -> tuple[list[dict], list[dict]]:
+def cache(path: Path, views: int = 1) -> tuple[list[dict], list[dict]]:
     """Network fields of the real and synthetic pairs (computed once, then read back)."""
     if (path / "real.pt").exists():
         return torch.load(path / "real.pt"), torch.load(path / "syn.pt")
@@ -71,7 +71,7 @@ def cache(path: Path) -> tuple[list[dict], list[dict]]:
     for name, c, e in find_pairs(DATA / "pairs"):
         content, exemplar = analysis_view(read_image(str(c))), analysis_view(read_image(str(e)))
         real.append(dict(name=name, content=content, exemplar=exemplar,
-                         flow=predict_warp(content, exemplar, vgg)[0]))
+                         flow=predict_warp(content, exemplar, vgg, views=views)[0]))
     files = held_out_files(list_images(DATA / "photos", recursive=False))
     syn = []
     for ti, tier in enumerate(TIERS):
@@ -79,7 +79,7 @@ def cache(path: Path) -> tuple[list[dict], list[dict]]:
             image = analysis_view(read_image(str(files[i % len(files)])))
             pair = make_pair(image, torch.Generator().manual_seed(2000 + ti * 100 + i), tier)
             with torch.inference_mode():
-                flow = predict_warp(pair.content, pair.exemplar, vgg)[0]
+                flow = predict_warp(pair.content, pair.exemplar, vgg, views=views)[0]
             syn.append(dict(tier=tier, content=pair.content, exemplar=pair.exemplar,
                             gt=pair.flow, valid=pair.valid, flow=flow))
     torch.save(real, path / "real.pt")
@@ -92,11 +92,13 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lwst_fields"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="+", default=None, help="default: all")
+    parser.add_argument("--views", type=int, default=1,
+                        help="the network's symmetric views (--warp-views; 1: the network alone)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from real_pairs import alignment
 
-    real, syn = cache(args.cache)
+    real, syn = cache(args.cache, args.views)
     vgg = load_vgg19("auto")
     variants = {
         "raw": lambda f: f, "exp(u)": exp_field,

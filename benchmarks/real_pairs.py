@@ -22,7 +22,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from lwst.config import WARP_FALLBACKS, WARP_FIELDS, WARP_METHODS, WARP_PRECISIONS, WarpConfig
+from lwst.config import (
+    MAX_WARP_VIEWS,
+    WARP_FALLBACKS,
+    WARP_FIELDS,
+    WARP_METHODS,
+    WARP_PRECISIONS,
+    WarpConfig,
+)
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import flow_picture, flow_stats, hole_mask, warp_image
 from lwst.image_io import read_image
@@ -74,6 +81,8 @@ def main() -> None:
     parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
     parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
     parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
+    parser.add_argument("--warp-views", type=int, default=defaults.views,
+                        choices=range(1, MAX_WARP_VIEWS + 1))
     parser.add_argument("--no-sheets", action="store_true", help="table only (measuring)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     args = parser.parse_args()
@@ -82,7 +91,7 @@ def main() -> None:
     config = WarpConfig(method=args.warp_method, checkpoint=args.checkpoint,
                         precision=args.precision,
                         field=args.warp_field, fallback=args.warp_fallback,
-                        min_confidence=args.min_warp_confidence)
+                        min_confidence=args.min_warp_confidence, views=args.warp_views)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, content_path, exemplar_path in find_pairs(args.pairs):

@@ -11,6 +11,7 @@ import argparse
 
 from lwst.config import (
     INPAINT_METHODS,
+    MAX_WARP_VIEWS,
     OPTIMIZERS,
     RENDER_PRECISIONS,
     RENDERERS,
@@ -82,6 +83,16 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="dis: refine the field with OpenCV DIS where the warped content then matches the "
         "geometry exemplar pixel for pixel (a deformed copy of it; default); none: never",
+    )
+    parser.add_argument(
+        "--warp-views",
+        type=int,
+        choices=range(1, MAX_WARP_VIEWS + 1),
+        metavar=f"{{1..{MAX_WARP_VIEWS}}}",
+        default=None,
+        help="learned warp: estimate on this many views of the pair (itself, mirrored, upside "
+        "down, transposed) and keep the best-aligned field: fewer failed warps, one more pass "
+        "per view (default 2)",
     )
     parser.add_argument(
         "--min-warp-confidence",

@@ -57,6 +57,9 @@ SCHEMA = pa.schema(
         ("error_kind", pa.string()),
         # True where DIS refined the field (a pixel-for-pixel pair; lwst.photometric_refine).
         ("warp_refined", pa.bool_()),
+        # The learned network's view of the pair whose field was kept: identity, mirror, flip or
+        # transpose (--warp-views; lwst.warpnet.inference.predict_warp). Null for other methods.
+        ("warp_view", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

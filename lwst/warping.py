@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lwst import storage
-from lwst.config import WarpConfig
+from lwst.config import WARP_VIEWS, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.flow import read_flo, write_flo
 from lwst.photometric_refine import refine_photometric
@@ -51,6 +51,7 @@ class WarpEstimate:
     ambiguity: float | None = None  # lwst.warp_guard.ambiguity of the vote (0: none or no vote)
     cos_ceiling: float | None = None  # AlignmentFigures.cos_ceiling: the best any warp could do
     refined: bool | None = None  # lwst.photometric_refine kept DIS's refinement of the field
+    view: str | None = None  # the learned network's view whose field won (WARP_VIEWS)
     # The estimator's own field before repair and fallback: for benchmarks, never saved.
     raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
 
@@ -74,7 +75,7 @@ def _estimate_flow(
         from lwst.warpnet.inference import predict_warp
 
         return predict_warp(content, exemplar, vgg, checkpoint=config.checkpoint,
-                            diagnostics=details, seed=seed)
+                            diagnostics=details, seed=seed, views=config.views)
     raise ValueError(f"unknown warp method {config.method!r}")
 
 
@@ -115,6 +116,8 @@ def estimate_warps(
                  for c, e in zip(content_v, exemplar_v, strict=True)]
         flows, warpnet_id = torch.cat([f for f, _ in pairs]), pairs[0][1]
     flows = raw = flows.detach().to(dtype)
+    views = [WARP_VIEWS[int(v)] for v in details["view"].tolist()] if "view" in details else [
+        None] * len(flows)
     raw_folds = [s.fold_frac for s in field_safety(flows)]
     refined = [False] * len(flows)
     if config.method != "none":
@@ -139,7 +142,7 @@ def estimate_warps(
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
-                         ambiguous[i], f.cos_ceiling, refined[i], raw[i : i + 1])
+                         ambiguous[i], f.cos_ceiling, refined[i], views[i], raw[i : i + 1])
             for i, f in enumerate(figures)]
 
 

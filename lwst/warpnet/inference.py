@@ -16,14 +16,14 @@ import torch
 from torch import Tensor
 
 from lwst import feature_cache
-from lwst.config import ANALYSIS_SIZE
+from lwst.config import ANALYSIS_SIZE, WARP_VIEWS
 from lwst.correlation import CorrelationVolume, analysis_view
 from lwst.estimators.parametric_fit import (
     matches_from_similarity,
     pixel_affine_flow,
     robust_affine,
 )
-from lwst.flow import resize_flow
+from lwst.flow import resize_flow, warp_image
 from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.vgg import VGG19Features
 from lwst.warpnet.bank import encode
@@ -136,6 +136,103 @@ def encode_views(vgg: VGG19Features, contents: Tensor, exemplars: Tensor,
             (fine_c, torch.cat([v["fine"] for v in views])))
 
 
+# The symmetric views the network estimates on (`lwst.config.WARP_VIEWS`; transposed needs
+# square views, as analysis views are). Each is an involution on images; `view_flow` maps a
+# flow of the viewed pair back.
+VIEWS = WARP_VIEWS
+# Views whose field lies within this mean distance (analysis px) of the best-aligned one agree
+# with it and are averaged with it; farther ones are failed guesses and dropped. Chosen on the
+# dev pairs of seed 1 among 1, 2, 4, 8 px and the two extremes (the best alone; all averaged):
+# the best alone rescues failures but is noisy per pair, all averaged is precise but lets a
+# failed view drag the field (docs/benchmarks.md, "Symmetric views").
+CONSENSUS_PX = 8.0
+# Another view's field replaces the pair's own as the anchor of the consensus only when it
+# aligns clearly better: mean relu4_1 cosine higher by more than this. Closer calls are two
+# guesses scored alike, and on real photo -> painting pairs switching to the higher score picked
+# the more aggressive warp (a face dragged out of shape, Venice melted into streaks; looked at
+# in docs/pairs), while on synthetic pairs it rescued a failed warp at a margin of +0.033 and
+# lost one at +0.003 (seeds 1, 3, 4; docs/benchmarks.md, "Symmetric views").
+SWITCH_MARGIN = 0.025
+
+
+def view_image(x: Tensor, view: str) -> Tensor:
+    """``x (..., H, W)`` seen in ``view``."""
+    if view == "mirror":
+        return x.flip(-1)
+    if view == "flip":
+        return x.flip(-2)
+    if view == "transpose":
+        return x.transpose(-1, -2)
+    return x
+
+
+def view_flow(flow: Tensor, view: str) -> Tensor:
+    """The backward flow ``(B, 2, H, W)`` (x, y) of a pair seen in ``view``, as a flow of the
+    pair itself (and back: every view is its own inverse)."""
+    moved = view_image(flow, view)
+    if view == "mirror":
+        return torch.cat([-moved[:, :1], moved[:, 1:]], 1)
+    if view == "flip":
+        return torch.cat([moved[:, :1], -moved[:, 1:]], 1)
+    if view == "transpose":
+        return moved.flip(1)
+    return moved
+
+
+def _network_flow(
+    model: WarpNet, coarse: tuple[Tensor, Tensor], fine: tuple[Tensor, Tensor], verify: bool,
+    steps: tuple[int, int] | None, details: dict[str, Tensor] | None, seed: int,
+) -> tuple[Tensor, Tensor | None]:
+    """The network's flow on its fine grid and its matched-affine starts (None unverified)."""
+    with torch.no_grad():
+        volume = model.correlation(coarse[1], coarse[0])
+        starts = matched_affine_starts(volume, model.cfg.coarse_size, seed) if verify else None
+        iters, fine_iters = TEST_ITERS if steps is None else steps
+        flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume,
+                                 iters, fine_iters, details=details)
+    return flow, starts
+
+
+def best_aligned(vgg: VGG19Features, contents: Tensor, exemplar_relu4_1: Tensor,
+                 flows: Tensor, margin: float = SWITCH_MARGIN) -> Tensor:
+    """``(B,)`` index of the best of ``flows (K, B, 2, h, w)`` per item: the one whose warped
+    content, re-encoded, has the highest mean relu4_1 cosine with the exemplar's
+    (``exemplar_relu4_1``, L2-normalised), if that beats the first (the pair's own view) by more
+    than ``margin``; else 0. Re-encoding the warped image,
+    rather than reading warped features from the volume (the network's own vote), chose better
+    on synthetic pairs (docs/benchmarks.md, "Symmetric views")."""
+    k, b, size = flows.shape[0], len(contents), contents.shape[-1]
+    fields = upsample_flow(flows.flatten(0, 1), size).to(contents.dtype)
+    warped, _ = encode(vgg, warp_image(contents.repeat(k, 1, 1, 1), fields))
+    target = exemplar_relu4_1.float().repeat(k, 1, 1, 1)
+    agreement = (warped.float() * target).sum(1).mean((1, 2)).view(k, b)
+    best = agreement.argmax(0)
+    clear = agreement.amax(0) - agreement[0] > margin
+    return torch.where(clear, best, torch.zeros_like(best))
+
+
+def consensus(flows: Tensor, best: Tensor, size: int = ANALYSIS_SIZE) -> Tensor:
+    """``(B, 2, h, w)``: per item, the mean of the fields of ``flows (K, B, 2, h, w)`` that lie
+    within `CONSENSUS_PX` (mean end-point distance, in px at ``size``) of the ``best`` one (so
+    at least that one)."""
+    items = torch.arange(flows.shape[1], device=flows.device)
+    distance = (flows - flows[best, items]).norm(dim=2).mean((2, 3)) * (size / flows.shape[-1])
+    agree = (distance <= CONSENSUS_PX).to(flows.dtype)  # (K, B)
+    weights = agree / agree.sum(0)
+    return (flows * weights[..., None, None, None]).sum(0)
+
+
+def _merge_details(details: dict, per_view: list[dict], best: Tensor) -> None:
+    """Per item, the vote's figures of whichever view won (``best``: index into ``per_view``,
+    whose first entry is ``details`` itself)."""
+    for key, value in details.items():
+        if not isinstance(value, Tensor):
+            continue
+        stacked = torch.stack([d[key] for d in per_view])
+        details[key] = stacked[best, torch.arange(len(best), device=best.device)]
+    details["view"] = best
+
+
 def predict_warp(
     content256: Tensor,
     exemplar256: Tensor,
@@ -145,18 +242,30 @@ def predict_warp(
     steps: tuple[int, int] | None = None,
     diagnostics: dict[str, Tensor] | None = None,
     seed: int = 0,
+    views: int = 1,
 ) -> tuple[Tensor, str]:
     """Backward flow ``(B, 2, S, S)`` (pixels) bending ``content256`` into ``exemplar256``'s shapes.
 
     Inputs ``(B, 3, S, S)`` RGB in [0, 1] (S = 256 is the analysis size the network was trained
     at; other sizes are resampled to it and the flow is rescaled back). Batched. ``verify``:
     also refine the matched-affine start and keep whichever aligns better
-    (``WarpNet.estimate``); off, the network's own global estimate alone. ``steps``: relu4_1
-    and relu3_1 refinement steps (default ``TEST_ITERS``). ``diagnostics``: a dict filled
-    with what the vote saw (``WarpNet.estimate``'s ``details``) plus ``affine`` ``(B, 2, S, S)``,
-    the matched-affine start as a flow (NaN where there is none), for the warp confidence and
-    the affine fallback (``lwst.warp_safety``).
+    (``WarpNet.estimate``); off, the network's own global estimate alone. ``views``: run the
+    network on the first ``views`` of `VIEWS` (the pair itself, mirrored, upside down,
+    transposed), find per item the field whose warped content agrees clearly best with the
+    exemplar (`best_aligned`; the pair's own unless another beats it by `SWITCH_MARGIN`), and
+    average it with the views that agree with it (`consensus`): the
+    network is not equivariant to these symmetries, so each view is a further, partly
+    independent guess; averaging those that agree cancels part of their error, and dropping
+    those that do not keeps a failed guess out (one more VGG and network pass per view).
+    ``steps``: relu4_1 and relu3_1 refinement steps (default ``TEST_ITERS``). ``diagnostics``:
+    a dict filled with what the vote saw (``WarpNet.estimate``'s ``details``, of the
+    best-aligned view per item; ``view (B,)``, its index into `VIEWS`; ``views_agreeing
+    (B,)``, how many were averaged) plus ``affine`` ``(B, 2, S, S)``, the matched-affine start
+    as a flow (NaN where there is none), for the warp confidence and the affine fallback
+    (``lwst.warp_safety``).
     """
+    if not 1 <= views <= len(VIEWS):
+        raise ValueError(f"views must be within 1..{len(VIEWS)}, got {views}")
     device = vgg.mean.device
     model, warpnet_id = load_warpnet(checkpoint, device)
     size = content256.shape[-1]
@@ -164,15 +273,34 @@ def predict_warp(
         v if v.shape[-2:] == (ANALYSIS_SIZE, ANALYSIS_SIZE) else analysis_view(v, ANALYSIS_SIZE)
         for v in (content256.to(device), exemplar256.to(device)))
     resized = contents.shape[-2:] != content256.shape[-2:]
-    coarse, fine = encode_views(vgg, contents, exemplars)
-    if diagnostics is not None and not resized:  # the warp guard's before-view, free
-        diagnostics["relu4_1"] = (coarse[0], coarse[1], vgg.mean.dtype)
-    with torch.no_grad():
-        volume = model.correlation(coarse[1], coarse[0])
-        starts = matched_affine_starts(volume, model.cfg.coarse_size, seed) if verify else None
-        iters, fine_iters = TEST_ITERS if steps is None else steps
-        flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume,
-                                 iters, fine_iters, details=diagnostics)
-    if diagnostics is not None and starts is not None:
-        diagnostics["affine"] = upsample_flow(starts[:, 0], size).to(content256.dtype)
+    flows, all_starts, per_view, exemplar_relu4_1 = [], [], [], None
+    for view in VIEWS[:views]:
+        coarse, fine = encode_views(vgg, view_image(contents, view), view_image(exemplars, view))
+        seen: dict[str, Tensor] | None = None
+        if diagnostics is not None:
+            seen = diagnostics if view == "identity" else {}
+            per_view.append(seen)
+        if view == "identity":
+            exemplar_relu4_1 = coarse[1]
+            if diagnostics is not None and not resized:  # the warp guard's before-view, free
+                diagnostics["relu4_1"] = (coarse[0], coarse[1], vgg.mean.dtype)
+        flow, starts = _network_flow(model, coarse, fine, verify, steps, seen, seed)
+        flows.append(view_flow(flow, view))
+        if starts is not None:
+            all_starts.append(view_flow(starts.flatten(0, 1), view).view_as(starts))
+    best = torch.zeros(len(contents), dtype=torch.long, device=device)
+    if views > 1:
+        with torch.no_grad():
+            best = best_aligned(vgg, contents, exemplar_relu4_1, torch.stack(flows))
+    items = torch.arange(len(best), device=device)
+    stacked = torch.stack(flows)
+    flow = consensus(stacked, best, ANALYSIS_SIZE)
+    if diagnostics is not None:
+        _merge_details(diagnostics, per_view, best)
+        gap = (stacked - stacked[best, items]).norm(dim=2).mean((2, 3))
+        diagnostics["views_agreeing"] = (gap * (ANALYSIS_SIZE / stacked.shape[-1])
+                                         <= CONSENSUS_PX).sum(0)
+        if all_starts:
+            starts = torch.stack(all_starts)[best, items]
+            diagnostics["affine"] = upsample_flow(starts[:, 0], size).to(content256.dtype)
     return upsample_flow(flow, size).to(content256.dtype), warpnet_id
