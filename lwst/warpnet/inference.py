@@ -198,9 +198,9 @@ def best_aligned(vgg: VGG19Features, contents: Tensor, exemplar_relu4_1: Tensor,
     """``(B,)`` index of the best of ``flows (K, B, 2, h, w)`` per item: the one whose warped
     content, re-encoded, has the highest mean relu4_1 cosine with the exemplar's
     (``exemplar_relu4_1``, L2-normalised), if that beats the first (the pair's own view) by more
-    than ``margin``; else 0. Re-encoding the warped image,
-    rather than reading warped features from the volume (the network's own vote), chose better
-    on synthetic pairs (docs/benchmarks.md, "Symmetric views")."""
+    than ``margin``; else 0. Re-encoding the warped image, rather than reading warped features
+    from the volume (the network's own vote), chose better on synthetic pairs
+    (docs/benchmarks.md, "Symmetric views")."""
     k, b, size = flows.shape[0], len(contents), contents.shape[-1]
     fields = upsample_flow(flows.flatten(0, 1), size).to(contents.dtype)
     warped, _ = encode(vgg, warp_image(contents.repeat(k, 1, 1, 1), fields))
