@@ -40,4 +40,7 @@ run warp_bench $PY benchmarks/bench_warp.py --data "$DATA/photos" --device "$DEV
 run warp_bench_bf16 $PY benchmarks/bench_warp.py --data "$DATA/photos" --device "$DEVICE" \
   --pairs "$PAIRS" --methods learned --sizes 256 "$SIZE" --precision auto \
   --json "$OUT/bench_warp_auto.json"
+# ... and the product's default inference, the network on two views of each pair.
+run warp_bench_views2 $PY benchmarks/bench_warp.py --data "$DATA/photos" --device "$DEVICE" \
+  --pairs "$PAIRS" --methods learned --sizes --warp-views 2 --json "$OUT/bench_warp_views2.json"
 step done
