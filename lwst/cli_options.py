@@ -91,8 +91,9 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         metavar=f"{{1..{MAX_WARP_VIEWS}}}",
         default=None,
         help="learned warp: estimate on this many views of the pair (itself, mirrored, upside "
-        "down, transposed) and keep the best-aligned field: fewer failed warps, one more pass "
-        "per view (default 2)",
+        "down, transposed) and average the fields that agree with the pair's own (another "
+        "view's where it aligns clearly better): less warp error, one more pass per view "
+        "(default 2; 1 is the fastest)",
     )
     parser.add_argument(
         "--min-warp-confidence",
