@@ -1,5 +1,5 @@
 """The learned warp's symmetric views (`--warp-views`): estimates on the pair mirrored, upside
-down and transposed, the best-aligned field kept per item."""
+down and transposed, averaged per item where they agree with the anchor view's field."""
 
 import json
 from pathlib import Path
@@ -51,9 +51,10 @@ def test_consensus_averages_the_views_that_agree_with_the_best_and_drops_the_res
     flows = torch.stack([torch.cat([base, base]), torch.cat([near / 32, far]),
                          torch.cat([far, base + 0.1])])  # (K=3, B=2, 2, 8, 8)
     best = torch.tensor([0, 2])
-    out = consensus(flows, best, size=256)
+    out, count = consensus(flows, best, size=256)
     torch.testing.assert_close(out[0], (base[0] + near[0] / 32) / 2)  # far view dropped
     torch.testing.assert_close(out[1], (base[0] + base[0] + 0.1) / 2)  # the two that agree
+    assert count.tolist() == [2, 2]
 
 
 def test_the_vote_averages_agreeing_views_and_beats_one_view(vgg):

@@ -211,15 +211,15 @@ def best_aligned(vgg: VGG19Features, contents: Tensor, exemplar_relu4_1: Tensor,
     return torch.where(clear, best, torch.zeros_like(best))
 
 
-def consensus(flows: Tensor, best: Tensor, size: int = ANALYSIS_SIZE) -> Tensor:
-    """``(B, 2, h, w)``: per item, the mean of the fields of ``flows (K, B, 2, h, w)`` that lie
+def consensus(flows: Tensor, best: Tensor, size: int = ANALYSIS_SIZE) -> tuple[Tensor, Tensor]:
+    """Per item, the mean ``(B, 2, h, w)`` of the fields of ``flows (K, B, 2, h, w)`` that lie
     within `CONSENSUS_PX` (mean end-point distance, in px at ``size``) of the ``best`` one (so
-    at least that one)."""
+    at least that one), and how many those are ``(B,)``."""
     items = torch.arange(flows.shape[1], device=flows.device)
     distance = (flows - flows[best, items]).norm(dim=2).mean((2, 3)) * (size / flows.shape[-1])
     agree = (distance <= CONSENSUS_PX).to(flows.dtype)  # (K, B)
-    weights = agree / agree.sum(0)
-    return (flows * weights[..., None, None, None]).sum(0)
+    count = agree.sum(0)
+    return (flows * (agree / count)[..., None, None, None]).sum(0), count.long()
 
 
 def _merge_details(details: dict, per_view: list[dict], best: Tensor) -> None:
@@ -292,15 +292,11 @@ def predict_warp(
     if views > 1:
         with torch.no_grad():
             best = best_aligned(vgg, contents, exemplar_relu4_1, torch.stack(flows))
-    items = torch.arange(len(best), device=device)
-    stacked = torch.stack(flows)
-    flow = consensus(stacked, best, ANALYSIS_SIZE)
+    flow, agreeing = consensus(torch.stack(flows), best, ANALYSIS_SIZE)
     if diagnostics is not None:
         _merge_details(diagnostics, per_view, best)
-        gap = (stacked - stacked[best, items]).norm(dim=2).mean((2, 3))
-        diagnostics["views_agreeing"] = (gap * (ANALYSIS_SIZE / stacked.shape[-1])
-                                         <= CONSENSUS_PX).sum(0)
+        diagnostics["views_agreeing"] = agreeing
         if all_starts:
-            starts = torch.stack(all_starts)[best, items]
+            starts = torch.stack(all_starts)[best, torch.arange(len(best), device=device)]
             diagnostics["affine"] = upsample_flow(starts[:, 0], size).to(content256.dtype)
     return upsample_flow(flow, size).to(content256.dtype), warpnet_id
