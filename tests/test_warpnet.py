@@ -303,6 +303,42 @@ def test_bank_enumerates_ordered_pairs(tmp_path: Path) -> None:
     assert batch["content_fine"].shape == (2, 256, 64, 64)
 
 
+def test_cross_image_pairs_join_similar_different_images(tmp_path: Path) -> None:
+    from lwst.warpnet.bank import cross_image_pairs
+
+    write_tiny_bank(tmp_path / "cache", images=3, variants=1)
+    files = sorted((tmp_path / "cache").glob("*.pt"))
+    twin = torch.load(files[0], weights_only=True)  # image 2 looks like image 0 ...
+    other = torch.load(files[2], weights_only=True)
+    other["features"] = (twin["features"].float() + 0.01).half()
+    torch.save(other, files[2])
+    painted = dict(twin, kinds=["original", "painted"])  # ... and image 0 has a painted record
+    torch.save(painted, files[0].with_name(files[0].stem.replace(".base", ".painted") + ".pt"))
+    bank = load_bank(tmp_path / "cache")
+    content, exemplar = cross_image_pairs(bank, neighbours=1)
+    assert len(bank.images) == 3 and content.numel() == 3  # one untouched view per image
+    assert (bank.view_image[content] != bank.view_image[exemplar]).all()
+    names = {bank.images[int(bank.view_image[c])]: bank.images[int(bank.view_image[e])]
+             for c, e in zip(content, exemplar, strict=True)}
+    first, _, third = sorted(names)
+    assert names[third] == first  # the near-copy's nearest other image is the one it copies
+    assert {bank.view_kind[int(e)] for e in exemplar} <= {"original", "painted"}
+    batch = bank.cross_batch(content, exemplar)
+    assert not batch["valid"].any() and batch["content_fine"].shape[0] == 3
+
+
+def test_training_with_cross_image_pairs_logs_their_weak_loss(tmp_path: Path) -> None:
+    import pandas as pd
+
+    write_tiny_bank(tmp_path / "cache", images=3)
+    log = tmp_path / "loss.csv"
+    cfg = _tiny_config(tmp_path, steps=2, log=str(log), cross_pairs=0.5, cross_neighbours=1)
+    out = train(cfg, progress=lambda _: None)
+    rows = pd.read_csv(log)
+    assert rows["cross_weak_loss"].notna().all() and (rows["cross_weak_loss"] > 0).all()
+    assert torch.load(out, weights_only=True)["train_config"]["cross_pairs"] == 0.5
+
+
 def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
     from lwst.vgg import load_vgg19
     from lwst.warpnet.inference import MissingCheckpointError, predict_warp

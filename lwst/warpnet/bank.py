@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -130,6 +130,9 @@ class FeatureBank:
     valid: Tensor  # (P, 1, 64, 64) bool
     pair_kind: list[str]  # "<content kind>-><exemplar kind>"
     names: list[str]
+    view_image: Tensor | None = None  # (N,) index into ``images`` of each view's source image
+    view_kind: list[str] = field(default_factory=list)  # "original", a tier, or "painted"
+    images: list[str] = field(default_factory=list)  # distinct image names (base + painted)
 
     def __len__(self) -> int:
         return self.pair_content.numel()
@@ -148,19 +151,68 @@ class FeatureBank:
             batch["exemplar_fine"] = self.fine[exemplar].float()
         return batch
 
+    def cross_batch(self, content: Tensor, exemplar: Tensor) -> dict[str, Tensor]:
+        """Features of views of *different* images: no ground truth (``valid`` all False), so
+        only the weak loss trains on them."""
+        n = content.numel()
+        batch = {
+            "content": self.features[content].float(),
+            "exemplar": self.features[exemplar].float(),
+            "flow": self.flow.new_zeros((n, *self.flow.shape[1:])),
+            "valid": self.valid.new_zeros((n, *self.valid.shape[1:])),
+        }
+        if self.fine is not None:
+            batch["content_fine"] = self.fine[content].float()
+            batch["exemplar_fine"] = self.fine[exemplar].float()
+        return batch
+
+
+def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, Tensor]:
+    """(content view, exemplar view) pairs across images, for the paper's weak supervision.
+
+    The product's real pairs are a photo and a *different* picture of the same kind of thing (a
+    face and a painted face), which synthetic pairs of one image never show. Every untouched
+    image is paired with the ``neighbours`` views of other images (untouched or painted, never
+    the synthetic warps) nearest to it by mean relu4_1 feature: a cheap stand-in for "the same
+    kind of subject" that needs no labels.
+    """
+    if bank.view_image is None:
+        raise ValueError("this bank has no per-view image index (load it with load_bank)")
+    first_original: dict[int, int] = {}  # painted records repeat the untouched view: keep one
+    for i, kind in enumerate(bank.view_kind):
+        if kind == "original":
+            first_original.setdefault(int(bank.view_image[i]), i)
+    content = torch.tensor(sorted(first_original.values()))
+    painted = [i for i, kind in enumerate(bank.view_kind) if kind == "painted"]
+    pool = torch.cat([content, torch.tensor(painted, dtype=torch.long)])
+    # Chunked: the float32 copy of every view's features at once would be gigabytes.
+    descriptor = torch.cat([c.float().mean((2, 3)) for c in bank.features.split(256)])
+    descriptor = F.normalize(descriptor, dim=1)
+    similarity = descriptor[content] @ descriptor[pool].T
+    same = bank.view_image[content][:, None] == bank.view_image[pool][None, :]
+    similarity[same] = -2.0
+    k = min(neighbours, pool.numel() - 1)
+    nearest = similarity.topk(k, dim=1).indices
+    return content.repeat_interleave(k), pool[nearest.flatten()]
+
 
 def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     """Gather every ``<stem>.<tag>.pt`` under ``cache_dir`` and enumerate the ordered pairs."""
     from lwst.warpnet.split import is_held_out
 
     feats, fines, flows, valids, cont, exem, kinds, names = [], [], [], [], [], [], [], []
+    view_image, view_kind, images = [], [], {}
     offset = 0
     for file in sorted(cache_dir.glob("*.pt")):
-        rec = torch.load(file, map_location="cpu", weights_only=True)
+        # mmap: the records stay file-backed until concatenated, so loading does not hold two
+        # copies of the bank in anonymous memory (2x the RSS for a 7 GB cache).
+        rec = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         if exclude_held_out and is_held_out(rec["name"]):
             continue
         names.append(rec["name"])
         n = rec["flow"].shape[0]
+        view_image += [images.setdefault(rec["name"], len(images))] * n
+        view_kind += list(rec["kinds"])
         a_idx, b_idx = zip(*[(a, b) for a in range(n) for b in range(n) if a != b], strict=True)
         a_t, b_t = torch.tensor(a_idx), torch.tensor(b_idx)
         flow, valid = relative_flow(rec["flow"][a_t], rec["flow"][b_t])
@@ -185,6 +237,9 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         torch.cat(valids),
         kinds,
         names,
+        torch.tensor(view_image),
+        view_kind,
+        list(images),
     )
 
 

@@ -74,6 +74,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.original_content,
         help="share of pairs whose content side is the untouched image",
     )
+    p.add_argument(
+        "--cross-pairs",
+        type=float,
+        default=_DEFAULTS.cross_pairs,
+        help="share of each batch drawn from pairs of different, similar-looking images, "
+        "trained by the weak loss alone (0: synthetic pairs only)",
+    )
+    p.add_argument(
+        "--cross-neighbours",
+        type=int,
+        default=_DEFAULTS.cross_neighbours,
+        help="exemplar candidates per image for --cross-pairs (nearest by mean relu4_1 feature)",
+    )
+    p.add_argument(
+        "--cross-weight",
+        type=float,
+        default=_DEFAULTS.cross_weight,
+        help="weak-loss weight of the --cross-pairs items (the others use --weak-weight)",
+    )
     p.add_argument("--max-images", type=int, help="encode only N training images (seeded shuffle)")
     p.add_argument("--until", type=int, help="stop at this step; the schedule runs over --steps")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
@@ -129,6 +148,9 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         log=args.log,
         checkpoint_every=args.checkpoint_every,
         original_content=args.original_content,
+        cross_pairs=args.cross_pairs,
+        cross_neighbours=args.cross_neighbours,
+        cross_weight=args.cross_weight,
         max_images=args.max_images,
         until=args.until,
     )

@@ -26,6 +26,7 @@ from lwst.warpnet.bank import (
     DEFAULT_TIERS,
     FeatureBank,
     cache_image,
+    cross_image_pairs,
     gather_images,
     load_bank,
 )
@@ -59,6 +60,11 @@ class TrainConfig:
     gamma: float = 0.8  # sequence weight of intermediate i: gamma ** (last - i)
     weak_weight: float = 1.0
     original_content: float = 0.7  # share of pairs whose content side is the untouched image
+    # Share of each batch drawn from pairs of *different* images (``bank.cross_image_pairs``),
+    # trained by the weak loss alone; 0 keeps the synthetic-only recipe.
+    cross_pairs: float = 0.0
+    cross_neighbours: int = 8  # exemplar candidates per untouched image for those pairs
+    cross_weight: float = 1.0  # weak-loss weight of those pairs (``weak_weight`` for the others)
     max_images: int | None = None  # encode only this many (seeded shuffle of the training set)
     until: int | None = None  # stop at this step (the schedule still runs over ``steps``)
     seed: int = 0
@@ -257,6 +263,11 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         fine_tuned_from = state.get("fine_tuned_from", fine_tuned_from)
         progress(f"resumed from {out} at step {start}")
     weights = pair_weights(bank, cfg.original_content)
+    n_cross = round(cfg.cross_pairs * cfg.batch_size)
+    cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
+    if cross is not None:
+        progress(f"cross-image pairs: {n_cross} of {cfg.batch_size} per batch, "
+                 f"from {cross[0].numel()} candidates")
     log_file = open(cfg.log, "a", newline="") if cfg.log else None  # noqa: SIM115
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
@@ -272,6 +283,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
                 "lr",
                 "seconds",
                 "pairs",
+                "cross_weak_loss",
             ]
         )
     started = time.perf_counter()
@@ -281,16 +293,29 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         if cfg.refresh_bank_every and step > start and step % cfg.refresh_bank_every == 0:
             bank = load_bank(Path(cfg.cache_dir))
             weights = pair_weights(bank, cfg.original_content)
+            cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
             progress(f"bank refreshed: {len(bank.names)} images, {len(bank)} pairs")
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg)
-        index = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=rng)
-        batch = {k: v.to(device) for k, v in bank.batch(index).items()}
+        index = torch.multinomial(
+            weights, cfg.batch_size - n_cross, replacement=True, generator=rng
+        )
+        batch = bank.batch(index)
+        if cross is not None:
+            pick = torch.randint(cross[0].numel(), (n_cross,), generator=rng)
+            extra = bank.cross_batch(cross[0][pick], cross[1][pick])
+            batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
+        batch = {k: v.to(device) for k, v in batch.items()}
         flows = model(batch["content"], batch["exemplar"],
                       batch.get("content_fine"), batch.get("exemplar_fine"))
+        # Cross-image items have no valid pixels, so only synthetic ones enter the flow loss.
         flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
-        weak = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1]).mean()
-        loss = flow_loss + cfg.weak_weight * weak
+        weak_items = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1])
+        weak = weak_items.mean()
+        cross_weak = weak_items[cfg.batch_size - n_cross:].mean().item() if n_cross else None
+        item_weight = torch.full_like(weak_items, cfg.weak_weight)
+        item_weight[cfg.batch_size - n_cross:] = cfg.cross_weight
+        loss = flow_loss + (item_weight * weak_items).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -306,6 +331,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
                     f"{optimiser.param_groups[0]['lr']:.2e}",
                     f"{time.perf_counter() - started:.1f}",
                     len(bank),
+                    "" if cross_weak is None else f"{cross_weak:.4f}",
                 ]
             )
             log_file.flush()
