@@ -337,6 +337,8 @@ def test_training_with_cross_image_pairs_logs_their_weak_loss(tmp_path: Path) ->
     rows = pd.read_csv(log)
     assert rows["cross_weak_loss"].notna().all() and (rows["cross_weak_loss"] > 0).all()
     assert torch.load(out, weights_only=True)["train_config"]["cross_pairs"] == 0.5
+    with pytest.raises(ValueError, match="cross_pairs must be in"):
+        train(_tiny_config(tmp_path, steps=1, cross_pairs=1.0), progress=lambda _: None)
 
 
 def test_missing_checkpoint_is_named(tmp_path: Path) -> None:

@@ -139,32 +139,26 @@ class FeatureBank:
 
     def batch(self, index: Tensor) -> dict[str, Tensor]:
         """Float32 features and targets for the pairs in ``index``."""
-        content, exemplar = self.pair_content[index], self.pair_exemplar[index]
-        batch = {
-            "content": self.features[content].float(),
-            "exemplar": self.features[exemplar].float(),
-            "flow": self.flow[index],
-            "valid": self.valid[index],
-        }
-        if self.fine is not None:
-            batch["content_fine"] = self.fine[content].float()
-            batch["exemplar_fine"] = self.fine[exemplar].float()
+        batch = self._features(self.pair_content[index], self.pair_exemplar[index])
+        batch.update(flow=self.flow[index], valid=self.valid[index])
         return batch
 
     def cross_batch(self, content: Tensor, exemplar: Tensor) -> dict[str, Tensor]:
         """Features of views of *different* images: no ground truth (``valid`` all False), so
         only the weak loss trains on them."""
+        batch = self._features(content, exemplar)
         n = content.numel()
-        batch = {
-            "content": self.features[content].float(),
-            "exemplar": self.features[exemplar].float(),
-            "flow": self.flow.new_zeros((n, *self.flow.shape[1:])),
-            "valid": self.valid.new_zeros((n, *self.valid.shape[1:])),
-        }
-        if self.fine is not None:
-            batch["content_fine"] = self.fine[content].float()
-            batch["exemplar_fine"] = self.fine[exemplar].float()
+        batch["flow"] = self.flow.new_zeros((n, *self.flow.shape[1:]))
+        batch["valid"] = self.valid.new_zeros((n, *self.valid.shape[1:]))
         return batch
+
+    def _features(self, content: Tensor, exemplar: Tensor) -> dict[str, Tensor]:
+        feats = {"content": self.features[content].float(),
+                 "exemplar": self.features[exemplar].float()}
+        if self.fine is not None:
+            feats["content_fine"] = self.fine[content].float()
+            feats["exemplar_fine"] = self.fine[exemplar].float()
+        return feats
 
 
 def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, Tensor]:

@@ -233,6 +233,11 @@ def model_config(cfg: TrainConfig, init: dict | None = None) -> WarpNetConfig:
 
 def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     """Run (or resume) training; returns the checkpoint path."""
+    if not 0.0 <= cfg.cross_pairs < 1.0 or cfg.cross_neighbours < 1:
+        raise ValueError(
+            f"cross_pairs must be in [0, 1) and cross_neighbours at least 1 "
+            f"(got {cfg.cross_pairs} and {cfg.cross_neighbours}): every batch needs synthetic pairs"
+        )
     torch.set_num_threads(cfg.threads)
     if cfg.build_cache:
         prepare_bank(cfg, progress)
