@@ -243,7 +243,8 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         prepare_bank(cfg, progress)
     device = torch.device(cfg.device)
     bank = load_bank(Path(cfg.cache_dir))
-    progress(f"bank: {len(bank.names)} images, {bank.features.shape[0]} views, {len(bank)} pairs")
+    progress(f"bank: {len(bank.images)} images in {len(bank.names)} records, "
+             f"{bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
     init = read_checkpoint(cfg.init) if cfg.init else None
     arch = model_config(cfg, init)
@@ -299,7 +300,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
             bank = load_bank(Path(cfg.cache_dir))
             weights = pair_weights(bank, cfg.original_content)
             cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
-            progress(f"bank refreshed: {len(bank.names)} images, {len(bank)} pairs")
+            progress(f"bank refreshed: {len(bank.images)} images, {len(bank)} pairs")
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg)
         index = torch.multinomial(
