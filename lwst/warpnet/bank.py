@@ -172,6 +172,9 @@ def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, T
     """
     if bank.view_image is None:
         raise ValueError("this bank has no per-view image index (load it with load_bank)")
+    if len(bank.images) < 2:
+        raise ValueError(f"cross-image pairs need at least two training images, the bank has "
+                         f"{len(bank.images)}")
     first_original: dict[int, int] = {}  # painted records repeat the untouched view: keep one
     for i, kind in enumerate(bank.view_kind):
         if kind == "original":

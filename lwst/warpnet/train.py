@@ -274,6 +274,9 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     if cross is not None:
         progress(f"cross-image pairs: {n_cross} of {cfg.batch_size} per batch, "
                  f"from {cross[0].numel()} candidates")
+    elif cfg.cross_pairs:
+        progress(f"cross_pairs {cfg.cross_pairs} is under one pair of a batch of "
+                 f"{cfg.batch_size}: training on synthetic pairs only")
     log_file = open(cfg.log, "a", newline="") if cfg.log else None  # noqa: SIM115
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
