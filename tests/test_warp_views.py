@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lwst.cli import main
+from lwst.config import WARP_VIEWS
 from lwst.flow import end_point_error, warp_image
-from lwst.warpnet.inference import VIEWS, consensus, predict_warp, view_flow, view_image
+from lwst.warpnet.inference import consensus, predict_warp, view_flow, view_image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -30,7 +31,7 @@ def astronaut_pairs(seeds: range):
     return [make_pair(image, torch.Generator().manual_seed(s), "artistic") for s in seeds]
 
 
-@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("view", WARP_VIEWS)
 def test_a_views_flow_is_the_same_warp_seen_in_that_view(view):
     """Warping the viewed image by the viewed flow = viewing the warped image; twice = none."""
     from lwst.correlation import analysis_view
@@ -100,7 +101,7 @@ def test_warp_view_column_and_option_through_the_cli(tmp_path):
         records[name] = json.loads((tmp_path / f"{name}.json").read_text())
         assert json.loads(records[name]["params"])["warp_views"] == int(name)
     assert records["1"]["warp_view"] == "identity"
-    assert records["2"]["warp_view"] in VIEWS[:2]
+    assert records["2"]["warp_view"] in WARP_VIEWS[:2]
     assert records["2"]["warp_loss_after"] != records["1"]["warp_loss_after"]
     with pytest.raises(SystemExit) as refused:  # argparse names the choices in one line
         main([*args, "--warp-views", "5", "--out", str(tmp_path / "x.png")])

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from lwst import feature_cache
-from lwst.config import ANALYSIS_SIZE, WARP_VIEWS
+from lwst.config import ANALYSIS_SIZE, MAX_WARP_VIEWS, WARP_VIEWS
 from lwst.correlation import CorrelationVolume, analysis_view
 from lwst.estimators.parametric_fit import (
     matches_from_similarity,
@@ -136,10 +136,9 @@ def encode_views(vgg: VGG19Features, contents: Tensor, exemplars: Tensor,
             (fine_c, torch.cat([v["fine"] for v in views])))
 
 
-# The symmetric views the network estimates on (`lwst.config.WARP_VIEWS`; transposed needs
+# The symmetric views the network estimates on are `lwst.config.WARP_VIEWS` (transposed needs
 # square views, as analysis views are). Each is an involution on images; `view_flow` maps a
 # flow of the viewed pair back.
-VIEWS = WARP_VIEWS
 # Views whose field lies within this mean distance (analysis px) of the best-aligned one agree
 # with it and are averaged with it; farther ones are failed guesses and dropped. Chosen on the
 # dev pairs of seed 1 among 1, 2, 4, 8 px and the two extremes (the best alone; all averaged):
@@ -250,7 +249,7 @@ def predict_warp(
     at; other sizes are resampled to it and the flow is rescaled back). Batched. ``verify``:
     also refine the matched-affine start and keep whichever aligns better
     (``WarpNet.estimate``); off, the network's own global estimate alone. ``views``: run the
-    network on the first ``views`` of `VIEWS` (the pair itself, mirrored, upside down,
+    network on the first ``views`` of `WARP_VIEWS` (the pair itself, mirrored, upside down,
     transposed), find per item the field whose warped content agrees clearly best with the
     exemplar (`best_aligned`; the pair's own unless another beats it by `SWITCH_MARGIN`), and
     average it with the views that agree with it (`consensus`): the
@@ -259,13 +258,13 @@ def predict_warp(
     those that do not keeps a failed guess out (one more VGG and network pass per view).
     ``steps``: relu4_1 and relu3_1 refinement steps (default ``TEST_ITERS``). ``diagnostics``:
     a dict filled with what the vote saw (``WarpNet.estimate``'s ``details``, of the
-    best-aligned view per item; ``view (B,)``, its index into `VIEWS`; ``views_agreeing
+    best-aligned view per item; ``view (B,)``, its index into `WARP_VIEWS`; ``views_agreeing
     (B,)``, how many were averaged) plus ``affine`` ``(B, 2, S, S)``, the matched-affine start
     as a flow (NaN where there is none), for the warp confidence and the affine fallback
     (``lwst.warp_safety``).
     """
-    if not 1 <= views <= len(VIEWS):
-        raise ValueError(f"views must be within 1..{len(VIEWS)}, got {views}")
+    if not 1 <= views <= MAX_WARP_VIEWS:
+        raise ValueError(f"views must be within 1..{MAX_WARP_VIEWS}, got {views}")
     device = vgg.mean.device
     model, warpnet_id = load_warpnet(checkpoint, device)
     size = content256.shape[-1]
@@ -274,7 +273,7 @@ def predict_warp(
         for v in (content256.to(device), exemplar256.to(device)))
     resized = contents.shape[-2:] != content256.shape[-2:]
     flows, all_starts, per_view, exemplar_relu4_1 = [], [], [], None
-    for view in VIEWS[:views]:
+    for view in WARP_VIEWS[:views]:
         coarse, fine = encode_views(vgg, view_image(contents, view), view_image(exemplars, view))
         seen: dict[str, Tensor] | None = None
         if diagnostics is not None:
