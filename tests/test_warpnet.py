@@ -317,8 +317,8 @@ def test_cross_image_pairs_join_similar_different_images(tmp_path: Path) -> None
     bank = load_bank(tmp_path / "cache")
     content, exemplar = cross_image_pairs(bank, neighbours=1)
     assert len(bank.images) == 3 and content.numel() == 3  # one untouched view per image
-    assert (bank.view_image[content] != bank.view_image[exemplar]).all()
-    names = {bank.images[int(bank.view_image[c])]: bank.images[int(bank.view_image[e])]
+    assert (bank.view_source[content] != bank.view_source[exemplar]).all()
+    names = {bank.images[int(bank.view_source[c])]: bank.images[int(bank.view_source[e])]
              for c, e in zip(content, exemplar, strict=True)}
     first, _, third = sorted(names)
     assert names[third] == first  # the near-copy's nearest other image is the one it copies

@@ -130,7 +130,7 @@ class FeatureBank:
     valid: Tensor  # (P, 1, 64, 64) bool
     pair_kind: list[str]  # "<content kind>-><exemplar kind>"
     names: list[str]
-    view_image: Tensor | None = None  # (N,) index into ``images`` of each view's source image
+    view_source: Tensor | None = None  # (N,) index into ``images`` of each view's source image
     view_kind: list[str] = field(default_factory=list)  # "original", a tier, or "painted"
     images: list[str] = field(default_factory=list)  # distinct image names (base + painted)
 
@@ -170,7 +170,7 @@ def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, T
     the synthetic warps) nearest to it by mean relu4_1 feature: a cheap stand-in for "the same
     kind of subject" that needs no labels.
     """
-    if bank.view_image is None:
+    if bank.view_source is None:
         raise ValueError("this bank has no per-view image index (load it with load_bank)")
     if len(bank.images) < 2:
         raise ValueError(f"cross-image pairs need at least two training images, the bank has "
@@ -178,7 +178,7 @@ def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, T
     first_original: dict[int, int] = {}  # painted records repeat the untouched view: keep one
     for i, kind in enumerate(bank.view_kind):
         if kind == "original":
-            first_original.setdefault(int(bank.view_image[i]), i)
+            first_original.setdefault(int(bank.view_source[i]), i)
     content = torch.tensor(sorted(first_original.values()))
     painted = [i for i, kind in enumerate(bank.view_kind) if kind == "painted"]
     pool = torch.cat([content, torch.tensor(painted, dtype=torch.long)])
@@ -186,7 +186,7 @@ def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, T
     descriptor = torch.cat([c.float().mean((2, 3)) for c in bank.features.split(256)])
     descriptor = F.normalize(descriptor, dim=1)
     similarity = descriptor[content] @ descriptor[pool].T
-    same = bank.view_image[content][:, None] == bank.view_image[pool][None, :]
+    same = bank.view_source[content][:, None] == bank.view_source[pool][None, :]
     similarity[same] = -2.0
     k = min(neighbours, pool.numel() - 1)
     nearest = similarity.topk(k, dim=1).indices
@@ -198,7 +198,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     from lwst.warpnet.split import is_held_out
 
     feats, fines, flows, valids, cont, exem, kinds, names = [], [], [], [], [], [], [], []
-    view_image, view_kind, images = [], [], {}
+    view_source, view_kind, images = [], [], {}
     offset = 0
     for file in sorted(cache_dir.glob("*.pt")):
         # mmap: the records stay file-backed until concatenated, so loading does not hold two
@@ -208,7 +208,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
             continue
         names.append(rec["name"])
         n = rec["flow"].shape[0]
-        view_image += [images.setdefault(rec["name"], len(images))] * n
+        view_source += [images.setdefault(rec["name"], len(images))] * n
         view_kind += list(rec["kinds"])
         a_idx, b_idx = zip(*[(a, b) for a in range(n) for b in range(n) if a != b], strict=True)
         a_t, b_t = torch.tensor(a_idx), torch.tensor(b_idx)
@@ -234,7 +234,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         torch.cat(valids),
         kinds,
         names,
-        torch.tensor(view_image),
+        torch.tensor(view_source),
         view_kind,
         list(images),
     )

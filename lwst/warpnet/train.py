@@ -270,6 +270,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         progress(f"resumed from {out} at step {start}")
     weights = pair_weights(bank, cfg.original_content)
     n_cross = round(cfg.cross_pairs * cfg.batch_size)
+    synthetic = cfg.batch_size - n_cross  # each batch's first items; its cross pairs follow
     cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
     if cross is not None:
         progress(f"cross-image pairs: {n_cross} of {cfg.batch_size} per batch, "
@@ -306,9 +307,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
             progress(f"bank refreshed: {len(bank.images)} images, {len(bank)} pairs")
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg)
-        index = torch.multinomial(
-            weights, cfg.batch_size - n_cross, replacement=True, generator=rng
-        )
+        index = torch.multinomial(weights, synthetic, replacement=True, generator=rng)
         batch = bank.batch(index)
         if cross is not None:
             pick = torch.randint(cross[0].numel(), (n_cross,), generator=rng)
@@ -321,9 +320,9 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
         weak_items = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1])
         weak = weak_items.mean()
-        cross_weak = weak_items[cfg.batch_size - n_cross:].mean().item() if n_cross else None
+        cross_weak = weak_items[synthetic:].mean().item() if n_cross else None
         item_weight = torch.full_like(weak_items, cfg.weak_weight)
-        item_weight[cfg.batch_size - n_cross:] = cfg.cross_weight
+        item_weight[synthetic:] = cfg.cross_weight
         loss = flow_loss + (item_weight * weak_items).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
