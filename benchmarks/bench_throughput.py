@@ -1,12 +1,13 @@
 """Pipeline throughput: items per minute through the stylize-dataset flow, on threads in the
 flow's process or on Dask workers.
 
-Runs the example manifest (manifests/example.csv, 3 triples, each listed ``--repeat`` times under
-new ids so two workers get an even share) at 256 px through the real flow on a Dask
-LocalCluster of 1 and then 2 single-process workers, each given cores/workers torch threads.
-Workers are warmed first (imports, VGG weights), so the figure is steady-state throughput;
-cluster start-up is reported separately. Peak memory is each worker process's maximum resident
-set size (getrusage), read after the run.
+Runs a fixed manifest (benchmarks/manifests/throughput.csv: 3 triples, the example manifest's
+until 2026-12-06, kept so the recorded figures stay comparable when the demo pairs change; each
+listed ``--repeat`` times under new ids so two workers get an even share) at 256 px through the
+real flow on a Dask LocalCluster of 1 and then 2 single-process workers, each given
+cores/workers torch threads. Workers are warmed first (imports, VGG weights), so the figure is
+steady-state throughput; cluster start-up is reported separately. Peak memory is each worker
+process's maximum resident set size (getrusage), read after the run.
 
     .venv/bin/python benchmarks/bench_throughput.py               # CPU, 1 and 2 workers
     .venv/bin/python benchmarks/bench_throughput.py --device cuda --workers 1
@@ -162,7 +163,8 @@ def repeated_manifest(uri: str, repeat: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", default=str(REPO / "manifests" / "example.csv"))
+    parser.add_argument("--manifest",
+                        default=str(REPO / "benchmarks" / "manifests" / "throughput.csv"))
     parser.add_argument("--repeat", type=int, default=2, help="list each item this many times")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runners", nargs="+", choices=("threads", "dask"), default=["dask"])

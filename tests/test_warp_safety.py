@@ -272,3 +272,27 @@ def test_warp_field_fitted_through_the_cli(tmp_path):
         assert record["warp_fold_frac"] <= 0.005
         flows[field] = read_flo(str(tmp_path / f"{field}.flo"))
     assert float((flows["fitted"] - flows["diffeo"]).abs().mean()) > 0.05
+
+
+@pytest.mark.parametrize("row", range(3))
+def test_every_demo_pair_is_warped_without_folds(tmp_path, row):
+    """A newcomer's first run (`make demo`: manifests/example.csv at 256 px) shows what the warp
+    is for: every demo pair gets the learned field, above the fallback threshold, fold-free.
+    Guards the demo against a new network or default that would leave a row unwarped."""
+    import json
+
+    from lwst.cli import main
+    from lwst.manifest import read_manifest
+
+    items = read_manifest(str(EXAMPLES.parent / "manifests" / "example.csv"))
+    assert len(items) == 3
+    item = items[row]
+    metadata = tmp_path / "item.json"
+    assert main(["warp", "--content", item.content, "--geometry", item.geometry,
+                 "--size", "256", "--quiet", "--out", str(tmp_path / "warped.png"),
+                 "--flow-out", str(tmp_path / "warp.flo"),
+                 "--metadata-out", str(metadata)]) == 0
+    record = json.loads(metadata.read_text())
+    assert record["warp_applied"] == "learned", (item.id, record["warp_confidence"])
+    assert record["warp_confidence"] >= WarpConfig().min_confidence
+    assert record["warp_fold_frac"] <= 0.005
