@@ -191,7 +191,7 @@ def _warp_stage(size: int, steps: int, device: str, weights: str, threads: int,
     estimate = estimate_warp(content, exemplar, WarpConfig(method="optim", optim_steps=steps), vgg)
     estimated = time.perf_counter() - started
     flow = resize_flow(estimate.flow, size, size)
-    warped = inpaint_holes(warp_image(content, flow), hole_mask(flow)).image
+    warped = inpaint_holes(warp_image(content, flow, padding="border"), hole_mask(flow)).image
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     total = time.perf_counter() - started

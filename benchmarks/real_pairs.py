@@ -101,7 +101,8 @@ def main() -> None:
         estimate = estimate_warp(content, exemplar, config, vgg)
         seconds = time.perf_counter() - started
         flow = estimate.flow
-        warped = inpaint_holes(warp_image(content, flow), hole_mask(flow)).image
+        # as the product warps (lwst.stylize.apply_geometry): edge samples padded by the border
+        warped = inpaint_holes(warp_image(content, flow, padding="border"), hole_mask(flow)).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
         if not args.no_sheets:
             sheet([content, exemplar, warped, flow_picture(flow)], args.panel).save(

@@ -41,8 +41,14 @@ def sampling_grid(flow: Tensor) -> Tensor:
     return torch.stack([norm_x, norm_y], dim=-1)
 
 
-def warp_image(image: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
-    """Backward-warp ``image (B, C, H, W)`` by ``flow (B, 2, H, W)``; outside samples are 0."""
+def warp_image(image: Tensor, flow: Tensor, mode: str = "bilinear",
+               padding: str = "zeros") -> Tensor:
+    """Backward-warp ``image (B, C, H, W)`` by ``flow (B, 2, H, W)``.
+
+    ``padding`` is ``grid_sample``'s: with ``"zeros"`` outside samples are 0, and so is the
+    outside neighbour a sample within half a pixel of the edge interpolates with, which darkens
+    it although `hole_mask` counts it as inside; ``"border"`` repeats the edge there, which is
+    what an image that is then inpainted wants (`lwst.stylize.apply_geometry`)."""
     if image.shape[-2:] != flow.shape[-2:]:
         raise ValueError(
             f"image {tuple(image.shape[-2:])} and flow {tuple(flow.shape[-2:])} differ"
@@ -51,7 +57,7 @@ def warp_image(image: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
         image,
         sampling_grid(flow.to(image.dtype)),
         mode=mode,
-        padding_mode="zeros",
+        padding_mode=padding,
         align_corners=True,
     )
 

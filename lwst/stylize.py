@@ -84,7 +84,9 @@ def apply_geometry(
         flow = fold_free(flow, config.warp.field)  # a scaled diffeomorphism need not be one
     flow = resize_flow(flow, height, width)
     started = time.perf_counter()
-    warped = warp_image(content, flow)
+    # Border padding: a sample within half a pixel of the edge is inside (`hole_mask`) and must
+    # not mix in black (it drew a dark seam along the edge of every hole that reaches it).
+    warped = warp_image(content, flow, padding="border")
     filled = inpaint_holes(warped, hole_mask(flow), method=config.warp.inpaint)
     return WarpOutcome(
         warped=filled.image,

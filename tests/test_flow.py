@@ -94,3 +94,31 @@ def test_flow_picture_is_an_rgb_image():
     assert picture.shape == (1, 3, 8, 8)
     assert float(picture.min()) >= 0.0 and float(picture.max()) <= 1.0
     assert np.unique(picture.numpy().reshape(3, -1), axis=1).shape[1] == 1
+
+
+def test_samples_within_half_a_pixel_of_the_edge_are_not_darkened():
+    """A sample at x = -0.4 is inside (`hole_mask`), so it is not inpainted: with border
+    padding it keeps the edge's value; with zeros it mixes in 40 % black (the dark seam the
+    warped content showed along every hole at the image's side)."""
+    image = torch.full((1, 3, 8, 12), 0.8)
+    flow = constant_flow(-0.4, 0.0, 8, 12)
+    assert not hole_mask(flow).any()
+    torch.testing.assert_close(warp_image(image, flow, padding="border"), image)
+    assert warp_image(image, flow)[0, 0, 0, 0] == pytest.approx(0.8 * 0.6)
+
+
+def test_warped_content_has_no_dark_seam_along_its_holes():
+    """End to end through `apply_geometry`: a uniform grey content pulled 3.3 px from beyond
+    the left edge comes out uniform (the three hole columns inpainted, the fringe column not
+    darkened)."""
+    from lwst.config import StylizeConfig, WarpConfig
+    from lwst.stylize import apply_geometry
+    from lwst.warping import WarpEstimate
+
+    content = torch.full((1, 3, 32, 40), 0.6)
+    estimate = WarpEstimate(flow=constant_flow(-3.3, 0.0, 32, 40), loss_before=0.0,
+                            loss_after=0.0, seconds=0.0)
+    config = StylizeConfig(warp=WarpConfig(method="none"))
+    outcome = apply_geometry(content, None, config, vgg=None, estimate=estimate)
+    assert outcome.inpainted_frac == pytest.approx(3 / 40)
+    assert float((outcome.warped - 0.6).abs().max()) < 2 / 255
