@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--pair", type=int, default=0, help="index among the held-out pairs")
     parser.add_argument("--variant", default="plain",
-                        help="plain | wct:LEVELS (e.g. 5,4) | latent | cont:WEIGHT:ITERATIONS")
+                        help="plain, wct:LEVELS (5,4), latent, cont:WEIGHT:ITERATIONS, swd:WEIGHT")
     parser.add_argument("--zscale", type=float, default=1.0, help="latent: step scale of z")
     parser.add_argument("--iterations", default="100,60,140")
     parser.add_argument("--sw", type=float, default=10.0, help="style weight (q3_f140's 10)")
