@@ -35,10 +35,10 @@ from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.estimators.optim import optimise_warp
 from lwst.estimators.parametric_fit import fit_parametric_warp
-from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
+from lwst.flow import end_point_error, resize_flow, warp_image
 from lwst.image_io import read_image
-from lwst.inpaint import inpaint_holes
 from lwst.storage import list_images
+from lwst.stylize import warp_content
 from lwst.vgg import VGG19Features, at_dtype, feature_dtype, load_vgg19
 from lwst.warping import estimate_warp
 from lwst.warpnet.split import held_out_files
@@ -191,7 +191,7 @@ def _warp_stage(size: int, steps: int, device: str, weights: str, threads: int,
     estimate = estimate_warp(content, exemplar, WarpConfig(method="optim", optim_steps=steps), vgg)
     estimated = time.perf_counter() - started
     flow = resize_flow(estimate.flow, size, size)
-    warped = inpaint_holes(warp_image(content, flow, padding="border"), hole_mask(flow)).image
+    warped = warp_content(content, flow).image
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     total = time.perf_counter() - started

@@ -31,9 +31,9 @@ from lwst.config import (
     WarpConfig,
 )
 from lwst.correlation import analysis_view, normalised_features
-from lwst.flow import flow_picture, flow_stats, hole_mask, warp_image
+from lwst.flow import flow_picture, flow_stats
 from lwst.image_io import read_image
-from lwst.inpaint import inpaint_holes
+from lwst.stylize import warp_content
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warp_safety import field_safety
 from lwst.warping import estimate_warp
@@ -101,8 +101,7 @@ def main() -> None:
         estimate = estimate_warp(content, exemplar, config, vgg)
         seconds = time.perf_counter() - started
         flow = estimate.flow
-        # as the product warps (lwst.stylize.apply_geometry): edge samples padded by the border
-        warped = inpaint_holes(warp_image(content, flow, padding="border"), hole_mask(flow)).image
+        warped = warp_content(content, flow).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
         if not args.no_sheets:
             sheet([content, exemplar, warped, flow_picture(flow)], args.panel).save(

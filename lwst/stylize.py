@@ -29,7 +29,7 @@ from lwst.flow import (
     warp_image,
 )
 from lwst.image_io import check_size, encode_image, output_format, read_image, resize_longest
-from lwst.inpaint import inpaint_holes
+from lwst.inpaint import InpaintResult, inpaint_holes
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
@@ -68,6 +68,16 @@ class StylizeResult:
     render: RenderResult | None
 
 
+def warp_content(content: Tensor, flow: Tensor, inpaint: str = "telea") -> InpaintResult:
+    """The content under ``flow`` (at its own size) with the holes the warp opens filled: the
+    product's warped content, also what the benchmarks score.
+
+    Border padding: a sample within half a pixel of the edge is inside (`hole_mask`) and must
+    not mix in black (it drew a dark seam along the edge of every hole that reaches it)."""
+    return inpaint_holes(warp_image(content, flow, padding="border"), hole_mask(flow),
+                         method=inpaint)
+
+
 def apply_geometry(
     content: Tensor, geometry: Tensor | None, config: StylizeConfig, vgg: VGG19Features,
     estimate: WarpEstimate | None = None,
@@ -84,10 +94,7 @@ def apply_geometry(
         flow = fold_free(flow, config.warp.field)  # a scaled diffeomorphism need not be one
     flow = resize_flow(flow, height, width)
     started = time.perf_counter()
-    # Border padding: a sample within half a pixel of the edge is inside (`hole_mask`) and must
-    # not mix in black (it drew a dark seam along the edge of every hole that reaches it).
-    warped = warp_image(content, flow, padding="border")
-    filled = inpaint_holes(warped, hole_mask(flow), method=config.warp.inpaint)
+    filled = warp_content(content, flow, config.warp.inpaint)
     return WarpOutcome(
         warped=filled.image,
         flow=flow,
