@@ -21,7 +21,7 @@ from lwst.flow import end_point_error
 from lwst.image_io import read_image
 from lwst.storage import list_images
 from lwst.vgg import load_vgg19
-from lwst.warpnet.bank import encode
+from lwst.warpnet.bank import FEATURE_TAP, FINE_TAP, TOP_TAP, encode_taps
 from lwst.warpnet.inference import TEST_ITERS, load_warpnet, matched_affine_starts
 from lwst.warpnet.model import upsample_flow
 from lwst.warpnet.split import held_out_files
@@ -41,8 +41,10 @@ def build_cache(data: Path, pairs: int, seed: int) -> dict:
         for i in range(pairs):
             image = analysis_view(read_image(str(files[i % len(files)])))
             pair = make_pair(image, torch.Generator().manual_seed(seed * 1000 + t * 100 + i), tier)
-            coarse, fine = encode(vgg, torch.cat([pair.content, pair.exemplar]))
-            items.append((coarse[:1], coarse[1:], fine[:1], fine[1:], pair.flow, pair.valid))
+            feats = encode_taps(vgg, torch.cat([pair.content, pair.exemplar]))
+            coarse, fine, top = feats[FEATURE_TAP], feats[FINE_TAP], feats[TOP_TAP]
+            items.append((coarse[:1], coarse[1:], fine[:1], fine[1:], pair.flow, pair.valid,
+                          top[:1], top[1:]))
         out[tier] = items
     return out
 
@@ -53,7 +55,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages_v2.pt")
+    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages_v3.pt")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,14 +76,16 @@ def main() -> None:
         overall = torch.zeros(len(names))
         for tier, items in cache.items():
             epe = torch.zeros(len(names))
-            for content, exemplar, content_fine, exemplar_fine, flow, valid in items:
+            for content, exemplar, content_fine, exemplar_fine, flow, valid, *top in items:
                 with torch.no_grad():
                     feats = (content.float(), exemplar.float(), content_fine.float(),
                              exemplar_fine.float())
-                    stages = model(*feats)
+                    tops = ({"content_top": top[0].float(), "exemplar_top": top[1].float()}
+                            if model.cfg.global_relu5 else {})
+                    stages = model(*feats, **tops)
                     volume = model.correlation(feats[1], feats[0])
                     starts = matched_affine_starts(volume, model.cfg.coarse_size)
-                    stages.append(model.estimate(*feats, starts, volume, *TEST_ITERS)[0])
+                    stages.append(model.estimate(*feats, starts, volume, *TEST_ITERS, **tops)[0])
                 preds = [torch.zeros_like(flow)] + [upsample_flow(s, ANALYSIS_SIZE) for s in stages]
                 epe += torch.tensor([float(end_point_error(p, flow, valid)) for p in preds])
             epe /= len(items)

@@ -54,10 +54,12 @@ def train_warp(
     log: str | None = None,
     init: str | None = None,
     refine_steps: tuple[int, int] | None = None,
+    global_relu5: bool | None = None,
 ) -> str:
     """Paint and encode the training images, train, and optionally export the slim checkpoint.
     The defaults are the shipped checkpoint's recipe (``TrainConfig``); ``init`` fine-tunes
-    from existing weights."""
+    from existing weights (``global_relu5=True`` adds relu5_1 to its global stage, as the
+    shipped network's third fine-tune did)."""
     cfg = TrainConfig(
         images=images,
         out=out,
@@ -81,6 +83,7 @@ def train_warp(
         log=log,
         init=init,
         refine_steps=tuple(refine_steps) if refine_steps else None,
+        global_relu5=global_relu5,
         build_cache=False,
     )
     encode_cache(cfg)

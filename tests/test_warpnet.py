@@ -55,8 +55,9 @@ def feature_map(seed: int, channels: int = 512, size: int = 32) -> torch.Tensor:
     return l2_normalise(fine + 0.3 * torch.rand(1, channels, size, size, generator=g))
 
 
-def write_tiny_bank(folder: Path, images: int = 2, variants: int = 2) -> None:
-    """Cache files in ``bank.cache_image``'s format, features warped in feature space."""
+def write_tiny_bank(folder: Path, images: int = 2, variants: int = 2, top: bool = False) -> None:
+    """Cache files in ``bank.cache_image``'s format, features warped in feature space (with
+    ``top``, relu5_1 maps too, as caches written since they were added)."""
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(1)
     names = [n for n in (f"img{i}.png" for i in range(50)) if not is_held_out(n)][:images]
@@ -66,16 +67,18 @@ def write_tiny_bank(folder: Path, images: int = 2, variants: int = 2) -> None:
         feats = torch.cat([warp_features(base, flows[v : v + 1]) for v in range(variants + 1)])
         fine_base = feature_map(100 + i, 256, 64)
         fine = torch.cat([warp_features(fine_base, flows[v : v + 1]) for v in range(variants + 1)])
-        torch.save(
-            {
-                "name": name,
-                "features": feats.half(),
-                "fine_features": fine.half(),
-                "flow": coarse_flow(flows),
-                "kinds": ["original"] + ["geometry"] * variants,
-            },
-            folder / f"{Path(name).stem}.base.pt",
-        )
+        record = {
+            "name": name,
+            "features": feats.half(),
+            "fine_features": fine.half(),
+            "flow": coarse_flow(flows),
+            "kinds": ["original"] + ["geometry"] * variants,
+        }
+        if top:
+            top_base = feature_map(200 + i, 512, 16)
+            record["top_features"] = torch.cat(
+                [warp_features(top_base, flows[v : v + 1]) for v in range(variants + 1)]).half()
+        torch.save(record, folder / f"{Path(name).stem}.base.pt")
 
 
 def test_held_out_rule_is_crc32_of_the_base_name() -> None:
@@ -287,6 +290,44 @@ def test_fine_tune_starts_from_the_given_weights_with_its_own_step_counts(tmp_pa
     assert note == f"fine-tuned from {checkpoint_id(slim)}"
 
 
+def test_a_fine_tune_can_add_relu5_1_matching_to_the_global_stage(tmp_path: Path) -> None:
+    """``global_relu5`` adds one weight, the relu5_1 share of the global matching: a fine-tune
+    keeps every other initial weight, learns that one, refuses a cache without relu5_1 in one
+    line, and the network refuses to run without relu5_1 maps."""
+    write_tiny_bank(tmp_path / "cache")
+    quiet = lambda _: None  # noqa: E731
+    slim = export_checkpoint(train(_tiny_config(tmp_path, steps=1), progress=quiet),
+                             tmp_path / "slim.pt")
+    tune = _tiny_config(tmp_path, steps=2)
+    tune.out, tune.init, tune.global_relu5 = str(tmp_path / "tune.pt"), str(slim), True
+    with pytest.raises(ValueError, match="no relu5_1 features"):
+        train(tune, progress=quiet)
+    write_tiny_bank(tmp_path / "cache", top=True)
+    tune.lr = 0.0
+    train(tune, progress=quiet)
+    tuned, start = torch.load(tune.out, weights_only=True), torch.load(slim, weights_only=True)
+    assert tuned["model_config"]["global_relu5"] is True
+    assert tuned["model"]["global_stage.relu5_mix"].item() == 0.5
+    for key, value in start["model"].items():
+        assert torch.equal(value, tuned["model"][key]), key
+    learn = _tiny_config(tmp_path, steps=3)
+    learn.out, learn.init, learn.global_relu5, learn.warmup = (
+        str(tmp_path / "learn.pt"), str(slim), True, 1)
+    train(learn, progress=quiet)
+    mix = torch.load(learn.out, weights_only=True)["model"]["global_stage.relu5_mix"].item()
+    assert mix != 0.5  # it gets a gradient
+    model = WarpNet(WarpNetConfig.from_dict(tuned["model_config"]))
+    model.load_state_dict(tuned["model"])
+    bank = load_bank(tmp_path / "cache")
+    batch = bank.batch(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="relu5_1"):
+        model(batch["content"], batch["exemplar"], batch["content_fine"], batch["exemplar_fine"])
+    flows = model(batch["content"], batch["exemplar"], batch["content_fine"],
+                  batch["exemplar_fine"], content_top=batch["content_top"],
+                  exemplar_top=batch["exemplar_top"])
+    assert flows[-1].shape == (2, 2, 64, 64) and torch.isfinite(flows[-1]).all()
+
+
 def _straight(tmp_path: Path) -> TrainConfig:
     cfg = _tiny_config(tmp_path, steps=4)
     cfg.out = str(tmp_path / "a.pt")
@@ -348,6 +389,32 @@ def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
     image = procedural_image(64)
     with pytest.raises(MissingCheckpointError, match="nowhere.pt"):
         predict_warp(image, image, load_vgg19("random"), checkpoint=tmp_path / "nowhere.pt")
+
+
+def test_a_relu5_1_matching_network_gets_relu5_1_through_the_product_path(
+        tmp_path: Path, monkeypatch) -> None:
+    """`predict_warp` encodes relu5_1 for a ``global_relu5`` network and it reaches the global
+    match: two networks that differ only in the relu5_1 share warp differently."""
+    from collections import OrderedDict
+
+    from lwst import feature_cache
+    from lwst.vgg import load_vgg19
+    from lwst.warpnet.inference import predict_warp
+
+    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    torch.manual_seed(0)
+    model = WarpNet(WarpNetConfig(global_relu5=True))
+    flows = []
+    for share in (0.0, 1.0):
+        model.global_stage.relu5_mix.data.fill_(share)
+        path = tmp_path / f"share{share}.pt"
+        torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, path)
+        g = torch.Generator().manual_seed(5)
+        pair = make_pair(procedural_image(256, seed=4), g, "geometry")
+        flow, _ = predict_warp(pair.content, pair.exemplar, load_vgg19("random"), path)
+        assert torch.isfinite(flow).all()
+        flows.append(flow)
+    assert (flows[0] - flows[1]).abs().max() > 0.1
 
 
 def test_shipped_checkpoint_beats_identity() -> None:
@@ -435,7 +502,7 @@ def test_exemplar_views_are_encoded_once_and_equal_a_fresh_encode(monkeypatch) -
 
     from lwst import feature_cache
     from lwst.vgg import load_vgg19
-    from lwst.warpnet.bank import encode
+    from lwst.warpnet.bank import encode, encode_taps
     from lwst.warpnet.inference import encode_views
 
     monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
@@ -451,8 +518,14 @@ def test_exemplar_views_are_encoded_once_and_equal_a_fresh_encode(monkeypatch) -
     assert torch.allclose(fine_e, ref_fine[3:], atol=1e-5)
     assert not torch.allclose(coarse_e[0], coarse_e[1], atol=1e-3)
     calls = []
-    monkeypatch.setattr("lwst.warpnet.inference.encode",
-                        lambda vgg, views: calls.append(len(views)) or encode(vgg, views))
+    monkeypatch.setattr("lwst.warpnet.inference.encode_taps", lambda vgg, views, top:
+                        calls.append(len(views)) or encode_taps(vgg, views, top))
     (_, again), _ = encode_views(vgg, torch.cat([c]), torch.cat([c.clone()]))
     assert calls == [1]  # the content alone: the exemplar came from the cache
     assert torch.equal(again, coarse_e[1:2])
+    # A relu5_1-matching network needs a map the remembered entry lacks: encoded again, once.
+    (_, again), _, (top_c, top_e) = encode_views(vgg, torch.cat([c]), torch.cat([c]), top=True)
+    assert calls == [1, 2] and torch.equal(again, coarse_e[1:2])
+    assert top_c.shape == (1, 512, 4, 4) and torch.equal(top_c, top_e)
+    encode_views(vgg, torch.cat([c]), torch.cat([c]), top=True)
+    assert calls == [1, 2, 1]

@@ -31,6 +31,7 @@ from lwst.warpnet.synthetic import make_pair
 
 FEATURE_TAP = "relu4_1"  # 32x32 at 256; the global stage pools it to 16x16 (see model.py)
 FINE_TAP = "relu3_1"  # 64x64 at 256: the fine stage places edges with it (see model.py)
+TOP_TAP = "relu5_1"  # 16x16 at 256: optionally matched by the global stage (see model.py)
 TARGET_SIZE = 64  # ground-truth flows and valid masks are kept at 64x64 (flows are smooth)
 DEFAULT_TIERS = ("photometric", "artistic", "artistic")
 
@@ -43,9 +44,16 @@ def image_seed(name: str, seed: int) -> int:
 def encode(vgg: VGG19Features, images: Tensor) -> tuple[Tensor, Tensor]:
     """L2-normalised relu4_1 ``(B, 512, S/8, S/8)`` and relu3_1 ``(B, 256, S/4, S/4)`` features
     of ``(B, 3, S, S)`` images (one VGG pass: relu3_1 is on the way to relu4_1)."""
-    with torch.no_grad():
-        feats = normalised_features(vgg, images.to(vgg.mean), (FINE_TAP, FEATURE_TAP))
+    feats = encode_taps(vgg, images, top=False)
     return feats[FEATURE_TAP], feats[FINE_TAP]
+
+
+def encode_taps(vgg: VGG19Features, images: Tensor, top: bool = True) -> dict[str, Tensor]:
+    """`encode`'s maps by tap name, plus relu5_1 ``(B, 512, S/16, S/16)`` with ``top`` (the same
+    VGG pass, three convolutions further)."""
+    taps = (FINE_TAP, FEATURE_TAP, TOP_TAP) if top else (FINE_TAP, FEATURE_TAP)
+    with torch.no_grad():
+        return normalised_features(vgg, images.to(vgg.mean), taps)
 
 
 def coarse_flow(flow: Tensor) -> Tensor:
@@ -75,11 +83,12 @@ def cache_image(
     pairs += [make_pair(image, generator, "artistic", painted=p) for p in painted]
     views = torch.cat([image] + [p.exemplar for p in pairs])
     flows = torch.cat([torch.zeros_like(pairs[0].flow)] + [p.flow for p in pairs])
-    coarse, fine = encode(vgg, views)
+    feats = encode_taps(vgg, views)
     record = {
         "name": path.name,
-        "features": coarse.to(torch.float16).cpu(),
-        "fine_features": fine.to(torch.float16).cpu(),
+        "features": feats[FEATURE_TAP].to(torch.float16).cpu(),
+        "fine_features": feats[FINE_TAP].to(torch.float16).cpu(),
+        "top_features": feats[TOP_TAP].to(torch.float16).cpu(),
         "flow": coarse_flow(flows).cpu(),
         "kinds": ["original", *tiers] + ["painted"] * len(painted),
     }
@@ -133,6 +142,7 @@ class FeatureBank:
     view_source: Tensor | None = None  # (N,) index into ``images`` of each view's source image
     view_kind: list[str] = field(default_factory=list)  # "original", a tier, or "painted"
     images: list[str] = field(default_factory=list)  # distinct image names (base + painted)
+    top: Tensor | None = None  # (N, 512, 16, 16) float16 relu5_1 (None: a cache without it)
 
     def __len__(self) -> int:
         return self.pair_content.numel()
@@ -158,6 +168,9 @@ class FeatureBank:
         if self.fine is not None:
             feats["content_fine"] = self.fine[content].float()
             feats["exemplar_fine"] = self.fine[exemplar].float()
+        if self.top is not None:
+            feats["content_top"] = self.top[content].float()
+            feats["exemplar_top"] = self.top[exemplar].float()
         return feats
 
 
@@ -197,7 +210,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     """Gather every ``<stem>.<tag>.pt`` under ``cache_dir`` and enumerate the ordered pairs."""
     from lwst.warpnet.split import is_held_out
 
-    feats, fines, flows, valids, cont, exem, kinds, names = [], [], [], [], [], [], [], []
+    feats, fines, tops, flows, valids, cont, exem, kinds, names = ([] for _ in range(9))
     view_source, view_kind, images = [], [], {}
     offset = 0
     for file in sorted(cache_dir.glob("*.pt")):
@@ -215,6 +228,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         flow, valid = relative_flow(rec["flow"][a_t], rec["flow"][b_t])
         feats.append(rec["features"])
         fines.append(rec.get("fine_features"))
+        tops.append(rec.get("top_features"))
         flows.append(flow)
         valids.append(valid)
         cont.append(a_t + offset)
@@ -237,6 +251,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         torch.tensor(view_source),
         view_kind,
         list(images),
+        None if any(t is None for t in tops) else torch.cat(tops),
     )
 
 

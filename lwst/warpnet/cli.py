@@ -112,6 +112,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar=("RELU4_1", "RELU3_1"),
         help="refinement steps to train with (default: the architecture's, 3 and 2)",
     )
+    p.add_argument(
+        "--global-relu5",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the global stage also matches relu5_1 features (default: the architecture's; "
+        "off for a new network); needs a cache written with relu5_1",
+    )
     p.add_argument("--log", help="append per-step losses to this CSV")
     p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every)
     p.set_defaults(handler=cmd_train_warp)
@@ -145,6 +152,7 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         resume=args.resume,
         init=args.init,
         refine_steps=tuple(args.refine_steps) if args.refine_steps else None,
+        global_relu5=args.global_relu5,
         log=args.log,
         checkpoint_every=args.checkpoint_every,
         original_content=args.original_content,

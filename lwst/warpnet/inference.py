@@ -26,7 +26,7 @@ from lwst.estimators.parametric_fit import (
 from lwst.flow import resize_flow, warp_image
 from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.vgg import VGG19Features
-from lwst.warpnet.bank import encode
+from lwst.warpnet.bank import FEATURE_TAP, FINE_TAP, TOP_TAP, encode, encode_taps
 from lwst.warpnet.model import WarpNet, WarpNetConfig, upsample_flow
 
 CHECKPOINT_NAME = "warpnet.pt"
@@ -107,33 +107,36 @@ def matched_affine_starts(volume: CorrelationVolume, grid: int, seed: int = 0) -
     return torch.cat(starts)[:, None]
 
 
-def encode_views(vgg: VGG19Features, contents: Tensor, exemplars: Tensor,
-                 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+Pair = tuple[Tensor, Tensor]  # (content, exemplar) maps of one tap
+
+
+def encode_views(vgg: VGG19Features, contents: Tensor, exemplars: Tensor, top: bool = False,
+                 ) -> tuple[Pair, Pair] | tuple[Pair, Pair, Pair]:
     """Float `encode` features of ``(B, 3, S, S)`` content and exemplar views, as
-    ``(content, exemplar)`` pairs of relu4_1 and of relu3_1 maps, in one VGG pass.
+    ``(content, exemplar)`` pairs of relu4_1 and of relu3_1 maps (and of relu5_1 with
+    ``top``, for a ``global_relu5`` network), in one VGG pass.
 
     A dataset bends many contents into few geometry exemplars, so an exemplar view's features
     are remembered across batches by its bytes (`lwst.feature_cache`); only the contents and
     the exemplars not seen before are encoded.
     """
     b = len(contents)
-    content_pass: list[tuple[Tensor, Tensor]] = []
+    names = [FEATURE_TAP, FINE_TAP] + ([TOP_TAP] if top else [])
+    content_pass: list[dict[str, Tensor]] = []
 
-    def encode_float(views: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            coarse, fine = encode(vgg, views)
-        return coarse.float(), fine.float()
+    def encode_float(views: Tensor) -> dict[str, Tensor]:
+        return {k: v.float() for k, v in encode_taps(vgg, views, top).items()}
 
     def with_contents(unseen: Tensor) -> dict[str, Tensor]:
         # the contents ride along in the unseen exemplars' pass: one VGG pass in all
-        coarse, fine = encode_float(torch.cat([contents, unseen]))
-        content_pass.append((coarse[:b], fine[:b]))
-        return {"coarse": coarse[b:], "fine": fine[b:]}
+        feats = encode_float(torch.cat([contents, unseen]))
+        content_pass.append({k: v[:b] for k, v in feats.items()})
+        return {k: v[b:] for k, v in feats.items()}
 
-    views = feature_cache.remembered_rows(vgg, exemplars, ("warp-view",), with_contents)
-    coarse_c, fine_c = content_pass[0] if content_pass else encode_float(contents)
-    return ((coarse_c, torch.cat([v["coarse"] for v in views])),
-            (fine_c, torch.cat([v["fine"] for v in views])))
+    views = feature_cache.remembered_rows(vgg, exemplars, ("warp-view", *names[2:]),
+                                          with_contents)
+    own = content_pass[0] if content_pass else encode_float(contents)
+    return tuple((own[k], torch.cat([v[k] for v in views])) for k in names)
 
 
 # The symmetric views the network estimates on are `lwst.config.WARP_VIEWS` (transposed needs
@@ -179,16 +182,19 @@ def view_flow(flow: Tensor, view: str) -> Tensor:
 
 
 def _network_flow(
-    model: WarpNet, coarse: tuple[Tensor, Tensor], fine: tuple[Tensor, Tensor], verify: bool,
+    model: WarpNet, coarse: Pair, fine: Pair, verify: bool,
     steps: tuple[int, int] | None, details: dict[str, Tensor] | None, seed: int,
+    top: Pair | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The network's flow on its fine grid and its matched-affine starts (None unverified)."""
+    top = top or (None, None)
     with torch.no_grad():
         volume = model.correlation(coarse[1], coarse[0])
         starts = matched_affine_starts(volume, model.cfg.coarse_size, seed) if verify else None
         iters, fine_iters = TEST_ITERS if steps is None else steps
         flow, _ = model.estimate(coarse[0], coarse[1], fine[0], fine[1], starts, volume,
-                                 iters, fine_iters, details=details)
+                                 iters, fine_iters, details=details,
+                                 content_top=top[0], exemplar_top=top[1])
     return flow, starts
 
 
@@ -274,7 +280,8 @@ def predict_warp(
     resized = contents.shape[-2:] != content256.shape[-2:]
     flows, all_starts, per_view, exemplar_relu4_1 = [], [], [], None
     for view in WARP_VIEWS[:views]:
-        coarse, fine = encode_views(vgg, view_image(contents, view), view_image(exemplars, view))
+        coarse, fine, *top = encode_views(vgg, view_image(contents, view),
+                                          view_image(exemplars, view), model.cfg.global_relu5)
         seen: dict[str, Tensor] | None = None
         if diagnostics is not None:
             seen = diagnostics if view == "identity" else {}
@@ -283,7 +290,8 @@ def predict_warp(
             exemplar_relu4_1 = coarse[1]
             if diagnostics is not None and not resized:  # the warp guard's before-view, free
                 diagnostics["relu4_1"] = (coarse[0], coarse[1], vgg.mean.dtype)
-        flow, starts = _network_flow(model, coarse, fine, verify, steps, seen, seed)
+        flow, starts = _network_flow(model, coarse, fine, verify, steps, seen, seed,
+                                     top[0] if top else None)
         flows.append(view_flow(flow, view))
         if starts is not None:
             all_starts.append(view_flow(starts.flatten(0, 1), view).view_as(starts))

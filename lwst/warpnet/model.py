@@ -70,9 +70,13 @@ class WarpNetConfig:
     fine_dim: int = 256  # relu3_1 channels
     fine_project: int = 32  # learned 1x1 projection before the 49-offset correlation (its cost)
     fine_radius: int = 3  # 7x7 window of 4-px cells
+    # The global stage also matches relu5_1 (16x16 at 256, as the pooled relu4_1 grid): its
+    # similarity is mixed into the matching by a learned weight (`GlobalStage`).
+    global_relu5: bool = False
 
-    # Fields added after checkpoints were written, with the value that reproduces those.
-    LEGACY = {"fine_iters": 0}  # class constant (no annotation: not a field)
+    # Fields added after checkpoints were written, with the value that reproduces those (a
+    # class constant: no annotation, so not a field).
+    LEGACY = {"fine_iters": 0, "global_relu5": False}
 
     @classmethod
     def from_dict(cls, values: dict) -> WarpNetConfig:
@@ -174,11 +178,22 @@ class GlobalStage(nn.Module):
         )
         self.flow_scale = cfg.coarse_size / 4
         self.iters, self.scale = cfg.affine_iters, cfg.affine_scale
+        if cfg.global_relu5:
+            # Share of the relu5_1 cosine in the matching similarity; 0.5 at the start, where
+            # the relu4_1-trained network already gains from it on real pairs (model card).
+            self.relu5_mix = nn.Parameter(torch.tensor(0.5))
 
-    def forward(self, content: Tensor, exemplar: Tensor) -> tuple[Tensor, Tensor]:
-        """Coarse features ``(B, C, h, w)`` -> (affine flow, corrected dense flow), grid pixels."""
+    def forward(self, content: Tensor, exemplar: Tensor, content_top: Tensor | None = None,
+                exemplar_top: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Coarse features ``(B, C, h, w)`` (and, with ``global_relu5``, L2-normalised relu5_1
+        maps of the same grid) -> (affine flow, corrected dense flow), grid pixels."""
         b, _, h, w = exemplar.shape
         similarity = torch.einsum("bck,bcl->bkl", content.flatten(2), exemplar.flatten(2))
+        if hasattr(self, "relu5_mix"):
+            if content_top is None or exemplar_top is None:
+                raise ValueError("this warp network matches relu5_1 too: pass relu5_1 features")
+            top = torch.einsum("bck,bcl->bkl", content_top.flatten(2), exemplar_top.flatten(2))
+            similarity = similarity + self.relu5_mix * (top - similarity)
         prob = dual_softmax(similarity.view(b, -1, h, w), self.log_temperature.exp())
         matches, confidence = soft_argmax_flow(prob)
         flow0 = robust_affine_flow(matches, confidence, self.iters, self.scale)
@@ -235,15 +250,20 @@ class WarpNet(nn.Module):
         content_fine: Tensor | None = None,
         exemplar_fine: Tensor | None = None,
         iters: int | None = None,
+        content_top: Tensor | None = None,
+        exemplar_top: Tensor | None = None,
     ) -> list[Tensor]:
         """L2-normalised relu4_1 ``(B, 512, 32, 32)`` (and, with a fine stage, relu3_1
         ``(B, 256, 64, 64)``) features -> every intermediate flow.
 
-        Returns ``[affine, global, refined_1 .. refined_iters, fine_1 .. fine_iters]``, in
-        pixels of the grid each sits on (32x32, then 64x64); the last one is the estimate.
+        With ``global_relu5``, also relu5_1 ``(B, 512, 16, 16)`` (``content_top``,
+        ``exemplar_top``). Returns ``[affine, global, refined_1 .. refined_iters, fine_1 ..
+        fine_iters]``, in pixels of the grid each sits on (32x32, then 64x64); the last one is
+        the estimate.
         """
         size = self.cfg.fine_size
-        flow0, flow_g = self.global_stage(pool_features(content), pool_features(exemplar))
+        flow0, flow_g = self.global_stage(pool_features(content), pool_features(exemplar),
+                                          content_top, exemplar_top)
         flows = [resize_flow(flow0, size, size), resize_flow(flow_g, size, size)]
         volume = self.correlation(exemplar, content)
         context, h = self._context_and_state(self.context(exemplar))
@@ -266,6 +286,8 @@ class WarpNet(nn.Module):
         iters: int | None = None,
         fine_iters: int | None = None,
         details: dict[str, Tensor] | None = None,
+        content_top: Tensor | None = None,
+        exemplar_top: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Inference with hypothesise-and-verify: the final flow ``(B, 2, 64, 64)`` and which
         start won ``(B,)`` (0: the network's own global estimate).
@@ -282,12 +304,14 @@ class WarpNet(nn.Module):
         (``lwst.warp_confidence``): ``agreement (B, K)`` (-inf where a start was dropped),
         ``identity_agreement (B,)`` (the same cosine unwarped), ``gap (B, K)`` (mean distance
         in analysis px of each start's relu4_1-stage flow from the network's own), ``present``.
+        ``content_top`` / ``exemplar_top``: relu5_1 maps, for a ``global_relu5`` network.
         Why: the global match is the network's single point of failure (a wrong start
         the local windows cannot recover from), and a second, independent start costs one
         more pass through the small refinement loop, not another VGG pass.
         """
         b, size = content.shape[0], self.cfg.fine_size
-        _, flow_g = self.global_stage(pool_features(content), pool_features(exemplar))
+        _, flow_g = self.global_stage(pool_features(content), pool_features(exemplar),
+                                      content_top, exemplar_top)
         hypotheses = flow_g[:, None]
         if starts is not None:
             hypotheses = torch.cat([hypotheses, starts.to(flow_g)], 1)

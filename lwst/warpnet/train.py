@@ -76,6 +76,9 @@ class TrainConfig:
     init: str | None = None
     # (relu4_1 steps, relu3_1 steps) to train with; None keeps the architecture's.
     refine_steps: tuple[int, int] | None = None
+    # True: the global stage also matches relu5_1 (a fine-tune adds its mixing weight to the
+    # initial weights); None keeps the architecture's. Needs a cache with relu5_1 features.
+    global_relu5: bool | None = None
     log: str | None = None
     checkpoint_every: int = 100
     refresh_bank_every: int = 0  # >0: reload the cache (grown by another process) every N steps
@@ -228,7 +231,19 @@ def model_config(cfg: TrainConfig, init: dict | None = None) -> WarpNetConfig:
     arch = dict(init["model_config"]) if init is not None else dict(cfg.model)
     if cfg.refine_steps is not None:
         arch["iters"], arch["fine_iters"] = cfg.refine_steps
+    if cfg.global_relu5 is not None:
+        arch["global_relu5"] = cfg.global_relu5
     return WarpNetConfig.from_dict(arch)
+
+
+def load_initial_weights(model: WarpNet, weights: dict[str, Tensor]) -> None:
+    """Load a fine-tune's starting weights; the one module an architecture change may add (the
+    global stage's relu5_1 mixing weight) keeps its own initial value."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    added = {"global_stage.relu5_mix"}
+    if unexpected or set(missing) - added:
+        raise ValueError(f"initial weights do not fit the network: missing {missing}, "
+                         f"unexpected {unexpected}")
 
 
 def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
@@ -243,6 +258,9 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         prepare_bank(cfg, progress)
     device = torch.device(cfg.device)
     bank = load_bank(Path(cfg.cache_dir))
+    if bank.top is None and (cfg.global_relu5 or cfg.model.get("global_relu5")):
+        raise ValueError(f"the cache {cfg.cache_dir} has no relu5_1 features (written before "
+                         "they were cached): encode it again into a new --cache-dir")
     progress(f"bank: {len(bank.images)} images in {len(bank.names)} records, "
              f"{bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
@@ -252,7 +270,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     model = WarpNet(arch).to(device)
     fine_tuned_from = None
     if init is not None:
-        model.load_state_dict(init["model"])
+        load_initial_weights(model, init["model"])
         fine_tuned_from = checkpoint_id(Path(cfg.init))
         progress(f"fine-tuning from {cfg.init} (trained {init.get('step', '?')} steps)")
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -315,7 +333,8 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
             batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
         batch = {k: v.to(device) for k, v in batch.items()}
         flows = model(batch["content"], batch["exemplar"],
-                      batch.get("content_fine"), batch.get("exemplar_fine"))
+                      batch.get("content_fine"), batch.get("exemplar_fine"),
+                      content_top=batch.get("content_top"), exemplar_top=batch.get("exemplar_top"))
         # Cross-image items have no valid pixels, so only synthetic ones enter the flow loss.
         flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
         weak_items = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1])
