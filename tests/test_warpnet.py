@@ -316,6 +316,13 @@ def test_a_fine_tune_can_add_relu5_1_matching_to_the_global_stage(tmp_path: Path
     train(learn, progress=quiet)
     mix = torch.load(learn.out, weights_only=True)["model"]["global_stage.relu5_mix"].item()
     assert mix != 0.5  # it gets a gradient
+    # A fine-tune of a relu5_1 network inherits the architecture, so an old cache is refused too.
+    write_tiny_bank(tmp_path / "old_cache")
+    inherit = _tiny_config(tmp_path, steps=1)
+    inherit.out, inherit.cache_dir = str(tmp_path / "inherit.pt"), str(tmp_path / "old_cache")
+    inherit.init = str(export_checkpoint(learn.out, tmp_path / "learn_slim.pt"))
+    with pytest.raises(ValueError, match="no relu5_1 features"):
+        train(inherit, progress=quiet)
     model = WarpNet(WarpNetConfig.from_dict(tuned["model_config"]))
     model.load_state_dict(tuned["model"])
     bank = load_bank(tmp_path / "cache")

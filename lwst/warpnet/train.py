@@ -258,14 +258,14 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         prepare_bank(cfg, progress)
     device = torch.device(cfg.device)
     bank = load_bank(Path(cfg.cache_dir))
-    if bank.top is None and (cfg.global_relu5 or cfg.model.get("global_relu5")):
-        raise ValueError(f"the cache {cfg.cache_dir} has no relu5_1 features (written before "
-                         "they were cached): encode it again into a new --cache-dir")
     progress(f"bank: {len(bank.images)} images in {len(bank.names)} records, "
              f"{bank.features.shape[0]} views, {len(bank)} pairs")
     torch.manual_seed(cfg.seed)
     init = read_checkpoint(cfg.init) if cfg.init else None
     arch = model_config(cfg, init)
+    if arch.global_relu5 and bank.top is None:
+        raise ValueError(f"the cache {cfg.cache_dir} has no relu5_1 features (written before "
+                         "they were cached): encode it again into a new --cache-dir")
     cfg.model = arch.to_dict()  # what was trained, recorded in checkpoints
     model = WarpNet(arch).to(device)
     fine_tuned_from = None
