@@ -6,7 +6,8 @@ ambiguity) and scores the shipped confidence beside the one it replaced (2026-12
 ``clip(gain / 0.06) x max(0, 1 - raw_folds / 0.25) x (1 - ambiguity / 2)``): Spearman rank
 correlation with the EPE of the network's own field per tier and pooled (negative = failures
 ranked low), the area under the ROC curve of "EPE > 5 px" for a low confidence, and, on the
-real pairs, Spearman with the alignment gain.
+real pairs, Spearman with the alignment gain. Rows recorded before `area_spread` existed score
+the melt term as 1 (no melt).
 
     .venv/bin/python benchmarks/confidence_ranking.py \
         --synthetic benchmarks/results/warp_safety_seed{2,3,4}_p12_nofallback_cpu.json \
@@ -33,9 +34,16 @@ def previous(row: dict) -> float:
     return gain_term * max(0.0, 1.0 - row["raw_fold"] / 0.25) * (1.0 - 0.5 * row["ambiguity"])
 
 
-def shipped(row: dict) -> float:
+def without_melt(row: dict) -> float:
+    """The confidence until 2026-12-06 (eighth session): the shipped one without its melt term."""
     return warp_confidence(row["cos_after"] - row["cos_before"], row["raw_fold"],
                            row["ambiguity"], row["cos_after"] / row["cos_ceiling"])
+
+
+def shipped(row: dict) -> float:
+    return warp_confidence(row["cos_after"] - row["cos_before"], row["raw_fold"],
+                           row["ambiguity"], row["cos_after"] / row["cos_ceiling"],
+                           row.get("area_spread") or 0.0)
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -63,7 +71,8 @@ def main() -> None:
     parser.add_argument("--synthetic", type=Path, nargs="+", required=True)
     parser.add_argument("--real", type=Path)
     args = parser.parse_args()
-    scores: dict[str, Callable[[dict], float]] = {"before": previous, "now": shipped}
+    scores: dict[str, Callable[[dict], float]] = {
+        "2026-12-03": previous, "no melt term": without_melt, "now": shipped}
     print("| pairs | confidence | geometry | photometric | artistic | pooled | AUC (EPE > 5 px) "
           "| failures: confidence (EPE) |")
     print("|---|---|---:|---:|---:|---:|---:|---|")

@@ -114,6 +114,7 @@ def main() -> None:
                          confidence=estimate.confidence, applied=estimate.applied,
                          cos_before=estimate.cos_before, cos_after=estimate.cos_after,
                          ambiguity=estimate.ambiguity, cos_ceiling=estimate.cos_ceiling,
+                         area_spread=estimate.area_spread,
                          refined=bool(estimate.refined), seconds=seconds))
         print(f"{name}: cos {before:.3f} -> {after:.3f}, warp {stats.mean_px:.1f} px, "
               f"folds {estimate.raw_fold_frac:.4f} -> {safety.fold_frac:.4f}, confidence "
@@ -136,13 +137,14 @@ def table(rows: list[dict], warpnet_id: str | None, vgg_source: str, config: War
         f"{config.min_confidence}; 256x256 analysis views.",
         "",
         "| pair | cos unwarped | cos warped | change | mean warp (px @256) | folds raw -> applied "
-        "| stretch | confidence | applied | seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| stretch | melt (area spread) | confidence | applied | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     lines += [
         f"| [{r['name']}]({r['name']}.png) | {r['before']:.3f} | {r['after']:.3f} | "
         f"{r['after'] - r['before']:+.3f} | {r['mean_px']:.1f} | {r['raw_fold']:.3f} -> "
-        f"{r['fold']:.4f} | {r['stretch']:.4f} | {r['confidence']:.2f} | {r['applied']} | "
+        f"{r['fold']:.4f} | {r['stretch']:.4f} | {r['area_spread']:.2f} | "
+        f"{r['confidence']:.2f} | {r['applied']} | "
         f"{r['seconds']:.2f} |"
         for r in rows
     ]
@@ -152,7 +154,7 @@ def table(rows: list[dict], warpnet_id: str | None, vgg_source: str, config: War
     worse = sum(r["after"] < r["before"] - 1e-6 for r in rows)
     lines += [
         f"| **mean ({n} pairs)** | {mean_b:.3f} | {mean_a:.3f} | {mean_a - mean_b:+.3f} | | "
-        f"max {max(r['fold'] for r in rows):.4f} | | | | |",
+        f"max {max(r['fold'] for r in rows):.4f} | | | | | |",
         "",
         f"Better aligned than unwarped on {better}/{n} pairs, worse on {worse}; largest fold "
         f"share {max(r['fold'] for r in rows):.4f}.",

@@ -60,6 +60,9 @@ SCHEMA = pa.schema(
         # The learned network's view of the pair whose field was kept: identity, mirror, flip or
         # transpose (--warp-views; lwst.warpnet.inference.predict_warp). Null for other methods.
         ("warp_view", pa.string()),
+        # lwst.warp_safety.area_spread of the field the confidence judged (256x256 analysis
+        # field, before any fallback): a melted field has a high one (docs/method.md).
+        ("warp_melt", pa.float64()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

@@ -104,6 +104,7 @@ def low_confidence(records: list[dict[str, Any]], threshold: float) -> list[dict
         rows.append({"id": r["id"], "warp_confidence": round(confidence, 3),
                      "warp_applied": applied, "warp_fold_frac": r.get("warp_fold_frac"),
                      "warp_stretch_frac": r.get("warp_stretch_frac"),
+                     "warp_melt": r.get("warp_melt"),
                      "warp_mean_px": r.get("warp_mean_px"), "content": r.get("content"),
                      "geometry": r.get("geometry")})
     return rows

@@ -162,7 +162,7 @@ def fill_record(
             warpnet_id=w.estimate.warpnet_id, warp_confidence=w.estimate.confidence,
             warp_applied=w.estimate.applied, warp_fold_frac=w.safety.fold_frac,
             warp_stretch_frac=w.safety.stretch_frac, warp_refined=w.estimate.refined,
-            warp_view=w.estimate.view,
+            warp_view=w.estimate.view, warp_melt=w.estimate.area_spread,
         )
     if result.render is not None:
         r = result.render

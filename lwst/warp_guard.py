@@ -19,7 +19,11 @@ Signals (all from the two 256x256 views and the field, no ground truth):
   borders (10-17 % on good fields), only a field that tore folds more;
 - **hypothesis disagreement** (learned network): the two starts of the vote (the network's own
   global match and the matched affine) refined to different fields that the vote could hardly
-  tell apart, i.e. the evidence is ambiguous.
+  tell apart, i.e. the evidence is ambiguous;
+- **melted field**: the spread of the local area change of the field (after it is made
+  fold-free) where it samples inside the image (`lwst.warp_safety.area_spread`), counted only
+  beyond `MELT_START`: a field that swirls the content into streaks raises the alignment figure
+  (streaks of the content's features land on many exemplar cells) while it ruins the image.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ REACHED_LOW, REACHED_HIGH = 0.5, 1.2
 TORN_FOLDS_START, TORN_FOLDS_END = 0.18, 0.25
 AMBIGUOUS_PX = 16.0
 AMBIGUOUS_COS = 0.01
+# A fold-free field whose log area change spreads from MELT_START to MELT_END (standard
+# deviation, inside the image) has melted the content (docs/benchmarks.md, "Melted fields").
+MELT_START, MELT_END = 0.45, 0.65
 DAMP = 0.5  # the damped fallback's share of the field
 
 
@@ -128,18 +135,20 @@ def ambiguity(details: dict[str, Tensor] | None, item: int) -> float:
 
 
 def warp_confidence(gain: float, raw_fold_frac: float, ambiguous: float = 0.0,
-                    reached: float = 1.0) -> float:
+                    reached: float = 1.0, area_spread: float = 0.0) -> float:
     """Confidence in [0, 1]: ``clip(gain / GAIN_SCALE) x clip((reached - REACHED_LOW) /
     (REACHED_HIGH - REACHED_LOW)) x clip(1 - (folds - TORN_FOLDS_START) / (TORN_FOLDS_END -
-    TORN_FOLDS_START)) x (1 - ambiguous / 2)``, ``reached`` = cos_after / cos_ceiling; no
-    gain, no reached alignment or a torn field give 0."""
-    if not (math.isfinite(gain) and math.isfinite(reached)):
+    TORN_FOLDS_START)) x (1 - ambiguous / 2) x clip(1 - (area_spread - MELT_START) / (MELT_END
+    - MELT_START))``, ``reached`` = cos_after / cos_ceiling; no gain, no reached alignment, a
+    torn field or a melted one give 0."""
+    if not all(math.isfinite(v) for v in (gain, reached, area_spread)):
         return 0.0
     gain_term = _unit(gain / GAIN_SCALE)
     reached_term = _unit((reached - REACHED_LOW) / (REACHED_HIGH - REACHED_LOW))
     torn_term = _unit(1.0 - (raw_fold_frac - TORN_FOLDS_START)
                       / (TORN_FOLDS_END - TORN_FOLDS_START))
-    return gain_term * reached_term * torn_term * (1.0 - 0.5 * ambiguous)
+    melt_term = _unit(1.0 - (area_spread - MELT_START) / (MELT_END - MELT_START))
+    return gain_term * reached_term * torn_term * (1.0 - 0.5 * ambiguous) * melt_term
 
 
 def _unit(value: float) -> float:

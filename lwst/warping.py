@@ -52,6 +52,8 @@ class WarpEstimate:
     cos_ceiling: float | None = None  # AlignmentFigures.cos_ceiling: the best any warp could do
     refined: bool | None = None  # lwst.photometric_refine kept DIS's refinement of the field
     view: str | None = None  # the learned network's view whose field won (WARP_VIEWS)
+    # lwst.warp_safety.area_spread of the field the confidence judged (before any fallback)
+    area_spread: float | None = None
     # The estimator's own field before repair and fallback: for benchmarks, never saved.
     raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
 
@@ -130,7 +132,8 @@ def estimate_warps(
     known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
     figures = alignment_figures(vgg, content_v, exemplar_v, flows, known)
     ambiguous = [ambiguity(details, i) for i in range(len(figures))]
-    confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i], f.reached)
+    spreads = [s.area_spread for s in field_safety(flows)]
+    confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i], f.reached, spreads[i])
                   for i, f in enumerate(figures)]
     applied = [config.method] * len(figures)
     if config.method != "none" and config.fallback != "none":
@@ -142,7 +145,8 @@ def estimate_warps(
     seconds = (time.perf_counter() - started) / len(contents)
     return [WarpEstimate(flows[i : i + 1], f.loss_before, f.loss_after, seconds, warpnet_id,
                          confidence[i], applied[i], raw_folds[i], f.cos_before, f.cos_after,
-                         ambiguous[i], f.cos_ceiling, refined[i], views[i], raw[i : i + 1])
+                         ambiguous[i], f.cos_ceiling, refined[i], views[i], spreads[i],
+                         raw[i : i + 1])
             for i, f in enumerate(figures)]
 
 

@@ -273,6 +273,7 @@ def test_warp_safety_columns_filled_and_low_confidence_warned(tmp_path, capsys, 
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["warp_applied"] == "learned" and 0.3 <= record["warp_confidence"] <= 1.0  # easy
     assert record["warp_fold_frac"] <= 0.005 and 0.0 <= record["warp_stretch_frac"] <= 1.0
+    assert 0.0 < record["warp_melt"] < 0.45  # a smooth synthetic warp does not melt
     assert "warning" not in capsys.readouterr().err
     monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.05)
     assert main([*args, "--out", str(tmp_path / "b.png"), "--metadata-out",

@@ -82,6 +82,7 @@ def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: P
     full = rows_by_id["full"]  # warp safety figures (issue 11), filled end to end
     assert 0.0 <= full["warp_confidence"] <= 1.0 and full["warp_fold_frac"] <= 0.005
     assert full["warp_stretch_frac"] is not None
+    assert full["warp_melt"] > 0.0  # carried from the batched estimate to the item's record
     assert full["warp_applied"] in ("affine", "damp", "none")
     assert rows_by_id["plain"]["warp_confidence"] is None  # no geometry: no warp figures
     from PIL import Image

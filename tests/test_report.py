@@ -13,6 +13,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _record(item_id, confidence, applied, method="learned"):
     return {"id": item_id, "status": "ok", "warp_confidence": confidence, "warp_applied": applied,
             "warp_fold_frac": 0.0, "warp_stretch_frac": 0.01, "warp_mean_px": 3.0,
+            "warp_melt": 0.3,
             "content": "c.png", "geometry": "g.png", "params": json.dumps({"warp_method": method})}
 
 
@@ -23,6 +24,7 @@ def test_low_confidence_lists_low_and_fallback_items_only():
     rows = low_confidence(records, 0.3)
     assert [r["id"] for r in rows] == ["fell", "low"]
     assert rows[0]["warp_applied"] == "damp" and rows[1]["warp_confidence"] == 0.1
+    assert rows[0]["warp_melt"] == 0.3
 
 
 def test_sheet_has_one_captioned_row_per_item_with_four_panels(tmp_path):

@@ -11,6 +11,7 @@ from lwst.config import WarpConfig
 from lwst.flow import base_grid
 from lwst.warp_guard import warp_confidence
 from lwst.warp_safety import (
+    area_spread,
     exp_field,
     field_safety,
     fold_free,
@@ -95,6 +96,27 @@ def test_a_fitted_field_is_fold_free_and_a_batch_fits_as_its_items():
     assert torch.allclose(fitted[1:], alone, atol=0.05)
 
 
+def test_area_spread_is_zero_for_an_affine_and_large_for_a_melting_field():
+    """A large rotation-and-zoom changes area uniformly (spread 0, also where it samples
+    outside the image); a fold-free swirl that grows and shrinks neighbouring regions does not.
+    Only pixels that sample inside the image count."""
+    size = 64
+    grid = base_grid(size, size)
+    centred = grid - (size - 1) / 2
+    zoom = torch.tensor([[0.6, -0.5], [0.5, 0.6]])  # |det| 0.61, points far outside the image
+    affine = torch.einsum("ij,bjhw->bihw", zoom, centred) + (size - 1) / 2 - grid
+    assert float(area_spread(affine)[0]) == pytest.approx(0.0, abs=1e-4)
+    melt = exp_field(folding_field(size, amplitude=6.0))
+    assert field_safety(melt)[0].fold_frac == 0.0
+    spread = float(area_spread(melt)[0])
+    assert spread > 0.65  # beyond MELT_END: confidence 0
+    assert field_safety(melt)[0].area_spread == pytest.approx(spread)
+    # The same melt where the map samples outside the image (a hole) does not count.
+    outside = melt + torch.tensor([3.0 * size, 0.0]).view(1, 2, 1, 1)
+    assert field_safety(outside)[0].stretch_frac > 0  # the whole-image figure sees it
+    assert float(area_spread(outside)[0]) == 0.0
+
+
 def test_confidence_is_in_unit_range_and_ranks_the_obvious_cases():
     good = warp_confidence(gain=0.1, raw_fold_frac=0.12, reached=1.0)
     torn = warp_confidence(gain=0.1, raw_fold_frac=0.22, reached=1.0)
@@ -106,6 +128,11 @@ def test_confidence_is_in_unit_range_and_ranks_the_obvious_cases():
     assert warp_confidence(0.1, 0.0, reached=0.4) == 0.0  # reached none of the reachable
     assert warp_confidence(float("nan"), 0.0) == 0.0
     assert warp_confidence(0.1, 0.0, reached=float("nan")) == 0.0
+    melting = warp_confidence(gain=0.1, raw_fold_frac=0.12, reached=1.0, area_spread=0.55)
+    assert 0.0 < melting < good
+    assert warp_confidence(0.1, 0.12, reached=1.0, area_spread=0.4) == good  # below MELT_START
+    assert warp_confidence(0.1, 0.12, reached=1.0, area_spread=0.7) == 0.0  # melted
+    assert warp_confidence(0.1, 0.12, reached=1.0, area_spread=float("nan")) == 0.0
 
 
 def test_the_ceiling_is_the_best_cell_match_and_a_true_warp_reaches_it(synthetic_pair):
@@ -148,6 +175,11 @@ def test_fallback_applies_below_the_threshold_and_only_there(synthetic_pair, mon
                                  WarpConfig(method="tps", min_confidence=0.0), vgg)
     assert kept.applied == "tps" and 0.0 <= kept.confidence <= 1.0
     assert field_safety(kept.flow)[0].fold_frac == 0.0
+    # The confidence judged the applied field's melt figure, reported with the estimate.
+    assert kept.area_spread == pytest.approx(float(area_spread(kept.flow)[0]), abs=1e-6)
+    assert kept.confidence == pytest.approx(warp_confidence(
+        kept.cos_after - kept.cos_before, kept.raw_fold_frac, kept.ambiguity,
+        kept.cos_after / kept.cos_ceiling, kept.area_spread))
     monkeypatch.setattr(warping, "warp_confidence", lambda *a, **k: 0.05)
     damped = warping.estimate_warp(pair.content, pair.exemplar,
                                    WarpConfig(method="tps", fallback="damp", min_confidence=0.1),
@@ -277,8 +309,11 @@ def test_warp_field_fitted_through_the_cli(tmp_path):
 @pytest.mark.parametrize("row", range(3))
 def test_every_demo_pair_is_warped_without_folds(tmp_path, row):
     """A newcomer's first run (`make demo`: manifests/example.csv at 256 px) shows what the warp
-    is for: every demo pair gets the learned field, above the fallback threshold, fold-free.
-    Guards the demo against a new network or default that would leave a row unwarped."""
+    is for: every demo pair is visibly warped, fold-free. The two pairs made from their own
+    content get the learned field above the fallback threshold; the astronaut onto another
+    woman's portrait gets the damped field (the network's own melts the face: README, "Quick
+    start"). Guards the demo against a new network or default that would leave a row
+    unwarped."""
     import json
 
     from lwst.cli import main
@@ -293,6 +328,10 @@ def test_every_demo_pair_is_warped_without_folds(tmp_path, row):
                  "--flow-out", str(tmp_path / "warp.flo"),
                  "--metadata-out", str(metadata)]) == 0
     record = json.loads(metadata.read_text())
-    assert record["warp_applied"] == "learned", (item.id, record["warp_confidence"])
-    assert record["warp_confidence"] >= WarpConfig().min_confidence
+    if item.id.startswith("astronaut"):
+        assert record["warp_applied"] == "damp", (item.id, record["warp_confidence"])
+    else:
+        assert record["warp_applied"] == "learned", (item.id, record["warp_confidence"])
+        assert record["warp_confidence"] >= WarpConfig().min_confidence
+    assert record["warp_mean_px"] >= 2.0  # visibly warped (the cat: 3.3 px at 256)
     assert record["warp_fold_frac"] <= 0.005
