@@ -47,26 +47,21 @@ def jacobian_determinant(flow: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class FieldSafety:
-    """Share of pixels that fold (det <= 0) and that stretch (0 < det outside [1/4, 4]), and
-    the spread of the area change where the map samples inside the image (`area_spread`)."""
+    """Share of pixels that fold (det <= 0) and that stretch (0 < det outside [1/4, 4])."""
 
     fold_frac: float
     stretch_frac: float
-    area_spread: float = 0.0
 
 
 def field_safety(flow: Tensor) -> list[FieldSafety]:
-    """Fold and stretch shares and the area-change spread per item of ``flow (B, 2, H, W)``."""
-    det = jacobian_determinant(flow)
-    spread = area_spread(flow, det)
-    det = det.flatten(1)
+    """Fold and stretch shares per item of ``flow (B, 2, H, W)``."""
+    det = jacobian_determinant(flow).flatten(1)
     folds = (det <= 0).float().mean(1)
     stretch = ((det > 0) & ((det > STRETCH) | (det < 1 / STRETCH))).float().mean(1)
-    return [FieldSafety(float(f), float(s), float(a))
-            for f, s, a in zip(folds, stretch, spread, strict=True)]
+    return [FieldSafety(float(f), float(s)) for f, s in zip(folds, stretch, strict=True)]
 
 
-def area_spread(flow: Tensor, det: Tensor | None = None) -> Tensor:
+def area_spread(flow: Tensor) -> Tensor:
     """Per item ``(B,)``: the standard deviation of ``log det(I + grad u)`` over the pixels whose
     sample ``x + u(x)`` lies inside the image (determinants clamped at `MIN_AREA_CHANGE`).
 
@@ -75,11 +70,12 @@ def area_spread(flow: Tensor, det: Tensor | None = None) -> Tensor:
     correct warp, however large, changes area smoothly (0.11-0.54 on the synthetic benchmark
     pairs, 0.27-0.40 on the real pairs that look right, 0.60-0.73 on melted ones:
     docs/benchmarks.md, "Melted fields"). Pixels that sample outside the image are holes the
-    inpainting fills; their extrapolated field says nothing about the content.
+    inpainting fills; their extrapolated field says nothing about the content. Measured on the
+    256x256 analysis field (`lwst.warping.estimate_warps`), not at output resolution.
     """
     flow = flow.float()
-    det = jacobian_determinant(flow) if det is None else det
-    b, _, h, w = flow.shape
+    det = jacobian_determinant(flow)
+    h, w = flow.shape[-2:]
     position = base_grid(h, w, flow.device, flow.dtype) + flow
     inside = ((position[:, 0] >= 0) & (position[:, 0] <= w - 1) & (position[:, 1] >= 0)
               & (position[:, 1] <= h - 1)).flatten(1).float()

@@ -33,7 +33,7 @@ from lwst.warp_guard import (
     view_features,
     warp_confidence,
 )
-from lwst.warp_safety import field_safety, fold_free
+from lwst.warp_safety import area_spread, field_safety, fold_free
 
 
 @dataclass
@@ -132,7 +132,7 @@ def estimate_warps(
     known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
     figures = alignment_figures(vgg, content_v, exemplar_v, flows, known)
     ambiguous = [ambiguity(details, i) for i in range(len(figures))]
-    spreads = [s.area_spread for s in field_safety(flows)]
+    spreads = area_spread(flows).tolist()
     confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i], f.reached, spreads[i])
                   for i, f in enumerate(figures)]
     applied = [config.method] * len(figures)

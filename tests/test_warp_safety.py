@@ -110,7 +110,6 @@ def test_area_spread_is_zero_for_an_affine_and_large_for_a_melting_field():
     assert field_safety(melt)[0].fold_frac == 0.0
     spread = float(area_spread(melt)[0])
     assert spread > 0.65  # beyond MELT_END: confidence 0
-    assert field_safety(melt)[0].area_spread == pytest.approx(spread)
     # The same melt where the map samples outside the image (a hole) does not count.
     outside = melt + torch.tensor([3.0 * size, 0.0]).view(1, 2, 1, 1)
     assert field_safety(outside)[0].stretch_frac > 0  # the whole-image figure sees it
