@@ -171,12 +171,13 @@ def main(argv: list[str] | None = None) -> None:
                     est = dataclasses.replace(est, flow=dis_refined(pair.content, pair.exemplar,
                                                                     est.flow))
             truth, valid = pair.flow, pair.valid
+            applied_safety = field_safety(est.flow)[0]
             row = dict(tier=tier, i=i, file=files[i % len(files)].name,
                        epe_applied=epe_of(est.flow, truth, valid),
                        epe_raw=epe_of(est.raw_flow, truth, valid),
                        epe_dis=epe_of(dis, truth, valid),
-                       fold_applied=field_safety(est.flow)[0].fold_frac,
-                       stretch_applied=field_safety(est.flow)[0].stretch_frac,
+                       fold_applied=applied_safety.fold_frac,
+                       stretch_applied=applied_safety.stretch_frac,
                        stretch_raw=field_safety(est.raw_flow)[0].stretch_frac,
                        stretch_true=field_safety(truth)[0].stretch_frac,
                        fold_raw=est.raw_fold_frac, confidence=est.confidence, applied=est.applied,
