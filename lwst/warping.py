@@ -52,7 +52,8 @@ class WarpEstimate:
     cos_ceiling: float | None = None  # AlignmentFigures.cos_ceiling: the best any warp could do
     refined: bool | None = None  # lwst.photometric_refine kept DIS's refinement of the field
     view: str | None = None  # the learned network's view whose field won (WARP_VIEWS)
-    # lwst.warp_safety.area_spread of the field the confidence judged (before any fallback)
+    # lwst.warp_safety.area_spread of the field the confidence judged (before any fallback):
+    # the applied field, or its fold-free form with ``--warp-field raw``
     area_spread: float | None = None
     # The estimator's own field before repair and fallback: for benchmarks, never saved.
     raw_flow: Tensor | None = dataclasses.field(default=None, repr=False)
@@ -132,7 +133,10 @@ def estimate_warps(
     known = _known_features(details, vgg) or view_features(vgg, content_v, exemplar_v)
     figures = alignment_figures(vgg, content_v, exemplar_v, flows, known)
     ambiguous = [ambiguity(details, i) for i in range(len(figures))]
-    spreads = area_spread(flows).tolist()
+    # The melt term's scale was set on fold-free fields; a raw field's folds (the torn term's
+    # business) would read as melt on every item, so a raw field is judged by its fold-free form.
+    judged = fold_free(flows, "diffeo") if config.field == "raw" else flows
+    spreads = area_spread(judged).tolist()
     confidence = [warp_confidence(f.gain, raw_folds[i], ambiguous[i], f.reached, spreads[i])
                   for i, f in enumerate(figures)]
     applied = [config.method] * len(figures)

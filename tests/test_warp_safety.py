@@ -334,3 +334,23 @@ def test_every_demo_pair_is_warped_without_folds(tmp_path, row):
         assert record["warp_confidence"] >= WarpConfig().min_confidence
     assert record["warp_mean_px"] >= 2.0  # visibly warped (the cat: 3.3 px at 256)
     assert record["warp_fold_frac"] <= 0.005
+
+
+def test_a_raw_field_is_judged_for_melt_by_its_fold_free_form():
+    """``--warp-field raw`` keeps the old behaviour selectable: its folds are the torn term's
+    business, so the melt term reads the field's fold-free form (whose scale it was set on).
+    Read from the raw field itself, every fold counts as melt and every item fell back."""
+    from lwst.correlation import analysis_view
+    from lwst.image_io import read_image
+    from lwst.vgg import load_vgg19
+    from lwst.warping import estimate_warp
+
+    content = analysis_view(read_image(str(EXAMPLES / "face.jpg")))
+    exemplar = analysis_view(read_image(str(EXAMPLES / "face_long_painting.jpg")))
+    estimate = estimate_warp(content, exemplar, WarpConfig(field="raw", fallback="none"),
+                             load_vgg19("auto"))
+    assert estimate.applied == "learned" and field_safety(estimate.flow)[0].fold_frac > 0
+    own_form = float(area_spread(fold_free(estimate.flow, "diffeo"))[0])
+    assert estimate.area_spread == pytest.approx(own_form, abs=1e-5)
+    assert float(area_spread(estimate.flow)[0]) > own_form + 0.1
+    assert estimate.confidence >= WarpConfig().min_confidence
