@@ -380,10 +380,12 @@ def test_training_with_cross_image_pairs_logs_their_weak_loss(tmp_path: Path) ->
 
     write_tiny_bank(tmp_path / "cache", images=3)
     log = tmp_path / "loss.csv"
-    cfg = _tiny_config(tmp_path, steps=2, log=str(log), cross_pairs=0.5, cross_neighbours=1)
+    cfg = _tiny_config(tmp_path, steps=2, log=str(log), cross_pairs=0.5, cross_neighbours=1,
+                       melt_weight=1.0)
     out = train(cfg, progress=lambda _: None)
     rows = pd.read_csv(log)
     assert rows["cross_weak_loss"].notna().all() and (rows["cross_weak_loss"] > 0).all()
+    assert rows["cross_melt"].notna().all() and (rows["cross_melt"] > 0).all()
     assert torch.load(out, weights_only=True)["train_config"]["cross_pairs"] == 0.5
     with pytest.raises(ValueError, match="cross_pairs must be in"):
         train(_tiny_config(tmp_path, steps=1, cross_pairs=1.0), progress=lambda _: None)
@@ -536,3 +538,27 @@ def test_exemplar_views_are_encoded_once_and_equal_a_fresh_encode(monkeypatch) -
     assert top_c.shape == (1, 512, 4, 4) and torch.equal(top_c, top_e)
     encode_views(vgg, torch.cat([c]), torch.cat([c]), top=True)
     assert calls == [1, 2, 1]
+
+
+def test_melt_loss_is_the_area_spread_and_its_gradient_unmelts_a_field() -> None:
+    """The training penalty measures what the product's confidence reads (`area_spread`) on a
+    fold-free field, is 0 for an affine, and descending its gradient unmelts the field."""
+    import math
+
+    from lwst.flow import base_grid
+    from lwst.warp_safety import area_spread
+    from lwst.warpnet.train import melt_loss
+
+    grid = base_grid(64, 64)
+    affine = torch.stack([0.1 * grid[:, 0] + 0.05 * grid[:, 1] - 3, 0.08 * grid[:, 1]], 1)
+    assert float(melt_loss(affine)[0]) < 1e-3
+    swirl = torch.stack([2 * torch.sin(2 * math.pi * grid[:, 1] / 16),
+                         torch.cos(2 * math.pi * grid[:, 0] / 16)], 1).requires_grad_(True)
+    melt = melt_loss(swirl)
+    assert float(melt[0]) == pytest.approx(float(area_spread(swirl.detach())[0]), rel=0.02)
+    optimiser = torch.optim.Adam([swirl], lr=0.05)
+    for _ in range(30):
+        optimiser.zero_grad()
+        melt_loss(swirl).sum().backward()
+        optimiser.step()
+    assert float(melt_loss(swirl)[0]) < 0.5 * float(melt[0])

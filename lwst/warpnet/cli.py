@@ -93,6 +93,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.cross_weight,
         help="weak-loss weight of the --cross-pairs items (the others use --weak-weight)",
     )
+    p.add_argument(
+        "--melt-weight",
+        type=float,
+        default=_DEFAULTS.melt_weight,
+        help="weight of the melt penalty (spread of the log area change) on the --cross-pairs "
+        "items' fields (0: none)",
+    )
     p.add_argument("--max-images", type=int, help="encode only N training images (seeded shuffle)")
     p.add_argument("--until", type=int, help="stop at this step; the schedule runs over --steps")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
@@ -159,6 +166,7 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         cross_pairs=args.cross_pairs,
         cross_neighbours=args.cross_neighbours,
         cross_weight=args.cross_weight,
+        melt_weight=args.melt_weight,
         max_images=args.max_images,
         until=args.until,
     )

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lwst.config import ANALYSIS_SIZE
-from lwst.flow import resize_flow
+from lwst.flow import base_grid, resize_flow
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warpnet.bank import (
     DEFAULT_TIERS,
@@ -65,6 +65,10 @@ class TrainConfig:
     cross_pairs: float = 0.0
     cross_neighbours: int = 8  # exemplar candidates per untouched image for those pairs
     cross_weight: float = 1.0  # weak-loss weight of those pairs (``weak_weight`` for the others)
+    # Weight of `melt_loss` on those pairs' final field: the weak loss alone rewards melting
+    # (moving each content feature onto its best local match), the product's confidence
+    # penalises it (docs/benchmarks.md, "Melted fields"); 0 leaves it out.
+    melt_weight: float = 0.0
     max_images: int | None = None  # encode only this many (seeded shuffle of the training set)
     until: int | None = None  # stop at this step (the schedule still runs over ``steps``)
     seed: int = 0
@@ -104,6 +108,26 @@ def sequence_loss(
         epe = (pred - target).detach().norm(dim=1, keepdim=True)
         epes.append((epe * valid).sum() / denom)
     return loss, torch.stack(epes)
+
+
+def melt_loss(flow: Tensor) -> Tensor:
+    """Per item ``(B,)``: the standard deviation of the log local area change of a backward
+    field (its own grid's pixels) where it samples inside the grid, differentiably: the training
+    twin of `lwst.warp_safety.area_spread`, with ``det`` through a softplus so folded pixels
+    (``det <= 0``) are pushed back instead of clamped without a gradient."""
+    du_dy, du_dx = torch.gradient(flow[:, 0], dim=(1, 2))
+    dv_dy, dv_dx = torch.gradient(flow[:, 1], dim=(1, 2))
+    det = (1 + du_dx) * (1 + dv_dy) - du_dy * dv_dx
+    log_area = torch.log(torch.nn.functional.softplus(det, beta=10.0) + 1e-3).flatten(1)
+    h, w = flow.shape[-2:]
+    with torch.no_grad():
+        position = base_grid(h, w, flow.device, flow.dtype) + flow
+        inside = ((position[:, 0] >= 0) & (position[:, 0] <= w - 1) & (position[:, 1] >= 0)
+                  & (position[:, 1] <= h - 1)).flatten(1).float()
+        count = inside.sum(1).clamp(min=2)
+    mean = (log_area * inside).sum(1) / count
+    variance = ((log_area - mean[:, None]) ** 2 * inside).sum(1) / (count - 1)
+    return (variance + 1e-8).sqrt()
 
 
 def pair_weights(bank: FeatureBank, original_content: float) -> Tensor:
@@ -312,6 +336,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
                 "seconds",
                 "pairs",
                 "cross_weak_loss",
+                "cross_melt",
             ]
         )
     started = time.perf_counter()
@@ -343,6 +368,11 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         item_weight = torch.full_like(weak_items, cfg.weak_weight)
         item_weight[synthetic:] = cfg.cross_weight
         loss = flow_loss + (item_weight * weak_items).mean()
+        cross_melt = None
+        if n_cross and cfg.melt_weight:
+            melts = melt_loss(flows[-1][synthetic:].float())
+            cross_melt = melts.mean().item()
+            loss = loss + cfg.melt_weight * melts.sum() / cfg.batch_size
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -359,6 +389,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
                     f"{time.perf_counter() - started:.1f}",
                     len(bank),
                     "" if cross_weak is None else f"{cross_weak:.4f}",
+                    "" if cross_melt is None else f"{cross_melt:.4f}",
                 ]
             )
             log_file.flush()
