@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lwst.config import ANALYSIS_SIZE
-from lwst.flow import base_grid, resize_flow
+from lwst.flow import hole_mask, resize_flow
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warpnet.bank import (
     DEFAULT_TIERS,
@@ -119,11 +119,8 @@ def melt_loss(flow: Tensor) -> Tensor:
     dv_dy, dv_dx = torch.gradient(flow[:, 1], dim=(1, 2))
     det = (1 + du_dx) * (1 + dv_dy) - du_dy * dv_dx
     log_area = torch.log(torch.nn.functional.softplus(det, beta=10.0) + 1e-3).flatten(1)
-    h, w = flow.shape[-2:]
     with torch.no_grad():
-        position = base_grid(h, w, flow.device, flow.dtype) + flow
-        inside = ((position[:, 0] >= 0) & (position[:, 0] <= w - 1) & (position[:, 1] >= 0)
-                  & (position[:, 1] <= h - 1)).flatten(1).float()
+        inside = (~hole_mask(flow)).flatten(1).float()
         count = inside.sum(1).clamp(min=2)
     mean = (log_area * inside).sum(1) / count
     variance = ((log_area - mean[:, None]) ** 2 * inside).sum(1) / (count - 1)
