@@ -22,6 +22,7 @@ from torch import Tensor
 from lwst.config import ANALYSIS_SIZE
 from lwst.flow import hole_mask, resize_flow
 from lwst.vgg import VGG19Features, load_vgg19
+from lwst.warp_safety import jacobian_determinant
 from lwst.warpnet.bank import (
     DEFAULT_TIERS,
     FeatureBank,
@@ -115,9 +116,7 @@ def melt_loss(flow: Tensor) -> Tensor:
     field (its own grid's pixels) where it samples inside the grid, differentiably: the training
     twin of `lwst.warp_safety.area_spread`, with ``det`` through a softplus so folded pixels
     (``det <= 0``) are pushed back instead of clamped without a gradient."""
-    du_dy, du_dx = torch.gradient(flow[:, 0], dim=(1, 2))
-    dv_dy, dv_dx = torch.gradient(flow[:, 1], dim=(1, 2))
-    det = (1 + du_dx) * (1 + dv_dy) - du_dy * dv_dx
+    det = jacobian_determinant(flow)
     log_area = torch.log(torch.nn.functional.softplus(det, beta=10.0) + 1e-3).flatten(1)
     with torch.no_grad():
         inside = (~hole_mask(flow)).flatten(1).float()
