@@ -34,16 +34,15 @@ def previous(row: dict) -> float:
     return gain_term * max(0.0, 1.0 - row["raw_fold"] / 0.25) * (1.0 - 0.5 * row["ambiguity"])
 
 
-def without_melt(row: dict) -> float:
-    """The confidence until 2026-12-06 (eighth session): the shipped one without its melt term."""
-    return warp_confidence(row["cos_after"] - row["cos_before"], row["raw_fold"],
-                           row["ambiguity"], row["cos_after"] / row["cos_ceiling"])
-
-
-def shipped(row: dict) -> float:
+def shipped(row: dict, melt: bool = True) -> float:
     return warp_confidence(row["cos_after"] - row["cos_before"], row["raw_fold"],
                            row["ambiguity"], row["cos_after"] / row["cos_ceiling"],
-                           row.get("area_spread") or 0.0)
+                           (row.get("area_spread") or 0.0) if melt else 0.0)
+
+
+def without_melt(row: dict) -> float:
+    """The confidence until 2026-12-06 (eighth session): the shipped one without its melt term."""
+    return shipped(row, melt=False)
 
 
 def spearman(a: list[float], b: list[float]) -> float:

@@ -75,13 +75,20 @@ def area_spread(flow: Tensor) -> Tensor:
     256x256 analysis field (`lwst.warping.estimate_warps`), not at output resolution.
     """
     flow = flow.float()
-    det = jacobian_determinant(flow)
-    inside = (~hole_mask(flow)).flatten(1).float()
-    log_det = torch.log(det.clamp(min=MIN_AREA_CHANGE)).flatten(1)
-    count = inside.sum(1).clamp(min=2)
-    mean = (log_det * inside).sum(1) / count
-    variance = ((log_det - mean[:, None]) ** 2 * inside).sum(1) / (count - 1)
-    return torch.where(inside.sum(1) >= 2, variance.sqrt(), torch.zeros_like(variance))
+    inside = ~hole_mask(flow)
+    variance = masked_variance(torch.log(jacobian_determinant(flow).clamp(min=MIN_AREA_CHANGE)),
+                               inside)
+    return torch.where(inside.flatten(1).sum(1) >= 2, variance.sqrt(), torch.zeros_like(variance))
+
+
+def masked_variance(values: Tensor, mask: Tensor) -> Tensor:
+    """Per item ``(B,)``: the sample variance of ``values (B, 1, H, W)`` where ``mask`` (same
+    shape, bool) is True; shared by `area_spread` and its differentiable training twin
+    (`lwst.warpnet.train.melt_loss`), so both read the same pixels the same way."""
+    values, weights = values.flatten(1), mask.flatten(1).to(values.dtype)
+    count = weights.sum(1).clamp(min=2)
+    mean = (values * weights).sum(1) / count
+    return ((values - mean[:, None]) ** 2 * weights).sum(1) / (count - 1)
 
 
 def compose(a: Tensor, b: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor
 from lwst.config import ANALYSIS_SIZE
 from lwst.flow import hole_mask, resize_flow
 from lwst.vgg import VGG19Features, load_vgg19
-from lwst.warp_safety import jacobian_determinant
+from lwst.warp_safety import jacobian_determinant, masked_variance
 from lwst.warpnet.bank import (
     DEFAULT_TIERS,
     FeatureBank,
@@ -116,14 +116,9 @@ def melt_loss(flow: Tensor) -> Tensor:
     field (its own grid's pixels) where it samples inside the grid, differentiably: the training
     twin of `lwst.warp_safety.area_spread`, with ``det`` through a softplus so folded pixels
     (``det <= 0``) are pushed back instead of clamped without a gradient."""
-    det = jacobian_determinant(flow)
-    log_area = torch.log(torch.nn.functional.softplus(det, beta=10.0) + 1e-3).flatten(1)
-    with torch.no_grad():
-        inside = (~hole_mask(flow)).flatten(1).float()
-        count = inside.sum(1).clamp(min=2)
-    mean = (log_area * inside).sum(1) / count
-    variance = ((log_area - mean[:, None]) ** 2 * inside).sum(1) / (count - 1)
-    return (variance + 1e-8).sqrt()
+    log_area = torch.log(torch.nn.functional.softplus(jacobian_determinant(flow), beta=10.0)
+                         + 1e-3)
+    return (masked_variance(log_area, ~hole_mask(flow.detach())) + 1e-8).sqrt()
 
 
 def pair_weights(bank: FeatureBank, original_content: float) -> Tensor:
