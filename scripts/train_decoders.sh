@@ -51,3 +51,8 @@ again() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --precisi
 again 5 192 6000 > "$OUT/chain_e5.log" 2>&1 &
 again 4 160 4200 > "$OUT/chain_e4.log" 2>&1 &
 wait
+# 2026-12-06, tenth session: the AdaIN decoder continued from chain a's file for 4800 s at 128 px
+# in bfloat16 (fresh optimiser and schedule, seed 1); a 160 px twin tied and was not shipped.
+train --kind adain --styles "$DATA/styles" --crop 128 --style-weight 1 --max-seconds 4800 \
+  --precision auto --seed 1 --init "$OUT/decoder_adain.pt" \
+  --out "$OUT/continued_adain/decoder_adain.pt" > "$OUT/chain_f.log" 2>&1
