@@ -35,7 +35,7 @@ from lwst.flow import flow_picture, flow_stats
 from lwst.image_io import read_image
 from lwst.stylize import warp_content
 from lwst.vgg import VGG19Features, load_vgg19
-from lwst.warp_safety import field_safety
+from lwst.warp_safety import field_safety, fold_free
 from lwst.warping import estimate_warp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
     parser.add_argument("--warp-views", type=int, default=defaults.views,
                         choices=range(1, MAX_WARP_VIEWS + 1))
+    parser.add_argument("--warp-strength", type=float, default=1.0,
+                        help="scale the applied field as `lwst stylize --warp-strength` does "
+                        "(then made fold-free again)")
     parser.add_argument("--no-sheets", action="store_true", help="table only (measuring)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     args = parser.parse_args()
@@ -101,6 +104,8 @@ def main() -> None:
         estimate = estimate_warp(content, exemplar, config, vgg)
         seconds = time.perf_counter() - started
         flow = estimate.flow
+        if args.warp_strength != 1.0:  # as lwst.stylize.apply_geometry
+            flow = fold_free(flow * args.warp_strength, config.field)
         warped = warp_content(content, flow).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
         if not args.no_sheets:
