@@ -53,7 +53,7 @@ def _done(path: Path | None) -> dict[tuple[str, str, int, str], dict]:
     if path is None or not path.exists():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["content"], r["texture"], r["size"], r["schedule"]): r
+    return {(r["content"], r["texture"], r["size"], r["schedule"], r.get("precision", "float32")): r
             for r in rows if "schedule" in r}
 
 
@@ -65,6 +65,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--schedules", nargs="+", default=["authors", "default"],
                         choices=sorted(SCHEDULES))
+    parser.add_argument("--precision", default="float32", choices=("float32", "auto", "bfloat16"),
+                        help="the optimisation's VGG passes (RenderConfig.precision; rows before "
+                        "2026-12-07 are float32, the default here so they compare); the yardstick "
+                        "is float32 either way")
     parser.add_argument("--json", type=Path, default=None, help="JSON-lines results (appended)")
     args = parser.parse_args()
 
@@ -83,11 +87,11 @@ def main() -> int:
         content, texture = _load(pair, args.size)
         yardstick, base_style = RenderConfig(), None
         for name in args.schedules:
-            key = (pair[0].name, pair[1].name, args.size, name)
+            key = (pair[0].name, pair[1].name, args.size, name, args.precision)
             if key in done:
                 rows.append(done[key])
                 continue
-            config = replace(RenderConfig(), **SCHEDULES[name])
+            config = replace(RenderConfig(), precision=args.precision, **SCHEDULES[name])
             if base_style is None:  # the content's own Gram distance: once per pair
                 _, base_style, _ = measure_losses(vgg, content, content, texture, yardstick)
             started = time.perf_counter()
@@ -97,6 +101,7 @@ def main() -> int:
             row = {"content": key[0], "texture": key[1], "size": args.size, "schedule": name,
                    "style_ratio": round(s / base_style, 4), "content_dist": round(c, 4),
                    "seconds": round(seconds, 1), "threads": args.threads,
+                   "precision": args.precision,
                    "iterations": list(config.iterations), "levels": config.levels,
                    "content_weight": config.content_weight,
                    "style_weight": config.style_weight}

@@ -30,7 +30,7 @@ from lwst.config import RENDER_PRECISIONS  # no torch: the parser stays quick
 REPO = Path(__file__).resolve().parents[1]
 RENDERERS = ("gatys", "wct", "adain")
 DECODER_DIR: str | None = None  # --decoder-dir: decoders to measure instead of the shipped ones
-PRECISION = "auto"  # --precision: the feed-forward renderers' RenderConfig.precision
+PRECISION = "auto"  # --precision: every renderer's RenderConfig.precision
 
 
 def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
@@ -247,8 +247,9 @@ def main() -> int:
     common.add_argument("--decoder-dir", help="a folder of decoder files to measure instead of "
                         "the shipped ones (quality, sheet, reconstruction)")
     common.add_argument("--precision", default="auto", choices=RENDER_PRECISIONS,
-                        help="the feed-forward renderers' encoder/decoder precision "
-                        "(RenderConfig.precision; gatys and the yardstick stay float32)")
+                        help="RenderConfig.precision: the feed-forward renderers' encoder/"
+                        "decoder passes and gatys' optimisation passes (the yardstick stays "
+                        "float32)")
     p = sub.add_parser("speed", parents=[common])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--device", default="cpu")

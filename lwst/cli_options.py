@@ -118,8 +118,9 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
         help="folder of decoder_adain.pt / decoder_wct1..5.pt (default: those shipped)")
     group.add_argument(
         "--render-precision", choices=RENDER_PRECISIONS, default=None,
-        help="feed-forward renderers' encoder/decoder passes: auto (bfloat16 where the hardware "
-        "has it natively, else float32; default), float32, bfloat16")
+        help="VGG/decoder passes of every renderer (gatys: its optimisation's, in autocast): "
+        "auto (bfloat16 where the hardware has it natively, else float32; default), float32, "
+        "bfloat16")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
     group.add_argument(

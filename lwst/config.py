@@ -81,10 +81,12 @@ class RenderConfig:
     preserve_color: bool = False
     style_size: int | None = None  # longest side of the texture exemplar; None: output size
     init: str = "content"  # content | noise
-    # Precision of the feed-forward renderers' VGG encoder and decoder passes: auto = bfloat16
-    # where the hardware computes it natively (adain 2.4x faster at 512 px on an AMX CPU, mean
-    # pixel change 0.6/255; docs/benchmarks.md). The WCT/AdaIN statistics, gatys and the
-    # yardstick always run in float32 or wider.
+    # Precision of the VGG and decoder passes: the feed-forward renderers' encoder and decoders,
+    # gatys' optimisation passes (bfloat16 autocast; Grams and losses in float32). auto =
+    # bfloat16 where the hardware computes it natively (adain 2.4x faster at 512 px on an AMX
+    # CPU, mean pixel change 0.6/255; gatys about 1.5x, the same yardstick figures;
+    # docs/benchmarks.md). The WCT/AdaIN statistics and the yardstick always run in float32 or
+    # wider.
     precision: str = "auto"
     # The yardstick (content/style/total loss columns) after rendering: ~0.6 s per 512-px item
     # on 2 CPU cores, a fifth of a feed-forward item; off, the three columns are NaN.

@@ -140,6 +140,20 @@ def test_runs_in_the_vggs_dtype(content, exemplar):
     assert r.image.shape == content.shape
 
 
+def test_bfloat16_autocast_is_honoured_and_still_paints(vgg, content, exemplar):
+    """``precision`` bfloat16 runs the optimisation's VGG passes in bfloat16 autocast (another
+    image than float32's) and paints as well; float32 is the unrounded path."""
+    exact = render_texture(content, exemplar, dataclasses.replace(FAST, precision="float32"),
+                           vgg, seed=0)
+    rounded = render_texture(content, exemplar, dataclasses.replace(FAST, precision="bfloat16"),
+                             vgg, seed=0)
+    assert rounded.image.dtype == torch.float32 and torch.isfinite(rounded.image).all()
+    assert (rounded.image - exact.image).abs().mean() > 1e-3
+    before = gram_distance(vgg, content, exemplar)
+    assert gram_distance(vgg, rounded.image, exemplar) < 0.2 * before
+    assert gram_distance(vgg, exact.image, exemplar) < 0.2 * before
+
+
 def test_zero_iterations_returns_the_content(vgg, content, exemplar):
     config = dataclasses.replace(FAST, levels=1, iterations=(0,))
     r = render_texture(content, exemplar, config, vgg)
