@@ -63,6 +63,9 @@ SCHEMA = pa.schema(
         # lwst.warp_safety.area_spread of the field the confidence judged (256x256 analysis
         # field, before any fallback): a melted field has a high one (docs/method.md).
         ("warp_melt", pa.float64()),
+        # What render_precision resolved to on the item's device (auto: bfloat16 where native):
+        # float32 or bfloat16; rows of different machines compare only knowing it.
+        ("render_dtype", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

@@ -34,7 +34,7 @@ from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
 from lwst.safety import check_fits, check_outputs_apart
-from lwst.vgg import VGG19Features, load_vgg19
+from lwst.vgg import VGG19Features, feature_dtype, load_vgg19
 from lwst.warp_safety import FieldSafety, field_safety, fold_free
 from lwst.warping import WarpEstimate, estimate_warp
 
@@ -169,6 +169,9 @@ def fill_record(
         record.update(content_loss=r.content_loss, style_loss=r.style_loss,
                       total_loss=r.total_loss, seconds_render=r.seconds,
                       renderer=config.render.renderer,
+                      render_dtype=str(feature_dtype(config.render.precision,
+                                                     resolve_device(config.device))
+                                       ).removeprefix("torch."),
                       decoder_ids=decoder_ids(config.render.renderer,
                                               resolve_device(config.device),
                                               config.render.decoder_dir) or None)

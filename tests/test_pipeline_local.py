@@ -85,6 +85,11 @@ def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: P
     assert full["warp_melt"] > 0.0  # carried from the batched estimate to the item's record
     assert full["warp_applied"] in ("affine", "damp", "none")
     assert rows_by_id["plain"]["warp_confidence"] is None  # no geometry: no warp figures
+    from lwst.vgg import feature_dtype  # what render_precision auto resolved to, in every row
+
+    resolved = str(feature_dtype("auto", "cpu")).removeprefix("torch.")
+    assert full["render_dtype"] == resolved
+    assert rows_by_id["plain"]["render_dtype"] is None  # no texture: nothing rendered
     from PIL import Image
 
     sheet = Image.open(out / "reports" / "contact_sheet-r1.png")  # 4 panels, 2 rows + header
