@@ -35,7 +35,7 @@ from lwst.flow import flow_picture, flow_stats
 from lwst.image_io import read_image
 from lwst.stylize import warp_content
 from lwst.vgg import VGG19Features, load_vgg19
-from lwst.warp_safety import field_safety, fold_free
+from lwst.warp_safety import field_safety, scaled_field
 from lwst.warping import estimate_warp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,9 +103,7 @@ def main() -> None:
         started = time.perf_counter()
         estimate = estimate_warp(content, exemplar, config, vgg)
         seconds = time.perf_counter() - started
-        flow = estimate.flow
-        if args.warp_strength != 1.0:  # as lwst.stylize.apply_geometry
-            flow = fold_free(flow * args.warp_strength, config.field)
+        flow = scaled_field(estimate.flow, args.warp_strength, config.field)
         warped = warp_content(content, flow).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
         if not args.no_sheets:

@@ -78,8 +78,8 @@ class GatysObjective:
                  autocast: torch.dtype | None = None):
         self.vgg = vgg
         # The VGG pass over the optimised image under this autocast dtype (bfloat16 where it is
-        # native: ~1.9x faster per evaluation, the same figures; docs/benchmarks.md, "Quality
-        # mode in bfloat16"); its features, the targets, the Grams and the losses stay in the
+        # native: ~1.9x faster per evaluation, the same figures; docs/benchmarks.md, "gatys in
+        # bfloat16"); its features, the targets, the Grams and the losses stay in the
         # VGG's own dtype, so only the convolutions are rounded.
         self.autocast = autocast
         self.content_weight = float(content_weight)

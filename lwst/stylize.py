@@ -35,7 +35,7 @@ from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
 from lwst.safety import check_fits, check_outputs_apart
 from lwst.vgg import VGG19Features, feature_dtype, load_vgg19
-from lwst.warp_safety import FieldSafety, field_safety, fold_free
+from lwst.warp_safety import FieldSafety, field_safety, scaled_field
 from lwst.warping import WarpEstimate, estimate_warp
 
 ProgressFn = Callable[[str, int, int], None]
@@ -89,9 +89,8 @@ def apply_geometry(
             raise ValueError("apply_geometry needs a geometry exemplar or a warp estimate")
         estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
     height, width = content.shape[-2:]
-    flow = estimate.flow.to(content.device, content.dtype) * config.warp.strength
-    if config.warp.strength != 1.0:
-        flow = fold_free(flow, config.warp.field)  # a scaled diffeomorphism need not be one
+    flow = scaled_field(estimate.flow.to(content.device, content.dtype), config.warp.strength,
+                        config.warp.field)
     flow = resize_flow(flow, height, width)
     started = time.perf_counter()
     filled = warp_content(content, flow, config.warp.inpaint)
@@ -151,7 +150,8 @@ def fill_record(
     height, width = result.image.shape[-2:]
     record.update(width=int(width), height=int(height), vgg_weights=vgg_source,
                   lwst_version=__version__, params=json.dumps(to_params(config)))
-    record["device"] = str(resolve_device(config.device))
+    device = resolve_device(config.device)
+    record["device"] = str(device)
     if result.warp is not None:
         w = result.warp
         record.update(
@@ -169,11 +169,9 @@ def fill_record(
         record.update(content_loss=r.content_loss, style_loss=r.style_loss,
                       total_loss=r.total_loss, seconds_render=r.seconds,
                       renderer=config.render.renderer,
-                      render_dtype=str(feature_dtype(config.render.precision,
-                                                     resolve_device(config.device))
+                      render_dtype=str(feature_dtype(config.render.precision, device)
                                        ).removeprefix("torch."),
-                      decoder_ids=decoder_ids(config.render.renderer,
-                                              resolve_device(config.device),
+                      decoder_ids=decoder_ids(config.render.renderer, device,
                                               config.render.decoder_dir) or None)
 
 
