@@ -9,6 +9,7 @@ ends in any way.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 _GUARDS: list[subprocess.Popen] = []  # kept alive: their stdin pipes are the lifelines
@@ -23,6 +24,9 @@ def guard_temporary_server() -> None:
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return
+    # A throwaway server has nothing to report, and offline its telemetry attempt logs an
+    # ERROR into the run's output; the user's own setting wins (the server inherits os.environ).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = SubprocessASGIServer()
     server.start()
     if server.server_process is not None:

@@ -3,7 +3,8 @@
     manifest -> read and validate once (all rows, before any work)
              -> a chunk of rows at a time (`RESOLVE_CHUNK`), lazily: resolve each row once
                 into a typed `lwst.item.Item` (its whole configuration, its output paths, its
-                stages) -> skip finished items (one listing per folder, taken up front)
+                stages) -> skip finished items (one listing per folder and one metadata
+                read, taken up front; made from other settings or inputs: redone)
              -> work units, submitted a window at a time on the task runner (threads or Dask;
                 GPU work bounded by the `gpu` tag's concurrency limit):
                   feed-forward chunks      stylize_batch (warp + render + write, per chunk)
@@ -43,7 +44,7 @@ from prefect.task_runners import TaskRunner
 
 from flows.runners import RunnerName, make_task_runner
 from lwst import dataset, progress, report, run_lock, s3, storage
-from lwst.config import StylizeConfig, with_overrides
+from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.failures import failure_kind, failure_reason
 from lwst.item import Item, resolve_items
 from lwst.manifest import ManifestItem, id_problem, read_manifest
@@ -53,10 +54,6 @@ from tasks.estimate_warps import estimate_warp_batch
 from tasks.stylize_batch import stylize_batch
 from tasks.stylize_item import TaskRecords, stylize_item
 
-# `lwst run` and the deployments render with AdaIN unless told otherwise: dataset runs are
-# judged on throughput, and AdaIN is ~100x faster than gatys per item at a style ratio the
-# benchmarks measure (docs/benchmarks.md); `stylize` keeps gatys, the quality mode.
-PIPELINE_RENDERER = "adain"
 PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
 WINDOW_PER_WORKER = 4  # futures in flight per worker: enough to keep it fed, bounded memory
 RESOLVE_CHUNK = 4096  # manifest rows resolved into items at a time (batches form within one)
@@ -234,13 +231,14 @@ def stylize_dataset(
 
     ``overrides`` are flat option names (``size``, ``warp_method``, ``style_weight``, ...) applied
     to every item; a manifest row's own columns win. Re-running with the same ``out`` skips
-    items whose files are all present. Items with a feed-forward renderer (``renderer``
-    wct/adain; the pipeline's default is `PIPELINE_RENDERER`) are warped and rendered
-    ``render_batch_size`` at a time, in one task per chunk; gatys items using the learned warp
-    network have their warps estimated ``warp_batch_size`` at a time in one forward pass. One
-    run at a time holds ``out`` (`lwst.run_lock`; ``break_lock`` takes over a stale lock).
-    Returns counts, failures (``internal_errors``: those that were lwst's bug) and where the
-    metadata went.
+    items whose files are all present and were made from the same settings and inputs; those
+    made from others are redone (``redone`` in the summary). Items with a feed-forward
+    renderer (``renderer`` wct/adain; the pipeline's default is `PIPELINE_RENDERER`) are
+    warped and rendered ``render_batch_size`` at a time, in one task per chunk; gatys items
+    using the learned warp network have their warps estimated ``warp_batch_size`` at a time in
+    one forward pass. One run at a time holds ``out`` (`lwst.run_lock`; ``break_lock`` takes
+    over a stale lock). Returns counts, failures (``internal_errors``: those that were lwst's
+    bug) and where the metadata went.
     """
     overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
@@ -284,18 +282,32 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
     total = len(entries)
     logger.info("run %s: %d items", run_id, total)
     tally = Counter[str]()
+    redone_example: list[str] = []
 
     def units() -> Iterator[tuple[str, list[Item]]]:
         """Work units of the rows still to do, a chunk of rows at a time; the finished and
-        refused rows get their records on the way."""
+        refused rows get their records on the way. An item finished before with other
+        settings or inputs is redone (its files are stale), and said so once."""
         configs: dict[str, StylizeConfig | str] = {}
+        params: dict[int, str] = {}  # per shared configuration object (`resolve_items`)
         for start in range(0, total, RESOLVE_CHUNK):
             items, refused = resolve_items(entries[start : start + RESOLVE_CHUNK], overrides,
                                            out, configs)
             todo, done = [], []
             for item in items:
-                (done if finished.is_complete(item, item.config) else todo).append(item)
-            records.add([dataset.skipped_record(item, run_id, out) for item in done])
+                changes = finished.changes(item, item.config)
+                if changes == [] and finished.is_complete(item, item.config):
+                    done.append(item)
+                    continue
+                todo.append(item)
+                if changes:
+                    tally["redone"] += 1
+                    if tally["redone"] == 1:
+                        redone_example.append(f"{item.id}: {'; '.join(changes)}")
+                        logger.warning("redoing items finished before with other settings or "
+                                       "inputs, first %s", redone_example[0])
+            records.add([dataset.skipped_record(item, run_id, out, params.setdefault(
+                id(item.config), item.params_json())) for item in done])
             if refused:
                 rows = [dataset.failed_record(r.entry, run_id, r.reason) for r in refused]
                 dataset.write_journal(out, rows, opts)
@@ -324,8 +336,9 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
                                                    len(records))
                     records.add(finished_records)
                     tracker.add(finished_records, len(records))
-        logger.info("run %s: %d items, %d already done, %d refused, %d run", run_id, total,
-                    tally["skipped"], tally["refused"], tally["todo"])
+        logger.info("run %s: %d items, %d already done, %d refused, %d run (%d of them redone: "
+                    "other settings or inputs than when they finished)", run_id, total,
+                    tally["skipped"], tally["refused"], tally["todo"], tally["redone"])
         try:
             if tally["todo"]:
                 dataset.remove_run_scratch(out, run_id, opts)
@@ -338,6 +351,7 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
     finally:
         records.discard()
     summary = _report(records, out, run_id, metadata_uri, opts, base.warp.min_confidence)
+    summary["redone"] = {"count": tally["redone"], "first": next(iter(redone_example), None)}
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
 

@@ -84,8 +84,9 @@ def config_from_args(args: argparse.Namespace) -> StylizeConfig:
 
 @contextmanager
 def progress_display(enabled: bool):
-    """Yield a ``progress(stage, done, total)`` callback drawing rich bars on stderr."""
-    if not enabled:
+    """Yield a ``progress(stage, done, total)`` callback drawing rich bars on stderr; none when
+    stderr is not a terminal (a log or a pipe gets the one-line contract, not bar residue)."""
+    if not enabled or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
@@ -131,14 +132,35 @@ def _storage_for(args: argparse.Namespace, inputs: Sequence[str], outputs: dict[
     return options
 
 
+def _warn_unused_options(args: argparse.Namespace, config: StylizeConfig) -> None:
+    """One stderr line per request that did nothing (said after the work, which succeeded)."""
+    if args.geometry is None and args.texture is None:
+        print(f"lwst {args.command}: warning: neither --geometry nor --texture: the output is "
+              "the content, only resized and re-encoded", file=sys.stderr)
+    if args.style_strength is not None and args.texture is not None \
+            and config.render.renderer == "gatys":
+        print(f"lwst {args.command}: warning: --style-strength applies to wct and adain; "
+              "gatys ignores it (--style-weight is its lever)", file=sys.stderr)
+
+
+FALLBACK_WORDS = {"damp": "the field damped to half", "affine": "the matched affine"}
+
+
 def _warn_low_confidence(command: str, record: dict, config: StylizeConfig) -> None:
     """One stderr line when the item's warp confidence is under the threshold (issue 11)."""
     confidence = record.get("warp_confidence")
     if confidence is None or confidence >= config.warp.min_confidence:
         return
+    applied = record.get("warp_applied")
+    if applied == "none":
+        outcome = ("left unwarped: no warp tried aligned it better with the geometry exemplar "
+                   "than none (their layouts may already match)")
+    elif applied == config.warp.fallback:
+        outcome = f"applied the fallback, {FALLBACK_WORDS[applied]} (--warp-fallback {applied})"
+    else:
+        outcome = f"applied the {applied} field all the same (--warp-fallback none)"
     print(f"lwst {command}: warning: low warp confidence {confidence:.2f} (< "
-          f"{config.warp.min_confidence:g}); applied: {record.get('warp_applied')} "
-          f"(--warp-fallback {config.warp.fallback})", file=sys.stderr)
+          f"{config.warp.min_confidence:g}); {outcome}", file=sys.stderr)
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -163,6 +185,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             progress=progress,
             storage_options=opts,
         )
+    _warn_unused_options(args, config)
     _warn_low_confidence(args.command, record, config)
     _write_metadata(args.metadata_out, record, opts)
     return 0

@@ -11,6 +11,7 @@ import argparse
 
 from lwst.config import (
     INPAINT_METHODS,
+    MAX_WARP_STRENGTH,
     MAX_WARP_VIEWS,
     OPTIMIZERS,
     RENDER_PRECISIONS,
@@ -20,7 +21,12 @@ from lwst.config import (
     WARP_METHODS,
     WARP_PRECISIONS,
     WARP_REFINES,
+    RenderConfig,
+    WarpConfig,
 )
+
+# Help texts quote the defaults from the configuration itself, so they cannot drift from it.
+_WARP, _RENDER = WarpConfig(), RenderConfig()
 
 
 class CommandError(Exception):
@@ -39,7 +45,8 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         "--warp-strength",
         type=float,
         default=None,
-        help="scale of the warp field: 0 = no warp, 1 = full (default 1)",
+        help=f"scale of the warp field: 0 = no warp, 1 = full (default {_WARP.strength:g}), up "
+        f"to {MAX_WARP_STRENGTH:g}",
     )
     parser.add_argument(
         "--inpaint",
@@ -53,7 +60,8 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         help="warp network checkpoint (default: the one shipped with lwst)",
     )
     parser.add_argument(
-        "--optim-steps", type=int, default=None, help="iterations of the optimisation estimator"
+        "--optim-steps", type=int, default=None,
+        help=f"iterations of the optimisation estimator (default {_WARP.optim_steps})"
     )
     parser.add_argument(
         "--warp-precision",
@@ -100,19 +108,23 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="warp confidence (0..1) below which the fallback applies and a warning is printed "
-        "(default 0.1)",
+        f"(default {_WARP.min_confidence:g})",
     )
 
 
-def add_render_options(parser: argparse.ArgumentParser) -> None:
+def add_render_options(parser: argparse.ArgumentParser, default_renderer: str = _RENDER.renderer
+                       ) -> None:
+    """The texture stage's options; ``default_renderer`` is what the command renders with
+    when ``--renderer`` is absent (`lwst run`: `lwst.config.PIPELINE_RENDERER`)."""
     group = parser.add_argument_group("texture rendering (quality / speed)")
     group.add_argument(
         "--renderer", choices=RENDERERS, default=None,
-        help="gatys: multi-scale optimisation, the quality mode (default for stylize); wct / "
-        "adain: one feed-forward pass, tens of times faster (lwst.renderers)")
+        help="gatys: multi-scale optimisation, the quality mode; wct / adain: one feed-forward "
+        f"pass, tens of times faster (lwst.renderers). Default {default_renderer}")
     group.add_argument(
         "--style-strength", type=float, default=None,
-        help="feed-forward renderers: blend of stylised and content features, 0..1 (default 1)")
+        help="feed-forward renderers: blend of stylised and content features, 0..1 (default "
+        f"{_RENDER.style_strength:g}); gatys has none (--style-weight is its lever)")
     group.add_argument(
         "--decoder-dir", default=None,
         help="folder of decoder_adain.pt / decoder_wct1..5.pt (default: those shipped)")
@@ -121,14 +133,20 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
         help="VGG/decoder passes of every renderer (gatys: its optimisation's, in autocast): "
         "auto (bfloat16 where the hardware has it natively, else float32; default), float32, "
         "bfloat16")
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    group.add_argument("--levels", type=int, default=None, help="pyramid levels, coarse to fine")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help=f"gatys (default {_RENDER.optimizer})")
+    group.add_argument("--levels", type=int, default=None,
+                       help=f"gatys: pyramid levels, coarse to fine (default {_RENDER.levels})")
     group.add_argument(
-        "--iterations", default=None, help="iterations per level, coarsest first, e.g. 100,60,30"
-    )
-    group.add_argument("--style-weight", type=float, default=None)
-    group.add_argument("--content-weight", type=float, default=None)
-    group.add_argument("--learning-rate", type=float, default=None, help="Adam only")
+        "--iterations", default=None,
+        help="gatys: iterations per level, coarsest first (default "
+        f"{','.join(map(str, _RENDER.iterations))})")
+    group.add_argument("--style-weight", type=float, default=None,
+                       help=f"gatys (default {_RENDER.style_weight:g})")
+    group.add_argument("--content-weight", type=float, default=None,
+                       help=f"gatys (default {_RENDER.content_weight:g})")
+    group.add_argument("--learning-rate", type=float, default=None,
+                       help=f"gatys with Adam only (default {_RENDER.learning_rate:g})")
     group.add_argument(
         "--preserve-color", action="store_true", default=None, help="keep the content's colours"
     )

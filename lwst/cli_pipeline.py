@@ -9,15 +9,18 @@ does, so ``import lwst`` and every other command stay Prefect-free.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from lwst import run_lock, storage
 from lwst.cli_options import CommandError, add_render_options, add_warp_options
-from lwst.config import OVERRIDES, StylizeConfig, with_overrides
+from lwst.config import OVERRIDES, PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.failures import EXIT_INTERNAL_ERROR
 from lwst.progress import ProgressCallback
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
@@ -61,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None =
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
     add_warp_options(run)
-    add_render_options(run)
+    add_render_options(run, default_renderer=PIPELINE_RENDERER)
     engine = run.add_argument_group("execution")
     engine.add_argument("--runner", choices=("threads", "dask"), default="threads",
                         help="threads in this process (default) or Dask workers")
@@ -74,11 +77,11 @@ def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None =
                         help="torch intra-op threads per worker")
     engine.add_argument("--warp-batch-size", type=int, default=8,
                         help="items whose learned warps are estimated in one network pass "
-                        "(worth raising on a GPU; below 2 turns batching off)")
+                        "(worth raising on a GPU; below 2 turns batching off; default 8)")
     engine.add_argument("--render-batch-size", type=int, default=8,
-                        help="items with a feed-forward renderer (wct, adain; the pipeline's "
-                        "default renderer is adain) warped and rendered in one task and one "
-                        "pass (below 2 turns batching off)")
+                        help="items with a feed-forward renderer (wct, adain) warped and "
+                        "rendered in one task and one pass (below 2 turns batching off; "
+                        "default 8)")
     engine.add_argument("--run-id", help="name of this run in the metadata (default: time + id)")
     engine.add_argument("--break-lock", action="store_true",
                         help="take over --out from a run that died holding its lock "
@@ -179,7 +182,7 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
         aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
         render_batch_size=args.render_batch_size, break_lock=args.break_lock)
     before_run = (lambda: None) if args.debug else _quiet_tracebacks
-    with ProgressBar(len(items), enabled=not args.quiet) as listener:
+    with StopOnInterrupt(), ProgressBar(len(items), enabled=not args.quiet) as listener:
         try:
             summary = launch(args.manifest, args.out, parameters, listener, before_run)
         except ServerStartError as exc:  # Prefect's start-up timeout, with its whole output
@@ -192,6 +195,10 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
     internal = summary["internal_errors_total"]
     print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
           f"{counts['skipped']} skipped; metadata {summary['metadata']}")
+    redone = summary.get("redone") or {}
+    if redone.get("count"):
+        print(f"  redone {redone['count']} item(s) finished before with other settings or "
+              f"inputs (first {redone['first']})", file=sys.stderr)
     for failure in summary["failures"]:
         print(f"  failed {failure['id']}: {failure['error']}", file=sys.stderr)
     unlisted = counts["failed"] - len(summary["failures"])
@@ -206,6 +213,44 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
     return 0
 
 
+class StopOnInterrupt:
+    """Ctrl-C during a run, said at once. The first stops the run the way Python does (the
+    task runner cancels the units not started and lets the ones running finish, so their
+    files are complete; a re-run resumes); the second stops the process now, exit 130, its
+    children (a temporary Prefect server, Dask workers) with it. Before, the first said nothing
+    until the items in progress had finished and the second aborted in C++ (exit 134)."""
+
+    def __enter__(self) -> StopOnInterrupt:
+        self.count = 0
+        self.previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            print("lwst run: interrupted; finishing the items in progress (their outputs stay "
+                  "whole), then stopping; Ctrl-C again to stop now. A re-run resumes.",
+                  file=sys.stderr, flush=True)
+            raise KeyboardInterrupt
+        print("lwst run: stopped now; a re-run sweeps what the items in progress left and "
+              "redoes them", file=sys.stderr, flush=True)
+        _stop_children()
+        os._exit(130)
+
+
+def _stop_children() -> None:
+    """SIGTERM to every process this one started (temporary Prefect server, its guardian,
+    Dask workers), so none outlives an immediate exit."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+
+
 class ServerStartError(RuntimeError):
     """The temporary Prefect server did not come up (the launcher raises it)."""
 
@@ -214,7 +259,8 @@ class ProgressBar:
     """A rich bar on stderr fed by the flow's per-item listener."""
 
     def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.progress = total, enabled, None
+        # Not drawn into a log or a pipe: rich would leave a redrawn bar's residue there.
+        self.total, self.enabled, self.progress = total, enabled and sys.stderr.isatty(), None
 
     def __enter__(self):
         if not self.enabled:

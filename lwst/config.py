@@ -30,6 +30,7 @@ MAX_WARP_VIEWS = len(WARP_VIEWS)
 # Side of the square views every warp is estimated on (method.md: VGG at 256x256); the warp
 # network was trained at it, so its grids (relu4_1 32x32, relu3_1 64x64) follow from it.
 ANALYSIS_SIZE = 256
+MAX_WARP_STRENGTH = 4.0  # beyond it a field scaled up is all folds made smooth: no shape left
 
 
 @dataclass
@@ -105,6 +106,11 @@ class StylizeConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
 
 
+# `lwst run` and the deployments render with AdaIN unless told otherwise: dataset runs are
+# judged on throughput, and AdaIN is ~100x faster than gatys per item at a style ratio the
+# benchmarks measure (docs/benchmarks.md); `stylize` keeps gatys, the quality mode.
+PIPELINE_RENDERER = "adain"
+
 # Flat override names (CLI options, manifest columns, flow parameters) -> (stage, field).
 OVERRIDES: dict[str, tuple[str | None, str]] = {
     "size": (None, "size"),
@@ -152,9 +158,14 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
             raise ValueError(f"{name}: expected a boolean, got {value!r}")
         return bool(value)
     if isinstance(current, tuple):
+        given = value
         if isinstance(value, str):
             value = [v for v in value.replace(";", ",").split(",") if v.strip()]
-        return tuple(int(v) for v in value)
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected comma-separated integers such as 100,60,30, "
+                             f"got {given!r}") from None
     if isinstance(current, int) and not isinstance(current, bool):
         if isinstance(value, int):
             return value  # exact: a 20-digit seed must not round through a float
@@ -249,8 +260,9 @@ def validate(config: StylizeConfig) -> None:
         )
     if config.render.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
-    if not 0.0 <= config.warp.strength <= 4.0:  # also refuses NaN
-        raise ValueError(f"warp_strength must be within 0..4, got {config.warp.strength}")
+    if not 0.0 <= config.warp.strength <= MAX_WARP_STRENGTH:  # also refuses NaN
+        raise ValueError(f"warp_strength must be within 0..{MAX_WARP_STRENGTH:g}, got "
+                         f"{config.warp.strength}")
     if isinstance(config.size, bool) or not isinstance(config.size, int) \
             or not SIZE_RANGE[0] <= config.size <= SIZE_RANGE[1]:
         raise ValueError(f"size {config.size} is outside the supported range "

@@ -19,19 +19,22 @@ deterministic, so consolidating twice overwrites rather than duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 import torchvision.utils
 
 from lwst import item_files, storage
-from lwst.config import StylizeConfig
+from lwst.config import StylizeConfig, to_params
 from lwst.image_io import encode_png, read_image
 from lwst.item_files import JOURNAL, item_outputs
 from lwst.item_files import ItemOutputs as ItemOutputs  # where callers have long found it
@@ -51,6 +54,14 @@ def remove_run_scratch(out: str, run_id: str, storage_options: dict[str, Any]) -
     path = storage.local_path(uri) if storage.is_local(uri) else uri
     if fs.exists(str(path)):
         fs.rm(str(path), recursive=True)
+    _remove_if_empty(storage.join(out, "_work"))
+
+
+def _remove_if_empty(folder: str) -> None:
+    """Drop a local scratch parent once its last run folder is gone (S3 has no folders)."""
+    if storage.is_local(folder):
+        with contextlib.suppress(OSError):  # not empty (another run's), or already gone
+            storage.local_path(folder).rmdir()
 
 
 def expects_warp(item: ManifestItem, config: StylizeConfig) -> bool:
@@ -75,32 +86,99 @@ def list_names(folder: str, storage_options: dict | None = None) -> set[str]:
         fs.invalidate_cache(folder)
 
 
-def recorded_ok_ids(out: str, storage_options: dict | None = None) -> set[str]:
-    """Ids with an ``ok`` row in any run's metadata file (journals are folded in first by
-    `recover_journals`); reads two columns."""
-    folder = storage.join(out, "metadata")
-    if not list_names(folder, storage_options):
-        return set()
-    table = read_metadata(out, storage_options, columns=["id", "status"])
-    return {i for i, status in zip(table["id"].to_pylist(), table["status"].to_pylist(),
-                                   strict=True) if status == "ok"}
+# Settings that never change an item's files: where it ran, whether its losses were measured.
+RESULT_NEUTRAL = frozenset({"device", "measure_losses"})
+_INPUTS = ("content", "geometry", "texture")
+_STRINGS = pa.dictionary(pa.int32(), pa.string())
+
+
+class FinishedRows:
+    """Per id, what its latest ``ok`` row was made from: its settings (``params``, without
+    `RESULT_NEUTRAL`) and its input URIs, so a re-run can tell a finished item from one asked
+    for again with other settings or inputs (whose files are stale: it is redone).
+
+    Read as dictionary-encoded columns: a 100 000-row dataset's ``params`` (a kilobyte each,
+    a handful of distinct values) costs a few MB, not a hundred, and each distinct value is
+    parsed once.
+    """
+
+    def __init__(self, out: str, storage_options: dict | None = None):
+        self.params: list[dict[str, Any] | None] = []
+        self.rows: dict[str, tuple[int, str | None, str | None, str | None]] = {}
+        self._current: dict[int, tuple[StylizeConfig, dict[str, Any]]] = {}
+        self._diffs: dict[tuple[int, int], list[str]] = {}
+        if not list_names(storage.join(out, "metadata"), storage_options):
+            return
+        table = read_metadata(out, storage_options, ["id", "status", "created_at", "params",
+                                                      *_INPUTS], dictionary=("params", *_INPUTS))
+        table = table.filter(pc.equal(table["status"], "ok")).sort_by("created_at")
+        known: dict[str | None, int] = {}
+        for batch in table.to_batches():  # later rows (newer) overwrite earlier ones
+            params = batch.column("params")
+            slots = []
+            for text in params.dictionary.to_pylist():
+                if text not in known:
+                    known[text] = len(self.params)
+                    self.params.append(_settings(json.loads(text)) if text else None)
+                slots.append(known[text])
+            inputs = [(c.dictionary.to_pylist(), c.indices.to_pylist())
+                      for c in (batch.column(n) for n in _INPUTS)]
+            for row, (item_id, p) in enumerate(zip(batch.column("id").to_pylist(),
+                                                   params.indices.to_pylist(), strict=True)):
+                self.rows[item_id] = (-1 if p is None else slots[p], *(
+                    None if idx[row] is None else values[idx[row]] for values, idx in inputs))
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self.rows
+
+    def changes(self, item: ManifestItem, config: StylizeConfig) -> list[str] | None:
+        """What differs between ``item`` under ``config`` and its latest ``ok`` row, as
+        ``name old -> new`` lines; ``[]`` when nothing does, None when it has no such row.
+        Only settings the row recorded are compared: one that a later lwst added has no old
+        value to differ from."""
+        row = self.rows.get(item.id)
+        if row is None:
+            return None
+        slot, *inputs = row
+        diffs = [f"{name} {was} -> {now}" for name, was, now in
+                 zip(_INPUTS, inputs, (item.content, item.geometry, item.texture), strict=True)
+                 if was != now]
+        key = (slot, id(config))
+        if key not in self._diffs:
+            recorded = self.params[slot] if slot >= 0 else None
+            current = self._current.setdefault(id(config), (config, _settings(
+                json.loads(json.dumps(to_params(config), default=str)))))[1]
+            self._diffs[key] = [] if recorded is None else [
+                f"{name} {recorded[name]} -> {current[name]}" for name in recorded
+                if name in current and recorded[name] != current[name]]
+        return diffs + self._diffs[key]
+
+
+def _settings(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
 
 
 class CompletedOutputs:
-    """A snapshot of which items are done, taken with five listings instead of 4N lookups.
+    """A snapshot of which items are done, taken with five listings and one metadata read
+    instead of 4N lookups.
 
-    Done is `lwst.item_files.is_complete`: every file the item writes exists *and* its ``ok``
-    metadata row was recorded.
+    Done is `lwst.item_files.is_complete` (every file the item writes exists *and* its ``ok``
+    metadata row was recorded) with the row made from the same settings and inputs
+    (`FinishedRows.changes`); an item whose row differs is not done: its files are stale.
     """
 
     def __init__(self, out: str, storage_options: dict | None = None):
         self.names = {folder: list_names(storage.join(out, folder), storage_options)
                       for folder in item_files.FOLDERS}
-        self.recorded = recorded_ok_ids(out, storage_options)
+        self.finished = FinishedRows(out, storage_options)
 
     def is_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
-        return item_files.is_complete(item.id, expects_warp(item, config), self.names,
-                                      self.recorded)
+        return self.changes(item, config) == [] and item_files.is_complete(
+            item.id, expects_warp(item, config), self.names, self.finished)
+
+    def changes(self, item: ManifestItem, config: StylizeConfig) -> list[str] | None:
+        """`FinishedRows.changes`: what a finished item was made from that differs now."""
+        return self.finished.changes(item, config)
 
 
 def failed_record(item: ManifestItem, run_id: str, error: str, params: str | None = None,
@@ -112,11 +190,13 @@ def failed_record(item: ManifestItem, run_id: str, error: str, params: str | Non
     return record
 
 
-def skipped_record(item: ManifestItem, run_id: str, out: str) -> dict:
+def skipped_record(item: ManifestItem, run_id: str, out: str, params: str | None = None
+                   ) -> dict:
+    """The row of an item found finished, with the settings it was (and would be) made with."""
     outputs = item_outputs(out, item.id)
     record = empty_record(item.id, run_id)
     record.update(status="skipped", content=item.content, geometry=item.geometry,
-                  texture=item.texture, output=outputs.image)
+                  texture=item.texture, output=outputs.image, params=params)
     return record
 
 
@@ -174,6 +254,7 @@ def _write_run_file(out: str, run_id: str, parquet: bytes, storage_options: dict
     uri = run_metadata_uri(out, run_id)
     storage.write_bytes_atomic(uri, parquet, **(storage_options or {}))
     _remove_tree(journal_dir(out, run_id), storage_options)
+    _remove_if_empty(storage.join(out, "metadata", JOURNAL))
     return uri
 
 
@@ -201,16 +282,22 @@ def recover_journals(out: str, storage_options: dict | None = None) -> list[str]
 
 
 def read_metadata(out: str, storage_options: dict | None = None,
-                  columns: list[str] | None = None) -> pa.Table:
-    """Every run's rows as one Arrow table (the journal is not part of the dataset)."""
+                  columns: list[str] | None = None, dictionary: tuple[str, ...] = ()
+                  ) -> pa.Table:
+    """Every run's rows as one Arrow table (the journal is not part of the dataset);
+    ``dictionary``: string columns to keep dictionary-encoded, as they are stored."""
     folder = storage.join(out, "metadata")
+    schema = pa.schema([pa.field(f.name, _STRINGS) if f.name in dictionary else f
+                        for f in SCHEMA])
+    fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(
+        dictionary_columns=list(dictionary)))
     if storage.is_local(folder):
-        return pads.dataset(str(storage.local_path(folder)), format="parquet",
-                            schema=SCHEMA).to_table(columns=columns)
+        return pads.dataset(str(storage.local_path(folder)), format=fmt,
+                            schema=schema).to_table(columns=columns)
     fs = storage.filesystem(folder, **(storage_options or {}))
     fs.invalidate_cache()
-    return pads.dataset(folder.split("://", 1)[1], filesystem=fs, format="parquet",
-                        schema=SCHEMA).to_table(columns=columns)
+    return pads.dataset(folder.split("://", 1)[1], filesystem=fs, format=fmt,
+                        schema=schema).to_table(columns=columns)
 
 
 OUTPUT_FOLDERS = (*item_files.FOLDERS, "metadata", "reports")

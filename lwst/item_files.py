@@ -10,7 +10,7 @@ row was recorded. Both ask this module, so the writer and the resume check canno
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 
 from lwst import storage
@@ -66,7 +66,7 @@ def journal_uri(out: str, run_id: str, item_id: str) -> str:
 
 
 def is_complete(item_id: str, warped: bool, names: Mapping[str, Collection[str]],
-                recorded_ok: Collection[str]) -> bool:
+                recorded_ok: Container[str]) -> bool:
     """True when every file the item writes is listed and it has an ``ok`` metadata row.
 
     ``names``: file names per folder (one listing each, as `lwst.dataset.CompletedOutputs`

@@ -71,6 +71,7 @@ def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint",
     except FileNotFoundError:
         raise
     except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        # The first sentence: torch's messages go on with advice about torch, cut mid-word.
+        reason = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
         raise BadCheckpointError(f"{what} {os.fspath(path)}: not a valid weights-only "
                                  f"checkpoint ({type(exc).__name__}: {reason})") from None

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from lwst import storage
 from lwst.config import RenderConfig
-from lwst.image_io import read_image
+from lwst.image_io import MIN_SIDE, read_image
 from lwst.renderers import RENDERERS, render_batch
 from lwst.vgg import load_vgg19
 
@@ -110,6 +110,9 @@ class RandomStylize:
         if image.dim() not in (3, 4) or image.shape[-3] != 3:
             raise ValueError(f"RandomStylize expects (3, H, W) or (B, 3, H, W), got "
                              f"{tuple(image.shape)}")
+        if min(image.shape[-2:]) < MIN_SIDE:
+            raise ValueError(f"RandomStylize: the image is {image.shape[-1]}x{image.shape[-2]} "
+                             f"px; its sides must be at least {MIN_SIDE} px")
         batch = image if image.dim() == 4 else image.unsqueeze(0)
         as_float = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
         side = self.style_size or max(batch.shape[-2:])

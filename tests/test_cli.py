@@ -174,8 +174,8 @@ def test_bad_geometry_leaves_no_partial_outputs(tmp_path, capsys):
 
 def _stylize_coffee(out: Path, *args: str) -> int:
     """``lwst stylize`` of the example coffee photo to ``out``, quietly, with extra options."""
-    return main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--out", str(out),
-                 "--quiet", *args])
+    return main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
+                 str(EXAMPLES / "texture_strokes.jpg"), "--out", str(out), "--quiet", *args])
 
 
 @pytest.mark.parametrize(
@@ -184,7 +184,8 @@ def _stylize_coffee(out: Path, *args: str) -> int:
         (["--size", "100000"], "outside the supported range"),
         (["--size", "2"], "outside the supported range"),
         (["--warp-strength", "-1"], "warp_strength"),
-        (["--iterations", "a,b"], "invalid literal"),
+        (["--iterations", "a,b"], "iterations: expected comma-separated integers such as "
+                                  "100,60,30, got 'a,b'"),
     ],
 )
 def test_absurd_options_exit_2(tmp_path, capsys, args, reason):
@@ -193,12 +194,35 @@ def test_absurd_options_exit_2(tmp_path, capsys, args, reason):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_stylize_with_nothing_to_do_says_so(tmp_path, capsys):
+    code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--out",
+                 str(tmp_path / "o.png"), "--size", "40", "--quiet"])
+    assert code == 0 and max(Image.open(tmp_path / "o.png").size) == 40
+    assert capsys.readouterr().err.splitlines() == [
+        "lwst stylize: warning: neither --geometry nor --texture: the output is the content, "
+        "only resized and re-encoded"]
+
+
+def test_a_setting_the_renderer_ignores_is_said_and_stderr_is_otherwise_empty(tmp_path):
+    """Run as a script or a CI job runs it (stderr not a terminal): the one warning line and
+    nothing else, no progress-bar residue."""
+    exe = Path(sys.executable).with_name("lwst")
+    done = subprocess.run([str(exe), "stylize", "--content", str(EXAMPLES / "coffee.jpg"),
+                           "--texture", str(EXAMPLES / "texture_strokes.jpg"), "--size", "32",
+                           "--style-strength", "0.5", "--out", str(tmp_path / "o.png"),
+                           "--levels", "1", "--iterations", "2"], capture_output=True, text=True)
+    assert done.returncode == 0 and (tmp_path / "o.png").is_file()
+    assert done.stderr.splitlines() == [
+        "lwst stylize: warning: --style-strength applies to wct and adain; gatys ignores it "
+        "(--style-weight is its lever)"]
+
+
 def test_all_image_modes_are_accepted(tmp_path):
     for name, path in write_mode_cases(tmp_path / "modes").items():
         out = tmp_path / f"{name}.png"
         assert (
-            main(["stylize", "--content", str(path), "--out", str(out), "--size", "40", "--quiet"])
-            == 0
+            main(["stylize", "--content", str(path), "--texture", str(path), "--renderer",
+                  "adain", "--out", str(out), "--size", "40", "--quiet"]) == 0
         ), name
         assert Image.open(out).mode == "RGB"
     rotated = Image.open(tmp_path / "exif_rot.png")
@@ -283,3 +307,12 @@ def test_warp_safety_columns_filled_and_low_confidence_warned(tmp_path, capsys, 
     assert json.loads(record["params"])["warp_fallback"] == "damp"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lwst warp: warning: low warp confidence 0.05")
+    said = {"damp": "applied the fallback, the field damped to half (--warp-fallback damp)",
+            "none": "left unwarped: no warp tried aligned it better"}
+    assert said[record["warp_applied"]] in err[0]
+    # A content that already has the exemplar's layout gains nothing from a warp: said so.
+    monkeypatch.undo()
+    assert main([*args[:2], str(tmp_path / "exemplar.png"), *args[3:], "--out",
+                 str(tmp_path / "c.png")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "left unwarped" in err[0] and "layouts may already match" in err[0]

@@ -186,3 +186,14 @@ def test_links_between_docs_resolve():
                     r"^#+ (.+)$", linked.read_text(), flags=re.MULTILINE)}:
                 broken.append(f"{page.name} -> {target}#{anchor}")
     assert not broken, broken
+
+
+def test_the_metadata_columns_are_documented_in_the_schemas_order():
+    """contracts.md promises the table lists `SCHEMA`'s columns in order: readers rely on it."""
+    from lwst.metadata import SCHEMA
+
+    section = (ROOT / "docs" / "contracts.md").read_text().split("## Metadata columns", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    first_cells = re.findall(r"^\| (`[^|]+) \|", section, flags=re.MULTILINE)
+    documented = [name for cell in first_cells for name in re.findall(r"`([a-z0-9_]+)`", cell)]
+    assert documented == [f.name for f in SCHEMA]

@@ -344,6 +344,8 @@ def test_random_stylize_is_seeded_keeps_dtype_and_p_zero_is_identity():
     assert RandomStylize(styles, p=0.0, seed=3)(image) is image
     restored = pickle.loads(pickle.dumps(RandomStylize(styles, p=1.0, seed=3)))
     assert torch.equal(restored(image), a)
+    with pytest.raises(ValueError, match="the image is 4x6 px; its sides must be at least 8"):
+        RandomStylize(styles, p=1.0)(image[:, :6, :4])
 
 
 class _Images(torch.utils.data.Dataset):

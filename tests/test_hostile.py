@@ -4,6 +4,7 @@ ends in exit 2 and one line on stderr, with no output written."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -423,3 +424,61 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
         if server is not None and server.is_running() and \
                 server.status() != psutil.STATUS_ZOMBIE:
             server.kill()  # never leave one behind, even when the test fails
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_said_at_once_and_a_second_stops_the_run_and_its_server(tmp_path):
+    """First Ctrl-C: one line at once, the item in progress goes on; second: exit 130 at once,
+    the temporary server with it, no abort in C++ (exit 134 before)."""
+    import signal
+
+    import pandas as pd
+    import psutil
+
+    save_image(tmp_path / "c.png", (32, 32))
+    save_image(tmp_path / "t.png", (32, 32), seed=1)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame([{"id": "a", "content": "c.png", "texture": "t.png"}]).to_csv(manifest,
+                                                                            index=False)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        run = subprocess.Popen([str(LWST), "run", str(manifest), "--out", str(out), "--size",
+                                "256", "--iterations", "400", "--levels", "1", "--renderer",
+                                "gatys", "--quiet"],
+                               env=env, stdout=sink, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
+            if run.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert run.poll() is None and (out / "_lwst.lock").exists(), (
+            f"the run never started (exit {run.poll()}); its output:\n"
+            + log.read_text(errors="replace")[-2000:])
+        time.sleep(2)  # the item is rendering now (400 L-BFGS steps at 256 px: minutes)
+        children = psutil.Process(run.pid).children(recursive=True)
+        assert children, "no temporary server was started"
+        os.kill(run.pid, signal.SIGINT)
+        said = time.monotonic() + 5
+        while time.monotonic() < said and "interrupted; finishing" not in log.read_text():
+            time.sleep(0.1)
+        assert "lwst run: interrupted; finishing the items in progress" in log.read_text()
+        assert run.poll() is None  # the item in progress is allowed to finish
+        os.kill(run.pid, signal.SIGINT)
+        assert run.wait(20) == 130
+        text = log.read_text(errors="replace")
+        assert "lwst run: stopped now" in text and "terminate called" not in text
+        alive = psutil.wait_procs(children, timeout=20)[1]
+        assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive), "children orphaned"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()  # never leave one behind, even when the test fails

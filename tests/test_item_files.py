@@ -5,10 +5,13 @@ inside the item's rollback; a transient storage error retries the write, not the
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from bad_images import gradient_rgb
@@ -18,7 +21,7 @@ from PIL import Image
 import lwst.flow
 import lwst.stylize
 from lwst import dataset, item_files, storage
-from lwst.config import StylizeConfig, WarpConfig
+from lwst.config import StylizeConfig, WarpConfig, with_overrides
 from lwst.flow import flow_picture, read_flo
 from lwst.manifest import ManifestItem
 from lwst.metadata import empty_record
@@ -240,6 +243,39 @@ def test_the_writer_writes_exactly_what_the_resume_check_expects(tmp_path, input
     assert all(finished.is_complete(item, CONFIG) for item in items)
     Path(item_files.item_outputs(str(out), "warps").flow_vis).unlink()
     assert not dataset.CompletedOutputs(str(out)).is_complete(items[0], CONFIG)
+
+
+def test_an_item_finished_with_other_settings_or_inputs_is_not_done(tmp_path, inputs):
+    out, (content, geometry) = tmp_path / "out", inputs
+    outputs = item_files.item_outputs(str(out), "a")
+    record = stylize_files("a", content, None, None, outputs.image, CONFIG, run_id="r")
+    dataset.write_run_metadata(str(out), "r", [record])
+    item = ManifestItem("a", content)
+    finished = dataset.CompletedOutputs(str(out))
+    assert finished.changes(item, CONFIG) == [] and finished.is_complete(item, CONFIG)
+    # where it ran and whether its losses were measured change no file
+    neutral = with_overrides(CONFIG, {"device": "auto", "measure_losses": False})
+    assert finished.is_complete(item, neutral)
+    bigger = with_overrides(CONFIG, {"size": 40, "renderer": "adain"})
+    assert finished.changes(item, bigger) == ["size 32 -> 40", "renderer gatys -> adain"]
+    assert not finished.is_complete(item, bigger)
+    moved = ManifestItem("a", content, geometry)
+    assert finished.changes(moved, CONFIG) == [f"geometry None -> {geometry}"]
+    assert finished.changes(ManifestItem("b", content), CONFIG) is None  # never finished
+    # the latest ok row is what the files are: after a run at 40 px, 40 px is done
+    again = stylize_files("a", content, None, None, outputs.image, bigger, run_id="s")
+    dataset.write_run_metadata(str(out), "s", [again])
+    finished = dataset.CompletedOutputs(str(out))
+    assert finished.is_complete(item, bigger) and not finished.is_complete(item, CONFIG)
+    # a setting a later lwst added has no recorded value to differ from
+    table = pq.read_table(dataset.run_metadata_uri(str(out), "s"))
+    params = json.loads(table["params"][0].as_py())
+    del params["warp_views"]
+    table = table.set_column(table.schema.get_field_index("params"), "params",
+                             pa.array([json.dumps(params)]))
+    pq.write_table(table, dataset.run_metadata_uri(str(out), "s"))
+    later = with_overrides(bigger, {"warp_views": 1})
+    assert dataset.CompletedOutputs(str(out)).is_complete(item, later)
 
 
 def test_journal_rows_go_where_the_rule_says(tmp_path):

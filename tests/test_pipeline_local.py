@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from pipeline_inputs import FAST, write_bad_inputs, write_manifest_csv
 
 from lwst import dataset
@@ -124,6 +125,16 @@ def test_rerun_skips_finished_items_and_keeps_one_row_per_item_per_run(
     assert len(set(keys)) == len(keys)
     skipped = table.filter(pc.equal(table["status"], "skipped"))
     assert sorted(skipped["id"].to_pylist()) == ["p0", "p1", "p2"]
+    assert all('"size": 48' in p for p in skipped["params"].to_pylist())
+
+    # Asked again with another size, the finished items' files are stale: redone, and said.
+    third = _flow()(str(manifest), str(out), overrides={**FAST, "size": 40}, run_id="c")
+    assert third["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
+    assert third["redone"]["count"] == 3 and "size 48 -> 40" in third["redone"]["first"]
+    assert max(Image.open(out / "images" / "p0.png").size) == 40
+    fourth = _flow()(str(manifest), str(out), overrides={**FAST, "size": 40}, run_id="d")
+    assert fourth["counts"] == {"ok": 0, "failed": 1, "skipped": 3}
+    assert fourth["redone"]["count"] == 0
 
 
 def test_bad_manifest_is_refused_before_any_work(tmp_path: Path):
