@@ -35,6 +35,25 @@ def make_task_runner(
         return DaskTaskRunner(address=dask_address)
     cluster_kwargs: dict = {"n_workers": max(1, workers), "threads_per_worker": 1,
                             "processes": True, "dashboard_address": ":0"}
+    api_url = _temporary_api_url()
+    if api_url:  # workers report to this run's server instead of starting one each
+        cluster_kwargs["env"] = {"PREFECT_API_URL": api_url}
     if gpus_per_worker:
         cluster_kwargs["resources"] = {"GPU": gpus_per_worker}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+
+
+def _temporary_api_url() -> str | None:
+    """The URL of the temporary API server this process runs its flow against, if any.
+
+    Without ``PREFECT_API_URL`` every Dask worker process would start a temporary server of its
+    own (three servers for a 2-worker run, orphaned by a ``kill -9``, each trying to send
+    telemetry); a configured URL the workers inherit already.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    server = SubprocessASGIServer()
+    return server.api_url if server.server_process is not None else None

@@ -20,6 +20,7 @@ Everything below the flow lives in `lwst` (library) and `tasks` (thin task wrapp
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import itertools
@@ -43,7 +44,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner
 
 from flows.runners import RunnerName, make_task_runner
-from lwst import dataset, progress, report, run_lock, s3, storage
+from lwst import dataset, interrupts, progress, report, run_lock, s3, storage
 from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.failures import failure_kind, failure_reason
 from lwst.item import Item, resolve_items
@@ -104,18 +105,33 @@ def work_units(items: list[Item], warp_batch_size: int, render_batch_size: int,
         yield "item", [item]
 
 
+_STOP = object()  # put on the finished queue by a stop request (`lwst.interrupts`)
+
+
 class _Submitter:
-    """Keeps at most ``window`` item futures in flight and hands back each as it finishes."""
+    """Keeps at most ``window`` item futures in flight and hands back each as it finishes.
+
+    A stop request (`lwst.interrupts`: `lwst run`'s first Ctrl-C) submits nothing more,
+    cancels the units that have not started and hands back the ones that run as they finish:
+    the same with threads and with Dask, where a KeyboardInterrupt would tear the cluster down
+    and drop the items in progress. ``stopped`` then says so; the items never started have no
+    record, so the next run does them.
+    """
 
     def __init__(self, runner: TaskRunner, out: str, run_id: str, opts: dict[str, Any],
                  torch_threads: int | None, window: int):
         self.runner, self.out, self.run_id, self.opts = runner, out, run_id, opts
         self.torch_threads, self.window = torch_threads, window
-        self.finished: queue.Queue[tuple[PrefectFuture, list[Item]]] = queue.Queue()
+        # SimpleQueue: its put is reentrant, so a signal handler may wake the loop through it.
+        self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.in_flight = 0
+        self.pending: dict[int, PrefectFuture] = {}  # submitted, not handed back (+ estimates)
+        self.cancelled: set[int] = set()
+        self.stopped = False
 
     def _watch(self, future: PrefectFuture, items: list[Item]) -> None:
         self.in_flight += 1
+        self.pending[id(future)] = future
         future.add_done_callback(lambda f: self.finished.put((f, items)))
 
     def _submit(self, kind: str, items: list[Item]) -> None:
@@ -129,6 +145,8 @@ class _Submitter:
         if kind == "warp-batch":
             estimates = self.runner.submit(estimate_warp_batch, {
                 "items": items, **common, "extra": len(items) - 1})
+            self.pending[id(estimates)] = estimates
+            estimates.add_done_callback(lambda f: self.pending.pop(id(f), None))
         for item in items:
             self._watch(self.runner.submit(stylize_item, {
                 "item": item, **common, "torch_threads": self.torch_threads,
@@ -136,14 +154,71 @@ class _Submitter:
 
     def run(self, units: Iterator[tuple[str, list[Item]]],
             ) -> Iterator[tuple[PrefectFuture, list[Item]]]:
-        for kind, items in units:
-            self._submit(kind, items)
-            while self.in_flight >= self.window:
-                self.in_flight -= 1
-                yield self.finished.get()
-        while self.in_flight:
-            self.in_flight -= 1
-            yield self.finished.get()
+        with interrupts.stoppable(lambda: self.finished.put(_STOP)):
+            for kind, items in units:
+                if self.stopped or interrupts.stop_requested():
+                    self._stop()
+                    break
+                self._submit(kind, items)
+                while self.in_flight >= self.window and not self.stopped:
+                    yield from self._take()
+            while self.in_flight:
+                yield from self._take()
+
+    def _take(self) -> Iterator[tuple[PrefectFuture, list[Item]]]:
+        got = self.finished.get()
+        if got is _STOP:
+            self._stop()
+            return
+        future, items = got
+        self.in_flight -= 1
+        self.pending.pop(id(future), None)
+        if id(future) not in self.cancelled:
+            yield future, items
+
+    def _stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        futures = list(self.pending.items())
+        executing = _executing_on_dask([f for _, f in futures])
+        for key, future in futures:
+            if _cancel_if_not_started(future, executing):
+                self.cancelled.add(key)
+
+
+def _cancel_if_not_started(future: PrefectFuture, executing: set[str] | None) -> bool:
+    """Cancel a unit that has not begun (True); one already running is left to finish.
+
+    A thread pool's future cancels only while queued. A Dask future would be cancelled even
+    while it executes (its files written, its row then dropped), so one is cancelled only when
+    no worker is executing it (``executing``: the keys they are; None when unknown: none is
+    cancelled, all finish)."""
+    wrapped = getattr(future, "wrapped_future", None)
+    if isinstance(wrapped, concurrent.futures.Future):
+        return wrapped.cancel()
+    if wrapped is None or executing is None or str(wrapped.key) in executing:
+        return False
+    wrapped.cancel()
+    return True
+
+
+def _executing_on_dask(futures: list[PrefectFuture]) -> set[str] | None:
+    """Keys the Dask workers are executing now (empty without Dask futures; None if unknown)."""
+    clients = {id(w.client): w.client for f in futures
+               if (w := getattr(f, "wrapped_future", None)) is not None and hasattr(w, "key")}
+    if not clients:
+        return set()
+
+    def executing(dask_worker: Any) -> list[str]:
+        return [str(key) for key, task in dask_worker.state.tasks.items()
+                if task.state in ("executing", "long-running")]
+
+    try:
+        return {key for client in clients.values()
+                for keys in client.run(executing).values() for key in keys}
+    except Exception:  # noqa: BLE001 - a worker unreachable: cancel nothing, let all finish
+        return None
 
 
 def _forget(result: TaskRecords) -> None:
@@ -315,6 +390,7 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
             tally.update(skipped=len(done), refused=len(refused), todo=len(todo))
             yield from work_units(todo, warp_batch_size, render_batch_size)
 
+    stopped = False
     try:
         tracker = _Progress(total, 0)
         pending = units()
@@ -336,6 +412,11 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
                                                    len(records))
                     records.add(finished_records)
                     tracker.add(finished_records, len(records))
+                stopped = submitter.stopped
+        not_done = total - len(records)
+        if stopped:
+            logger.warning("run %s stopped on request after the items in progress; %d items "
+                           "not done (a re-run does them)", run_id, not_done)
         logger.info("run %s: %d items, %d already done, %d refused, %d run (%d of them redone: "
                     "other settings or inputs than when they finished)", run_id, total,
                     tally["skipped"], tally["refused"], tally["todo"], tally["redone"])
@@ -352,6 +433,7 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
         records.discard()
     summary = _report(records, out, run_id, metadata_uri, opts, base.warp.min_confidence)
     summary["redone"] = {"count": tally["redone"], "first": next(iter(redone_example), None)}
+    summary["stopped"] = {"not_done": not_done} if stopped else None
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
 

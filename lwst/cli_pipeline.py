@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from lwst import run_lock, storage
+from lwst import interrupts, run_lock, storage
 from lwst.cli_options import CommandError, add_render_options, add_warp_options
 from lwst.config import OVERRIDES, PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.failures import EXIT_INTERNAL_ERROR
@@ -33,6 +33,9 @@ def _add_s3_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--aws-access-key-id")
     group.add_argument("--aws-secret-access-key")
     group.add_argument("--aws-region")
+
+
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 
 
 def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,6 +196,7 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
             raise CommandError(str(exc)) from None
     counts = summary["counts"]
     internal = summary["internal_errors_total"]
+    stopped = summary.get("stopped")
     print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
           f"{counts['skipped']} skipped; metadata {summary['metadata']}")
     redone = summary.get("redone") or {}
@@ -210,15 +214,21 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
               "lwst; tracebacks in the log above and in the Prefect run); the other items "
               "finished", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+    if stopped:
+        print(f"lwst run: stopped on Ctrl-C after the items in progress; {stopped['not_done']} "
+              "item(s) not done: a re-run does them", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
 class StopOnInterrupt:
-    """Ctrl-C during a run, said at once. The first stops the run the way Python does (the
-    task runner cancels the units not started and lets the ones running finish, so their
-    files are complete; a re-run resumes); the second stops the process now, exit 130, its
-    children (a temporary Prefect server, Dask workers) with it. Before, the first said nothing
-    until the items in progress had finished and the second aborted in C++ (exit 134)."""
+    """Ctrl-C during a run, said at once. The first asks the flow to stop (`lwst.interrupts`):
+    it starts nothing new, cancels the units not started and lets the running ones finish,
+    with threads and with Dask, so their files are complete and the run's metadata written;
+    before the flow submits (start-up) it interrupts as Python does. The second stops the
+    process now, exit 130, its children (a temporary Prefect server, Dask workers) with it.
+    Before, the first said nothing until the items in progress had finished (under Dask it
+    dropped them) and the second aborted in C++ (exit 134)."""
 
     def __enter__(self) -> StopOnInterrupt:
         self.count = 0
@@ -234,11 +244,13 @@ class StopOnInterrupt:
             print("lwst run: interrupted; finishing the items in progress (their outputs stay "
                   "whole), then stopping; Ctrl-C again to stop now. A re-run resumes.",
                   file=sys.stderr, flush=True)
-            raise KeyboardInterrupt
+            if not interrupts.request_stop():  # not yet submitting (start-up) or reporting
+                raise KeyboardInterrupt
+            return
         print("lwst run: stopped now; a re-run sweeps what the items in progress left and "
               "redoes them", file=sys.stderr, flush=True)
         _stop_children()
-        os._exit(130)
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _stop_children() -> None:

@@ -91,6 +91,14 @@ def _create(uri: str, data: bytes, storage_options: dict[str, Any]) -> bool:
         fs.pipe_file(uri, data, mode="create")
     except FileExistsError:
         return False
+    except OSError:
+        # The store refused the conditional PUT (HTTP 412) without the ``Condition`` header
+        # s3fs looks for to raise FileExistsError (SeaweedFS): s3fs raises EINVAL instead.
+        # Whether the lock is there is what decides; anything else is a real error.
+        fs.invalidate_cache(uri)
+        if fs.exists(uri):
+            return False
+        raise
     return True
 
 

@@ -87,7 +87,8 @@ class RunRecords:
             self._flush()
 
     def _note_failure(self, record: dict[str, Any]) -> None:
-        failure = {"id": record["id"], "error": record["error"], "content": record["content"],
+        failure = {"id": record["id"], "error": record["error"],
+                   "error_kind": record.get("error_kind"), "content": record["content"],
                    "geometry": record["geometry"], "texture": record["texture"]}
         if len(self.failures) < LISTED:
             self.failures.append(failure)

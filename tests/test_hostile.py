@@ -289,17 +289,49 @@ def test_lock_local_second_holder_refused_stale_taken_over(tmp_path):
     run_lock.acquire(out, "r2", {}).release()  # a dead holder on this host: taken over
 
 
-def test_lock_on_s3_is_a_conditional_create(s3_bucket):
+@pytest.fixture(params=["moto", "seaweedfs"])
+def any_s3_bucket(request):
+    """A bucket on each S3 server the tests run: they answer a refused conditional PUT
+    differently (moto as s3fs expects; SeaweedFS without the header, a plain 412)."""
+    if request.param == "moto":
+        return request.getfixturevalue("s3_bucket")
+    import uuid
+
+    import s3fs
+
+    options = {"endpoint_url": request.getfixturevalue("seaweedfs_endpoint"), "key": "k",
+               "secret": "s"}
+    bucket = f"lwst-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    return bucket, options
+
+
+def test_lock_on_s3_is_a_conditional_create(any_s3_bucket):
     from lwst import run_lock
 
-    bucket, options = s3_bucket
+    bucket, options = any_s3_bucket
     out = f"s3://{bucket}/results"
     first = run_lock.acquire(out, "r1", options)
     assert not run_lock._create(run_lock.lock_uri(out), b"{}", options)
     holder = run_lock.read_holder(run_lock.lock_uri(out), options)
     assert holder["run_id"] == "r1"
+    with pytest.raises(run_lock.RunLockedError, match="in use by run 'r1'"):
+        run_lock.acquire(out, "r2", options)  # one line, not the store's error
     first.release()
     assert run_lock.read_holder(run_lock.lock_uri(out), options) is None
+    # A run of this host that died holding the lock (storage gone mid-run, then back): taken
+    # over silently, as locally; a foreign live one only with break_stale.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    lock = (f'{{"run_id": "dead", "host": "{os.uname().nodename}", "pid": {dead}}}').encode()
+    assert run_lock._create(run_lock.lock_uri(out), lock, options)
+    run_lock.acquire(out, "r3", options).release()
+    assert run_lock._create(run_lock.lock_uri(out), b'{"run_id": "elsewhere", "host": "x"}',
+                            options)
+    with pytest.raises(run_lock.RunLockedError, match="--break-lock"):
+        run_lock.acquire(out, "r4", options)
+    run_lock.acquire(out, "r4", options, break_stale=True).release()
 
 
 def test_pickle_module_is_never_asked_for_a_global(tmp_path):

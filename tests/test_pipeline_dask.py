@@ -35,3 +35,34 @@ def test_items_run_in_dask_worker_processes_with_gpu_resources(image_folder: Pat
     assert sum(summary["workers"].values()) == 6
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
         f"d{i}.png" for i in range(6)]
+
+
+def test_a_stop_request_lets_the_running_dask_unit_finish(image_folder: Path, tmp_path: Path):
+    """Under Dask too (`lwst run --runner dask`'s first Ctrl-C): the unit running on the worker
+    finishes and is recorded, the ones not started are cancelled, none is dropped half-done."""
+    from distributed import Client, LocalCluster
+
+    from flows.stylize_dataset import stylize_dataset
+    from lwst import interrupts
+    from lwst.progress import listening
+
+    photos = image_folder / "contents"
+    rows = [{"id": f"q{i}", "content": str(photos / f"photo{i % 3}.png"), "seed": i}
+            for i in range(6)]
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    asked = []
+
+    def first_finished(done: int, total: int, record: dict) -> None:
+        if record["status"] == "ok" and not asked:
+            asked.append(interrupts.request_stop())
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster), \
+            listening(first_finished):
+        summary = stylize_dataset(str(manifest), str(tmp_path / "out"), overrides=FAST,
+                                  runner="dask", dask_address=cluster.scheduler_address,
+                                  torch_threads=1)
+    ok = summary["counts"]["ok"]
+    assert asked == [True] and summary["counts"]["failed"] == 0
+    assert 1 <= ok <= 4 and summary["stopped"] == {"not_done": 6 - ok}
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == ok

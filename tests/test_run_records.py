@@ -35,6 +35,7 @@ def test_rows_stream_to_parquet_and_the_lists_stay_bounded(tmp_path, monkeypatch
     summary = records.summary()
     assert summary["counts"] == {"ok": 666, "failed": 334, "skipped": 0}
     assert len(summary["failures"]) == 10 and summary["failures_total"] == 334
+    assert {f["error_kind"] for f in summary["failures"]} == {"input", "internal"}  # the table's
     assert len(summary["internal_errors"]) == 10 and summary["internal_errors_total"] == 167
     assert len(summary["warp_batched"]) == 10 and summary["warp_batched_total"] == 200
     assert summary["workers"] == {"w0": 500, "w1": 500}
