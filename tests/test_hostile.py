@@ -407,16 +407,13 @@ def test_silent_s3_endpoint_gives_up_within_a_minute_by_default(tmp_path, capsys
     assert f"cannot reach {endpoint}" in _one_error_line(capsys)
 
 
-@pytest.mark.slow
-def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
-    """``kill -9`` of ``lwst run`` (no PREFECT_API_URL): its temporary server goes too."""
-    import signal
-
+def _start_slow_run(tmp_path: Path, *options: str) -> tuple[subprocess.Popen, Path, Path]:
+    """`lwst run` of one item that renders for minutes (400 L-BFGS steps at 256 px), without
+    PREFECT_API_URL (so with its temporary server), in its own session; returns once it holds
+    its lock (the flow has started). A texture, so the item renders: without one the run
+    finished within the 0.5-s polling and the lock was never seen."""
     import pandas as pd
-    import psutil
 
-    # A texture, so the item renders (400 L-BFGS steps at 256 px: minutes): without one the
-    # run finished within the test's 0.5-s polling and it never saw the run's lock.
     save_image(tmp_path / "c.png", (32, 32))
     save_image(tmp_path / "t.png", (32, 32), seed=1)
     manifest = tmp_path / "m.csv"
@@ -429,23 +426,35 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
     log = tmp_path / "run.log"
     with log.open("wb") as sink:
         run = subprocess.Popen([str(LWST), "run", str(manifest), "--out", str(out), "--size",
-                                "256", "--iterations", "400", "--levels", "1", "--quiet"],
-                               env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                "256", "--iterations", "400", "--levels", "1", "--quiet",
+                                *options], env=env, stdout=sink, stderr=subprocess.STDOUT,
                                start_new_session=True)
+    deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
+    while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
+        if run.poll() is not None:  # it ended before starting: say why, don't wait on
+            break
+        time.sleep(0.5)
+    if run.poll() is not None or not (out / "_lwst.lock").exists():
+        run.kill()
+        pytest.fail(f"the run never started (exit {run.poll()}); its output:\n"
+                    + log.read_text(errors="replace")[-2000:])
+    return run, out, log
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
+    """``kill -9`` of ``lwst run`` (no PREFECT_API_URL): its temporary server goes too."""
+    import signal
+
+    import psutil
+
+    run, out, log = _start_slow_run(tmp_path)
     server = None
     try:
-        deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
-        while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
-            if run.poll() is not None:  # it ended before starting: say why, don't wait on
-                break
-            time.sleep(0.5)
-        if run.poll() is None:
-            for child in psutil.Process(run.pid).children(recursive=True):
-                if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
-                    server = child
-        assert server is not None and (out / "_lwst.lock").exists(), (
-            f"the run never started (exit {run.poll()}); its output:\n"
-            + log.read_text(errors="replace")[-2000:])
+        for child in psutil.Process(run.pid).children(recursive=True):
+            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+                server = child
+        assert server is not None, "no temporary server was started"
         os.kill(run.pid, signal.SIGKILL)
         run.wait(30)
         gone = psutil.wait_procs([server], timeout=20)[0]
@@ -464,35 +473,11 @@ def test_ctrl_c_is_said_at_once_and_a_second_stops_the_run_and_its_server(tmp_pa
     the temporary server with it, no abort in C++ (exit 134 before)."""
     import signal
 
-    import pandas as pd
     import psutil
 
-    save_image(tmp_path / "c.png", (32, 32))
-    save_image(tmp_path / "t.png", (32, 32), seed=1)
-    manifest = tmp_path / "m.csv"
-    pd.DataFrame([{"id": "a", "content": "c.png", "texture": "t.png"}]).to_csv(manifest,
-                                                                            index=False)
-    out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    log = tmp_path / "run.log"
-    with log.open("wb") as sink:
-        run = subprocess.Popen([str(LWST), "run", str(manifest), "--out", str(out), "--size",
-                                "256", "--iterations", "400", "--levels", "1", "--renderer",
-                                "gatys", "--quiet"],
-                               env=env, stdout=sink, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    run, out, log = _start_slow_run(tmp_path, "--renderer", "gatys")
     children: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (out / "_lwst.lock").exists():
-            if run.poll() is not None:
-                break
-            time.sleep(0.5)
-        assert run.poll() is None and (out / "_lwst.lock").exists(), (
-            f"the run never started (exit {run.poll()}); its output:\n"
-            + log.read_text(errors="replace")[-2000:])
         time.sleep(2)  # the item is rendering now (400 L-BFGS steps at 256 px: minutes)
         children = psutil.Process(run.pid).children(recursive=True)
         assert children, "no temporary server was started"
