@@ -81,9 +81,10 @@ def start_seaweedfs(scratch: Path) -> tuple[subprocess.Popen, str]:
     data.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     process = subprocess.Popen(
-        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        [weed, f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
          f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
-         "-admin.ui=false", "-s3.autoCreateBucket=false"],
+         "-admin.ui=false", "-s3.autoCreateBucket=false", f"-s3.localSocket={data}/s3.sock",
+         f"-filer.localSocket={data}/filer.sock"],
         env=env, stdout=subprocess.DEVNULL, stderr=(scratch / "weed.log").open("wb"))
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

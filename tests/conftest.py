@@ -112,10 +112,12 @@ def seaweedfs_endpoint(tmp_path_factory) -> Iterator[str]:
         port = probe.getsockname()[1]
     data = tmp_path_factory.mktemp("weed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # Logs and sockets inside the test's folder: by default weed leaves them in /tmp.
     process = subprocess.Popen(
-        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        [weed, f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
          f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
-         "-admin.ui=false", "-s3.autoCreateBucket=false"],
+         "-admin.ui=false", "-s3.autoCreateBucket=false", f"-s3.localSocket={data}/s3.sock",
+         f"-filer.localSocket={data}/filer.sock"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
