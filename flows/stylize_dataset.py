@@ -456,10 +456,10 @@ def _report(records: RunRecords, out: str, run_id: str, metadata_uri: str,
     sheet_uri = None
     if sample:
         sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
-        report.item_sheet([_sheet_row(r, out) for r in sample], sheet_uri, opts)
-        link = sheet_uri if "://" in sheet_uri else f"file://{sheet_uri}"
-        create_image_artifact(link, key="stylize-contact-sheet",
-                              description=f"{len(sample)} of {done} results, run {run_id}")
+        sheet = report.item_sheet([_sheet_row(r, out) for r in sample], sheet_uri, opts)
+        create_image_artifact(report.data_url(sheet), key="stylize-contact-sheet",
+                              description=f"{len(sample)} of {done} results, run {run_id}; "
+                                          f"full size: {sheet_uri}")
     low, low_total = summary["low_confidence"], summary["low_confidence_total"]
     create_table_artifact(
         low, key="warp-low-confidence",

@@ -11,7 +11,6 @@ import argparse
 import functools
 import sys
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -291,8 +290,6 @@ def _registrations() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # kornia's import warns about torch.jit on stderr: noise in front of the one-line contract.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script", category=FutureWarning)
     parser = build_parser(_registrations())
     args = parser.parse_args(argv)
     try:

@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from kornia.geometry.transform import get_tps_transform, warp_points_tps
 from torch import Tensor
 
 from lwst.flow import base_grid
+from lwst.kornia_ops import get_tps_transform, warp_points_tps
 
 
 def normalised_grid(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:

@@ -43,11 +43,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import build_pyramid
 from torch import Tensor
 
 from lwst.config import OPTIMIZERS, RenderConfig
 from lwst.image_io import resize_longest
+from lwst.kornia_ops import build_pyramid
 from lwst.losses import GatysObjective
 from lwst.vgg import VGG19Features, feature_dtype
 

@@ -63,8 +63,9 @@ def _thumb(uri: str | None, side: int, opts: dict) -> Image.Image:
 
 
 def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | None = None,
-               thumb: int = 128) -> None:
-    """Write the captioned sheet as one PNG: a header, then one row per item."""
+               thumb: int = 128) -> Image.Image:
+    """Write the captioned sheet as one PNG: a header, then one row per item. Returns the
+    sheet, so a report can embed it (``data_url``) without reading it back from storage."""
     opts = storage_options or {}
     font = ImageFont.load_default()
     width = PAD + len(PANELS) * (thumb + PAD)
@@ -81,6 +82,27 @@ def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | Non
         top += row_h
     buffer = _png_bytes(sheet)
     storage.write_bytes_atomic(sheet_uri, buffer, **opts)
+    return sheet
+
+
+def data_url(image: Image.Image, max_bytes: int = 600_000) -> str:
+    """The image as a ``data:image/jpeg;base64,...`` URL of at most ``max_bytes``.
+
+    The Prefect UI shows an image artifact by putting its URL in an ``<img>`` tag: a browser
+    cannot open the ``file://`` path of a local run (nor an ``s3://`` one), so the run's sheet
+    travels inside the artifact. JPEG at quality 85, halved until it fits the budget: the
+    artifact lives in the Prefect database, one per run (a full 16-item sheet is ~0.5 MB)."""
+    import base64
+    import io
+
+    while True:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=85)
+        encoded = base64.b64encode(out.getvalue()).decode("ascii")
+        url = f"data:image/jpeg;base64,{encoded}"
+        if len(url) <= max_bytes or min(image.size) < 64:
+            return url
+        image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
 
 
 def _png_bytes(image: Image.Image) -> bytes:

@@ -229,7 +229,18 @@ def test_all_image_modes_are_accepted(tmp_path):
     assert rotated.size[1] > rotated.size[0]  # EXIF rotation applied: portrait
 
 
-@pytest.mark.parametrize("command", ["stylize", "warp", "run", "make-manifest", "train-warp"])
+def test_importing_the_library_prints_nothing_and_keeps_the_users_warning_filters():
+    """kornia's import-time torch.jit deprecation is silenced for its import alone."""
+    probe = ("import warnings; "
+             "import lwst.stylize, lwst.parametric, lwst.transforms, lwst.warpnet.synthetic; "
+             "assert not any(f[1] and 'script' in f[1].pattern for f in warnings.filters)")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", probe], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and done.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["stylize", "warp", "run", "make-manifest", "train-warp",
+                                     "train-decoder"])
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -28,14 +28,22 @@ def _flow():
     return stylize_dataset
 
 
-def _artifact_data(key: str):
+def _latest_artifact(key: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    return sorted(found, key=lambda a: a.created)[-1].data
+    return sorted(found, key=lambda a: a.created)[-1]
+
+
+def _artifact_data(key: str):
+    return _latest_artifact(key).data
+
+
+def _artifact_description(key: str) -> str:
+    return _latest_artifact(key).description
 
 
 def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: Path):
@@ -95,7 +103,14 @@ def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: P
 
     sheet = Image.open(out / "reports" / "contact_sheet-r1.png")  # 4 panels, 2 rows + header
     assert sheet.width == 4 + 4 * (128 + 4) and sheet.height == 20 + 2 * (128 + 16 + 4)
-    assert summary["contact_sheet"] in _artifact_data("stylize-contact-sheet")
+    shown = _artifact_data("stylize-contact-sheet")  # embedded: the UI cannot open file://
+    assert shown.startswith("data:image/jpeg;base64,")
+    import base64
+    import io
+
+    embedded = Image.open(io.BytesIO(base64.b64decode(shown.split(",", 1)[1])))
+    assert embedded.size == sheet.size
+    assert summary["contact_sheet"] in _artifact_description("stylize-contact-sheet")
     from lwst.config import WarpConfig
 
     low = full["warp_confidence"] < WarpConfig().min_confidence or full["warp_applied"] != "affine"

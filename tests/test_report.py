@@ -5,7 +5,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lwst.report import SheetRow, caption, item_sheet, low_confidence
+from lwst.report import SheetRow, caption, data_url, item_sheet, low_confidence
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -41,3 +41,16 @@ def test_sheet_has_one_captioned_row_per_item_with_four_panels(tmp_path):
     # The second row has no geometry and no warped image: light grey placeholders there.
     assert sheet.getpixel((4 + 1 * 68 + 32, 20 + 84 + 32)) == (225, 225, 225)
     assert sheet.getpixel((4 + 32, 20 + 32)) != (225, 225, 225)
+
+
+def test_the_embedded_sheet_keeps_its_size_within_the_budget_and_halves_beyond_it():
+    import base64
+    import io
+
+    import numpy as np
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 500, 3), np.uint8))
+    decoded = [Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+               for url in (data_url(noise, 10_000_000), data_url(noise, 200_000))]
+    assert decoded[0].size == (500, 600)  # fits: full size
+    assert decoded[1].size[0] < 500 and len(data_url(noise, 200_000)) <= 200_000

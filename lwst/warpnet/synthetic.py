@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cv2
-import kornia.enhance as KE
-import kornia.filters as KF
 import numpy as np
 import torch
 from torch import Tensor
 
 from lwst.flow import hole_mask, warp_image
+from lwst.kornia_ops import enhance as KE
+from lwst.kornia_ops import filters as KF
 from lwst.parametric import SyntheticWarpRanges, random_warp_flow
 
 TIERS = ("geometry", "photometric", "artistic")
