@@ -11,16 +11,24 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from lwst import storage
 from lwst.warpnet.train import TrainConfig, export_checkpoint, prepare_bank, train
 
 
-@task(name="encode-feature-cache", retries=1)
+def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
+    """Retry a flaky read or write, never bad input or a diverged run: their retry would
+    repeat minutes of painting and encoding to fail the same way."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return exc is not None and storage.is_transient(exc)
+
+
+@task(name="encode-feature-cache", retries=1, retry_condition_fn=retry_on_transient)
 def encode_cache(cfg: TrainConfig) -> str:
     prepare_bank(cfg, get_run_logger().info)
     return cfg.cache_dir
 
 
-@task(name="train-warpnet", retries=1)
+@task(name="train-warpnet", retries=1, retry_condition_fn=retry_on_transient)
 def train_task(cfg: TrainConfig) -> str:
     cfg.resume = True  # a retry continues from the last checkpoint
     return str(train(cfg, get_run_logger().info))
@@ -104,4 +112,7 @@ def train_warp(
 if __name__ == "__main__":
     import sys
 
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        sys.exit("usage: python -m flows.train_warp IMAGE_DIR|MANIFEST [...]  (the recipe's "
+                 "defaults; `lwst train-warp --help` lists every setting)")
     train_warp(images=sys.argv[1:])

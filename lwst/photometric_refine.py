@@ -13,6 +13,7 @@ the field is returned unchanged. Thresholds measured on synthetic pairs (benchma
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from lwst.estimators.dis import dis_flow
@@ -52,6 +53,9 @@ def refine_photometric(contents: Tensor, exemplars: Tensor, flows: Tensor,
     out, refined = flows.clone(), []
     for i in range(flows.shape[0]):
         content, exemplar, flow = contents[i : i + 1], exemplars[i : i + 1], flows[i : i + 1]
+        if not torch.isfinite(flow).all():  # nothing to refine (and DIS would crash on it)
+            refined.append(False)
+            continue
         candidate = dis_flow(content, exemplar, init=flow).to(flow)
         if fold_free:
             candidate = make_fold_free(candidate)

@@ -67,7 +67,7 @@ def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint",
     """``torch.load(weights_only=True)``: tensors, numbers, strings, lists, dicts and nothing
     else, or `BadCheckpointError` in one line naming ``what`` and ``path``."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        payload = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
@@ -75,3 +75,30 @@ def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint",
         reason = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
         raise BadCheckpointError(f"{what} {os.fspath(path)}: not a valid weights-only "
                                  f"checkpoint ({type(exc).__name__}: {reason})") from None
+    bad = first_non_finite(payload)
+    if bad is not None:
+        raise BadCheckpointError(
+            f"{what} {os.fspath(path)}: holds NaN or infinite values (first in '{bad}'): the "
+            "weights of a training run that diverged")
+    return payload
+
+
+def first_non_finite(payload: object, prefix: str = "") -> str | None:
+    """The key path of the first floating-point tensor with a NaN or an infinity, or None.
+
+    A diverged training run's weights load and run, and then poison everything downstream: NaN
+    fields crash OpenCV's DIS with a segmentation fault, NaN images are written as black."""
+    if isinstance(payload, torch.Tensor):
+        floating = payload.is_floating_point() or payload.is_complex()
+        return prefix or "tensor" if floating and not torch.isfinite(payload).all() else None
+    if isinstance(payload, dict):
+        items = payload.items()
+    elif isinstance(payload, list | tuple):
+        items = enumerate(payload)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None

@@ -33,6 +33,9 @@ def dis_flow(
         raise ValueError(f"content {tuple(content.shape)} != exemplar {tuple(exemplar.shape)}")
     estimator = cv2.DISOpticalFlow_create(preset)
     start = None
+    if init is not None and not torch.isfinite(init).all():
+        # OpenCV DIS dies with a segmentation fault on a NaN start, taking the process along.
+        raise ValueError("DIS: the initial flow holds NaN or infinite values")
     if init is not None:  # a copy: OpenCV writes its result into the initial flow's memory
         start = np.array(init[0].detach().float().permute(1, 2, 0).cpu().numpy(), order="C",
                          copy=True)

@@ -263,15 +263,24 @@ def gather_images(sources: Sequence[str | Path]) -> list[Path]:
         if src.is_dir():
             files += map(Path, storage.list_images(src, recursive=False))
             continue
+        if src.suffix.lower() in storage.IMAGE_SUFFIXES:
+            raise ValueError(f"{src} is an image: expected a folder of images or a manifest "
+                             "(CSV/Parquet/JSONL)")
         import pandas as pd
 
-        if src.suffix == ".parquet":
-            table = pd.read_parquet(src)
-        elif src.suffix in (".jsonl", ".json"):
-            table = pd.read_json(src, lines=True)
-        else:
-            table = pd.read_csv(src)
-        for column in ("content", "geometry", "texture"):
-            if column in table:
-                files += [src.parent / v for v in table[column].dropna().astype(str)]
+        try:
+            if src.suffix == ".parquet":
+                table = pd.read_parquet(src)
+            elif src.suffix in (".jsonl", ".json"):
+                table = pd.read_json(src, lines=True)
+            else:
+                table = pd.read_csv(src)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{src}: not a readable manifest ({type(exc).__name__})") from None
+        columns = [c for c in ("content", "geometry", "texture") if c in table]
+        if not columns:
+            raise ValueError(f"{src}: no content, geometry or texture column (columns: "
+                             f"{', '.join(map(str, table.columns)) or 'none'})")
+        for column in columns:
+            files += [src.parent / v for v in table[column].dropna().astype(str)]
     return sorted(set(files))

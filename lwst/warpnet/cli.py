@@ -16,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train-warp`` on the ``lwst`` command."""
     p = subparsers.add_parser(
         "train-warp",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train the learned warp network on synthetic pairs",
         description="Encode the training images (held-out ones are skipped) into a VGG feature "
         "cache, then train the warp network on synthetic pairs drawn from it. Writes a resumable "
@@ -36,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train on what the cache holds; do not encode missing images",
     )
-    p.add_argument("--painted-bank", help="folder of <image>__<style>.png painted copies")
+    p.add_argument("--painted-bank",
+                   help="folder of painted copies, <image>__<style>[.<renderer>].png")
     p.add_argument(
         "--paint-images",
         type=int,
@@ -58,10 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("geometry", "photometric", "artistic"),
         help="re-texturing of the cached exemplar variants, one variant each",
     )
-    p.add_argument("--steps", type=int, default=_DEFAULTS.steps)
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    p.add_argument("--lr", type=float, default=_DEFAULTS.lr)
-    p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup)
+    p.add_argument("--steps", type=int, default=_DEFAULTS.steps,
+                   help="training steps; the learning-rate schedule runs over them")
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="pairs per step")
+    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="peak AdamW learning rate")
+    p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup,
+                   help="linear warm-up steps (at most a tenth of --steps)")
     p.add_argument(
         "--weak-weight",
         type=float,
@@ -102,10 +106,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-images", type=int, help="encode only N training images (seeded shuffle)")
     p.add_argument("--until", type=int, help="stop at this step; the schedule runs over --steps")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="data order and sampling")
     p.add_argument("--device", default=_DEFAULTS.device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="torch CPU threads")
-    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (same settings; --steps and --until may "
+                   "change); without it an existing --out is refused")
     p.add_argument(
         "--init",
         metavar="CHECKPOINT",
@@ -127,7 +133,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "off for a new network); needs a cache written with relu5_1",
     )
     p.add_argument("--log", help="append per-step losses to this CSV")
-    p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every)
+    p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every,
+                   help="steps between checkpoints (Ctrl-C also saves the last completed step)")
     p.set_defaults(handler=cmd_train_warp)
 
 
@@ -135,6 +142,9 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
     missing = [s for s in args.images if not Path(s).exists()]
     if missing:
         raise FileNotFoundError(f"no such image folder or manifest: {', '.join(missing)}")
+    for target, option in ((args.export, "--export"), (args.log, "--log")):
+        if target and Path(target).is_dir():
+            raise ValueError(f"{option} {target} is a folder: name the file to write")
     if args.init and not Path(args.init).is_file():
         raise FileNotFoundError(f"no such checkpoint to fine-tune from (--init): {args.init}")
     cfg = TrainConfig(

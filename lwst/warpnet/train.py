@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -132,22 +133,103 @@ def pair_weights(bank: FeatureBank, original_content: float) -> Tensor:
     return weights.float()
 
 
+def warmup_steps(cfg: TrainConfig) -> int:
+    """The warm-up, at most a tenth of the run (at least one step): a run shorter than its
+    warm-up would never decay its learning rate and end at the peak. The shipped recipes (100
+    of 1500-4000 steps) are unchanged."""
+    return min(cfg.warmup, max(cfg.steps // 10, 1))
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    warmup = warmup_steps(cfg)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(cfg.steps - warmup, 1)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class TrainingDivergedError(ValueError):
+    """The loss became NaN or infinite: the weights would be NaN from this step on."""
+
+
+# Settings that define a run's trajectory: resuming with another value would silently train
+# something else on the old optimiser state. The rest (steps and until, which extend or stop
+# the schedule; device, threads, log, checkpoint_every, the data folders) may change.
+RESUME_FIXED = ("batch_size", "lr", "weight_decay", "warmup", "gamma", "weak_weight",
+                "original_content", "cross_pairs", "cross_neighbours", "cross_weight",
+                "melt_weight", "seed")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse nonsense settings in one line, before minutes of painting and encoding."""
+    def finite(name: str, low: float, high: float = math.inf) -> None:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            span = f"at least {low:g}" if high == math.inf else f"within {low:g}..{high:g}"
+            raise ValueError(f"{name.replace('_', '-')} must be {span}, got {value}")
+
+    for name in ("steps", "batch_size", "checkpoint_every", "threads", "cross_neighbours",
+                 "paint_size"):
+        finite(name, 1)
+    for name in ("warmup", "seed", "paint_images"):
+        finite(name, 0)
+    for name in ("lr", "weak_weight", "cross_weight", "melt_weight", "weight_decay"):
+        finite(name, 0)
+    finite("original_content", 0, 1)
+    for name in ("until", "max_images"):
+        if getattr(cfg, name) is not None:
+            finite(name, 1)
+    if cfg.refine_steps is not None and min(cfg.refine_steps) < 1:
+        raise ValueError(f"refine-steps must be at least 1 each, got {list(cfg.refine_steps)}")
+    if not 0.0 <= cfg.cross_pairs < 1.0 or cfg.cross_neighbours < 1:
+        raise ValueError(
+            f"cross_pairs must be in [0, 1) and cross_neighbours at least 1 "
+            f"(got {cfg.cross_pairs} and {cfg.cross_neighbours}): every batch needs synthetic pairs"
+        )
+    check_device(cfg.device)
+    if Path(cfg.out).is_dir():
+        raise ValueError(f"out {cfg.out} is a folder: name the checkpoint file to write")
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` that this machine has, or one line saying why not."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: torch sees no CUDA device on this machine")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_resume(cfg: TrainConfig, state: dict, arch: WarpNetConfig, out: Path) -> None:
+    """One line naming every setting that differs from the run being resumed."""
+    before = state.get("train_config") or {}
+    changed = [f"{k.replace('_', '-')} {before[k]} -> {getattr(cfg, k)}" for k in RESUME_FIXED
+               if k in before and before[k] != getattr(cfg, k)]
+    if state.get("model_config") and state["model_config"] != arch.to_dict():
+        changed.append("architecture (--refine-steps / --global-relu5)")
+    if changed:
+        raise ValueError(f"{out} was trained with other settings ({'; '.join(changed)}): repeat "
+                         "them to resume, or choose another --out to start a new run")
 
 
 def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> None:
     """Paint the requested copies, then encode every training image not cached yet (held-out
     images are skipped). Each image's synthetic views go to ``<stem>.base.pt`` and its painted
     copies (if any) to ``<stem>.painted.pt``, so painting can be added to a cache later."""
-    files = training_files(gather_images(cfg.images))
+    found = gather_images(cfg.images)
+    files = training_files(found)
+    if not files:
+        why = (f"{len(found)} found, all held out for evaluation (docs/model_card.md, Data)"
+               if found else "none found")
+        raise ValueError(f"no training images in {', '.join(map(str, cfg.images))}: {why}")
     if cfg.max_images:
         random.Random(cfg.seed).shuffle(files)
         files = files[: cfg.max_images]
     cache = Path(cfg.cache_dir)
+    files = readable_images(files, cache, progress)
     vgg = None
     if cfg.paint_images and cfg.painted_bank:
         vgg = load_vgg19("auto", device=cfg.device)
@@ -169,6 +251,27 @@ def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> N
             copies = [_read_square(p) for p in painted[path.stem]]
             cache_image(path, vgg, cache, seed=cfg.seed, tiers=(), painted=copies, tag=tag)
         progress(f"encoded {i + 1}/{len(todo)} {path.name} ({tag})")
+
+
+def readable_images(files: Sequence[Path], cache: Path,
+                    progress: Callable[[str], None] = print) -> list[Path]:
+    """``files`` without the ones that cannot be decoded, each said in one line: one corrupt
+    photo should not stop a training run after minutes of painting and encoding. Images
+    already in the cache were read before and are not decoded again."""
+    from lwst.image_io import ImageInputError, read_image
+
+    usable = []
+    for path in files:
+        if not (cache / f"{path.stem}.base.pt").exists():
+            try:
+                read_image(str(path))
+            except ImageInputError as exc:
+                progress(f"skipped {str(exc).splitlines()[0]}")
+                continue
+        usable.append(path)
+    if not usable:
+        raise ValueError(f"no readable training images among {len(files)}")
+    return usable
 
 
 def paint_training_copies(
@@ -263,11 +366,11 @@ def load_initial_weights(model: WarpNet, weights: dict[str, Tensor]) -> None:
 
 def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     """Run (or resume) training; returns the checkpoint path."""
-    if not 0.0 <= cfg.cross_pairs < 1.0 or cfg.cross_neighbours < 1:
-        raise ValueError(
-            f"cross_pairs must be in [0, 1) and cross_neighbours at least 1 "
-            f"(got {cfg.cross_pairs} and {cfg.cross_neighbours}): every batch needs synthetic pairs"
-        )
+    check_config(cfg)
+    out = Path(cfg.out)
+    if out.exists() and not cfg.resume:
+        raise ValueError(f"{out} already holds a training checkpoint: pass --resume to continue "
+                         "it, or choose another --out (or delete it) to start over")
     torch.set_num_threads(cfg.threads)
     if cfg.build_cache:
         prepare_bank(cfg, progress)
@@ -291,9 +394,12 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    out = Path(cfg.out)
     if cfg.resume and out.exists():
         state = read_checkpoint(out, device)
+        check_resume(cfg, state, arch, out)
+        if cfg.init:
+            progress(f"resuming {out}: --init {cfg.init} is not applied again (the run started "
+                     f"from {state.get('fine_tuned_from') or 'its own initial weights'})")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         rng.set_state(state["rng"])
@@ -311,8 +417,12 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     elif cfg.cross_pairs:
         progress(f"cross_pairs {cfg.cross_pairs} is under one pair of a batch of "
                  f"{cfg.batch_size}: training on synthetic pairs only")
+    elapsed = 0.0
+    if cfg.log:
+        Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
+        elapsed = trim_log(Path(cfg.log), start)
     log_file = open(cfg.log, "a", newline="") if cfg.log else None  # noqa: SIM115
-    writer = csv.writer(log_file) if log_file else None
+    writer = csv.writer(log_file, lineterminator="\n") if log_file else None
     if writer and log_file.tell() == 0:
         names = ["affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
         names += [f"fine{i + 1}" for i in range(model.cfg.fine_iters)]
@@ -330,66 +440,124 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
                 "cross_melt",
             ]
         )
-    started = time.perf_counter()
+    started = time.perf_counter() - elapsed
     model.train()
     last = min(cfg.steps, cfg.until or cfg.steps)
-    for step in range(start, last):
-        if cfg.refresh_bank_every and step > start and step % cfg.refresh_bank_every == 0:
-            bank = load_bank(Path(cfg.cache_dir))
-            weights = pair_weights(bank, cfg.original_content)
-            cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
-            progress(f"bank refreshed: {len(bank.images)} images, {len(bank)} pairs")
-        for group in optimiser.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg)
-        index = torch.multinomial(weights, synthetic, replacement=True, generator=rng)
-        batch = bank.batch(index)
-        if cross is not None:
-            pick = torch.randint(cross[0].numel(), (n_cross,), generator=rng)
-            extra = bank.cross_batch(cross[0][pick], cross[1][pick])
-            batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
-        batch = {k: v.to(device) for k, v in batch.items()}
-        flows = model(batch["content"], batch["exemplar"],
-                      batch.get("content_fine"), batch.get("exemplar_fine"),
-                      content_top=batch.get("content_top"), exemplar_top=batch.get("exemplar_top"))
-        # Cross-image items have no valid pixels, so only synthetic ones enter the flow loss.
-        flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
-        weak_items = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1])
-        weak = weak_items.mean()
-        cross_weak = weak_items[synthetic:].mean().item() if n_cross else None
-        item_weight = torch.full_like(weak_items, cfg.weak_weight)
-        item_weight[synthetic:] = cfg.cross_weight
-        loss = flow_loss + (item_weight * weak_items).mean()
-        cross_melt = None
-        if n_cross and cfg.melt_weight:
-            melts = melt_loss(flows[-1][synthetic:].float())
-            cross_melt = melts.mean().item()
-            loss = loss + cfg.melt_weight * melts.sum() / cfg.batch_size
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        if writer:
-            writer.writerow(
-                [
-                    step + 1,
-                    f"{loss.item():.4f}",
-                    f"{flow_loss.item():.4f}",
-                    f"{weak.item():.4f}",
-                    *[f"{e:.3f}" for e in epes.tolist()],
-                    f"{optimiser.param_groups[0]['lr']:.2e}",
-                    f"{time.perf_counter() - started:.1f}",
-                    len(bank),
-                    "" if cross_weak is None else f"{cross_weak:.4f}",
-                    "" if cross_melt is None else f"{cross_melt:.4f}",
-                ]
-            )
-            log_file.flush()
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
-            save_checkpoint(out, model, optimiser, step + 1, cfg, rng, fine_tuned_from)
-            progress(f"step {step + 1}: loss {loss.item():.3f}, EPE final {epes[-1].item():.2f} px")
-    if log_file:
-        log_file.close()
+    done = start  # completed steps: what Ctrl-C saves
+    try:
+        for step in range(start, last):
+            if cfg.refresh_bank_every and step > start and step % cfg.refresh_bank_every == 0:
+                bank = load_bank(Path(cfg.cache_dir))
+                weights = pair_weights(bank, cfg.original_content)
+                cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
+                progress(f"bank refreshed: {len(bank.images)} images, {len(bank)} pairs")
+            for group in optimiser.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step, cfg)
+            terms = batch_loss(model, bank, weights, cross, rng, cfg, synthetic, device)
+            loss = terms.loss
+            if not torch.isfinite(loss):
+                raise_diverged(step + 1, f"loss {loss.item()}", out)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            if not all(torch.isfinite(w).all() for w in model.parameters()):
+                raise_diverged(step + 1, "weights NaN or infinite after the update", out)
+            done = step + 1
+            if writer:
+                writer.writerow(log_row(step + 1, terms, optimiser.param_groups[0]["lr"],
+                                        time.perf_counter() - started, len(bank)))
+                log_file.flush()
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
+                save_checkpoint(out, model, optimiser, step + 1, cfg, rng, fine_tuned_from)
+                progress(f"step {step + 1}: loss {loss.item():.3f}, "
+                         f"EPE final {terms.epes[-1].item():.2f} px")
+    except KeyboardInterrupt:
+        if done > start:
+            save_checkpoint(out, model, optimiser, done, cfg, rng, fine_tuned_from)
+        progress(f"stopped at step {done}; the checkpoint {out} is saved: the same command "
+                 "with --resume continues")
+        raise
+    finally:
+        if log_file:
+            log_file.close()
     return out
+
+
+def raise_diverged(step: int, what: str, out: Path) -> None:
+    """Stop before a non-finite loss or weights reach a checkpoint (the network would load,
+    run, and return NaN fields)."""
+    kept = f"the last checkpoint in {out} is kept" if out.exists() else "no checkpoint was written"
+    raise TrainingDivergedError(f"training diverged at step {step} ({what}): {kept}; lower --lr "
+                                "or the loss weights")
+
+
+class LossTerms(NamedTuple):
+    """One batch's training loss and the figures the log records."""
+
+    loss: Tensor
+    flow_loss: Tensor
+    weak: Tensor
+    epes: Tensor
+    cross_weak: float | None
+    cross_melt: float | None
+
+
+def batch_loss(model: WarpNet, bank: FeatureBank, weights: Tensor, cross, rng: torch.Generator,
+               cfg: TrainConfig, synthetic: int, device: torch.device) -> LossTerms:
+    """Draw a batch (``synthetic`` pairs, then the cross-image ones) and compute its loss."""
+    n_cross = cfg.batch_size - synthetic
+    index = torch.multinomial(weights, synthetic, replacement=True, generator=rng)
+    batch = bank.batch(index)
+    if cross is not None:
+        pick = torch.randint(cross[0].numel(), (n_cross,), generator=rng)
+        extra = bank.cross_batch(cross[0][pick], cross[1][pick])
+        batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    flows = model(batch["content"], batch["exemplar"],
+                  batch.get("content_fine"), batch.get("exemplar_fine"),
+                  content_top=batch.get("content_top"), exemplar_top=batch.get("exemplar_top"))
+    # Cross-image items have no valid pixels, so only synthetic ones enter the flow loss.
+    flow_loss, epes = sequence_loss(flows, batch["flow"], batch["valid"], cfg.gamma)
+    weak_items = model.alignment_loss(batch["content"], batch["exemplar"], flows[-1])
+    cross_weak = weak_items[synthetic:].mean().item() if n_cross else None
+    item_weight = torch.full_like(weak_items, cfg.weak_weight)
+    item_weight[synthetic:] = cfg.cross_weight
+    loss = flow_loss + (item_weight * weak_items).mean()
+    cross_melt = None
+    if n_cross and cfg.melt_weight:
+        melts = melt_loss(flows[-1][synthetic:].float())
+        cross_melt = melts.mean().item()
+        loss = loss + cfg.melt_weight * melts.sum() / cfg.batch_size
+    return LossTerms(loss, flow_loss, weak_items.mean(), epes, cross_weak, cross_melt)
+
+
+def log_row(step: int, terms: LossTerms, lr: float, seconds: float, pairs: int) -> list:
+    """The loss log's row of one step, in the header's order."""
+    return [step, f"{terms.loss.item():.4f}", f"{terms.flow_loss.item():.4f}",
+            f"{terms.weak.item():.4f}", *[f"{e:.3f}" for e in terms.epes.tolist()],
+            f"{lr:.2e}", f"{seconds:.1f}", pairs,
+            "" if terms.cross_weak is None else f"{terms.cross_weak:.4f}",
+            "" if terms.cross_melt is None else f"{terms.cross_melt:.4f}"]
+
+
+def trim_log(log: Path, step: int) -> float:
+    """Drop a resumed run's log rows after ``step`` (the steps it will train again) and return
+    the seconds the log had reached at ``step``, so the column goes on counting."""
+    if not log.exists() or log.stat().st_size == 0:
+        return 0.0
+    with open(log, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(body) != len(rows) - 1:
+        tmp = log.with_suffix(log.suffix + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([header, *body])
+        tmp.replace(log)
+    column = header.index("seconds") if "seconds" in header else None
+    return float(body[-1][column]) if body and column is not None and body[-1][column] else 0.0
+
+
 
 
 def export_checkpoint(train_checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
