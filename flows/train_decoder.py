@@ -1,7 +1,8 @@
 """Train the feed-forward renderers' decoders as a Prefect flow: a thin wrapper over
-``lwst.decoder_training``, one task per decoder, each safe to retry (it resumes from its
-``.state`` file). The AdaIN decoder runs after the WCT relu4_1 one and starts from it, as in
-the shipped recipe (docs/decoder_card.md)."""
+``lwst.decoder_training``, one task per decoder, retried once on a transient I/O error only (it
+resumes from its ``.state`` file; a refused input or setting fails at once, before any crop
+bank is built again). The AdaIN decoder runs after the WCT relu4_1 one and starts from it, as
+in the shipped recipe (docs/decoder_card.md). Every default is `DecoderTrainConfig`'s."""
 
 from __future__ import annotations
 
@@ -12,11 +13,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lwst.decoder_training import DecoderTrainConfig, train_decoder
+from lwst.storage import is_transient
 
 
-@task(name="train-decoder", task_run_name="train-{cfg.kind}-relu{cfg.level}_1", retries=1)
+def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
+    """Retry only what another attempt may not meet (a reset connection, a timeout): a bad
+    input fails the same way again, after minutes of crop bank."""
+    return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
+@task(name="train-decoder", task_run_name="train-{cfg.kind}-relu{cfg.level}_1", retries=1,
+      retry_condition_fn=retry_on_transient)
 def train_task(cfg: DecoderTrainConfig) -> str:
-    return str(train_decoder(cfg, get_run_logger().info))
+    logger = get_run_logger()
+    return str(train_decoder(cfg, logger.info, logger.warning))
 
 
 _DEFAULTS = DecoderTrainConfig()
@@ -35,7 +45,7 @@ def train_decoders(
     crop: int = _DEFAULTS.crop,
     width: float = _DEFAULTS.width,
     lr: float = _DEFAULTS.lr,
-    style_weight: float = 1.0,
+    style_weight: float = _DEFAULTS.style_weight,
     seed: int = _DEFAULTS.seed,
     device: str = _DEFAULTS.device,
 ) -> dict[str, str]:

@@ -13,36 +13,72 @@ Two objectives (docs/method.md, "Feed-forward rendering details"):
 Cost is what shapes the recipe on a 2-core CPU: inputs are a fixed, seeded bank of small crops
 whose encoder features (and the styles' statistics) are computed once and cached in memory,
 so a step runs the decoder and one encoder pass (forward + backward) on its output only.
-Seeded; resumable (``<out>.state`` every ``checkpoint_every`` steps); a CSV loss log.
+Seeded; resumable (``<out>.state`` every ``checkpoint_every`` steps and on Ctrl-C; a resume
+must repeat the settings that define the run, `RESUMABLE` may change); a CSV loss log.
+Every refusal is a `DecoderTrainingError` (a ``ValueError``) with one line, raised before the
+crop bank is built where it can be.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TextIO
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst.decoders import KINDS, LEVELS, Decoder, level_tap, load_decoder, save_decoder
+from lwst.decoders import (
+    KINDS,
+    LEVELS,
+    Decoder,
+    DecoderCheckpointError,
+    DecoderInfo,
+    level_tap,
+    load_decoder,
+    save_decoder,
+)
 from lwst.feature_transforms import adain, mean_std
-from lwst.image_io import read_image
+from lwst.image_io import ImageInputError, read_image
+from lwst.safety import BadCheckpointError, load_weights_only
+from lwst.storage import IMAGE_SUFFIXES
 from lwst.vgg import STYLE_LAYERS, VGG19Features, load_vgg19, native_bfloat16
 from lwst.warpnet.bank import gather_images
 from lwst.warpnet.split import training_files
 
 ADAIN_LEVEL = 4
 ADAIN_STYLE_LAYERS = STYLE_LAYERS[:4]  # relu1_1 .. relu4_1
+PRECISIONS = ("auto", "float32", "bfloat16")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+MAX_WIDTH = 4.0  # 1 is VGG's own width; beyond a few times that is a typo, not a decoder
+MAX_SEED = 2**32 - 1
+MANIFEST_COLUMNS = ("content", "geometry", "texture")  # those `gather_images` reads
+# What a resume may change: how long and where it trains, not what it trains (docs/decoder_card.md).
+RESUMABLE = ("steps", "max_seconds", "checkpoint_every", "device", "precision", "log")
+
+
+class DecoderTrainingError(ValueError):
+    """A refused setting, input or state file, in one line (the CLI's exit 2)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C, after the state was saved where there was one to save; the message says where."""
 
 
 @dataclass
 class DecoderTrainConfig:
-    """Every knob of one decoder's training run (recorded in its state file and loss log)."""
+    """Every knob of one decoder's training run (recorded in its state file and loss log).
+
+    The defaults are the shipped recipe (docs/decoder_card.md); the CLI and the Prefect flow
+    take theirs from here."""
 
     kind: str = "wct"
     level: int = 4  # wct only; adain is relu4_1
@@ -55,9 +91,9 @@ class DecoderTrainConfig:
     batch_size: int = 8
     steps: int = 2000
     lr: float = 5e-4
-    warmup: int = 50
+    warmup: int = 50  # at most a tenth of ``steps`` (`warmup_steps`)
     feature_weight: float = 1.0  # wct: lambda
-    style_weight: float = 2.0  # adain
+    style_weight: float = 1.0  # adain (2 lost the content: docs/decoder_card.md)
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # auto: bfloat16 autocast where the device has it natively
@@ -68,12 +104,273 @@ class DecoderTrainConfig:
     log: str | None = None  # CSV; default <out>.log.csv
 
 
-def _load_crops(paths: Sequence[Path], crop: int, per_image: int, seed: int) -> Tensor:
-    """A fixed bank of ``per_image`` seeded random crops (half mirrored) per image, uint8."""
+# ---------------------------------------------------------------------------------------------
+# Checks before any work
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise DecoderTrainingError(message)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_config(config: DecoderTrainConfig) -> None:
+    """Refuse a bad setting in one line before the crop bank (minutes) is built; sets adain's
+    level to 4."""
+    _require(config.kind in KINDS, f"--kind must be one of {', '.join(KINDS)}, got {config.kind!r}")
+    if config.kind == "adain":
+        config.level = ADAIN_LEVEL
+    _require(config.level in LEVELS, f"--level must be one of {LEVELS}, got {config.level}")
+    for name in ("steps", "batch_size", "crops_per_image", "checkpoint_every"):
+        value = getattr(config, name)
+        _require(isinstance(value, int) and value >= 1,
+                 f"{_option(name)} must be a whole number of at least 1, got {value}")
+    _require(isinstance(config.warmup, int) and config.warmup >= 0,
+             f"warmup must be a whole number of at least 0, got {config.warmup}")
+    _require(isinstance(config.crop, int) and config.crop >= 32 and config.crop % 16 == 0,
+             f"--crop must be a multiple of 16 and at least 32, got {config.crop}")
+    _require(isinstance(config.seed, int) and 0 <= config.seed <= MAX_SEED,
+             f"--seed must be a whole number from 0 to {MAX_SEED}, got {config.seed}")
+    _require(_finite(config.width) and 0 < config.width <= MAX_WIDTH,
+             f"--width must be above 0 and at most {MAX_WIDTH:g}, got {config.width}")
+    _require(_finite(config.lr) and config.lr > 0, f"--lr must be above 0, got {config.lr}")
+    for name in ("feature_weight", "style_weight"):
+        value = getattr(config, name)
+        _require(_finite(value) and value >= 0, f"{_option(name)} must be 0 or more, got {value}")
+    _require(config.max_seconds is None or (_finite(config.max_seconds) and config.max_seconds > 0),
+             f"--max-seconds must be above 0, got {config.max_seconds}")
+    _require(config.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    _require(bool(config.images), "--images: name at least one folder or manifest")
+    _require(config.kind == "wct" or bool(config.styles),
+             "--kind adain needs --styles (a folder or manifest of style images)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The training device, or one line saying why this machine cannot train on it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DecoderTrainingError(
+            f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
+    _require(device.type in DEVICE_TYPES,
+             f"--device {name}: lwst trains on {', '.join(DEVICE_TYPES)}, not {device.type}")
+    if device.type == "cuda":
+        _require(torch.cuda.is_available(), f"--device {name}: no CUDA device on this machine")
+        _require((device.index or 0) < torch.cuda.device_count(),
+                 f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DecoderTrainingError(f"--device {name}: not usable here ({reason})") from None
+    return device
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files one run writes: the decoder, its resumable state, its loss log."""
+
+    out: Path
+    state: Path
+    log: Path
+
+    @classmethod
+    def of(cls, config: DecoderTrainConfig) -> RunFiles:
+        """The run's files, refused in one line where one is a folder or sits under a file."""
+        out = Path(config.out)
+        files = cls(out, out.with_name(out.name + ".state"),
+                    Path(config.log or out.with_name(out.name + ".log.csv")))
+        for option, path in (("--out", files.out), ("the state file", files.state),
+                             ("the loss log", files.log)):
+            _require(not path.is_dir(), f"{option} {path}: is an existing folder, not a file name")
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            _require(blocker is None, f"{option} {path}: {blocker} is a file, not a folder")
+        return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Training images
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images a run trains on, and how many it found but left for evaluation."""
+
+    paths: list[Path]
+    held_out: int
+
+
+def _manifest_columns(source: Path, option: str) -> list[str]:
+    """A manifest's column names, read as `gather_images` reads it (by suffix)."""
+    import pandas as pd
+
+    try:
+        if source.suffix == ".parquet":
+            table = pd.read_parquet(source)
+        elif source.suffix in (".jsonl", ".json"):
+            table = pd.read_json(source, lines=True)
+        else:
+            table = pd.read_csv(source, nrows=0)
+    except (ValueError, OSError, ImportError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DecoderTrainingError(
+            f"{option} {source}: not a readable manifest ({reason})") from None
+    return [str(c) for c in table.columns]
+
+
+def _listed(source: Path, option: str) -> list[Path]:
+    """The image files one ``--images`` / ``--styles`` source names."""
+    if source.is_dir():
+        return gather_images([source])
+    _require(source.exists(), f"{option} {source}: no such folder or manifest")
+    _require(source.suffix.lower() not in IMAGE_SUFFIXES,
+             f"{option}: {source} is an image, expected a folder or a CSV manifest "
+             "(or Parquet, JSON Lines)")
+    columns = _manifest_columns(source, option)
+    _require(any(c in columns for c in MANIFEST_COLUMNS),
+             f"{source}: no content column (columns: {', '.join(columns)[:160] or 'none'})")
+    return gather_images([source])
+
+
+def training_images(sources: Sequence[str], option: str, what: str) -> ImageSet:
+    """The trainable images of ``sources`` (held-out ones skipped), or one line saying why
+    there are none."""
+    found = sorted({p for source in sources for p in _listed(Path(source), option)})
+    _require(bool(found), f"no training {what}: none found in {', '.join(sources)} (folders: "
+             f"{' '.join(IMAGE_SUFFIXES)} files; manifests: their {', '.join(MANIFEST_COLUMNS)} "
+             "columns)")
+    paths = training_files(found)
+    _require(bool(paths), f"no training {what}: {len(found)} found, all {len(found)} held out "
+             "for evaluation (see docs/decoder_card.md)")
+    return ImageSet(paths, len(found) - len(paths))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming
+
+
+def _resolved(paths: Sequence[str]) -> list[str]:
+    return sorted({str(Path(p).resolve()) for p in paths})
+
+
+def run_settings(config: DecoderTrainConfig) -> dict[str, object]:
+    """The settings that define a run, by CLI name: a resume must repeat them (what may change
+    is `RESUMABLE`; ``init`` only matters at step 0, so `check_resume` treats it apart)."""
+    settings: dict[str, object] = {
+        "kind": config.kind, "level": config.level, "width": float(config.width),
+        "crop": config.crop, "crops-per-image": config.crops_per_image,
+        "batch-size": config.batch_size, "lr": float(config.lr), "warmup": config.warmup,
+        "seed": config.seed, "vgg-weights": config.vgg_weights,
+        "images": _resolved(config.images)}
+    if config.kind == "wct":
+        settings["feature-weight"] = float(config.feature_weight)
+    else:
+        settings["style-weight"] = float(config.style_weight)
+        settings["styles"] = _resolved(config.styles)
+    return settings
+
+
+def read_state(path: Path) -> dict:
+    """A ``<out>.state`` file's contents, or one line saying it cannot be resumed from."""
+    try:
+        state = load_weights_only(path, "training state")
+    except BadCheckpointError as exc:
+        raise DecoderTrainingError(f"{exc}: delete it to start over") from None
+    keys = {"decoder", "optimizer", "step", "seconds"}
+    _require(isinstance(state, dict) and keys <= state.keys(),
+             f"training state {path}: not a decoder training state: delete it to start over")
+    return state
+
+
+def _recorded_settings(state: dict) -> dict[str, object]:
+    """What the state says defined its run; for states written before ``settings`` existed,
+    from their ``config`` (without the paths, typed relative to a folder we cannot know)."""
+    if isinstance(state.get("settings"), dict):
+        return state["settings"]
+    old = state.get("config")
+    if not isinstance(old, dict):
+        return {}
+    names = {f.name for f in fields(DecoderTrainConfig)}
+    settings = run_settings(DecoderTrainConfig(**{k: v for k, v in old.items() if k in names}))
+    settings.pop("images")
+    settings.pop("styles", None)
+    return settings
+
+
+def _recorded_init(state: dict) -> str | None:
+    if "init" in state:
+        return state["init"]
+    old = state.get("config")
+    init = old.get("init") if isinstance(old, dict) else None
+    return str(Path(init).resolve()) if init else None
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_resume(state: dict, path: Path, config: DecoderTrainConfig) -> None:
+    """Refuse, in one line naming each difference, a resume that asks for another run than the
+    state's (before the crop bank is built)."""
+    recorded, asked = _recorded_settings(state), run_settings(config)
+    differ = [k for k in asked if k in recorded and recorded[k] != asked[k]]
+    step = int(state["step"])
+    if differ:
+        was = ", ".join(f"{k} {_shown(recorded[k])}" for k in differ)
+        now = ", ".join(f"{k} {_shown(asked[k])}" for k in differ)
+        raise DecoderTrainingError(
+            f"{path} (step {step}) was trained with {was}; this command asks {now}: delete "
+            f"{path} to start over, or repeat the original settings")
+    init = _recorded_init(state)
+    if config.init is not None and str(Path(config.init).resolve()) != init:
+        origin = f"started from {init}" if init else "started without --init"
+        raise DecoderTrainingError(
+            f"--init {config.init}: {path} exists (step {step}, {origin}) and a resume does not "
+            f"start over: delete {path} to start from {config.init}, or drop --init to resume")
+
+
+def _load_init(config: DecoderTrainConfig) -> tuple[Decoder, DecoderInfo] | None:
+    """``--init``'s decoder (either kind), refused in one line where it does not fit."""
+    if config.init is None:
+        return None
+    try:
+        decoder, info = load_decoder(config.init, None, config.level)
+    except DecoderCheckpointError as exc:  # kind None: either kind will do
+        raise DecoderTrainingError(
+            "--init: " + str(exc).replace("expected None ", "this run trains ")) from None
+    _require(info.width == float(config.width),
+             f"--init {config.init}: a width {info.width:g} decoder; this run trains width "
+             f"{config.width:g} (pass --width {info.width:g})")
+    return decoder, info
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop bank and objective
+
+
+def _load_crops(paths: Sequence[Path], crop: int, per_image: int, seed: int,
+                skip: Callable[[Path, str], None]) -> list[Tensor]:
+    """A fixed bank of ``per_image`` seeded random crops (half mirrored) per image, uint8; an
+    unreadable image is passed to ``skip`` with its reason and draws nothing (so the bank is
+    the one its folder would give without it)."""
     generator = torch.Generator().manual_seed(seed)
     crops: list[Tensor] = []
     for path in paths:
-        image = read_image(str(path))
+        try:
+            image = read_image(str(path))
+        except ImageInputError as exc:
+            skip(path, str(exc).removeprefix(f"{path}: "))
+            continue
         height, width = image.shape[-2:]
         scale = crop * 1.25 / min(height, width)
         image = F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=True,
@@ -84,7 +381,23 @@ def _load_crops(paths: Sequence[Path], crop: int, per_image: int, seed: int) -> 
             left = int(torch.randint(0, width - crop + 1, (1,), generator=generator))
             patch = image[..., top:top + crop, left:left + crop]
             crops.append((patch.flip(-1) if i % 2 else patch).mul(255).round().to(torch.uint8))
-    return torch.cat(crops)
+    return crops
+
+
+def _bank(images: ImageSet, what: str, config: DecoderTrainConfig, seed: int,
+          warn: Callable[[str], None]) -> tuple[Tensor, int]:
+    """``_load_crops`` of ``images``, warning once per unreadable image; the crops and how many
+    images were skipped, or one line when none could be read."""
+    skipped: list[str] = []
+
+    def skip(path: Path, reason: str) -> None:
+        skipped.append(f"{path}: {reason}")
+        warn(f"skipped {path}: {reason}")
+
+    crops = _load_crops(images.paths, config.crop, config.crops_per_image, seed, skip)
+    _require(bool(crops), f"no usable training {what}: all {len(images.paths)} unreadable "
+             f"(first: {skipped[0] if skipped else 'none'})")
+    return torch.cat(crops), len(skipped)
 
 
 def _as_float(crops: Tensor, device: torch.device) -> Tensor:
@@ -107,6 +420,11 @@ def _relative(x: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(x, target) / target.pow(2).mean().clamp_min(1e-12)
 
 
+def warmup_steps(config: DecoderTrainConfig) -> int:
+    """``warmup``, but at most a tenth of ``steps``: a short run still decays its rate."""
+    return min(config.warmup, config.steps // 10)
+
+
 def _progress(step: int, seconds: float, config: DecoderTrainConfig) -> float:
     """Share of the run done: by steps, or by ``max_seconds`` of training if that comes first
     (a time-boxed run still ends its cosine decay; its log records the steps it took)."""
@@ -115,27 +433,24 @@ def _progress(step: int, seconds: float, config: DecoderTrainConfig) -> float:
 
 
 def _lr_at(step: int, progress: float, config: DecoderTrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
+    warmup = warmup_steps(config)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class _Objective:
     """The loss of one training step, given cached inputs for a batch of bank indices."""
 
-    def __init__(self, config: DecoderTrainConfig, vgg: VGG19Features, device: torch.device):
+    def __init__(self, config: DecoderTrainConfig, vgg: VGG19Features, device: torch.device,
+                 images: ImageSet, styles: ImageSet | None, warn: Callable[[str], None]):
         self.config, self.vgg, self.device = config, vgg, device
-        paths = training_files(gather_images(config.images))
-        if not paths:
-            raise ValueError(f"no training images found in {config.images}")
-        self.crops = _load_crops(paths, config.crop, config.crops_per_image, config.seed)
+        self.crops, self.skipped = _bank(images, "images", config, config.seed, warn)
         self.tap = level_tap(config.level)
         self.features = _encode_bank(vgg, self.crops, [self.tap], device)[self.tap]
-        if config.kind == "adain":
-            styles = training_files(gather_images(config.styles))
-            if not styles:
-                raise ValueError(f"adain needs styles; none found in {config.styles}")
-            style_crops = _load_crops(styles, config.crop, config.crops_per_image, config.seed + 1)
+        if styles is not None:  # adain
+            style_crops, skipped = _bank(styles, "styles", config, config.seed + 1, warn)
+            self.skipped += skipped
             feats = _encode_bank(vgg, style_crops, ADAIN_STYLE_LAYERS, device)
             self.style_stats = {t: mean_std(f.float()) for t, f in feats.items()}
             self.style_feat = feats[self.tap]
@@ -169,90 +484,267 @@ class _Objective:
         return loss, {"content": float(content.detach()), "style": float(style.detach())}
 
 
-def train_decoder(config: DecoderTrainConfig,
-                  log_fn: Callable[[str], None] = print) -> Path:
-    """Train (or resume) one decoder; writes ``config.out`` (float16 weights) and returns it."""
-    if config.kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {config.kind!r}")
-    if config.kind == "adain":
-        config.level = ADAIN_LEVEL
-    if config.level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {config.level}")
-    if config.steps < 1 or config.batch_size < 1:
-        raise ValueError("steps and batch_size must be at least 1")
-    if config.crop < 32 or config.crop % 16:
-        raise ValueError(f"crop must be a multiple of 16 and at least 32, got {config.crop}")
-    device = torch.device(config.device)
+# ---------------------------------------------------------------------------------------------
+# Files written while training
+
+
+def _step_of(row: list[str], column: int) -> int | None:
+    try:
+        return int(row[column])
+    except (IndexError, ValueError):
+        return None
+
+
+class LossLog:
+    """The CSV loss log, one row per step with "\\n" line ends, flushed as it goes. A resume
+    first drops the rows past the state's step: those steps are trained again."""
+
+    def __init__(self, path: Path, step: int):
+        self.path = path
+        self.header = step > 0 and path.exists() and self._keep_through(step)
+        self.file: TextIO | None = None
+        self.writer: csv.DictWriter | None = None
+
+    def _keep_through(self, step: int) -> bool:
+        """Rewrite the log without its rows past ``step``; whether it has a header left."""
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return False
+        column = rows[0].index("step") if "step" in rows[0] else 0
+        kept = [r for r in rows[1:] if (s := _step_of(r, column)) is not None and s <= step]
+        tmp = self.path.with_name(f".lwst-{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([rows[0], *kept])
+        tmp.replace(self.path)
+        return True
+
+    def write(self, row: dict[str, object]) -> None:
+        if self.writer is None:
+            self.file = self.path.open("a" if self.header else "w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row), lineterminator="\n")
+            if not self.header:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """``mkdir -p``; the folders it created, outermost first (removed again if the run fails
+    before it saved anything)."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, so the decoder, its optimiser, the step count and the
+    log agree whenever the KeyboardInterrupt lands (main thread only: Python runs signal
+    handlers there)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is None:  # None: a handler Python cannot restore
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)
+
+
+@dataclass
+class _Run:
+    """One run's decoder, optimiser and position, and how to save them."""
+
+    config: DecoderTrainConfig
+    files: RunFiles
+    decoder: Decoder
+    optimizer: torch.optim.Optimizer
+    vgg_source: str
+    origin: str | None  # the resolved ``--init`` the run started from
+    step: int = 0
+    seconds: float = 0.0
+    saved_step: int = 0  # the step the state on disk holds (0: none)
+
+    def save(self) -> None:
+        """Write the state, then the decoder, each atomically."""
+        state = self.files.state
+        tmp = state.with_name(f".lwst-{state.name}.tmp")
+        try:
+            torch.save({"decoder": self.decoder.state_dict(),
+                        "optimizer": self.optimizer.state_dict(), "step": self.step,
+                        "seconds": self.seconds, "settings": run_settings(self.config),
+                        "init": self.origin, "config": asdict(self.config)}, tmp)
+            tmp.replace(state)
+        finally:
+            tmp.unlink(missing_ok=True)
+        save_decoder(self.decoder, self.files.out, self.config.kind, self.vgg_source,
+                     note=f"{self.step} steps, batch {self.config.batch_size}, "
+                     f"{self.config.crop} px crops")
+        self.saved_step = self.step
+
+    def resume(self, state: dict) -> None:
+        """Load a checked state; one line if its weights do not fit (a state from before
+        settings were recorded, with another width)."""
+        state["decoder"].setdefault("input_scale", torch.ones(()))
+        try:
+            self.decoder.load_state_dict(state["decoder"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise DecoderTrainingError(
+                f"{self.files.state}: its weights do not fit this run's decoder ({reason}): "
+                f"delete it to start over, or repeat the original settings") from None
+        self.step = self.saved_step = int(state["step"])
+        self.seconds = float(state["seconds"])
+
+    def kept(self) -> str:
+        if not self.saved_step:
+            return "nothing was saved"
+        return (f"kept the last good checkpoint, step {self.saved_step} "
+                f"({self.files.out}, {self.files.state})")
+
+
+def _train_steps(run: _Run, objective: _Objective, device: torch.device, use_bf16: bool,
+                 log: LossLog, log_fn: Callable[[str], None]) -> None:
+    """Train until the schedule ends; a step whose loss is not finite stops the run, keeping
+    the last checkpoint."""
+    config = run.config
+    while _progress(run.step, run.seconds, config) < 1.0:
+        t0 = time.perf_counter()
+        lr = _lr_at(run.step, _progress(run.step, run.seconds, config), config)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, parts = objective(run.decoder, run.step)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DecoderTrainingError(
+                f"decoder training diverged at step {run.step + 1} (loss {value}); "
+                f"{run.kept()}: lower --lr (or the loss weights) and start over"
+                + (f" (delete {run.files.state})" if run.saved_step else ""))
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with _ctrl_c_held():
+            run.optimizer.step()
+            run.step += 1
+            run.seconds += time.perf_counter() - t0
+            log.write({"step": run.step, "loss": value, **parts, "lr": lr,
+                       "seconds": round(run.seconds, 2)})
+            if run.step % config.checkpoint_every == 0:
+                run.save()
+                log_fn(f"step {run.step} loss {value:.4f} ({run.seconds / run.step:.2f} s/step)")
+
+
+def _stopped(run: _Run | None, state_step: int) -> str:
+    """The one line a Ctrl-C ends with, after the state was saved where there was one."""
+    step = run.saved_step if run is not None else state_step
+    if step:
+        return f"stopped at step {step}; the state is saved: the same command resumes"
+    return ("stopped before the first step; nothing was saved: the same command starts over "
+            "(the crop bank is built again)")
+
+
+def _clean_up(files: RunFiles, log: LossLog | None, created: list[Path]) -> None:
+    """After a run that saved nothing: remove the log it wrote and the folders it made."""
+    if log is not None and log.file is not None:
+        files.log.unlink(missing_ok=True)
+    for folder in reversed(created):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _uses_bf16(config: DecoderTrainConfig, device: torch.device) -> bool:
+    return config.precision == "bfloat16" or (
+        config.precision == "auto" and native_bfloat16(device))
+
+
+def _prepare(config: DecoderTrainConfig, device: torch.device, files: RunFiles,
+             images: ImageSet, styles: ImageSet | None, state: dict | None,
+             start: tuple[Decoder, DecoderInfo] | None, log_fn: Callable[[str], None],
+             warn: Callable[[str], None]) -> tuple[_Run, _Objective]:
+    """Build the crop bank and the decoder (from the state, ``--init`` or scratch)."""
     torch.manual_seed(config.seed)
     vgg = load_vgg19(config.vgg_weights, device=device)
-    use_bf16 = config.precision == "bfloat16" or (
-        config.precision == "auto" and native_bfloat16(device))
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state_path = out.with_name(out.name + ".state")
-    log_path = Path(config.log or out.with_name(out.name + ".log.csv"))
     started = time.perf_counter()
-    objective = _Objective(config, vgg, device)
+    objective = _Objective(config, vgg, device, images, styles, warn)
+    held = images.held_out + (styles.held_out if styles else 0)
     log_fn(f"{config.kind} relu{config.level}_1: bank of {objective.size} crops ready in "
-           f"{time.perf_counter() - started:.0f} s (bf16 autocast: {use_bf16})")
+           f"{time.perf_counter() - started:.0f} s ({held} image(s) held out, "
+           f"{objective.skipped} unreadable skipped; bf16 autocast: {_uses_bf16(config, device)})")
     decoder = Decoder(config.level, config.width).to(device)
-    if not state_path.exists():
+    if state is None:
         rms = objective.features[: 256].float().pow(2).mean().sqrt().clamp_min(1e-6)
         decoder.input_scale.fill_(float(1.0 / rms))
-    if config.init and not state_path.exists():
-        start, info = load_decoder(config.init, None, config.level)  # either kind will do
-        decoder.load_state_dict(start.state_dict())
-        log_fn(f"initialised from {config.init} ({info.decoder_id}: {info.note})")
+    if start is not None:
+        decoder.load_state_dict(start[0].state_dict())
+        log_fn(f"initialised from {config.init} ({start[1].decoder_id}: {start[1].note})")
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
-    step, trained_seconds = 0, 0.0
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        state["decoder"].setdefault("input_scale", torch.ones(()))
-        decoder.load_state_dict(state["decoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, trained_seconds = int(state["step"]), float(state["seconds"])
-        log_fn(f"resumed at step {step}")
-    new_log = not log_path.exists() or step == 0
-    log_file = log_path.open("w" if new_log else "a", newline="")
-    writer = None
+    origin = str(Path(config.init).resolve()) if config.init else None
+    run = _Run(config, files, decoder, optimizer, vgg.source, origin)
+    if state is not None:
+        run.origin = _recorded_init(state)
+        run.resume(state)
+        log_fn(f"resumed at step {run.step}")
+    return run, objective
 
-    def save_state() -> None:
-        tmp = state_path.with_name(f".lwst-{state_path.name}.tmp")
-        torch.save({"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step, "seconds": trained_seconds, "config": asdict(config)}, tmp)
-        tmp.replace(state_path)
-        save_decoder(decoder, out, config.kind, vgg.source,
-                     note=f"{step} steps, batch {config.batch_size}, {config.crop} px crops")
 
+def _train(run: _Run, objective: _Objective, device: torch.device, log: LossLog,
+           log_fn: Callable[[str], None]) -> None:
+    """The training loop, then the final save."""
     try:
-        while _progress(step, trained_seconds, config) < 1.0:
-            t0 = time.perf_counter()
-            lr = _lr_at(step, _progress(step, trained_seconds, config), config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss, parts = objective(decoder, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"decoder training diverged at step {step}")
-            step += 1
-            trained_seconds += time.perf_counter() - t0
-            row = {"step": step, "loss": float(loss.detach()), **parts, "lr": lr,
-                   "seconds": round(trained_seconds, 2)}
-            if writer is None:
-                writer = csv.DictWriter(log_file, fieldnames=list(row))
-                if new_log:
-                    writer.writeheader()
-            writer.writerow(row)
-            if step % config.checkpoint_every == 0:
-                log_file.flush()
-                save_state()
-                log_fn(f"step {step} loss {float(loss.detach()):.4f} "
-                       f"({trained_seconds / step:.2f} s/step)")
-        save_state()
-        log_fn(f"done: {step} steps in {trained_seconds:.0f} s -> {out}")
+        _train_steps(run, objective, device, _uses_bf16(run.config, device), log, log_fn)
     finally:
-        log_file.close()
-    return out
+        log.close()
+    with _ctrl_c_held():
+        run.save()
+    skipped = f" ({objective.skipped} unreadable image(s) skipped)" if objective.skipped else ""
+    log_fn(f"done: {run.step} steps in {run.seconds:.0f} s -> {run.files.out}{skipped}")
+
+
+def train_decoder(config: DecoderTrainConfig, log_fn: Callable[[str], None] = print,
+                  warn_fn: Callable[[str], None] | None = None) -> Path:
+    """Train (or resume) one decoder; writes ``config.out`` (float16 weights) and returns it.
+
+    Every check that needs no crop bank comes first. Refusals are `DecoderTrainingError` (one
+    line); Ctrl-C saves the state at the last finished step and raises `TrainingInterrupted`;
+    a failed run that saved nothing leaves no file or folder. ``warn_fn`` (default: ``log_fn``)
+    gets one line per skipped image."""
+    warn = warn_fn or (lambda message: log_fn(f"warning: {message}"))
+    check_config(config)
+    device = resolve_device(config.device)
+    files = RunFiles.of(config)
+    images = training_images(config.images, "--images", "images")
+    styles = (training_images(config.styles, "--styles", "styles")
+              if config.kind == "adain" else None)
+    state = read_state(files.state) if files.state.exists() else None
+    if state is not None:
+        check_resume(state, files.state, config)
+    start = _load_init(config) if state is None else None
+    run: _Run | None = None
+    log: LossLog | None = None
+    created: list[Path] = []
+    try:
+        run, objective = _prepare(config, device, files, images, styles, state, start,
+                                  log_fn, warn)
+        created = _make_folder(files.log.parent) + _make_folder(files.out.parent)
+        with _ctrl_c_held():  # a resume rewrites the log first
+            log = LossLog(files.log, run.step)
+        _train(run, objective, device, log, log_fn)
+    except KeyboardInterrupt:
+        if run is not None and run.step > run.saved_step:
+            with _ctrl_c_held():
+                run.save()
+        raise TrainingInterrupted(_stopped(run, int(state["step"]) if state else 0)) from None
+    finally:
+        if not files.state.exists():
+            _clean_up(files, log, created)
+    return files.out
