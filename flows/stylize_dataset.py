@@ -46,14 +46,15 @@ from prefect.task_runners import TaskRunner
 from flows.runners import RunnerName, make_task_runner
 from lwst import dataset, interrupts, progress, report, run_lock, s3, storage
 from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
-from lwst.failures import failure_kind, failure_reason
+from lwst.failures import failure_kind
 from lwst.item import Item, resolve_items
 from lwst.manifest import ManifestItem, id_problem, read_manifest
+from lwst.metadata import stamp
 from lwst.run_records import RunRecords
 from lwst.warping import BATCHED_METHODS
 from tasks.estimate_warps import estimate_warp_batch
 from tasks.stylize_batch import stylize_batch
-from tasks.stylize_item import TaskRecords, stylize_item
+from tasks.stylize_item import TaskRecords, device_name, failed_item_record, stylize_item
 
 PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
 WINDOW_PER_WORKER = 4  # futures in flight per worker: enough to keep it fed, bounded memory
@@ -244,12 +245,10 @@ def _records_of(future: PrefectFuture, items: list[Item], out: str, run_id: str,
             # Stop here: the runner cancels the units not started; a re-run resumes.
             stopped = f"{exc}; run {run_id} stopped after {done} items (re-run)"
             raise s3.StorageUnavailableError(stopped) from None
-        kind = failure_kind(exc)
-        if kind == "internal":
+        if failure_kind(exc) == "internal":
             get_run_logger().error("task for %s failed: internal error", items[0].id,
                                    exc_info=exc, extra={"lwst_internal": True})
-        records = [dataset.failed_record(item.manifest_item(), run_id, failure_reason(exc),
-                                         item.params_json(), kind) for item in items]
+        records = [failed_item_record(item, exc, run_id) for item in items]
         try:
             dataset.write_journal(out, records, opts)
         except Exception as journal_exc:  # noqa: BLE001 - the run file still gets them
@@ -365,6 +364,12 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
         settings or inputs is redone (its files are stale), and said so once."""
         configs: dict[str, StylizeConfig | str] = {}
         params: dict[int, str] = {}  # per shared configuration object (`resolve_items`)
+        devices: dict[str, str] = {}  # the rows' ``device``, per asked device (`auto`, ...)
+
+        def device(asked: str) -> str:
+            if asked not in devices:
+                devices[asked] = device_name(asked)
+            return devices[asked]
         for start in range(0, total, RESOLVE_CHUNK):
             items, refused = resolve_items(entries[start : start + RESOLVE_CHUNK], overrides,
                                            out, configs)
@@ -381,10 +386,12 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
                         redone_example.append(f"{item.id}: {'; '.join(changes)}")
                         logger.warning("redoing items finished before with other settings or "
                                        "inputs, first %s", redone_example[0])
-            records.add([dataset.skipped_record(item, run_id, out, params.setdefault(
-                id(item.config), item.params_json())) for item in done])
+            records.add([stamp(dataset.skipped_record(item, run_id, out, params.setdefault(
+                id(item.config), item.params_json())), device(item.config.device))
+                for item in done])
             if refused:
-                rows = [dataset.failed_record(r.entry, run_id, r.reason) for r in refused]
+                rows = [stamp(dataset.failed_record(r.entry, run_id, r.reason),
+                              device(base.device)) for r in refused]
                 dataset.write_journal(out, rows, opts)
                 records.add(rows)
             tally.update(skipped=len(done), refused=len(refused), todo=len(todo))

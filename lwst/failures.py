@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 from lwst.image_io import ImageInputError
+from lwst.storage import StorageReadError
 from lwst.vgg import WeightsUnavailableError
 
 FailureKind = Literal["input", "internal"]
@@ -27,9 +28,16 @@ def failure_kind(exc: BaseException) -> FailureKind:
     return "input" if isinstance(exc, INPUT_FAULTS) else "internal"
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The one-line ``error`` of a failed row (image errors already name the file)."""
+def failure_reason(exc: BaseException, inputs: dict[str, str | None] | None = None) -> str:
+    """The one-line ``error`` of a failed row (image errors already name the file).
+
+    A storage failure reading an input names the URI, and with ``inputs`` (role -> URI: the
+    item's ``content``, ``geometry``, ``texture``) which input it was: ``texture
+    s3://b/t.jpg: cannot read (...)``."""
     if isinstance(exc, ImageInputError):
         return str(exc)
+    if isinstance(exc, StorageReadError):
+        roles = [role for role, uri in (inputs or {}).items() if uri and uri == exc.uri]
+        return f"{' and '.join(roles)} {exc}" if roles else str(exc)
     prefix = "internal error (a bug in lwst): " if failure_kind(exc) == "internal" else ""
     return f"{prefix}{type(exc).__name__}: {exc}"

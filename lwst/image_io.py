@@ -5,6 +5,11 @@ with a one-line `ImageInputError` (missing, empty, truncated, not an image, too 
 large) and normalises every mode PIL knows (RGBA, LA, P, L, I;16, CMYK, EXIF orientation) to
 an RGB float tensor ``(1, 3, H, W)`` in [0, 1]. The pixel count is checked from the header
 before any pixel is decoded, so a decompression bomb costs nothing.
+
+Not caught: a JPEG whose entropy-coded data is damaged but still decodes (bytes overwritten
+mid-file). libjpeg recovers from it without an error, often without even a warning, and Pillow
+swallows the warnings it gives; such a file decodes to garbled blocks. Only damage that stops
+the decoder ("broken data stream", a truncated file) is refused here.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from lwst import __version__
+
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -73,9 +75,22 @@ STATUSES = ("ok", "failed", "skipped")
 
 
 def empty_record(item_id: str, run_id: str = "") -> dict[str, Any]:
-    """A record with every column present (None where unknown) and ``created_at`` set now."""
+    """A record with every column present (None where unknown), ``created_at`` set now and
+    ``lwst_version`` this one: every row, failed and skipped ones too, says which lwst made it."""
     record: dict[str, Any] = dict.fromkeys(COLUMNS)
-    record.update(id=item_id, run_id=run_id, created_at=dt.datetime.now(dt.UTC))
+    record.update(id=item_id, run_id=run_id, created_at=dt.datetime.now(dt.UTC),
+                  lwst_version=__version__)
+    return record
+
+
+def stamp(record: dict[str, Any], device: str) -> dict[str, Any]:
+    """Fill a row's ``lwst_version`` and ``device`` where they are missing (in place; returns
+    it): a failed or skipped row names the lwst and the device of the run that wrote it, so
+    failures group by version and machine like ``ok`` rows."""
+    if record.get("lwst_version") is None:
+        record["lwst_version"] = __version__
+    if record.get("device") is None:
+        record["device"] = device
     return record
 
 

@@ -15,7 +15,9 @@ rendering with one yardstick (`measure_losses`: the Gatys objective, relu4_2 con
 to the warped content and Gram distance to the exemplar, each divided by its target's squared
 norm), so rows of different renderers compare. It is evaluated at a longest side of at most
 ``LOSS_SIDE`` px (output, content and exemplar scaled alike): three VGG passes at 512 px would
-cost more than the AdaIN render itself.
+cost more than the AdaIN render itself. A very wide or tall image is measured larger, so that
+its shorter side keeps the `MIN_TEXTURE_SIDE` px relu5_1 needs (`yardstick_side`): whatever
+passed the size check is measured.
 
 Feed-forward inputs are reflection-padded to a multiple of 16 (relu5_1 is four poolings
 deep) and cropped back, so any output size decodes to exactly its own shape. Colour
@@ -26,6 +28,7 @@ recombined with the content's chroma.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -40,6 +43,7 @@ from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
 from lwst.losses import StyleTargets, objective_terms, style_targets
 from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
+from lwst.safety import MIN_TEXTURE_SIDE
 from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features, at_dtype, feature_dtype
 
 FEED_FORWARD = ("wct", "adain")
@@ -103,7 +107,8 @@ def measure_losses_batch(vgg: VGG19Features, images: Tensor, contents: Tensor,
                          ) -> list[tuple[float, float, float]]:
     """The shared yardstick: (content, style, total) of the Gatys objective per image of
     ``(B, 3, H, W)`` outputs against their contents (same shape) and exemplars, at a longest
-    side of at most `LOSS_SIDE` (each exemplar at the render's style size, scaled alike).
+    side of at most `LOSS_SIDE` (each exemplar at the render's style size, scaled alike), or
+    as much more as keeps the shorter side at `MIN_TEXTURE_SIDE` (`yardstick_side`).
 
     The outputs are encoded in one VGG pass and the contents in another; each exemplar's Gram
     matrices are remembered across calls (`yardstick_grams`), as a dataset reuses few styles.
@@ -111,15 +116,16 @@ def measure_losses_batch(vgg: VGG19Features, images: Tensor, contents: Tensor,
     dtype, device = vgg.mean.dtype, vgg.mean.device
     side = max(images.shape[-2:])
     scale = min(1.0, LOSS_SIDE / side)
-    style_side = max(16, round(int(config.style_size or side) * scale))
-    small = round(side * scale)
+    style_side = max(MIN_TEXTURE_SIDE, round(int(config.style_size or side) * scale))
+    small = yardstick_side(*images.shape[-2:], round(side * scale))
     images = resize_longest(_rgb(images).to(device, dtype), small).clamp(0, 1)
     contents = resize_longest(_rgb(contents).to(device, dtype), small).clamp(0, 1)
     found: dict[int, StyleTargets] = {}
     for ex in exemplars:
         if id(ex) not in found:
+            ex_side = yardstick_side(*ex.shape[-2:], style_side)
             found[id(ex)] = yardstick_grams(
-                vgg, resize_longest(ex.to(device, dtype), style_side).clamp(0, 1))
+                vgg, resize_longest(ex.to(device, dtype), ex_side).clamp(0, 1))
     with torch.no_grad():
         content_targets = vgg(contents, [CONTENT_LAYER])[CONTENT_LAYER]
         outputs = vgg(images, [*STYLE_LAYERS, CONTENT_LAYER])
@@ -130,6 +136,16 @@ def measure_losses_batch(vgg: VGG19Features, images: Tensor, contents: Tensor,
         total = config.content_weight * c + config.style_weight * s
         figures.append((float(c), float(s), float(total)))
     return figures
+
+
+def yardstick_side(height: int, width: int, longest: int) -> int:
+    """The longest side to measure a ``height x width`` image at: ``longest``, raised (up to
+    the image's own size) where it would leave the shorter side under `MIN_TEXTURE_SIDE`
+    (relu5_1 is four poolings deep). A 4000x200 render at 400 px is 400x20: at 256 px its
+    shorter side would be 13 and VGG's last pooling empty, so it is measured at 320x16."""
+    long_side, short_side = max(height, width), min(height, width)
+    needed = math.ceil(MIN_TEXTURE_SIDE * long_side / max(1, short_side))
+    return max(longest, min(long_side, needed))
 
 
 def _rgb(images: Tensor) -> Tensor:

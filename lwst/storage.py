@@ -70,6 +70,28 @@ class WriteFailedError(OSError):
     """A write that kept failing with transient errors through all its attempts."""
 
 
+class StorageReadError(OSError):
+    """A remote read that failed for another reason than a missing or forbidden file (no
+    credentials, a refused connection, a timeout, a server error): one line naming ``uri``
+    and the cause. ``transient``: whether another attempt may succeed (`is_transient`).
+
+    Made by `of`; the plain constructor takes the message alone, so the error pickles (Prefect
+    and Dask carry a task's exception between processes)."""
+
+    def __init__(self, message: str, uri: str = "", transient: bool = False):
+        super().__init__(message)
+        self.uri, self.transient = uri, transient
+
+    @classmethod
+    def of(cls, uri: str, cause: BaseException) -> StorageReadError:
+        reason = f"{type(cause).__name__}: {_first_line(cause)}"
+        if type(cause).__name__ == "NoCredentialsError":  # botocore's, without a hint
+            reason = ("no S3 credentials found: set AWS_ACCESS_KEY_ID and "
+                      "AWS_SECRET_ACCESS_KEY, or pass --aws-access-key-id and "
+                      f"--aws-secret-access-key ({reason})")
+        return cls(f"{uri}: cannot read ({reason})", uri, _transient_cause(cause))
+
+
 # Missing/forbidden files are bad input, not a flaky network: retrying cannot help. Nor can it
 # for a name too long, a read-only or full disk, storage the probe found dead, or a write that
 # was already retried.
@@ -82,10 +104,39 @@ PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL,
 WRITE_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)
 
 
+# Pauses before the second and third attempt at reading an item's inputs after a transient
+# error: Prefect's task retries for a single item (`tasks.stylize_item`), the chunk task's own
+# re-reads for feed-forward items (`lwst.stylize_batch`).
+READ_RETRY_DELAYS: tuple[float, ...] = (2.0, 10.0)
+# Names in the class hierarchy of the non-OSError failures of botocore and aiohttp that another
+# attempt may not meet: connection errors, timeouts, a body cut short.
+_TRANSIENT_CAUSES = frozenset({"ConnectionError", "HTTPClientError", "ClientConnectionError",
+                               "ClientPayloadError", "ServerTimeoutError"})
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for an OS error that another attempt may not meet (a reset connection, a timeout)."""
+    if isinstance(exc, StorageReadError):
+        return exc.transient
     return (isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS)
             and exc.errno not in PERMANENT_ERRNOS)
+
+
+def _transient_cause(exc: BaseException) -> bool:
+    """Whether a failed remote read may succeed on another attempt: a transient OS error, an
+    HTTP 5xx / 408 / 429, a connection error or timeout of botocore or aiohttp. Missing
+    credentials, a refused request and anything unforeseen are not."""
+    if isinstance(exc, OSError):
+        return is_transient(exc)
+    status = getattr(exc, "status", None)  # aiohttp's ClientResponseError
+    if isinstance(status, int):
+        return status >= 500 or status in (408, 429)
+    return any(k.__name__ in _TRANSIENT_CAUSES for k in type(exc).__mro__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
 
 
 def max_input_bytes() -> int:
@@ -144,8 +195,10 @@ def read_bytes(uri: str | os.PathLike[str], max_bytes: int | None = None,
                **storage_options: object) -> bytes:
     """Read a whole regular file of at most ``max_bytes`` (default `max_input_bytes`).
 
-    Raises FileNotFoundError for a missing one, whatever the protocol, and `InputRefusedError`
-    for a FIFO, device or socket (checked without blocking) or an over-size file.
+    Raises FileNotFoundError for a missing one, whatever the protocol, `InputRefusedError`
+    for a FIFO, device or socket (checked without blocking) or an over-size file, and
+    `StorageReadError` (naming the URI; transient or not) for any other failure of a remote
+    store: no credentials, a refused connection, a timeout, a server error.
     """
     cap = max_input_bytes() if max_bytes is None else max_bytes
     name = os.fspath(uri)
@@ -158,7 +211,13 @@ def read_bytes(uri: str | os.PathLike[str], max_bytes: int | None = None,
             _refuse_large(name, info.st_size, cap)
             data = handle.read(cap + 1)
     else:
-        data = _read_remote_capped(uri, cap, storage_options)
+        try:
+            data = _read_remote_capped(uri, cap, storage_options)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+                ValueError):
+            raise  # `lwst.image_io.read_image` names these (no such file, ...)
+        except Exception as exc:  # botocore and aiohttp raise a zoo: one line naming the URI
+            raise StorageReadError.of(name, exc) from exc
     if len(data) > cap:  # grew while read, or a remote store (read ranged, without its size)
         raise InputRefusedError(f"{name}: more than {cap} bytes, over the {cap}-byte input limit "
                                 "(LWST_MAX_INPUT_BYTES); refused")

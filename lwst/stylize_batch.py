@@ -4,7 +4,8 @@ For the feed-forward renderers a dataset item is a few forward passes, so per-it
 (Python, model look-ups, tiny GPU kernels) matters. ``stylize_files_batch`` takes items that
 share one `StylizeConfig` (the pipeline groups them by it) and runs:
 
-    read each item (a bad one becomes its own failed result, the others go on)
+    read each item (a bad one becomes its own failed result, the others go on; a transient
+    read error is read again after 2 s and 10 s, `_load_all`)
     -> learned warps of all items in one network pass (`lwst.warping.estimate_warps`)
     -> warp + inpaint per item
     -> render every group of same-shape images in one pass (`lwst.renderers.render_batch`)
@@ -16,12 +17,14 @@ that stopped it, for the caller to turn into a ``failed`` row.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lwst import item_files
+from lwst import item_files, storage
 from lwst.config import StylizeConfig, validate
 from lwst.image_io import check_size, output_format, read_image, resize_longest
 from lwst.metadata import empty_record
@@ -62,9 +65,71 @@ class _Loaded:
     warp: WarpOutcome | None = None
 
 
+def _load(item: BatchItem, config: StylizeConfig, device: torch.device, opts: dict,
+          textures: dict[str, Tensor]) -> _Loaded:
+    """Check an item's outputs and read its inputs (at the sizes the batch uses)."""
+    check_outputs_apart(
+        {"content": item.content, "geometry": item.geometry, "texture": item.texture},
+        {"output": item.output, "warped": item.warped_out, "flow": item.flow_out,
+         "flow_vis": item.flow_vis_out})
+    for uri in (item.output, item.warped_out, item.flow_vis_out):
+        if uri:
+            output_format(uri)
+    content = resize_longest(read_image(item.content, **opts), config.size).to(device)
+    check_fits(*content.shape[-2:], f"the content at size {config.size}", bool(item.texture))
+    geometry = (read_image(item.geometry, **opts).to(device)
+                if item_files.warps(bool(item.geometry), config) else None)
+    texture = None
+    if item.texture:
+        if item.texture not in textures:
+            style_side = config.render.style_size or config.size
+            texture = read_image(item.texture, style_side, **opts).to(device)
+            check_fits(*texture.shape[-2:], "the texture exemplar", True)
+            textures[item.texture] = texture
+        texture = textures[item.texture]
+    return _Loaded(item, content, geometry, texture)
+
+
+def _load_all(items: list[BatchItem], config: StylizeConfig, device: torch.device, opts: dict,
+              textures: dict[str, Tensor], outcomes: dict[str, ItemOutcome],
+              before_retry: Callable[[BaseException], None] | None = None) -> list[_Loaded]:
+    """Every readable item, in order; an unreadable one gets its error in ``outcomes``.
+
+    An item whose read met a transient error (`lwst.storage.is_transient`: a refused or reset
+    connection, a timeout, an HTTP 5xx) is read again after each of
+    `lwst.storage.READ_RETRY_DELAYS` (2 s, 10 s), all such items of the chunk together after
+    one pause, as Prefect retries a single item's task; a deterministic failure (a missing or
+    corrupt file, no credentials) is not retried. ``before_retry`` sees the first transient
+    error before each pause, and may raise to give up (the pipeline: storage went away)."""
+    loaded: dict[int, _Loaded] = {}
+    pending = list(enumerate(items))
+    for delay in (*storage.READ_RETRY_DELAYS, None):
+        transient = []
+        for index, item in pending:
+            try:
+                loaded[index] = _load(item, config, device, opts, textures)
+                outcomes[item.item_id].error = None
+            except Exception as exc:  # noqa: BLE001 - reported per item by the caller
+                outcomes[item.item_id].error = exc
+                if storage.is_transient(exc):
+                    transient.append((index, item))
+        if not transient or delay is None:
+            break
+        if before_retry is not None:
+            before_retry(outcomes[transient[0][1].item_id].error)
+        time.sleep(delay)
+        pending = transient
+    return [loaded[index] for index in sorted(loaded)]
+
+
 def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: str = "",
-                        storage_options: dict | None = None) -> list[ItemOutcome]:
-    """Stylise ``items`` (one shared configuration) in batches; one outcome per item, in order."""
+                        storage_options: dict | None = None,
+                        before_retry: Callable[[BaseException], None] | None = None,
+                        ) -> list[ItemOutcome]:
+    """Stylise ``items`` (one shared configuration) in batches; one outcome per item, in order.
+
+    ``before_retry``: called with a transient read error before the items that met one are
+    read again (`_load_all`); what it raises ends the call."""
     opts = storage_options or {}
     validate(config)
     check_size(config.size)
@@ -72,33 +137,8 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
     vgg = load_vgg19(config.vgg_weights, device=device)
     torch.manual_seed(config.seed)
     outcomes = {item.item_id: ItemOutcome(item) for item in items}
-    loaded: list[_Loaded] = []
-    style_side = config.render.style_size or config.size
     textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
-    for item in items:
-        try:
-            check_outputs_apart(
-                {"content": item.content, "geometry": item.geometry, "texture": item.texture},
-                {"output": item.output, "warped": item.warped_out, "flow": item.flow_out,
-                 "flow_vis": item.flow_vis_out})
-            for uri in (item.output, item.warped_out, item.flow_vis_out):
-                if uri:
-                    output_format(uri)
-            content = resize_longest(read_image(item.content, **opts), config.size).to(device)
-            check_fits(*content.shape[-2:], f"the content at size {config.size}",
-                       bool(item.texture))
-            geometry = (read_image(item.geometry, **opts).to(device)
-                        if item_files.warps(bool(item.geometry), config) else None)
-            texture = None
-            if item.texture:
-                if item.texture not in textures:
-                    texture = read_image(item.texture, style_side, **opts).to(device)
-                    check_fits(*texture.shape[-2:], "the texture exemplar", True)
-                    textures[item.texture] = texture
-                texture = textures[item.texture]
-            loaded.append(_Loaded(item, content, geometry, texture))
-        except Exception as exc:  # noqa: BLE001 - reported per item by the caller
-            outcomes[item.item_id].error = exc
+    loaded = _load_all(items, config, device, opts, textures, outcomes, before_retry)
 
     warped = [entry for entry in loaded if entry.geometry is not None]
     estimates = {}

@@ -4,8 +4,10 @@ pass per chunk (`lwst.stylize_batch`), then each item's files, and the chunk's j
 The flow groups items by their whole configuration (`lwst.item.Item.batch_key`), so a chunk
 shares one `StylizeConfig`; the task refuses a chunk that does not. Every item still ends as
 its own row: a bad input fails that item only, a bug is marked ``internal``. A transient
-storage error fails the items it hit (a re-run redoes them); retrying the task would redo the
-whole chunk.
+error reading an item's inputs is retried inside the task (`lwst.stylize_batch`: the items it
+hit are read again after 2 s and 10 s, the delays of `stylize-item`'s Prefect retries), not by
+retrying the task, which would redo the whole chunk; what still fails then is the item's
+``failed`` row (a re-run redoes it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tasks.stylize_item import (
     TaskRecords,
     configure_storage,
     record_failure,
+    stop_if_storage_down,
     worker_name,
     write_journal,
 )
@@ -56,8 +59,14 @@ def stylize_batch(
                        item.outputs.warped, item.outputs.flow, item.outputs.flow_vis)
              for item in items]  # outputs landing on inputs are refused per item in there
     records = []
+
+    def before_retry(exc: BaseException) -> None:
+        """Storage gone (``out``'s store does not answer): stop the run now, not after the
+        re-reads' pauses."""
+        stop_if_storage_down(exc, out, opts)
+
     with storage.temp_owner(run_id):
-        outcomes = stylize_files_batch(batch, config, run_id, opts)
+        outcomes = stylize_files_batch(batch, config, run_id, opts, before_retry)
         for item, outcome in zip(items, outcomes, strict=True):
             record = outcome.record
             if record is None:

@@ -23,7 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from lwst import dataset, s3, storage
 from lwst.failures import failure_kind, failure_reason
 from lwst.item import Item
-from lwst.storage import is_transient
+from lwst.metadata import stamp
+from lwst.storage import READ_RETRY_DELAYS, is_transient
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,30 @@ def configure_storage(items: list[Item], out: str, opts: dict[str, Any]) -> None
         s3.configure(uri, opts)
 
 
+def item_inputs(item: Item) -> dict[str, str | None]:
+    """Role -> URI of an item's inputs: failure reasons name which one failed."""
+    return {"content": item.content, "geometry": item.geometry, "texture": item.texture}
+
+
+def device_name(config_device: str) -> str:
+    """The device a run's rows name (``auto`` resolved); a refused one as it was asked."""
+    from lwst.stylize import resolve_device
+
+    try:
+        return str(resolve_device(config_device))
+    except ValueError:
+        return config_device
+
+
+def failed_item_record(item: Item, exc: BaseException, run_id: str) -> dict[str, Any]:
+    """The ``failed`` row of ``item`` for ``exc``, with the run's version and device."""
+    kind = failure_kind(exc)
+    record = dataset.failed_record(item.manifest_item(), run_id,
+                                   failure_reason(exc, item_inputs(item)),
+                                   item.params_json(), kind)
+    return stamp(record, device_name(item.config.device))
+
+
 def record_failure(item: Item, exc: BaseException, out: str, run_id: str,
                    opts: dict[str, Any], retryable: bool = True) -> dict[str, Any]:
     """The ``failed`` row of ``item``; raises instead when the failure is storage going away
@@ -62,20 +87,18 @@ def record_failure(item: Item, exc: BaseException, out: str, run_id: str,
     stop_if_storage_down(exc, out, opts)
     if retryable and is_transient(exc):
         raise exc
-    kind = failure_kind(exc)
-    if kind == "internal":
+    if failure_kind(exc) == "internal":
         get_run_logger().error("item %s: internal error (a bug in lwst)", item.id,
                                exc_info=exc, extra={"lwst_internal": True})
-    return dataset.failed_record(item.manifest_item(), run_id, failure_reason(exc),
-                                 item.params_json(), kind)
+    return failed_item_record(item, exc, run_id)
 
 
 @task(
     name="stylize-item",
     task_run_name="stylize-{item.id}",
     tags=["gpu"],  # `prefect concurrency-limit create gpu N` bounds concurrent model work
-    retries=2,
-    retry_delay_seconds=[2, 10],
+    retries=len(READ_RETRY_DELAYS),
+    retry_delay_seconds=list(READ_RETRY_DELAYS),
     retry_condition_fn=retry_on_transient,
     cache_policy=NO_CACHE,  # resuming is file-based (lwst.dataset), valid across machines
 )
