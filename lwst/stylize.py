@@ -66,6 +66,9 @@ class StylizeResult:
     image: Tensor  # final image (warped content when there is no texture)
     warp: WarpOutcome | None
     render: RenderResult | None
+    # What the texture stage started from: the warped content, or the content resized when
+    # there was no warp (None where the producer did not keep it, e.g. a batch)
+    base: Tensor | None = None
 
 
 def warp_content(content: Tensor, flow: Tensor, inpaint: str = "telea") -> InpaintResult:
@@ -140,7 +143,7 @@ def stylize(
         rendered = render(base, texture.to(device), config.render, vgg, seed=config.seed,
                           progress=progress, measure=config.render.measure_losses)
     image = rendered.image if rendered is not None else base
-    return StylizeResult(image=image, warp=warp, render=rendered)
+    return StylizeResult(image=image, warp=warp, render=rendered, base=base)
 
 
 def fill_record(
@@ -175,6 +178,19 @@ def fill_record(
                                               config.render.decoder_dir) or None)
 
 
+def check_item_outputs(content: str, geometry: str | None, texture: str | None, output: str,
+                       warped_out: str | None = None, flow_out: str | None = None,
+                       flow_vis_out: str | None = None) -> None:
+    """Refuse, before any compute, an output on an input or on another output and an image
+    output whose suffix names no format we write (ValueError / `ImageInputError`)."""
+    check_outputs_apart({"content": content, "geometry": geometry, "texture": texture},
+                        {"image": output, "warped": warped_out, "flow": flow_out,
+                         "flow_vis": flow_vis_out})
+    for uri in (output, warped_out, flow_vis_out):
+        if uri:
+            output_format(uri)
+
+
 def stylize_files(
     item_id: str,
     content: str,
@@ -200,11 +216,7 @@ def stylize_files(
     opts = storage_options or {}
     validate(config)
     check_size(config.size)
-    outputs = {"output": output, "warped": warped_out, "flow": flow_out, "flow_vis": flow_vis_out}
-    check_outputs_apart({"content": content, "geometry": geometry, "texture": texture}, outputs)
-    for uri in (output, warped_out, flow_vis_out):
-        if uri:
-            output_format(uri)  # an unknown suffix is refused before any compute
+    check_item_outputs(content, geometry, texture, output, warped_out, flow_out, flow_vis_out)
     record = empty_record(item_id, run_id)
     record.update(content=content, geometry=geometry, texture=texture)
     content_img = read_image(content, **opts)
@@ -227,25 +239,57 @@ def write_item(record: dict, result: StylizeResult, config: StylizeConfig, outpu
     before the first write; if any write fails, the ones already written are removed.
     """
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
-    targets = {"image": output, "warped": warped_out, "flow": flow_out, "flow_vis": flow_vis_out}
-    wanted = [kind for kind in item_files.kinds(result.warp is not None) if targets[kind]]
-    storage.write_all_or_none([(targets[k], _encode(k, targets[k], result)) for k in wanted],
-                              **opts)
+    files = encode_item(result, {"image": output, "warped": warped_out, "flow": flow_out,
+                                 "flow_vis": flow_vis_out})
+    storage.write_all_or_none([(uri, data) for _, uri, data in files], **opts)
+    return complete_record(record, result, config, files, vgg_source)
+
+
+def encode_item(result: StylizeResult, targets: dict[str, str | None],
+                unwarped_too: bool = False) -> list[tuple[str, str, bytes]]:
+    """``(kind, uri, bytes)`` of the item's files, in `lwst.item_files` write order: the
+    `lwst.item_files.kinds` of whether it warped, each where ``targets`` asks (None or absent:
+    not wanted).
+
+    ``unwarped_too``: an item that did not warp (no strength, method ``none``) still writes
+    the warp files asked for, as they are without a warp: a zero flow, its picture and the
+    unwarped content (`lwst stylize` / `warp`: an output option given is a file written). The
+    pipeline keeps the one rule of `lwst.item_files` instead.
+    """
+    warped = result.warp is not None or unwarped_too
+    return [(kind, targets[kind], _encode(kind, targets[kind], result))
+            for kind in item_files.kinds(warped) if targets.get(kind)]
+
+
+def complete_record(record: dict, result: StylizeResult, config: StylizeConfig,
+                    files: list[tuple[str, str, bytes]], vgg_source: str | None = None) -> dict:
+    """Fill ``record`` (status ``ok``) from the result and the files `encode_item` made."""
+    if vgg_source is None:
+        vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
+    written = {kind: uri for kind, uri, _ in files}
     fill_record(record, result, config, vgg_source)
-    record.update(status="ok", output=output,
-                  warped=warped_out if "warped" in wanted else None,
-                  flow=flow_out if "flow" in wanted else None)
+    record.update(status="ok", output=written.get("image"), warped=written.get("warped"),
+                  flow=written.get("flow"))
     return record
+
+
+def _flow_of(result: StylizeResult) -> Tensor:
+    """The applied flow; the zero flow at the image's size for an item that did not warp."""
+    if result.warp is not None:
+        return result.warp.flow
+    height, width = result.image.shape[-2:]
+    return result.image.new_zeros((1, 2, height, width))
 
 
 def _encode(kind: str, uri: str, result: StylizeResult) -> bytes:
     """The bytes of one of an item's files (`lwst.item_files.LAYOUT` kinds)."""
     if kind == "image":
         return encode_image(result.image, output_format(uri))
-    warp = result.warp
-    if warp is None:
-        raise ValueError(f"an item without a warp has no {kind} file")
     if kind == "flow":
-        return encode_flo(warp.flow)
-    picture = warp.warped if kind == "warped" else flow_picture(warp.flow)
-    return encode_image(picture, output_format(uri))
+        return encode_flo(_flow_of(result))
+    if kind == "flow_vis":
+        return encode_image(flow_picture(_flow_of(result)), output_format(uri))
+    warped = result.warp.warped if result.warp is not None else result.base
+    if warped is None:
+        raise ValueError(f"an item without a warp has no {kind} file")
+    return encode_image(warped, output_format(uri))

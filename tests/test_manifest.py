@@ -64,16 +64,57 @@ def test_bad_manifest_is_refused_listing_every_offending_row(tmp_path: Path):
     )
     with pytest.raises(ManifestError) as caught:
         read_manifest(str(uri))
-    problems = caught.value.problems
-    assert "row 2 (id 'ok'): duplicate id (first used on row 1)" in problems
-    assert any(p.startswith("row 3:") and "'../evil'" in p for p in problems)
-    assert any(p.startswith("row 4:") and "may not start with '.'" in p for p in problems)
-    assert "row 5: missing id" in problems
-    assert "row 6 (id 'f'): missing content" in problems
-    assert any(p.startswith("row 7 (id 'g'): bad size 'huge'") for p in problems)
-    assert any(p.startswith("row 8 (id 'h'): bad iterations") for p in problems)
+    problems = caught.value.problems  # named by their line in the file (the header is 1)
+    assert "line 3 (id 'ok'): duplicate id (first used on line 2)" in problems
+    assert any(p.startswith("line 4:") and "'../evil'" in p for p in problems)
+    assert any(p.startswith("line 5:") and "may not start with '.'" in p for p in problems)
+    assert "line 6: missing id" in problems
+    assert "line 7 (id 'f'): missing content" in problems
+    assert any(p.startswith("line 8 (id 'g'): bad size 'huge'") for p in problems)
+    assert any(p.startswith("line 9 (id 'h'): bad iterations") for p in problems)
     assert len(problems) == 7
     assert "\n" not in str(caught.value)
+
+
+def test_columns_and_rows_are_refused_in_one_pass_by_their_file_line(tmp_path: Path):
+    """An unknown column used to hide every row error until it was fixed, and rows were
+    counted without the blank lines: a duplicate on line 6 was 'row 3'."""
+    uri = tmp_path / "m.csv"
+    uri.write_text("id,content,colour\n\na,x.png,red\n\n\na,y.png,\n\"b\nc\",z.png,\nok,,\n")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(uri))
+    problems = caught.value.problems
+    assert problems[0].startswith("unknown column(s) 'colour'")
+    assert "line 6 (id 'a'): duplicate id (first used on line 3)" in problems
+    assert any(p.startswith("line 7:") and "'b\\nc'" in p for p in problems)  # quoted break
+    assert "line 9 (id 'ok'): missing content" in problems
+    assert len(problems) == 4
+    message = str(caught.value)
+    assert "\n" not in message and "colour" in message and "line 9" in message
+
+
+def test_json_lines_rows_are_named_by_line_and_parquet_rows_by_number(tmp_path: Path):
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"id": "a", "content": "x.png"}\n\n{"id": "a", "content": "y.png"}\n')
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(jsonl))
+    assert caught.value.problems == ["line 3 (id 'a'): duplicate id (first used on line 1)"]
+    parquet = str(tmp_path / "m.parquet")
+    write_manifest(pd.DataFrame({"id": ["a", "a"], "content": ["x.png", "y.png"]}), parquet)
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(parquet)
+    assert caught.value.problems == ["row 2 (id 'a'): duplicate id (first used on row 1)"]
+
+
+def test_a_manifest_with_many_bad_rows_lists_the_first_few_and_counts_the_rest(tmp_path: Path):
+    uri = tmp_path / "m.csv"
+    uri.write_text("id,content\n" + "".join(f"x{k},\n" for k in range(25)))
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(uri))
+    assert len(caught.value.problems) == 25  # every one kept for a program
+    message = str(caught.value)
+    assert "line 2 (id 'x0'): missing content" in message and "'x9'" in message
+    assert "'x10'" not in message and "... and 15 more (25 problems in all)" in message
 
 
 def test_missing_and_unknown_columns_are_refused(tmp_path: Path):

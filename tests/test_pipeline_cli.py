@@ -37,7 +37,7 @@ def test_bad_manifest_exits_2_with_one_line_naming_every_row(main, tmp_path: Pat
     assert main(["run", str(manifest), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "row 2 (id 'a'): duplicate id" in err and "row 3: id 'a/../../b'" in err
+    assert "line 3 (id 'a'): duplicate id" in err and "line 4: id 'a/../../b'" in err
     assert not (tmp_path / "out").exists()
 
 

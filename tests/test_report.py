@@ -54,3 +54,59 @@ def test_the_embedded_sheet_keeps_its_size_within_the_budget_and_halves_beyond_i
                for url in (data_url(noise, 10_000_000), data_url(noise, 200_000))]
     assert decoded[0].size == (500, 600)  # fits: full size
     assert decoded[1].size[0] < 500 and len(data_url(noise, 200_000)) <= 200_000
+
+
+LONG_ID = ("00001_" + "cat_bigeyes_drawing-with-a-long-name_" * 4)[:128]  # make-manifest's kind
+
+
+def test_a_long_id_is_elided_in_the_middle_and_the_figures_stay_whole():
+    from PIL import ImageFont
+
+    from lwst.report import fit_caption
+
+    font = ImageFont.load_default()
+    text = caption({**_record(LONG_ID, 0.42, "learned"), "warp_refined": True})
+    width = 4 * (128 + 4) - 4  # the default sheet's text width
+    assert font.getlength(text) > width  # drawn whole, it ran off the sheet's edge
+    line = fit_caption(text, font, width)
+    assert font.getlength(line) <= width
+    assert line.endswith("  conf 0.42  learned + DIS  folds 0.000")
+    head = line.split("  ")[0]
+    assert "\u2026" in head and head.startswith("00001_cat") and head.endswith(LONG_ID[-4:])
+    assert fit_caption("short  conf 0.10", font, width) == "short  conf 0.10"
+    # Thumbnails so small that even a short id leaves no room: the line's end is cut.
+    tiny = fit_caption(text, font, 120)
+    assert font.getlength(tiny) <= 120 and tiny.endswith("\u2026")
+
+
+def test_a_skipped_item_shows_the_figures_its_record_carries():
+    bare = {"id": "item00", "status": "skipped"}
+    assert caption(bare) == "item00  (done earlier)"
+    assert caption({**_record("item00", 0.42, "damp"), "status": "skipped"}) == \
+        "item00  conf 0.42  damp  folds 0.000  (done earlier)"
+
+
+def _dark_rows(sheet, top, bottom, left, right):
+    """The rows in [top, bottom) with a dark (text) pixel in columns [left, right)."""
+    grey = sheet.convert("L")
+    return [y for y in range(top, bottom)
+            if any(grey.getpixel((x, y)) < 100 for x in range(left, right))]
+
+
+def test_the_caption_sits_under_its_own_rows_wide_pictures(tmp_path):
+    cat = str(EXAMPLES / "cat.jpg")  # 384 x 255: a 64 x 43 thumbnail
+    rows = [SheetRow(cat, cat, cat, cat, "first  conf 0.50"),
+            SheetRow(cat, None, None, cat, "second  conf 0.60")]
+    sheet = item_sheet(rows, str(tmp_path / "sheet.png"), thumb=64)
+    assert sheet.size == (4 + 4 * (64 + 4), 20 + 2 * (64 + 16 + 4))  # the layout's formula
+    row_h = 64 + 16 + 4
+    for k in range(2):
+        top = 20 + k * row_h
+        picture = top + 43  # the bottom of the row's pictures
+        text = _dark_rows(sheet, picture, top + row_h, 4, 60)
+        assert text, k
+        assert text[0] - picture <= 4  # directly under the pictures
+        assert text[-1] < picture + 16  # one caption line, nearer its row than the next
+    # The grey panel of a missing picture is as high as the row's pictures.
+    assert sheet.getpixel((4 + 68 + 32, 20 + row_h + 40)) == (225, 225, 225)
+    assert sheet.getpixel((4 + 68 + 32, 20 + row_h + 50)) != (225, 225, 225)
