@@ -463,7 +463,10 @@ def _report(records: RunRecords, out: str, run_id: str, metadata_uri: str,
     sheet_uri = None
     if sample:
         sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
-        sheet = report.item_sheet([_sheet_row(r, out) for r in sample], sheet_uri, opts)
+        earlier = dataset.latest_figures(
+            out, [r["id"] for r in sample if r["status"] == "skipped"], opts)
+        rows = [_sheet_row({**r, **earlier.get(r["id"], {})}, out) for r in sample]
+        sheet = report.item_sheet(rows, sheet_uri, opts)
         create_image_artifact(report.data_url(sheet), key="stylize-contact-sheet",
                               description=f"{len(sample)} of {done} results, run {run_id}; "
                                           f"full size: {sheet_uri}")

@@ -13,13 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lwst.decoder_training import DecoderTrainConfig, train_decoder
-from lwst.storage import is_transient
-
-
-def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
-    """Retry only what another attempt may not meet (a reset connection, a timeout): a bad
-    input fails the same way again, after minutes of crop bank."""
-    return isinstance(state.data, BaseException) and is_transient(state.data)
+from tasks.retries import retry_on_transient
 
 
 @task(name="train-decoder", task_run_name="train-{cfg.kind}-relu{cfg.level}_1", retries=1,

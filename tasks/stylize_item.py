@@ -25,6 +25,7 @@ from lwst.failures import failure_kind, failure_reason
 from lwst.item import Item
 from lwst.metadata import stamp
 from lwst.storage import READ_RETRY_DELAYS, is_transient
+from tasks.retries import retry_on_transient
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,6 @@ class TaskRecords:
     """
 
     rows: list[dict[str, Any]]
-
-
-def retry_on_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's signature)
-    exc = state.data if isinstance(state.data, BaseException) else None
-    return exc is not None and is_transient(exc)
 
 
 def worker_name() -> str:

@@ -110,3 +110,28 @@ def test_the_caption_sits_under_its_own_rows_wide_pictures(tmp_path):
     # The grey panel of a missing picture is as high as the row's pictures.
     assert sheet.getpixel((4 + 68 + 32, 20 + row_h + 40)) == (225, 225, 225)
     assert sheet.getpixel((4 + 68 + 32, 20 + row_h + 50)) != (225, 225, 225)
+
+
+def test_a_skipped_items_caption_gets_the_figures_of_its_latest_ok_row(tmp_path):
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from lwst.dataset import latest_figures
+    from lwst.metadata import empty_record, to_table
+
+    def row(run, status, confidence, applied, minute):
+        record = empty_record("face", run)
+        record.update(status=status, warp_confidence=confidence, warp_applied=applied,
+                      warp_fold_frac=0.0, warp_refined=False,
+                      created_at=dt.datetime(2026, 12, 7, 8, minute, tzinfo=dt.UTC))
+        return record
+
+    (tmp_path / "metadata").mkdir()
+    pq.write_table(to_table([row("a", "ok", 0.30, "damp", 0), row("b", "ok", 0.63, "learned", 5),
+                             row("c", "failed", None, None, 9)]),
+                   tmp_path / "metadata" / "run-abc.parquet")
+    figures = latest_figures(str(tmp_path), ["face", "other"])
+    assert set(figures) == {"face"}
+    skipped = {"id": "face", "status": "skipped", **figures["face"]}
+    assert caption(skipped) == "face  conf 0.63  learned  folds 0.000  (done earlier)"
