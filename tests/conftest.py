@@ -52,6 +52,23 @@ def prefect_api() -> Iterator[str]:
                 os.environ["PREFECT_API_URL"] = previous
 
 
+@pytest.fixture(autouse=True)
+def _prefect_console_on_open_stderr() -> None:
+    """Prefect's console handler writes to the ``sys.stderr`` of the moment Prefect set up its
+    logging: under pytest, maybe an earlier test's capture, closed since, and every later log
+    line then prints ``--- Logging error ---`` with a traceback into the current test's stderr.
+    A real process's stderr never closes; each test gets the one open now."""
+    import sys
+
+    if "prefect" not in sys.modules:
+        return
+    for logger in [logging.getLogger(), *(logging.getLogger(name) for name in
+                                          list(logging.Logger.manager.loggerDict))]:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.stream = handler.console.file = sys.stderr  # setStream flushes the old
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 (a real HTTP server; s3fs talks to it over sockets)."""
