@@ -135,20 +135,11 @@ def metadata_json(record: dict) -> bytes:
 
 def _check_apart(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
     """Refuse an output on an input (the user's photo replaced) or on another output, named by
-    their options; `lwst.safety.location` decides what is the same file."""
-    from lwst.safety import location
+    their options (`lwst.safety.check_outputs_apart`)."""
+    from lwst.safety import check_outputs_apart
 
-    seen: dict[str, str] = {}
-    for option, uri in inputs.items():
-        if uri:
-            seen.setdefault(location(uri), f"the {option.removeprefix('--')} input")
-    for option, uri in outputs.items():
-        if not uri:
-            continue
-        where = location(uri)
-        if where in seen:
-            raise CommandError(f"{option} {uri} is also {seen[where]}; refusing to overwrite it")
-        seen[where] = f"the {option} file"
+    check_outputs_apart({option.removeprefix("--"): uri for option, uri in inputs.items()},
+                        outputs, output_noun="file")
 
 
 def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],

@@ -32,8 +32,10 @@ def location(uri: str) -> str:
     return f"{scheme.lower()}://{posixpath.normpath(rest)}"
 
 
-def check_outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
-    """Refuse (ValueError, one line) an output that is one of the inputs or another output."""
+def check_outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | None],
+                        output_noun: str = "output") -> None:
+    """Refuse (ValueError, one line) an output that is one of the inputs or another output,
+    named by the labels given (the CLI's are its options: ``the --out file``)."""
     seen: dict[str, str] = {}
     for label, uri in inputs.items():
         if uri:
@@ -44,7 +46,7 @@ def check_outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | 
         where = location(uri)
         if where in seen:
             raise ValueError(f"{label} {uri} is also {seen[where]}; refusing to overwrite it")
-        seen[where] = f"the {label} output"
+        seen[where] = f"the {label} {output_noun}"
 
 
 def check_fits(height: int, width: int, what: str, texture: bool) -> None:

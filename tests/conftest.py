@@ -52,6 +52,14 @@ def prefect_api() -> Iterator[str]:
                 os.environ["PREFECT_API_URL"] = previous
 
 
+@pytest.fixture
+def main():
+    """``lwst.cli.main``, imported when a test asks for it (the CLI imports torch)."""
+    from lwst.cli import main as lwst_main
+
+    return lwst_main
+
+
 @pytest.fixture(autouse=True)
 def _prefect_console_on_open_stderr() -> None:
     """Prefect's console handler writes to the ``sys.stderr`` of the moment Prefect set up its

@@ -11,19 +11,6 @@ import pandas as pd
 import pytest
 from pipeline_inputs import write_manifest_csv
 
-import lwst.cli
-from lwst.cli_pipeline import add_parser
-
-
-@pytest.fixture
-def main(monkeypatch):
-    """``lwst.cli.main``; registers only this module's commands if another's is not there yet."""
-    try:
-        lwst.cli._registrations()
-    except ImportError:
-        monkeypatch.setattr(lwst.cli, "_registrations", lambda: [add_parser])
-    return lwst.cli.main
-
 
 def test_importing_the_cli_does_not_import_prefect():
     code = "import sys, lwst.cli_pipeline; sys.exit('prefect' in sys.modules)"

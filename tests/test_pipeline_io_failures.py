@@ -21,9 +21,7 @@ from PIL import Image
 from pipeline_inputs import write_manifest_csv
 
 import lwst
-import lwst.cli
 from lwst import run_records
-from lwst.cli_pipeline import add_parser
 from lwst.config import StylizeConfig, with_overrides
 from lwst.image_io import read_image
 from lwst.metadata import empty_record
@@ -40,14 +38,6 @@ def _strip(path: Path, size: tuple[int, int] = (4000, 200)) -> Path:
     return path
 
 
-@pytest.fixture
-def main(monkeypatch):
-    """``lwst.cli.main``; registers only the pipeline's commands if another's is not there."""
-    try:
-        lwst.cli._registrations()
-    except ImportError:
-        monkeypatch.setattr(lwst.cli, "_registrations", lambda: [add_parser])
-    return lwst.cli.main
 
 
 class _Files(BaseHTTPRequestHandler):
