@@ -51,7 +51,7 @@ from lwst.image_io import ImageInputError, read_image
 from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.storage import IMAGE_SUFFIXES
 from lwst.vgg import STYLE_LAYERS, VGG19Features, load_vgg19, native_bfloat16
-from lwst.warpnet.bank import gather_images
+from lwst.warpnet.bank import gather_images, manifest_table
 from lwst.warpnet.split import training_files
 
 ADAIN_LEVEL = 4
@@ -210,19 +210,10 @@ class ImageSet:
 
 def _manifest_columns(source: Path, option: str) -> list[str]:
     """A manifest's column names, read as `gather_images` reads it (by suffix)."""
-    import pandas as pd
-
     try:
-        if source.suffix == ".parquet":
-            table = pd.read_parquet(source)
-        elif source.suffix in (".jsonl", ".json"):
-            table = pd.read_json(source, lines=True)
-        else:
-            table = pd.read_csv(source, nrows=0)
-    except (ValueError, OSError, ImportError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DecoderTrainingError(
-            f"{option} {source}: not a readable manifest ({reason})") from None
+        table = manifest_table(source, header_only=True)
+    except ValueError as exc:
+        raise DecoderTrainingError(f"{option} {exc}") from None
     return [str(c) for c in table.columns]
 
 

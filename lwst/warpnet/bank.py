@@ -255,6 +255,22 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     )
 
 
+def manifest_table(src: Path, header_only: bool = False):  # noqa: ANN201 (a DataFrame)
+    """A training manifest (CSV, Parquet or JSON lines, by suffix) as a DataFrame, or one
+    line saying it cannot be read; ``header_only`` reads a CSV's columns alone."""
+    import pandas as pd
+
+    try:
+        if src.suffix == ".parquet":
+            return pd.read_parquet(src)
+        if src.suffix in (".jsonl", ".json"):
+            return pd.read_json(src, lines=True)
+        return pd.read_csv(src, nrows=0 if header_only else None)
+    except (ValueError, OSError, UnicodeDecodeError, ImportError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(f"{src}: not a readable manifest ({reason})") from None
+
+
 def gather_images(sources: Sequence[str | Path]) -> list[Path]:
     """Image files from folders (their own files, `lwst.storage.list_images`) and manifests
     (CSV/Parquet/JSONL columns), for training."""
@@ -266,17 +282,7 @@ def gather_images(sources: Sequence[str | Path]) -> list[Path]:
         if src.suffix.lower() in storage.IMAGE_SUFFIXES:
             raise ValueError(f"{src} is an image: expected a folder of images or a manifest "
                              "(CSV/Parquet/JSONL)")
-        import pandas as pd
-
-        try:
-            if src.suffix == ".parquet":
-                table = pd.read_parquet(src)
-            elif src.suffix in (".jsonl", ".json"):
-                table = pd.read_json(src, lines=True)
-            else:
-                table = pd.read_csv(src)
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{src}: not a readable manifest ({type(exc).__name__})") from None
+        table = manifest_table(src)
         columns = [c for c in ("content", "geometry", "texture") if c in table]
         if not columns:
             raise ValueError(f"{src}: no content, geometry or texture column (columns: "
