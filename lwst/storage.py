@@ -85,6 +85,8 @@ class StorageReadError(OSError):
     @classmethod
     def of(cls, uri: str, cause: BaseException) -> StorageReadError:
         reason = f"{type(cause).__name__}: {_first_line(cause)}"
+        if isinstance(cause, TimeoutError) and protocol(uri) in ("http", "https"):
+            reason = f"no answer within {HTTP_READ_TIMEOUT_S:g} s ({type(cause).__name__})"
         if type(cause).__name__ == "NoCredentialsError":  # botocore's, without a hint
             reason = ("no S3 credentials found: set AWS_ACCESS_KEY_ID and "
                       "AWS_SECRET_ACCESS_KEY, or pass --aws-access-key-id and "
@@ -149,9 +151,25 @@ def protocol(uri: str | os.PathLike[str]) -> str:
     return text.split("://", 1)[0].lower() if "://" in text else "file"
 
 
+# An http(s) input host that accepts the connection and then never answers held an item for
+# aiohttp's default of 5 minutes, three times over with the read retries; a stalled read now
+# fails (and is retried, as a timeout is transient) after this many seconds without a byte.
+HTTP_CONNECT_TIMEOUT_S = 10.0
+HTTP_READ_TIMEOUT_S = 60.0
+
+
 def options_for(uri: str | os.PathLike[str], storage_options: dict) -> dict:
-    """The storage options that belong to ``uri``'s protocol (S3's only go to S3)."""
-    return dict(storage_options) if protocol(uri) in S3_PROTOCOLS else {}
+    """The storage options that belong to ``uri``'s protocol (S3's only go to S3; http(s)
+    gets connect and read timeouts)."""
+    if protocol(uri) in S3_PROTOCOLS:
+        return dict(storage_options)
+    if protocol(uri) in ("http", "https"):
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=HTTP_CONNECT_TIMEOUT_S,
+                                        sock_read=HTTP_READ_TIMEOUT_S)
+        return {"client_kwargs": {"timeout": timeout}}
+    return {}
 
 
 def _url_to_fs(uri: str | os.PathLike[str], storage_options: dict):

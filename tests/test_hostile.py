@@ -230,7 +230,40 @@ def test_http_input_is_not_handed_s3_options(tmp_path, http_folder, monkeypatch)
     assert main(["stylize", "--content", f"{url}/c.png", "--out", str(out), "--size", "32",
                  "--quiet"]) == 0
     assert Image.open(out).size == (32, 32)
-    assert storage.options_for(f"{url}/c.png", {"endpoint_url": "x"}) == {}
+    assert list(storage.options_for(f"{url}/c.png", {"endpoint_url": "x"})) == ["client_kwargs"]
+
+
+def test_an_http_host_that_never_answers_fails_after_the_read_timeout(monkeypatch):
+    """A host that accepts the connection and then says nothing: one line naming the URI
+    after `HTTP_READ_TIMEOUT_S`, not aiohttp's five minutes (a timeout is transient: the
+    pipeline reads it again, twice)."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        while not stop.is_set():
+            held.append(listener.accept()[0])
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    monkeypatch.setattr(storage, "HTTP_READ_TIMEOUT_S", 1.0)
+    uri = f"http://127.0.0.1:{listener.getsockname()[1]}/a.png"
+    started = time.monotonic()
+    try:
+        with pytest.raises(storage.StorageReadError, match="cannot read .no answer within 1 s"
+                           ) as info:
+            storage.read_bytes(uri)
+    finally:
+        stop.set()
+        for connection in held:
+            connection.close()
+        listener.close()
+    assert time.monotonic() - started < 30 and uri in str(info.value)
+    assert storage.is_transient(info.value)
 
 
 def test_ids_are_bounded_and_path_cells_stripped(tmp_path):
