@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import csv
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TextIO
@@ -48,6 +45,8 @@ from lwst.decoders import (
 )
 from lwst.feature_transforms import adain, mean_std
 from lwst.image_io import ImageInputError, read_image
+from lwst.interrupts import ctrl_c_held
+from lwst.loss_log import keep_rows_through
 from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.storage import IMAGE_SUFFIXES
 from lwst.vgg import STYLE_LAYERS, VGG19Features, load_vgg19, native_bfloat16
@@ -479,36 +478,15 @@ class _Objective:
 # Files written while training
 
 
-def _step_of(row: list[str], column: int) -> int | None:
-    try:
-        return int(row[column])
-    except (IndexError, ValueError):
-        return None
-
-
 class LossLog:
     """The CSV loss log, one row per step with "\\n" line ends, flushed as it goes. A resume
     first drops the rows past the state's step: those steps are trained again."""
 
     def __init__(self, path: Path, step: int):
         self.path = path
-        self.header = step > 0 and path.exists() and self._keep_through(step)
+        self.header = step > 0 and bool(keep_rows_through(path, step))
         self.file: TextIO | None = None
         self.writer: csv.DictWriter | None = None
-
-    def _keep_through(self, step: int) -> bool:
-        """Rewrite the log without its rows past ``step``; whether it has a header left."""
-        with self.path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return False
-        column = rows[0].index("step") if "step" in rows[0] else 0
-        kept = [r for r in rows[1:] if (s := _step_of(r, column)) is not None and s <= step]
-        tmp = self.path.with_name(f".lwst-{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([rows[0], *kept])
-        tmp.replace(self.path)
-        return True
 
     def write(self, row: dict[str, object]) -> None:
         if self.writer is None:
@@ -530,25 +508,6 @@ def _make_folder(folder: Path) -> list[Path]:
     created = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
     folder.mkdir(parents=True, exist_ok=True)
     return created
-
-
-@contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Hold a Ctrl-C until the block ends, so the decoder, its optimiser, the step count and the
-    log agree whenever the KeyboardInterrupt lands (main thread only: Python runs signal
-    handlers there)."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is None:  # None: a handler Python cannot restore
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        signal.raise_signal(signal.SIGINT)
 
 
 @dataclass
@@ -624,7 +583,7 @@ def _train_steps(run: _Run, objective: _Objective, device: torch.device, use_bf1
                 + (f" (delete {run.files.state})" if run.saved_step else ""))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        with _ctrl_c_held():
+        with ctrl_c_held():
             run.optimizer.step()
             run.step += 1
             run.seconds += time.perf_counter() - t0
@@ -695,7 +654,7 @@ def _train(run: _Run, objective: _Objective, device: torch.device, log: LossLog,
         _train_steps(run, objective, device, _uses_bf16(run.config, device), log, log_fn)
     finally:
         log.close()
-    with _ctrl_c_held():
+    with ctrl_c_held():
         run.save()
     skipped = f" ({objective.skipped} unreadable image(s) skipped)" if objective.skipped else ""
     log_fn(f"done: {run.step} steps in {run.seconds:.0f} s -> {run.files.out}{skipped}")
@@ -727,12 +686,12 @@ def train_decoder(config: DecoderTrainConfig, log_fn: Callable[[str], None] = pr
         run, objective = _prepare(config, device, files, images, styles, state, start,
                                   log_fn, warn)
         created = _make_folder(files.log.parent) + _make_folder(files.out.parent)
-        with _ctrl_c_held():  # a resume rewrites the log first
+        with ctrl_c_held():  # a resume rewrites the log first
             log = LossLog(files.log, run.step)
         _train(run, objective, device, log, log_fn)
     except KeyboardInterrupt:
         if run is not None and run.step > run.saved_step:
-            with _ctrl_c_held():
+            with ctrl_c_held():
                 run.save()
         raise TrainingInterrupted(_stopped(run, int(state["step"]) if state else 0)) from None
     finally:

@@ -12,6 +12,7 @@ No Prefect here: the flow registers its loop, the CLI asks.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,3 +47,22 @@ def stoppable(wake: Callable[[], None]) -> Iterator[None]:
     finally:
         _listeners.remove(wake)
         _requested.clear()
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, then raise it: a trainer's weights, optimiser, step
+    count, log and checkpoint agree whenever the KeyboardInterrupt lands (main thread only:
+    Python runs signal handlers there)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is None:  # None: a handler Python cannot restore
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)

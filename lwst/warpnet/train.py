@@ -22,6 +22,8 @@ from torch import Tensor
 
 from lwst.config import ANALYSIS_SIZE
 from lwst.flow import hole_mask, resize_flow
+from lwst.interrupts import ctrl_c_held
+from lwst.loss_log import keep_rows_through
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warp_safety import jacobian_determinant, masked_variance
 from lwst.warpnet.bank import (
@@ -460,21 +462,23 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            if not all(torch.isfinite(w).all() for w in model.parameters()):
-                raise_diverged(step + 1, "weights NaN or infinite after the update", out)
-            done = step + 1
-            if writer:
-                writer.writerow(log_row(step + 1, terms, optimiser.param_groups[0]["lr"],
-                                        time.perf_counter() - started, len(bank)))
-                log_file.flush()
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
-                save_checkpoint(out, model, optimiser, step + 1, cfg, rng, fine_tuned_from)
-                progress(f"step {step + 1}: loss {loss.item():.3f}, "
-                         f"EPE final {terms.epes[-1].item():.2f} px")
+            with ctrl_c_held():  # the weights, ``done``, the log and the checkpoint agree
+                optimiser.step()
+                if not all(torch.isfinite(w).all() for w in model.parameters()):
+                    raise_diverged(step + 1, "weights NaN or infinite after the update", out)
+                done = step + 1
+                if writer:
+                    writer.writerow(log_row(step + 1, terms, optimiser.param_groups[0]["lr"],
+                                            time.perf_counter() - started, len(bank)))
+                    log_file.flush()
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
+                    save_checkpoint(out, model, optimiser, step + 1, cfg, rng, fine_tuned_from)
+                    progress(f"step {step + 1}: loss {loss.item():.3f}, "
+                             f"EPE final {terms.epes[-1].item():.2f} px")
     except KeyboardInterrupt:
         if done > start:
-            save_checkpoint(out, model, optimiser, done, cfg, rng, fine_tuned_from)
+            with ctrl_c_held():
+                save_checkpoint(out, model, optimiser, done, cfg, rng, fine_tuned_from)
         progress(f"stopped at step {done}; the checkpoint {out} is saved: the same command "
                  "with --resume continues")
         raise
@@ -544,18 +548,11 @@ def log_row(step: int, terms: LossTerms, lr: float, seconds: float, pairs: int) 
 def trim_log(log: Path, step: int) -> float:
     """Drop a resumed run's log rows after ``step`` (the steps it will train again) and return
     the seconds the log had reached at ``step``, so the column goes on counting."""
-    if not log.exists() or log.stat().st_size == 0:
+    rows = keep_rows_through(log, step)
+    if len(rows) < 2 or "seconds" not in rows[0]:
         return 0.0
-    with open(log, newline="") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
-    if len(body) != len(rows) - 1:
-        tmp = log.with_suffix(log.suffix + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([header, *body])
-        tmp.replace(log)
-    column = header.index("seconds") if "seconds" in header else None
-    return float(body[-1][column]) if body and column is not None and body[-1][column] else 0.0
+    seconds = rows[-1][rows[0].index("seconds")]
+    return float(seconds) if seconds else 0.0
 
 
 
