@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lwst import devices
 from lwst.decoders import (
     KINDS,
     LEVELS,
@@ -47,7 +48,7 @@ from lwst.feature_transforms import adain, mean_std
 from lwst.image_io import ImageInputError, read_image
 from lwst.interrupts import ctrl_c_held
 from lwst.loss_log import keep_rows_through
-from lwst.safety import BadCheckpointError, load_weights_only
+from lwst.safety import BadCheckpointError, first_non_finite, load_weights_only
 from lwst.storage import IMAGE_SUFFIXES
 from lwst.vgg import STYLE_LAYERS, VGG19Features, load_vgg19, native_bfloat16
 from lwst.warpnet.bank import gather_images, manifest_table
@@ -56,7 +57,6 @@ from lwst.warpnet.split import training_files
 ADAIN_LEVEL = 4
 ADAIN_STYLE_LAYERS = STYLE_LAYERS[:4]  # relu1_1 .. relu4_1
 PRECISIONS = ("auto", "float32", "bfloat16")
-DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 MAX_WIDTH = 4.0  # 1 is VGG's own width; beyond a few times that is a typo, not a decoder
 MAX_SEED = 2**32 - 1
 MANIFEST_COLUMNS = ("content", "geometry", "texture")  # those `gather_images` reads
@@ -139,7 +139,8 @@ def check_config(config: DecoderTrainConfig) -> None:
              f"--seed must be a whole number from 0 to {MAX_SEED}, got {config.seed}")
     _require(_finite(config.width) and 0 < config.width <= MAX_WIDTH,
              f"--width must be above 0 and at most {MAX_WIDTH:g}, got {config.width}")
-    _require(_finite(config.lr) and config.lr > 0, f"--lr must be above 0, got {config.lr}")
+    _require(_finite(config.lr) and 0 < config.lr <= 1,
+             f"--lr must be above 0 and at most 1, got {config.lr}")
     for name in ("feature_weight", "style_weight"):
         value = getattr(config, name)
         _require(_finite(value) and value >= 0, f"{_option(name)} must be 0 or more, got {value}")
@@ -155,22 +156,9 @@ def check_config(config: DecoderTrainConfig) -> None:
 def resolve_device(name: str) -> torch.device:
     """The training device, or one line saying why this machine cannot train on it."""
     try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise DecoderTrainingError(
-            f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
-    _require(device.type in DEVICE_TYPES,
-             f"--device {name}: lwst trains on {', '.join(DEVICE_TYPES)}, not {device.type}")
-    if device.type == "cuda":
-        _require(torch.cuda.is_available(), f"--device {name}: no CUDA device on this machine")
-        _require((device.index or 0) < torch.cuda.device_count(),
-                 f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DecoderTrainingError(f"--device {name}: not usable here ({reason})") from None
-    return device
+        return devices.resolve_device(name, label=f"--device {name}")
+    except devices.DeviceError as exc:
+        raise DecoderTrainingError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -585,6 +573,12 @@ def _train_steps(run: _Run, objective: _Objective, device: torch.device, use_bf1
         loss.backward()
         with ctrl_c_held():
             run.optimizer.step()
+            bad = first_non_finite(run.decoder.state_dict())
+            if bad is not None:  # a finite loss, then an update that overflowed
+                raise DecoderTrainingError(
+                    f"decoder training diverged at step {run.step + 1} (weight {bad} NaN or "
+                    f"infinite after the update); {run.kept()}: lower --lr and start over"
+                    + (f" (delete {run.files.state})" if run.saved_step else ""))
             run.step += 1
             run.seconds += time.perf_counter() - t0
             log.write({"step": run.step, "loss": value, **parts, "lr": lr,

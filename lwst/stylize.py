@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lwst import __version__, item_files, storage
 from lwst.config import StylizeConfig, to_params, validate
+from lwst.devices import resolve_device
 from lwst.flow import (
     FlowStats,
     encode_flo,
@@ -39,15 +40,6 @@ from lwst.warp_safety import FieldSafety, field_safety, scaled_field
 from lwst.warping import WarpEstimate, estimate_warp
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA device is available")
-    return torch.device(name)
 
 
 @dataclass

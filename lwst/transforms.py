@@ -40,6 +40,7 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
 from lwst import storage
 from lwst.config import RenderConfig
+from lwst.devices import device_problem
 from lwst.image_io import MIN_SIDE, ImageInputError, read_image, resize_longest
 from lwst.renderers import RENDERERS, render_batch
 from lwst.vgg import load_vgg19
@@ -98,19 +99,6 @@ def _check_range(image: Tensor) -> None:
     if not (low >= -RANGE_TOLERANCE and high <= 1.0 + RANGE_TOLERANCE):  # NaN fails too
         raise ValueError(f"{expects} {dtype} values in [{low:.4g}, {high:.4g}] "
                          f"(put it before Normalize)")
-
-
-def _device_problem(device: torch.device) -> str | None:
-    """Why ``device`` cannot be used here; asked at call time, never in ``__init__`` (a
-    transform built in the main process must stay safe to fork)."""
-    if device.type != "cuda":
-        return None
-    if not torch.cuda.is_available():
-        return f"device {str(device)!r} requested but torch sees no CUDA device"
-    count = torch.cuda.device_count()
-    if device.index is not None and device.index >= count:
-        return f"device {str(device)!r} requested but torch sees {count} CUDA device(s)"
-    return None
 
 
 def _to_unit(batch: Tensor) -> Tensor:
@@ -231,9 +219,11 @@ class RandomStylize:
     def _stylize_tensor(self, image: Tensor) -> Tensor:
         """The tensor path; returns ``image`` itself when no item is drawn for stylising."""
         _check_image(image)
-        problem = _device_problem(torch.device(self.device))
+        # Asked at the first call, never in ``__init__``: a transform built in the main
+        # process must stay safe to fork.
+        problem = device_problem(str(self.device))
         if problem:
-            raise RuntimeError(f"RandomStylize: {problem}")
+            raise RuntimeError(f"RandomStylize: device {str(self.device)!r}: {problem}")
         rng = self._generator()
         batch = image if image.dim() == 4 else image.unsqueeze(0)
         chosen = [i for i in range(len(batch)) if rng.random() < self.p]

@@ -6,6 +6,7 @@ leaves nothing half-made behind. Real photos (examples/*.jpg), relu1_1, 32 px cr
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import signal
 import subprocess
@@ -161,6 +162,7 @@ def test_an_unreadable_state_file_is_one_line(tmp_path, capsys, no_bank, content
     (["--crops-per-image", "0"], "--crops-per-image must be a whole number of at least 1"),
     (["--lr", "nan"], "--lr must be above 0"),
     (["--lr", "0"], "--lr must be above 0"),
+    (["--lr", "1e300"], "--lr must be above 0 and at most 1, got 1e+300"),
     (["--feature-weight", "nan"], "--feature-weight must be 0 or more"),
     (["--init", "missing.pt"], "--init: decoder checkpoint missing.pt: no such file"),
     (["--init", str(shipped_decoder_path("wct", 4))],
@@ -178,7 +180,7 @@ def test_bad_settings_are_refused_before_the_crop_bank_leaving_nothing(
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, no_bank):
     assert main([*args(tmp_path, tmp_path / "run" / "d.pt", "--device", "cuda")]) == 2
-    assert "--device cuda: no CUDA device on this machine" in error_line(capsys)
+    assert "--device cuda: torch sees no CUDA device on this machine" in error_line(capsys)
 
 
 def test_an_out_that_is_a_folder_is_refused_before_training_leaving_nothing(tmp_path, capsys,
@@ -257,6 +259,30 @@ def test_divergence_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, cap
     assert main(args(tmp_path, fresh, "--steps", "10", "--checkpoint-every", "100")) == 2
     assert "nothing was saved" in error_line(capsys)
     assert not fresh.parent.exists()
+
+
+def test_an_update_that_overflows_the_weights_stops_before_they_are_saved(tmp_path, capsys,
+                                                                        monkeypatch):
+    """A finite loss whose update leaves an infinite weight (an overflow) must not reach the
+    checkpoint: it would be refused on load, after the run said it was done."""
+    original, updates = torch.optim.Adam.step, []
+
+    def step(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        out = original(self, *a, **k)
+        updates.append(1)
+        if len(updates) == 3:
+            with torch.no_grad():
+                next(p for g in self.param_groups for p in g["params"]).fill_(math.inf)
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    out = tmp_path / "run" / "d.pt"
+    assert main(args(tmp_path, out, "--steps", "10", "--checkpoint-every", "2")) == 2
+    line = error_line(capsys)
+    assert "decoder training diverged at step 3 (weight " in line
+    assert "NaN or infinite after the update); kept the last good checkpoint, step 2" in line
+    assert state_step(out) == 2 and log_steps(out) == [1, 2]
+    load_decoder(out, "wct", 1)  # the saved decoder is finite: it loads
 
 
 def test_ctrl_c_saves_the_last_step_and_the_same_command_resumes_to_the_same_decoder(

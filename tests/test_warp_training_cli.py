@@ -3,6 +3,7 @@ nonsense says so in one line and never leaves a checkpoint that poisons what com
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -28,10 +29,29 @@ def quiet(_: str) -> None:
 def test_a_diverging_run_stops_before_a_checkpoint_and_nan_weights_are_refused(tmp_path):
     write_tiny_bank(tmp_path / "cache")
     cfg = _tiny_config(tmp_path, steps=4)
-    cfg.lr = 1e30  # step 1 blows the weights up; step 2's loss is NaN
-    with pytest.raises(TrainingDivergedError, match="diverged at step 2"):
-        train(cfg, progress=quiet)
-    assert not Path(cfg.out).exists()
+    original, updates = torch.optim.AdamW.step, []
+
+    def blow_up(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        """Update 1 scales the weights by 1e30 (finite; step 2's loss is not), update 2 of a
+        second run leaves one infinite."""
+        out = original(self, *a, **k)
+        updates.append(1)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for weight in group["params"]:
+                    weight.mul_(1e30 if len(updates) == 1 else math.inf)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", blow_up)
+        with pytest.raises(TrainingDivergedError, match=r"diverged at step 2 \(loss (nan|inf)"):
+            train(cfg, progress=quiet)
+        assert not Path(cfg.out).exists()
+        updates.append(1)  # the next run's first update leaves infinite weights
+        with pytest.raises(TrainingDivergedError,
+                           match=r"diverged at step 1 \(weights NaN or infinite"):
+            train(cfg, progress=quiet)
+        assert not Path(cfg.out).exists()
     # Weights that are NaN anyway (an older lwst's run, another tool's) are refused on load,
     # in one line, instead of crashing OpenCV DIS with a segmentation fault later.
     good = _tiny_config(tmp_path, steps=1)
@@ -115,9 +135,10 @@ def test_ctrl_c_saves_the_last_completed_step_and_the_resumed_log_has_each_step_
     (["--batch-size", "0"], "batch-size must be at least 1, got 0"),
     (["--threads", "0"], "threads must be at least 1, got 0"),
     (["--original-content", "2"], "original-content must be within 0..1, got 2.0"),
-    (["--lr", "nan"], "lr must be at least 0, got nan"),
+    (["--lr", "nan"], "lr must be within 0..1, got nan"),
+    (["--lr", "1e300"], "lr must be within 0..1, got 1e+300"),
     (["--until", "0"], "until must be at least 1, got 0"),
-    (["--device", "gpu"], "device must be cpu, cuda or cuda:N, got 'gpu'"),
+    (["--device", "gpu"], "device gpu: not a device name (cpu, cuda or cuda:N)"),
     (["--refine-steps", "0", "0"], "refine-steps must be at least 1 each, got [0, 0]"),
 ])
 def test_nonsense_settings_are_one_line_before_any_work(tmp_path, capsys, args, reason):
@@ -134,7 +155,8 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     code = main(["train-warp", "--images", str(tmp_path / "images"), "--out",
                  str(tmp_path / "t.pt"), "--device", "cuda"])
-    assert code == 2 and "torch sees no CUDA device" in capsys.readouterr().err
+    assert code == 2
+    assert "device cuda: torch sees no CUDA device on this machine" in capsys.readouterr().err
 
 
 def test_images_that_are_not_a_folder_or_manifest_of_images_are_named(tmp_path, capsys):

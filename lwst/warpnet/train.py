@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lwst.config import ANALYSIS_SIZE
+from lwst.devices import device_problem
 from lwst.flow import hole_mask, resize_flow
 from lwst.interrupts import ctrl_c_held
 from lwst.loss_log import keep_rows_through
@@ -175,8 +176,9 @@ def check_config(cfg: TrainConfig) -> None:
         finite(name, 1)
     for name in ("warmup", "seed", "paint_images"):
         finite(name, 0)
-    for name in ("lr", "weak_weight", "cross_weight", "melt_weight", "weight_decay"):
+    for name in ("weak_weight", "cross_weight", "melt_weight", "weight_decay"):
         finite(name, 0)
+    finite("lr", 0, 1)  # above 1 AdamW overflows float32 weights within steps
     finite("original_content", 0, 1)
     for name in ("until", "max_images"):
         if getattr(cfg, name) is not None:
@@ -195,14 +197,9 @@ def check_config(cfg: TrainConfig) -> None:
 
 def check_device(device: str) -> None:
     """``cpu``, ``cuda`` or ``cuda:N`` that this machine has, or one line saying why not."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: torch sees no CUDA device on this machine")
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    problem = device_problem(device)  # not ``auto``: the trainer runs where it is told
+    if problem:
+        raise ValueError(f"device {device}: {problem}")
 
 
 def check_resume(cfg: TrainConfig, state: dict, arch: WarpNetConfig, out: Path) -> None:
