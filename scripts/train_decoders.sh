@@ -7,13 +7,19 @@
 # has to learn the style statistics (the shipped one was run to 2400 s, then resumed to 6000 s).
 # Re-running continues every unfinished decoder.
 # Usage: scripts/train_decoders.sh [DATA_DIR] [OUT_DIR] [extra train-decoder options...]
+# The extra options go last on every run, so they win over the recipe's own (argparse keeps the
+# last): e.g. `--device cuda`, `--max-seconds 20000` or `--steps 5000` for every run.
 set -euo pipefail
 DATA=${1:-../shared/data}
 OUT=${2:-runs/decoders}
 shift $(( $# > 2 ? 2 : $# )) || true
+EXTRA=("$@")
 LWST=${LWST:-lwst}
 mkdir -p "$OUT"
-train() { "$LWST" train-decoder --images "$DATA/photos" --threads 1 --seed 0 --steps 100000 "$@"; }
+train() {
+  "$LWST" train-decoder --images "$DATA/photos" --threads 1 --seed 0 --steps 100000 "$@" \
+    ${EXTRA[@]+"${EXTRA[@]}"}
+}
 wct() { train --kind wct --level "$1" --crop "$2" --max-seconds "$3" --out "$OUT/decoder_wct$1.pt"; }
 (
   wct 4 96 1500

@@ -392,3 +392,18 @@ def test_every_setting_is_either_compared_on_resume_or_allowed_to_change():
         names = {f.name for f in dataclasses.fields(DecoderTrainConfig)}
         assert names == compared | set(training.RESUMABLE) | other | {"out", "init"}
         assert not compared & set(training.RESUMABLE)
+
+
+def test_the_recipe_script_passes_extra_options_last_on_every_run(tmp_path):
+    """decoder_card.md tells users to retrain with `scripts/train_decoders.sh DATA OUT
+    --device cuda`; the options must reach every `train-decoder` run, after the recipe's own."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_decoders.sh"
+    out = tmp_path / "runs"
+    done = subprocess.run(["bash", str(script), "/data", str(out), "--steps", "5", "--device",
+                           "cuda"], env={"PATH": "/usr/bin:/bin", "LWST": "echo"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    runs = [line for log in sorted(out.glob("chain_*.log")) for line in log.read_text().splitlines()
+            if line.startswith("train-decoder ")]
+    assert len(runs) >= 10  # chain a stops at its `cp` here: ``echo`` wrote no decoder
+    assert all(line.endswith(" --steps 5 --device cuda") for line in runs)
