@@ -1,20 +1,24 @@
 """The library's batched item path alone (no Prefect): `lwst.stylize_batch.stylize_files_batch`
 on 8 example items at 512 px with the learned warp and adain, 2 torch threads, after one
-untimed batch. Run it from two checkouts back to back to compare code on the same machine:
+untimed batch (``--items``, ``--threads``). Run it from two checkouts back to back to compare
+code on the same machine:
 
     PYTHONPATH=/path/to/old .venv/bin/python benchmarks/bench_batch_item.py
     .venv/bin/python benchmarks/bench_batch_item.py [--no-losses]
+
+The items are written to a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import make_parser
 
 from lwst.config import StylizeConfig, with_overrides
 from lwst.stylize_batch import BatchItem, stylize_files_batch
@@ -36,11 +40,12 @@ def batch(out: str, n: int) -> list[BatchItem]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-losses", action="store_true")
+    parser = make_parser(__doc__)
+    parser.add_argument("--items", type=int, default=8, help="items per batch")
+    parser.add_argument("--repeat", type=int, default=2, help="timed batches after the warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-losses", action="store_true",
+                        help="skip the loss yardstick (measure_losses false)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {"size": 512, "warp_method": "learned", "renderer": "adain",
@@ -49,12 +54,15 @@ def main() -> None:
         overrides["measure_losses"] = False
     config = with_overrides(StylizeConfig(), overrides)
     folder = tempfile.mkdtemp(prefix="lwst-bench-batch-")
-    stylize_files_batch(batch(f"{folder}/warm", args.items), config)
     seconds = []
-    for k in range(args.repeat):
-        started = time.perf_counter()
-        stylize_files_batch(batch(f"{folder}/run{k}", args.items), config)
-        seconds.append(round((time.perf_counter() - started) / args.items, 3))
+    try:
+        stylize_files_batch(batch(f"{folder}/warm", args.items), config)
+        for k in range(args.repeat):
+            started = time.perf_counter()
+            stylize_files_batch(batch(f"{folder}/run{k}", args.items), config)
+            seconds.append(round((time.perf_counter() - started) / args.items, 3))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps({"items": args.items, "threads": args.threads,
                       "measure_losses": not args.no_losses, "s_per_item": seconds}))
 

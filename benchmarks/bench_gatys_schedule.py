@@ -18,12 +18,13 @@ once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from _common import data_root, make_parser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -58,18 +59,20 @@ def _done(path: Path | None) -> dict[tuple[str, str, int, str], dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(data_root()),
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
+    parser.add_argument("--pairs", type=int, default=3, help="held-out (content, texture) pairs")
+    parser.add_argument("--size", type=int, default=256, help="output size, px")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--schedules", nargs="+", default=["authors", "default"],
-                        choices=sorted(SCHEDULES))
+                        choices=sorted(SCHEDULES), help="schedules to render (SCHEDULES)")
     parser.add_argument("--precision", default="float32", choices=("float32", "auto", "bfloat16"),
                         help="the optimisation's VGG passes (RenderConfig.precision; rows before "
-                        "2026-12-07 are float32, the default here so they compare); the yardstick "
-                        "is float32 either way")
-    parser.add_argument("--json", type=Path, default=None, help="JSON-lines results (appended)")
+                        "2026-12-07 are float32, the default here so they compare; the yardstick "
+                        "is float32 either way)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="JSON-lines results, appended (default: not kept)")
     args = parser.parse_args()
 
     import torch

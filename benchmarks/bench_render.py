@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 
 import torch
+from _common import data_root, make_parser, require_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = data_root()
 DEFAULT_PAIRS = (
     ("photos/ns_tubingen.jpg", "styles/ns_shipwreck.jpg"),
     ("photos/ns_golden_gate.jpg", "styles/ns_the_scream.jpg"),
@@ -109,16 +110,23 @@ def child(size: int, content: str, texture: str, device: str, overrides: dict,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--pairs", type=int, default=len(DEFAULT_PAIRS))
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--iterations", default=None, help="override, e.g. 60,40,20")
-    parser.add_argument("--levels", type=int, default=None)
-    parser.add_argument("--optimizer", default=None)
-    parser.add_argument("--save", type=Path, default=None, help="write the rendered PNGs here")
-    parser.add_argument("--json", type=Path, default=None)
+    parser = make_parser(__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512],
+                        help="output sizes, px")
+    parser.add_argument("--pairs", type=int, default=len(DEFAULT_PAIRS),
+                        help="first N of DEFAULT_PAIRS")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--iterations", default=None,
+                        help="override, e.g. 60,40,20 (default: RenderConfig's)")
+    parser.add_argument("--levels", type=int, default=None,
+                        help="pyramid levels (default: RenderConfig's)")
+    parser.add_argument("--optimizer", default=None, help="default: RenderConfig's")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write the rendered PNGs here (default: not written)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the raw rows here (default: not kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -136,6 +144,7 @@ def main() -> None:
                                overrides, spec.get("save"))))
         return
 
+    require_dir(args.data)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -148,7 +157,11 @@ def main() -> None:
             for flag in ("iterations", "levels", "optimizer"):
                 if getattr(args, flag):
                     cmd += [f"--{flag}", str(getattr(args, flag))]
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:  # say why before giving up
+                print(*done.stderr.strip().splitlines()[-15:], sep="\n", file=sys.stderr)
+                raise SystemExit(f"bench_render: the {size} px child failed "
+                                 f"(exit code {done.returncode})")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["pair"] = f"{Path(content_rel).stem}__{Path(texture_rel).stem}"
             rows.append(row)

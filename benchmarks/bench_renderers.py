@@ -12,7 +12,9 @@ seconds per item (batch 1, and per item in a batch of ``--batch`` for the feed-f
 (`lwst.renderers.measure_losses`): the style ratio = Gram distance of the output to the
 exemplar / that of the content itself (lower is better), and the relu4_2 content distance
 (relative squared error, lower is better). Held-out = `lwst.warpnet.split.is_held_out`, the
-images no lwst model was trained on. ``--data`` defaults to ../shared/data.
+images no lwst model was trained on. ``--data`` defaults to ``$LWST_DATA``, else
+../shared/data (docs/benchmarks.md, "Data"). ``--device`` (e.g. ``cuda``) is taken by ``speed``
+only; the other modes run on the CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import HelpFormatter, data_root, make_parser, require_dir
 
 from lwst.config import RENDER_PRECISIONS  # no torch: the parser stays quick
 
@@ -40,7 +44,7 @@ def held_out_pairs(data: Path, n: int) -> list[tuple[Path, Path]]:
     def images(folder: Path) -> list[Path]:
         return held_out_files(list_images(folder, recursive=False))
 
-    photos, styles = images(data / "photos"), images(data / "styles")
+    photos, styles = images(require_dir(data) / "photos"), images(data / "styles")
     return [(photos[i % len(photos)], styles[i % len(styles)]) for i in range(n)]
 
 
@@ -72,9 +76,14 @@ def _render(renderer: str, content, texture, vgg, batch: int = 1):
     from lwst.renderers import render_batch
 
     contents = torch.cat([content] * batch)
-    started = time.perf_counter()
+    cuda = contents.device.type == "cuda"
     config = RenderConfig(renderer=renderer, decoder_dir=DECODER_DIR, precision=PRECISION)
+    if cuda:  # CUDA work is asynchronous: time the compute, not the kernel launches
+        torch.cuda.synchronize(contents.device)
+    started = time.perf_counter()
     results = render_batch(contents, [texture] * batch, config, vgg, measure=False)
+    if cuda:
+        torch.cuda.synchronize(contents.device)
     return results, (time.perf_counter() - started) / batch
 
 
@@ -103,6 +112,9 @@ def speed_one(args: argparse.Namespace) -> dict:
 
 
 def speed(args: argparse.Namespace) -> list[dict]:
+    """Each (renderer, size) in a child process. A failing child (out of memory, no device)
+    prints the end of its stderr and leaves a row with ``error`` instead of figures; the other
+    children still run, and ``main`` exits non-zero after writing every row."""
     rows = []
     for size in args.sizes:
         for renderer in args.renderers:
@@ -111,12 +123,21 @@ def speed(args: argparse.Namespace) -> list[dict]:
                    "--repeat", str(1 if renderer == "gatys" else args.repeat),
                    "--batch", str(args.batch), "--data", args.data,
                    "--precision", args.precision]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(line.strip().splitlines()[-1]))
+            child = subprocess.run(cmd, capture_output=True, text=True)
+            lines = child.stdout.strip().splitlines()
+            if child.returncode != 0 or not lines:
+                tail = child.stderr.strip().splitlines()[-15:]
+                print(f"speed-one {renderer} {size} px failed (exit code {child.returncode}):",
+                      *tail, sep="\n  ", file=sys.stderr, flush=True)
+                rows.append({"renderer": renderer, "size": size, "device": args.device,
+                             "error": tail[-1] if tail else f"exit code {child.returncode}"})
+            else:
+                rows.append(json.loads(lines[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    gatys = {r["size"]: r["s_per_item"] for r in rows if r["renderer"] == "gatys"}
+    gatys = {r["size"]: r["s_per_item"] for r in rows
+             if r["renderer"] == "gatys" and "error" not in r}
     for r in rows:
-        if r["size"] in gatys:
+        if r["size"] in gatys and "error" not in r:
             r["speedup_vs_gatys"] = round(gatys[r["size"]] / r["s_per_item"], 1)
     return rows
 
@@ -237,48 +258,61 @@ def reconstruction(args: argparse.Namespace) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    common.add_argument("--threads", type=int, default=2)
-    common.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=RENDERERS)
-    common.add_argument("--json", help="also write the rows here")
+    common.add_argument("--data", default=str(data_root()),
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
+    common.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    common.add_argument("--renderers", nargs="+", default=list(RENDERERS), choices=RENDERERS,
+                        help="renderers to measure")
+    common.add_argument("--json", help="also write the rows here (default: printed only)")
     common.add_argument("--decoder-dir", help="a folder of decoder files to measure instead of "
-                        "the shipped ones (quality, sheet, reconstruction)")
+                        "the shipped ones (quality, sheet, reconstruction; default: the shipped "
+                        "ones)")
     common.add_argument("--precision", default="auto", choices=RENDER_PRECISIONS,
                         help="RenderConfig.precision: the feed-forward renderers' encoder/"
                         "decoder passes and gatys' optimisation passes (the yardstick stays "
                         "float32)")
-    p = sub.add_parser("speed", parents=[common])
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4)
-    p = sub.add_parser("speed-one", parents=[common])
-    p.add_argument("--renderer", choices=RENDERERS, required=True)
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4)
-    p = sub.add_parser("quality", parents=[common])
-    p.add_argument("--pairs", type=int, default=10)
-    p.add_argument("--size", type=int, default=256)
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=text, description=text + ".",
+                              formatter_class=HelpFormatter)
+
+    p = add("speed", "seconds per item and peak memory, each (renderer, size) in a fresh process")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="output sizes, px")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed renders per (renderer, size), the fastest kept (gatys: 1)")
+    p.add_argument("--batch", type=int, default=4,
+                   help="feed-forward renderers: also time a batch of this many items (1: not)")
+    p = add("speed-one", "one (renderer, size) in this process (what speed runs per child)")
+    p.add_argument("--renderer", choices=RENDERERS, required=True, help="renderer to time")
+    p.add_argument("--size", type=int, required=True, help="output size, px")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--repeat", type=int, default=3, help="timed renders, the fastest kept")
+    p.add_argument("--batch", type=int, default=4,
+                   help="feed-forward renderers: also time a batch of this many items (1: not)")
+    p = add("quality", "style ratio and content distance on held-out pairs (CPU)")
+    p.add_argument("--pairs", type=int, default=10, help="(photo, style) pairs")
+    p.add_argument("--size", type=int, default=256, help="output size, px")
     p.add_argument("--split", choices=("held-out", "training"), default="held-out",
                    help="training: seeded pairs of training images, where settings are tuned")
     p.add_argument("--wct-ridge", help="the whitening's epsilon relative to the content's mean "
                    "eigenvalue: one number for every level or LEVEL:R,... (e.g. "
-                   "5:2,4:2,3:1,2:1,1:5; lwst.feature_transforms.LEVEL_RIDGES)")
-    p = sub.add_parser("sheet", parents=[common])
-    p.add_argument("--pairs", type=int, default=6)
-    p.add_argument("--size", type=int, default=192)
-    p.add_argument("--out", default=str(REPO / "docs" / "images" / "renderers.png"))
-    p = sub.add_parser("reconstruction", parents=[common])
+                   "5:2,4:2,3:1,2:1,1:5; default: lwst.feature_transforms.LEVEL_RIDGES)")
+    p = add("sheet", "contact sheet: content | texture | gatys | wct | adain per row (CPU)")
+    p.add_argument("--pairs", type=int, default=6, help="rows (held-out pairs)")
+    p.add_argument("--size", type=int, default=192, help="tile side, px")
+    p.add_argument("--out", default=str(REPO / "docs" / "images" / "renderers.png"),
+                   help="PNG to write")
+    p = add("reconstruction", "PSNR / SSIM of each WCT decoder's reconstruction (CPU)")
     p.add_argument("--pairs", type=int, default=16, help="held-out photos to reconstruct")
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=256, help="longest side, px")
     args = parser.parse_args()
     global DECODER_DIR, PRECISION
     DECODER_DIR, PRECISION = args.decoder_dir, args.precision
+    require_dir(args.data)
     if args.mode == "speed-one":
         print(json.dumps(speed_one(args)))
         return 0
@@ -287,7 +321,7 @@ def main() -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

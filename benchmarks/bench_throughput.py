@@ -18,12 +18,14 @@ With ``--runners threads`` the flow runs its tasks on threads in this process (t
 ``lwst run``), warmed by one untimed run of the same manifest into a scratch folder.
 
 Needs a Prefect API: it starts a fresh temporary server for each measured flow run (see
-`prefect_api`) unless PREFECT_API_URL is set.
+`prefect_api`, telemetry and analytics off, as in bench_scale.py) unless PREFECT_API_URL is set.
+
+A run in which not every item ended ``ok`` reports no throughput (``items_per_min`` null, and
+``failed`` counts the others) and the script exits 1: the time of failed items is not a rate.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -35,6 +37,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _common import make_parser
+
 REPO = Path(__file__).resolve().parents[1]
 CALLER_API = os.environ.get("PREFECT_API_URL")  # set by the caller: use it, start no server
 DEFAULT_OVERRIDES = {"size": 256, "warp_method": "tps", "levels": 2, "iterations": [20, 10]}
@@ -42,6 +46,20 @@ DEFAULT_OVERRIDES = {"size": 256, "warp_method": "tps", "levels": 2, "iterations
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rate(row: dict, n_items: int, ok: int, seconds: float) -> dict:
+    """``items_per_min`` only when every item is ok; else ``None`` and how many failed."""
+    if ok == n_items:
+        return {**row, "items_per_min": round(60.0 * n_items / seconds, 2)}
+    return {**row, "items_per_min": None, "failed": n_items - ok,
+            "note": "not every item ok: no throughput figure"}
+
+
+def _mean(values, digits: int) -> float | None:
+    """The mean of a metadata column, ``None`` (valid JSON, not NaN) when it has no value."""
+    value = float(values.mean())
+    return None if value != value else round(value, digits)
 
 
 def _warm(device: str) -> None:
@@ -79,13 +97,14 @@ def measure(manifest: str, workers: int, overrides: dict, cores: int) -> dict:
             meta = read_metadata(out).to_pandas()
         finally:
             shutil.rmtree(out, ignore_errors=True)
-    return {"runner": "dask", "workers": workers, "torch_threads": threads, "items": n_items,
-            "ok": summary["counts"]["ok"], "seconds": round(seconds, 1),
-            "items_per_min": round(60.0 * n_items / seconds, 2),
-            "mean_warp_s": round(float(meta["seconds_warp"].mean()), 1),
-            "mean_render_s": round(float(meta["seconds_render"].mean()), 1),
-            "startup_and_warm_s": round(warm_s, 1),
-            "peak_rss_mib_per_worker": sorted(round(v) for v in peaks.values())}
+    ok = summary["counts"]["ok"]
+    return _rate({"runner": "dask", "workers": workers, "torch_threads": threads,
+                  "items": n_items, "ok": ok, "seconds": round(seconds, 1),
+                  "mean_warp_s": _mean(meta["seconds_warp"], 1),
+                  "mean_render_s": _mean(meta["seconds_render"], 1),
+                  "startup_and_warm_s": round(warm_s, 1),
+                  "peak_rss_mib_per_worker": sorted(round(v) for v in peaks.values())},
+                 n_items, ok, seconds)
 
 
 def measure_threads(manifest: str, workers: int, overrides: dict, cores: int) -> dict:
@@ -98,12 +117,14 @@ def measure_threads(manifest: str, workers: int, overrides: dict, cores: int) ->
     n_items = len(read_manifest(manifest))
     torch.set_num_threads(cores)
     warm = tempfile.mkdtemp(prefix="lwst-bench-warm-")
-    with prefect_api():
-        began = time.perf_counter()
-        stylize_dataset(manifest, warm, overrides=overrides, runner="threads", workers=workers,
-                        contact_sheet_items=0)
-        warm_s = time.perf_counter() - began
-    shutil.rmtree(warm, ignore_errors=True)
+    try:
+        with prefect_api():
+            began = time.perf_counter()
+            stylize_dataset(manifest, warm, overrides=overrides, runner="threads",
+                            workers=workers, contact_sheet_items=0)
+            warm_s = time.perf_counter() - began
+    finally:
+        shutil.rmtree(warm, ignore_errors=True)
     out = tempfile.mkdtemp(prefix="lwst-bench-")
     try:
         with prefect_api():  # a fresh server, as each `lwst run` starts its own
@@ -114,12 +135,13 @@ def measure_threads(manifest: str, workers: int, overrides: dict, cores: int) ->
         meta = read_metadata(out).to_pandas()
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"runner": "threads", "workers": workers, "torch_threads": cores, "items": n_items,
-            "ok": summary["counts"]["ok"], "seconds": round(seconds, 1),
-            "items_per_min": round(60.0 * n_items / seconds, 2),
-            "mean_warp_s": round(float(meta["seconds_warp"].mean()), 2),
-            "mean_render_s": round(float(meta["seconds_render"].mean()), 2),
-            "first_run_s": round(warm_s, 1), "peak_rss_mib": round(_peak_rss_mib())}
+    ok = summary["counts"]["ok"]
+    return _rate({"runner": "threads", "workers": workers, "torch_threads": cores,
+                  "items": n_items, "ok": ok, "seconds": round(seconds, 1),
+                  "mean_warp_s": _mean(meta["seconds_warp"], 2),
+                  "mean_render_s": _mean(meta["seconds_render"], 2),
+                  "first_run_s": round(warm_s, 1), "peak_rss_mib": round(_peak_rss_mib())},
+                 n_items, ok, seconds)
 
 
 @contextlib.contextmanager
@@ -162,32 +184,45 @@ def repeated_manifest(uri: str, repeat: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--manifest",
-                        default=str(REPO / "benchmarks" / "manifests" / "throughput.csv"))
+                        default=str(REPO / "benchmarks" / "manifests" / "throughput.csv"),
+                        help="manifest of (content, geometry, texture) items")
     parser.add_argument("--repeat", type=int, default=2, help="list each item this many times")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runners", nargs="+", choices=("threads", "dask"), default=["dask"])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="worker counts, one measured run each")
+    parser.add_argument("--runners", nargs="+", choices=("threads", "dask"), default=["dask"],
+                        help="threads: the flow's own threads (lwst run's default); dask: a "
+                        "LocalCluster")
+    parser.add_argument("--device", default="cpu", help="torch device of the items, e.g. cuda")
     parser.add_argument("--overrides", type=json.loads, default=DEFAULT_OVERRIDES,
                         help="flat overrides as JSON (default: %(default)s)")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="cores shared by the workers (torch threads = cores / workers)")
     args = parser.parse_args()
     overrides = {**args.overrides, "device": args.device}
-    manifest = repeated_manifest(args.manifest, args.repeat)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-    def run_all() -> None:
+    # The temporary servers inherit these: no telemetry heartbeat writing to their SQLite
+    # database while a run is timed (it logged "database is locked"), no analytics.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    manifest = repeated_manifest(args.manifest, args.repeat)
+    incomplete = 0
+    try:
         print(f"manifest {args.manifest} x{args.repeat}, overrides {json.dumps(overrides)}, "
               f"{args.cores} cores", flush=True)
         for runner in args.runners:
             for workers in args.workers:
                 run = measure_threads if runner == "threads" else measure
-                print(json.dumps(run(manifest, workers, overrides, args.cores)), flush=True)
-
-    run_all()
+                row = run(manifest, workers, overrides, args.cores)
+                incomplete += row["items_per_min"] is None
+                print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(Path(manifest).parent, ignore_errors=True)
+    if incomplete:
+        print(f"{incomplete} run(s) with failed items: no throughput figure", file=sys.stderr)
+        return 1
     return 0
 
 

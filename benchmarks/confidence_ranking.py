@@ -16,12 +16,12 @@ the melt term as 1 (no melt).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from _common import make_parser
 
 from lwst.warp_guard import warp_confidence
 
@@ -66,9 +66,11 @@ def load(path: Path) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--synthetic", type=Path, nargs="+", required=True)
-    parser.add_argument("--real", type=Path)
+    parser = make_parser(__doc__)
+    parser.add_argument("--synthetic", type=Path, nargs="+", required=True,
+                        help="bench_warp_safety.py --warp-fallback none --json files")
+    parser.add_argument("--real", type=Path,
+                        help="a real_pairs.py --warp-fallback none --json file (default: none)")
     args = parser.parse_args()
     scores: dict[str, Callable[[dict], float]] = {
         "2026-12-03": previous, "no melt term": without_melt, "now": shipped}

@@ -1,26 +1,34 @@
-"""How to make the warp fold-free, chosen by measurement (issue 11 item 1).
+"""Experiment (issue 11 item 1): nine ways to make the warp fold-free, compared by measurement.
 
 Caches the network's own fields (shipped inference) on the 21 real pairs and on the 114 seed 2
-synthetic pairs of ``bench_warp.py``, then compares repairs of them: ``exp(u)`` (the field
+synthetic pairs of ``bench_warp.py`` (``--real-pairs`` / ``--synthetic`` take fewer), then
+compares nine repairs of them (``--variants``): ``raw`` (none), ``exp(u)`` (the field
 taken as a velocity), the affine-factored scaling and squaring with 0..N fixed-point log
-iterations (``svfK``; ``lwst.warp_safety.make_fold_free`` ships K = 0), ``fitted`` (the
-velocity fitted by Adam where the estimate does not fold: ``--warp-field fitted``), and a
-Jacobian-constrained local correction (``corr``: smooth the 64x64 field where det < eps until
-no fold is left). Prints synthetic EPE per tier, fold shares, and the real-pair alignment gain
-(warp + inpaint, float32 relu4_1 cosine, as ``real_pairs.py``).
+iterations (``svf0``, ``svf1``, ``svf2``, ``svf6``; ``lwst.warp_safety.make_fold_free`` ships
+K = 0), ``fitted`` (the velocity fitted by Adam where the estimate does not fold:
+``--warp-field fitted``), and a
+Jacobian-constrained local correction (``corr eps 0.1``, ``corr eps 0.3``: smooth the 64x64
+field where det < eps until no fold is left). Prints synthetic EPE per tier, fold shares, and
+the real-pair alignment gain (warp + inpaint, float32 relu4_1 cosine, as ``real_pairs.py``).
 
     .venv/bin/python benchmarks/fold_free_variants.py --cache /tmp/lwst_fields
+
+The data folder is ``--data`` (default ``$LWST_DATA``, else ../shared/data). Without
+``--cache`` the fields go to a temporary folder removed at the end.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
+import shutil
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import data_root, make_parser, require_dir
 
 from lwst.correlation import analysis_view
 from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
@@ -39,8 +47,7 @@ from lwst.warpnet.inference import predict_warp
 from lwst.warpnet.split import held_out_files
 from lwst.warpnet.synthetic import TIERS, make_pair
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+REAL_PAIRS, SYNTHETIC = 21, 38  # the real pairs there are; synthetic pairs per tier (seed 2)
 
 
 def correct_folds(flow: torch.Tensor, grid: int = 64, eps: float = 0.1, iters: int = 200
@@ -59,23 +66,29 @@ def correct_folds(flow: torch.Tensor, grid: int = 64, eps: float = 0.1, iters: i
     return flow + resize_flow(fixed - small, h, w)
 
 
-def cache(path: Path, views: int = 1) -> tuple[list[dict], list[dict]]:
-    """Network fields of the real and synthetic pairs (computed once, then read back)."""
-    if (path / "real.pt").exists():
+def cache(path: Path, data: Path, views: int = 1, real_pairs: int = REAL_PAIRS,
+          synthetic: int = SYNTHETIC) -> tuple[list[dict], list[dict]]:
+    """Network fields of the real and synthetic pairs (computed once, then read back while the
+    settings recorded beside them match)."""
+    settings = {"data": str(data), "views": views, "real_pairs": real_pairs,
+                "synthetic": synthetic}
+    recorded = path / "settings.json"
+    if (path / "real.pt").exists() and (path / "syn.pt").exists() and (
+            not recorded.exists() or json.loads(recorded.read_text()) == settings):
         return torch.load(path / "real.pt"), torch.load(path / "syn.pt")
     from real_pairs import find_pairs
 
     path.mkdir(parents=True, exist_ok=True)
     vgg = at_dtype(load_vgg19("auto"), feature_dtype("auto", "cpu"))
     real = []
-    for name, c, e in find_pairs(DATA / "pairs"):
+    for name, c, e in find_pairs(data / "pairs")[:real_pairs]:
         content, exemplar = analysis_view(read_image(str(c))), analysis_view(read_image(str(e)))
         real.append(dict(name=name, content=content, exemplar=exemplar,
                          flow=predict_warp(content, exemplar, vgg, views=views)[0]))
-    files = held_out_files(list_images(DATA / "photos", recursive=False))
+    files = held_out_files(list_images(data / "photos", recursive=False))
     syn = []
     for ti, tier in enumerate(TIERS):
-        for i in range(38):
+        for i in range(synthetic):
             image = analysis_view(read_image(str(files[i % len(files)])))
             pair = make_pair(image, torch.Generator().manual_seed(2000 + ti * 100 + i), tier)
             with torch.inference_mode():
@@ -84,21 +97,44 @@ def cache(path: Path, views: int = 1) -> tuple[list[dict], list[dict]]:
                             gt=pair.flow, valid=pair.valid, flow=flow))
     torch.save(real, path / "real.pt")
     torch.save(syn, path / "syn.pt")
+    recorded.write_text(json.dumps(settings))
     return real, syn
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/lwst_fields"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--variants", nargs="+", default=None, help="default: all")
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", type=Path, default=data_root(),
+                        help="data folder with pairs/ and photos/ ($LWST_DATA when set)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep the network's fields here and reuse them (default: a "
+                        "temporary folder, removed at the end)")
+    parser.add_argument("--real-pairs", type=int, default=REAL_PAIRS,
+                        help="first N real pairs of pairs/")
+    parser.add_argument("--synthetic", type=int, default=SYNTHETIC,
+                        help="synthetic pairs per tier (seed 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="repairs to compare (default: all nine)")
     parser.add_argument("--views", type=int, default=1,
                         help="the network's symmetric views (--warp-views; 1: the network alone)")
     args = parser.parse_args()
+    require_dir(args.data / "pairs")
+    require_dir(args.data / "photos")
     torch.set_num_threads(args.threads)
+    scratch = None
+    if args.cache is None:
+        args.cache = scratch = Path(tempfile.mkdtemp(prefix="lwst-fold-free-"))
+    try:
+        compare(args)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def compare(args) -> None:
     from real_pairs import alignment
 
-    real, syn = cache(args.cache, args.views)
+    real, syn = cache(args.cache, args.data, args.views, args.real_pairs, args.synthetic)
     vgg = load_vgg19("auto")
     variants = {
         "raw": lambda f: f, "exp(u)": exp_field,

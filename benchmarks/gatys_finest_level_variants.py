@@ -1,4 +1,5 @@
-"""Quality mode: three ways to start or steer the finest Gatys level, against q3_f140 as shipped.
+"""Experiment (quality mode): four ways to start or steer the finest Gatys level (``--variant``
+wct, latent, cont, swd), against ``plain``, q3_f140 as shipped.
 
 Why: the quality-mode target (docs/benchmarks.md, "Quality mode") is short on the style ratio,
 and the gap is relu5_1's Gram term, which only converges at the finest level. Each variant
@@ -25,28 +26,33 @@ unchanged) and is scored with the renderers' yardstick:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from _common import data_root, make_parser
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(data_root()),
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
     parser.add_argument("--pair", type=int, default=0, help="index among the held-out pairs")
     parser.add_argument("--variant", default="plain",
-                        help="plain, wct:LEVELS (5,4), latent, cont:WEIGHT:ITERATIONS, swd:WEIGHT")
+                        help="plain (the baseline), wct:LEVELS (5,4), latent, "
+                        "cont:WEIGHT:ITERATIONS, swd:WEIGHT")
     parser.add_argument("--zscale", type=float, default=1.0, help="latent: step scale of z")
-    parser.add_argument("--iterations", default="100,60,140")
+    parser.add_argument("--iterations", default="100,60,140",
+                        help="L-BFGS iterations per level, coarse to fine")
     parser.add_argument("--sw", type=float, default=10.0, help="style weight (q3_f140's 10)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="JSON-lines results (appended)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="JSON-lines results, appended (default: not kept)")
     args = parser.parse_args()
 
     import torch

@@ -15,10 +15,11 @@ pair's content once for ``s_content``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from _common import data_root, make_parser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -27,12 +28,15 @@ STYLE_PER_CONTENT = 10.0  # the finest level's style weight over its content wei
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--schedules", type=Path, default=RESULTS / "gatys_schedule_cpu.jsonl")
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(data_root()),
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
+    parser.add_argument("--pairs", type=int, default=3, help="held-out pairs (as recorded)")
+    parser.add_argument("--schedules", type=Path, default=RESULTS / "gatys_schedule_cpu.jsonl",
+                        help="bench_gatys_schedule.py's rows")
     parser.add_argument("--trajectory", type=Path,
-                        default=RESULTS / "gatys_trajectory_cpu.jsonl")
+                        default=RESULTS / "gatys_trajectory_cpu.jsonl",
+                        help="gatys_trajectory.py's rows")
     args = parser.parse_args()
 
     import torch

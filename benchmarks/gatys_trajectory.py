@@ -15,30 +15,34 @@ steps.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from _common import data_root, make_parser
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(data_root()),
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
     parser.add_argument("--pair", type=int, default=0, help="index among the held-out pairs")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=256, help="output size, px")
     parser.add_argument("--schedule", default="q3_f140",
                         help="a name from bench_gatys_schedule.SCHEDULES")
     parser.add_argument("--iterations", default=None,
-                        help="override the schedule's iterations, e.g. 100,60,1000")
+                        help="override the schedule's iterations, e.g. 100,60,1000 (default: "
+                        "the schedule's)")
     parser.add_argument("--at", nargs="+", type=int, default=[20, 50, 100, 140, 200],
                         help="finest-level iteration counts to measure after")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="JSON-lines results (appended)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="JSON-lines results, appended (default: not kept)")
     args = parser.parse_args()
 
     import torch

@@ -14,12 +14,12 @@ thumbnail-sized), a markdown table, and ``--json`` the raw figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
+from _common import data_root, make_parser, require_dir
 from PIL import Image
 
 from lwst.config import (
@@ -39,7 +39,7 @@ from lwst.warp_safety import field_safety, scaled_field
 from lwst.warping import estimate_warp
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PAIRS = ROOT.parent / "shared" / "data" / "pairs"
+DEFAULT_PAIRS = data_root() / "pairs"
 
 
 def find_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
@@ -68,27 +68,38 @@ def sheet(panels: list[torch.Tensor], size: int) -> Image.Image:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "pairs")
-    parser.add_argument("--checkpoint", default=None, help="default: the shipped network")
+    parser = make_parser(__doc__)
+    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS,
+                        help="folder of pair_<name>_content/_style images ($LWST_DATA/pairs "
+                        "when set)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "pairs",
+                        help="folder of the contact sheets")
+    parser.add_argument("--checkpoint", default=None, help="warp network (default: the shipped "
+                        "one)")
     parser.add_argument("--panel", type=int, default=160, help="panel side in pixels")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     defaults = WarpConfig()
     parser.add_argument("--precision", default=defaults.precision, choices=WARP_PRECISIONS,
                         help="VGG features the warp is matched on (default: the library's)")
-    parser.add_argument("--warp-method", default=defaults.method, choices=WARP_METHODS)
-    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS)
-    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS)
-    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence)
+    parser.add_argument("--warp-method", default=defaults.method, choices=WARP_METHODS,
+                        help="estimator (WarpConfig.method)")
+    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS,
+                        help="field the product applies (WarpConfig.field)")
+    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS,
+                        help="what a low-confidence warp falls back to (WarpConfig.fallback)")
+    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence,
+                        help="fallback threshold (WarpConfig.min_confidence)")
     parser.add_argument("--warp-views", type=int, default=defaults.views,
-                        choices=range(1, MAX_WARP_VIEWS + 1))
+                        choices=range(1, MAX_WARP_VIEWS + 1),
+                        help="the network's symmetric views (WarpConfig.views)")
     parser.add_argument("--warp-strength", type=float, default=1.0,
                         help="scale the applied field as `lwst stylize --warp-strength` does "
                         "(then made fold-free again)")
     parser.add_argument("--no-sheets", action="store_true", help="table only (measuring)")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the raw figures here (default: not kept)")
     args = parser.parse_args()
+    require_dir(args.pairs, "--pairs")
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")  # the alignment figure is always measured in float32
     config = WarpConfig(method=args.warp_method, checkpoint=args.checkpoint,

@@ -1,7 +1,8 @@
 """Same outputs before and after a refactor (issue 12 item 6): warp fields and gatys renders.
 
 Run once on the code before the change (``--out BEFORE``), once after (``--out AFTER
---compare BEFORE``). Records, on the real benchmark pairs (``../shared/data/pairs``):
+--compare BEFORE``). Records, on the real benchmark pairs (``--pairs``: ``$LWST_DATA/pairs``,
+else ``../shared/data/pairs``):
 
 - the learned warp as the product estimates it (``lwst.warping.estimate_warp`` with the default
   `WarpConfig`, one pair at a time as ``benchmarks/real_pairs.py`` does): the applied and the
@@ -16,7 +17,7 @@ Run once on the code before the change (``--out BEFORE``), once after (``--out A
 With ``--compare`` it prints the largest absolute difference of every flow and image and the
 loss values side by side, and exits 1 if any differs by more than ``--atol``.
 
-    git archive BASE lwst | tar -x -C /tmp/base   # the code before, outside the checkout
+    mkdir -p /tmp/base && git archive BASE lwst | tar -x -C /tmp/base   # the code before
     PYTHONPATH=/tmp/base .venv/bin/python benchmarks/refactor_equivalence.py --out /tmp/before
     PYTHONPATH=. .venv/bin/python benchmarks/refactor_equivalence.py --out /tmp/after \
         --compare /tmp/before
@@ -27,13 +28,13 @@ an editable install elsewhere would win otherwise; the first line printed names 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
 from pathlib import Path
 
 import torch
+from _common import make_parser, require_dir
 from real_pairs import DEFAULT_PAIRS, find_pairs
 
 import lwst
@@ -130,14 +131,19 @@ def compare(before: dict, after: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--compare", type=Path, default=None, help="a previous run's --out")
+    parser = make_parser(__doc__)
+    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS,
+                        help="folder of the real pairs ($LWST_DATA/pairs when set)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for this run's outputs.pt (kept: --compare reads it)")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="a previous run's --out (default: no comparison)")
     parser.add_argument("--size", type=int, default=128, help="gatys output side")
-    parser.add_argument("--render-pairs", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--atol", type=float, default=0.0)
+    parser.add_argument("--render-pairs", type=int, default=4,
+                        help="first N pairs also rendered with gatys (the warp runs on all)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--atol", type=float, default=0.0,
+                        help="largest absolute difference that still passes --compare")
     parser.add_argument("--no-run", action="store_true",
                         help="compare the outputs already saved under --out")
     args = parser.parse_args()
@@ -145,6 +151,7 @@ def main() -> None:
     if args.no_run:
         result = torch.load(args.out / "outputs.pt", weights_only=False)
     else:
+        require_dir(args.pairs, "--pairs")
         args.out.mkdir(parents=True, exist_ok=True)
         print(f"lwst from {Path(lwst.__file__).parent}", flush=True)
         result = record(find_pairs(args.pairs), args.size, args.render_pairs, args.out)

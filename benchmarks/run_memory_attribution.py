@@ -6,7 +6,9 @@ no texture, ``--size 32``, 2 threads), with tracemalloc started after the import
 and 95 % of the items' images exist it takes a snapshot and the RSS; at the end it prints the
 traced (live) memory and RSS at both marks, the growth per item, and the largest differences
 between the snapshots by traceback. Tracing makes the run ~5x slower; a few thousand items are
-enough to see a per-item trend.
+enough to see a per-item trend. A mark the run passed between two polls (a short run) is
+taken once the run has returned, so its figures are those at the end. The temporary folder
+(photos, manifest, outputs) is removed at the end.
 
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=240 \\
         .venv/bin/python benchmarks/run_memory_attribution.py --items 6000
@@ -14,14 +16,14 @@ enough to see a per-item trend.
 
 from __future__ import annotations
 
-import argparse
 import os
+import shutil
 import tempfile
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
+from _common import make_parser, require_dir
 from bench_scale import PHOTOS, tiny_photos, write_manifest
 
 MARKS = (0.2, 0.95)
@@ -34,40 +36,64 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def watch(images: Path, items: int, snaps: dict) -> None:
-    """Snapshot at each of `MARKS` of the items' images written."""
+def snapshot(images: Path) -> tuple:
+    count = sum(1 for _ in os.scandir(images)) if images.is_dir() else 0
+    return tracemalloc.take_snapshot(), rss_mib(), count, tracemalloc.get_traced_memory()[0]
+
+
+def watch(images: Path, items: int, snaps: dict, stop: threading.Event) -> None:
+    """Snapshot at each of `MARKS` of the items' images written, until ``stop`` is set."""
     marks = list(MARKS)
-    while marks:
+    while marks and not stop.is_set():
         count = sum(1 for _ in os.scandir(images)) if images.is_dir() else 0
         if count >= marks[0] * items:
-            snaps[marks[0]] = (tracemalloc.take_snapshot(), rss_mib(), count,
-                               tracemalloc.get_traced_memory()[0])
+            snaps[marks[0]] = snapshot(images)
             marks.pop(0)
-        time.sleep(1.0)
+        stop.wait(1.0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=6000)
-    parser.add_argument("--top", type=int, default=8)
+    parser = make_parser(__doc__)
+    parser.add_argument("--items", type=int, default=6000, help="tiny items in the run")
+    parser.add_argument("--top", type=int, default=8,
+                        help="largest snapshot differences (by traceback) to print")
+    parser.add_argument("--photos", default=str(PHOTOS),
+                        help="folder of .jpg photos to repeat ($LWST_DATA/photos when set)")
     args = parser.parse_args()
+    require_dir(args.photos, "--photos")
     import flows.stylize_dataset  # noqa: F401  (imports before tracing: they are not the run)
     from lwst.cli import main as lwst_main
 
     scratch = Path(tempfile.mkdtemp(prefix="lwst-memory-"))
-    photos = tiny_photos(scratch / "photos", PHOTOS)
+    try:
+        report(args, scratch, lwst_main)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def report(args, scratch: Path, lwst_main) -> None:
+    photos = tiny_photos(scratch / "photos", Path(args.photos))
     manifest = scratch / "manifest.csv"
     write_manifest(manifest, [str(p) for p in photos], args.items)
     out = scratch / "out"
     snaps: dict = {}
     tracemalloc.start(10)
-    threading.Thread(target=watch, args=(out / "images", args.items, snaps), daemon=True).start()
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(out / "images", args.items, snaps, stop),
+                               daemon=True)
+    watcher.start()
     try:
         lwst_main(["run", str(manifest), "--out", str(out), "--warp-method", "none", "--size",
                    "32", "--workers", "2", "--quiet", "--device", "cpu"])
     except SystemExit as exc:
         if exc.code:
             raise
+    finally:
+        stop.set()
+        watcher.join()
+    for mark in MARKS:  # passed between two polls, or the run was shorter than one
+        if mark not in snaps:
+            snaps[mark] = snapshot(out / "images")
     (first, rss0, n0, traced0), (last, rss1, n1, traced1) = snaps[MARKS[0]], snaps[MARKS[1]]
     per = max(1, n1 - n0)
     print(f"items {n0} -> {n1}: traced {traced0 / 2**20:.2f} -> {traced1 / 2**20:.2f} MiB "

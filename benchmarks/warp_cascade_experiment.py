@@ -17,11 +17,11 @@ pass's contact sheets (content | exemplar | warped | flow picture).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
+from _common import make_parser, require_dir
 from real_pairs import DEFAULT_PAIRS, alignment, find_pairs, sheet
 
 from lwst.config import WarpConfig
@@ -35,13 +35,17 @@ from lwst.warping import estimate_warp
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="contact sheets of the last pass")
-    parser.add_argument("--json", type=Path, default=None)
+    parser = make_parser(__doc__)
+    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS,
+                        help="folder of the real pairs ($LWST_DATA/pairs when set)")
+    parser.add_argument("--passes", type=int, default=3, help="warp passes, composed")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="contact sheets of the last pass (default: none written)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the rows here (default: not kept)")
     args = parser.parse_args()
+    require_dir(args.pairs, "--pairs")
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")
     config = WarpConfig()

@@ -12,17 +12,20 @@ Measured per pair: the real-pair figure of ``real_pairs.py`` (cosine after warp 
 unwarped), folds, and on synthetic pairs the EPE against the truth.
 
     .venv/bin/python benchmarks/warp_refine_experiment.py --steps 0 20 40 --objective softmax
+
+The real pairs and photos are read from ``--data`` (default ``$LWST_DATA``, else
+../shared/data); ``--real-pairs`` and ``--synthetic`` take fewer pairs for a quick check.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import data_root, make_parser, require_dir
 
 from lwst.config import WarpConfig
 from lwst.correlation import (
@@ -83,16 +86,26 @@ def cosine(vgg, image, exemplar):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[0, 20, 40])
-    parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--smooth", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--objective", choices=["softmax", "cosine"], default="softmax")
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(data_root()),
+                        help="data folder with pairs/ and photos/ ($LWST_DATA when set)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 20, 40],
+                        help="Adam steps of the refinement, one row each (0: the field as is)")
+    parser.add_argument("--grid", type=int, default=16, help="side of the velocity's grid")
+    parser.add_argument("--smooth", type=float, default=1.0, help="smoothness penalty weight")
+    parser.add_argument("--lr", type=float, default=0.5, help="Adam learning rate")
+    parser.add_argument("--objective", choices=["softmax", "cosine"], default="softmax",
+                        help="feature objective: the paper's weak softmax, or plain cosine")
+    parser.add_argument("--real-pairs", type=int, default=None,
+                        help="first N real pairs (default: all of pairs/)")
     parser.add_argument("--synthetic", type=int, default=6, help="pairs per tier (seed 2)")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--json", default=None, help="write the rows here (default: not kept)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    data = Path(args.data)
+    require_dir(data / "pairs")
+    require_dir(data / "photos")
+    torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")
     config = WarpConfig(fallback="none")
     rows = []
@@ -117,14 +130,13 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    pairs = ROOT.parent / "shared" / "data" / "pairs"
-    for content_path in sorted(pairs.glob("pair_*_content.*")):
+    pairs = data / "pairs"
+    for content_path in sorted(pairs.glob("pair_*_content.*"))[: args.real_pairs]:
         name = content_path.name[len("pair_"): content_path.name.rindex("_content")]
         style = sorted(pairs.glob(f"pair_{name}_style.*"))[0]
         run("real", name, analysis_view(read_image(str(content_path))),
             analysis_view(read_image(str(style))))
-    files = held_out_files(list_images(ROOT.parent / "shared" / "data" / "photos",
-                                       recursive=False))
+    files = held_out_files(list_images(data / "photos", recursive=False))
     for tier_index, tier in enumerate(TIERS):
         for i in range(args.synthetic):
             image = analysis_view(read_image(str(files[i % len(files)])))

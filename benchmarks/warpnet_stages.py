@@ -10,10 +10,10 @@ refinement step. Works on training checkpoints too (to watch a run).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
+from _common import data_root, make_parser, require_dir
 
 from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import analysis_view
@@ -50,19 +50,24 @@ def build_cache(data: Path, pairs: int, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", nargs="+", default=[None])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "photos")
-    parser.add_argument("--pairs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages_v3.pt")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = make_parser(__doc__)
+    parser.add_argument("--checkpoint", nargs="+", default=[None],
+                        help="warp networks, training or slim checkpoints (default: the shipped "
+                        "one)")
+    parser.add_argument("--data", type=Path, default=data_root() / "photos",
+                        help="photos (held-out ones used; $LWST_DATA/photos when set)")
+    parser.add_argument("--pairs", type=int, default=10, help="pairs per tier")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic pairs' seed")
+    parser.add_argument("--cache", type=Path, default=ROOT / "scratch" / "warpnet_stages_v3.pt",
+                        help="the pairs' VGG features, kept and reused as is when it exists "
+                        "(delete it after changing --data, --pairs or --seed)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.cache.exists():
         cache = torch.load(args.cache, weights_only=False)
     else:
-        cache = build_cache(args.data, args.pairs, args.seed)
+        cache = build_cache(require_dir(args.data), args.pairs, args.seed)
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(cache, args.cache)
     for checkpoint in args.checkpoint:

@@ -19,11 +19,12 @@ scored with the renderers' one yardstick (`lwst.renderers.measure_losses`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+
+from _common import data_root, make_parser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -31,14 +32,18 @@ VARIANTS = {"decoders": (), "oracle relu5_1": (5,), "oracle relu5_1 + relu4_1": 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--pairs", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--wct-ridge", default=None, help="as bench_renderers.py's")
-    parser.add_argument("--json", type=Path, default=None)
+    parser = make_parser(__doc__)
+    parser.add_argument("--data", default=str(data_root()),
+                        help="data folder with photos/ and styles/ ($LWST_DATA when set)")
+    parser.add_argument("--pairs", type=int, nargs="+", default=list(range(10)),
+                        help="indices into the 10 held-out pairs of the quality table")
+    parser.add_argument("--size", type=int, default=256, help="output size, px")
+    parser.add_argument("--steps", type=int, default=200, help="the oracle's Adam steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--wct-ridge", default=None,
+                        help="as bench_renderers.py's (default: the library's epsilons)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the rows here (default: not kept)")
     args = parser.parse_args()
 
     import torch
