@@ -24,6 +24,7 @@ from lwst.cli_options import (
     add_render_options,
     add_warp_options,
     check_output_location,
+    settings_named_by_option,
 )
 from lwst.config import OVERRIDES, StylizeConfig, with_overrides
 from lwst.image_io import ImageInputError
@@ -85,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> StylizeConfig:
     """Map CLI options onto `StylizeConfig` through the shared override names: every option
     named as a `lwst.config.OVERRIDES` entry (those the CLI lacks are simply absent)."""
     overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
-    return with_overrides(StylizeConfig(), overrides)
+    with settings_named_by_option():
+        return with_overrides(StylizeConfig(), overrides)
 
 
 @contextmanager
@@ -148,9 +150,11 @@ def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],
     outputs on inputs or on each other, output suffixes, outputs that could not be written,
     storage that does not answer. Returns the S3 options (from the environment)."""
     from lwst.config import validate
+    from lwst.flow import check_flow_name
     from lwst.image_io import check_size, output_format
 
-    validate(config)
+    with settings_named_by_option():
+        validate(config)
     check_size(config.size)
     _check_apart(inputs, outputs)
     for option, uri in outputs.items():
@@ -161,6 +165,11 @@ def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],
                 output_format(outputs[option])
             except ImageInputError as exc:  # an unknown suffix
                 raise CommandError(f"{option} {exc}") from None
+    if outputs.get("--flow-out"):
+        try:
+            check_flow_name(outputs["--flow-out"])
+        except ValueError as exc:
+            raise CommandError(f"--flow-out {exc}") from None
     options = S3Settings.from_env().storage_options()
     for uri in {*inputs.values(), *outputs.values()} - {None}:
         check_reachable(uri, options)
@@ -184,13 +193,15 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_input(option: str, uri: str, side: int | None, opts: dict):
-    """One input image; a refusal or a store that does not answer is one line naming the
-    option (which input failed) and the URI."""
+def _read_input(option: str, uri: str, side: int | None, opts: dict,
+                analysis_side: int | None = None):
+    """One input image, read at the size it is used at (`lwst.image_io.read_image`); a refusal
+    or a store that does not answer is one line naming the option (which input failed) and
+    the URI."""
     from lwst.image_io import read_image
 
     try:
-        return read_image(uri, side, **opts)
+        return read_image(uri, side, analysis_side=analysis_side, **opts)
     except ImageInputError as exc:
         raise CommandError(f"{option} {exc}") from None
     except (OSError, *_client_errors()) as exc:  # refused connection, unknown host, timeout
@@ -267,8 +278,11 @@ def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | N
     outputs = {"--out": args.out, "--warped-out": warped_out, "--flow-out": args.flow_out,
                "--metadata-out": args.metadata_out}
     opts = _check_before_work(config, inputs, outputs)
-    content = _read_input("--content", args.content, None, opts)
-    geometry = _read_input("--geometry", args.geometry, None, opts) if args.geometry else None
+    # Each input at the size it is used at: the content at the output size, the geometry
+    # exemplar as the warp's analysis view; a 50 MP photo is never held whole.
+    content = _read_input("--content", args.content, config.size, opts)
+    geometry = _read_input("--geometry", args.geometry, None, opts,
+                           config.warp.analysis_size) if args.geometry else None
     style_side = config.render.style_size or config.size
     texture_image = _read_input("--texture", texture, style_side, opts) if texture else None
     with progress_display(not args.quiet) as progress:

@@ -8,6 +8,7 @@ them: no import cycle.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import tempfile
@@ -25,6 +26,7 @@ from lwst.config import (
     WARP_METHODS,
     WARP_PRECISIONS,
     WARP_REFINES,
+    ConfigError,
     RenderConfig,
     WarpConfig,
 )
@@ -35,6 +37,35 @@ _WARP, _RENDER = WarpConfig(), RenderConfig()
 
 class CommandError(Exception):
     """A user-facing failure with a one-line message."""
+
+
+# The CLI option of each flat setting (`lwst.config.OVERRIDES`): ``--`` and the name with
+# hyphens (``warp_strength`` -> ``--warp-strength``), but for these. The one map from a setting
+# to its option: `option_error` uses it to say a refused setting as the user typed it.
+OPTION_NAMES = {"measure_losses": "--no-losses"}
+
+
+def option_for(setting: str) -> str:
+    """The option that sets the flat setting ``setting`` (``--warp-strength``)."""
+    return OPTION_NAMES.get(setting, "--" + setting.replace("_", "-"))
+
+
+def option_error(exc: ConfigError) -> CommandError:
+    """A refused setting (`lwst.config.ConfigError`) named by its option: ``--warp-strength
+    must be within 0..4, got nan``, not the config field the library names."""
+    message = str(exc)
+    if exc.setting and message.startswith(exc.setting):
+        message = option_for(exc.setting) + message[len(exc.setting):]
+    return CommandError(message)
+
+
+@contextlib.contextmanager
+def settings_named_by_option():
+    """Within it, a `lwst.config.ConfigError` leaves as a `CommandError` naming the option."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise option_error(exc) from None
 
 
 # Object stores lwst cannot write to: fsspec's http(s) filesystem only reads.

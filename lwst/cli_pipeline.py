@@ -25,6 +25,7 @@ from lwst.cli_options import (
     add_render_options,
     add_warp_options,
     check_output_location,
+    settings_named_by_option,
 )
 from lwst.config import OVERRIDES, PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.failures import EXIT_INTERNAL_ERROR
@@ -117,7 +118,8 @@ def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None =
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The flat overrides the user set, checked against `StylizeConfig` (ValueError if bad)."""
     overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
-    with_overrides(StylizeConfig(), overrides)
+    with settings_named_by_option():
+        with_overrides(StylizeConfig(), overrides)
     return overrides
 
 

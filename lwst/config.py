@@ -111,6 +111,21 @@ class StylizeConfig:
 # benchmarks measure (docs/benchmarks.md); `stylize` keeps gatys, the quality mode.
 PIPELINE_RENDERER = "adain"
 
+class ConfigError(ValueError):
+    """A refused setting, in one line that starts with its flat override name (`OVERRIDES`:
+    ``warp_strength must be within 0..4, got nan``). ``setting`` is that name, so a front end
+    can say it its own way: the CLI names the option (`lwst.cli_options.option_error`)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+
+
+def _refuse(setting: str, rule: str) -> ConfigError:
+    """``setting`` + ``rule`` as a `ConfigError` (``size`` + ``0 is outside ...``)."""
+    return ConfigError(f"{setting} {rule}", setting)
+
+
 # Flat override names (CLI options, manifest columns, flow parameters) -> (stage, field).
 OVERRIDES: dict[str, tuple[str | None, str]] = {
     "size": (None, "size"),
@@ -155,7 +170,7 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
                 return True
             if lowered in ("0", "false", "no", "n"):
                 return False
-            raise ValueError(f"{name}: expected a boolean, got {value!r}")
+            raise ConfigError(f"{name}: expected a boolean, got {value!r}", name)
         return bool(value)
     if isinstance(current, tuple):
         given = value
@@ -164,8 +179,8 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
         try:
             return tuple(int(v) for v in value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected comma-separated integers such as 100,60,30, "
-                             f"got {given!r}") from None
+            raise ConfigError(f"{name}: expected comma-separated integers such as 100,60,30, "
+                              f"got {given!r}", name) from None
     if isinstance(current, int) and not isinstance(current, bool):
         if isinstance(value, int):
             return value  # exact: a 20-digit seed must not round through a float
@@ -173,7 +188,7 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
             return int(value)
         as_float = _number(value, name, "an integer")
         if not as_float.is_integer():
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
+            raise ConfigError(f"{name}: expected an integer, got {value!r}", name)
         return int(as_float)
     if isinstance(current, float):
         return _number(value, name, "a number")
@@ -185,7 +200,7 @@ def _number(value: Any, name: str, expected: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}", name) from None
 
 
 def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeConfig:
@@ -212,8 +227,8 @@ def _check_schedule(overrides: dict[str, Any], render: RenderConfig) -> None:
     if overrides.get("levels") is None or overrides.get("iterations") is None:
         return
     if len(render.iterations) not in (1, render.levels):
-        raise ValueError(f"iterations has {len(render.iterations)} counts for levels "
-                         f"{render.levels}: give one per level (coarsest first) or a single one")
+        raise _refuse("iterations", f"has {len(render.iterations)} counts for levels "
+                      f"{render.levels}: give one per level (coarsest first) or a single one")
 
 
 def _check_number(name: str, value: Any, low: float, high: float = math.inf) -> None:
@@ -221,71 +236,62 @@ def _check_number(name: str, value: Any, low: float, high: float = math.inf) -> 
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or not low <= value <= high:
         bound = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        raise _refuse(name, f"must be a finite number {bound}, got {value!r}")
+
+
+def _check_choice(setting: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _refuse(setting, f"must be one of {choices}, got {value!r}")
 
 
 def validate(config: StylizeConfig) -> None:
-    """Refuse impossible settings with a one-line reason (ValueError)."""
-    if config.warp.method not in WARP_METHODS:
-        raise ValueError(f"warp_method must be one of {WARP_METHODS}, got {config.warp.method!r}")
-    if config.warp.inpaint not in INPAINT_METHODS:
-        raise ValueError(f"inpaint must be one of {INPAINT_METHODS}, got {config.warp.inpaint!r}")
-    if config.warp.precision not in WARP_PRECISIONS:
-        raise ValueError(
-            f"warp_precision must be one of {WARP_PRECISIONS}, got {config.warp.precision!r}"
-        )
-    if config.render.precision not in RENDER_PRECISIONS:
-        raise ValueError(f"render_precision must be one of {RENDER_PRECISIONS}, "
-                         f"got {config.render.precision!r}")
-    if config.render.renderer not in RENDERERS:
-        raise ValueError(f"renderer must be one of {RENDERERS}, got {config.render.renderer!r}")
-    if not 0.0 <= config.render.style_strength <= 1.0:
-        raise ValueError(
-            f"style_strength must be within 0..1, got {config.render.style_strength}")
-    if config.warp.field not in WARP_FIELDS:
-        raise ValueError(f"warp_field must be one of {WARP_FIELDS}, got {config.warp.field!r}")
-    if config.warp.fallback not in WARP_FALLBACKS:
-        raise ValueError(
-            f"warp_fallback must be one of {WARP_FALLBACKS}, got {config.warp.fallback!r}"
-        )
-    if config.warp.refine not in WARP_REFINES:
-        raise ValueError(f"warp_refine must be one of {WARP_REFINES}, got {config.warp.refine!r}")
-    if isinstance(config.warp.views, bool) or not isinstance(config.warp.views, int) \
-            or not 1 <= config.warp.views <= MAX_WARP_VIEWS:
-        raise ValueError(f"warp_views must be an integer within 1..{MAX_WARP_VIEWS}, got "
-                         f"{config.warp.views!r}")
-    if not 0.0 <= config.warp.min_confidence <= 1.0:
-        raise ValueError(
-            f"min_warp_confidence must be within 0..1, got {config.warp.min_confidence}"
-        )
-    if config.render.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.render.optimizer!r}")
-    if not 0.0 <= config.warp.strength <= MAX_WARP_STRENGTH:  # also refuses NaN
-        raise ValueError(f"warp_strength must be within 0..{MAX_WARP_STRENGTH:g}, got "
-                         f"{config.warp.strength}")
+    """Refuse impossible settings with a one-line reason (`ConfigError`, a ValueError, that
+    names the setting by its flat override name)."""
+    warp, render = config.warp, config.render
+    _check_choice("warp_method", warp.method, WARP_METHODS)
+    _check_choice("inpaint", warp.inpaint, INPAINT_METHODS)
+    _check_choice("warp_precision", warp.precision, WARP_PRECISIONS)
+    _check_choice("render_precision", render.precision, RENDER_PRECISIONS)
+    _check_choice("renderer", render.renderer, RENDERERS)
+    if not 0.0 <= render.style_strength <= 1.0:
+        raise _refuse("style_strength", f"must be within 0..1, got {render.style_strength}")
+    _check_choice("warp_field", warp.field, WARP_FIELDS)
+    _check_choice("warp_fallback", warp.fallback, WARP_FALLBACKS)
+    _check_choice("warp_refine", warp.refine, WARP_REFINES)
+    if isinstance(warp.views, bool) or not isinstance(warp.views, int) \
+            or not 1 <= warp.views <= MAX_WARP_VIEWS:
+        raise _refuse("warp_views", f"must be an integer within 1..{MAX_WARP_VIEWS}, got "
+                      f"{warp.views!r}")
+    if not 0.0 <= warp.min_confidence <= 1.0:
+        raise _refuse("min_warp_confidence", f"must be within 0..1, got {warp.min_confidence}")
+    _check_choice("optimizer", render.optimizer, OPTIMIZERS)
+    if not 0.0 <= warp.strength <= MAX_WARP_STRENGTH:  # also refuses NaN
+        raise _refuse("warp_strength", f"must be within 0..{MAX_WARP_STRENGTH:g}, got "
+                      f"{warp.strength}")
     if isinstance(config.size, bool) or not isinstance(config.size, int) \
             or not SIZE_RANGE[0] <= config.size <= SIZE_RANGE[1]:
-        raise ValueError(f"size {config.size} is outside the supported range "
-                         f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
-    style_size = config.render.style_size
+        raise _refuse("size", f"{config.size} is outside the supported range "
+                      f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+    style_size = render.style_size
     if style_size is not None and not SIZE_RANGE[0] <= int(style_size) <= SIZE_RANGE[1]:
-        raise ValueError(f"style_size {style_size} is outside the supported range "
-                         f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+        raise _refuse("style_size", f"{style_size} is outside the supported range "
+                      f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
     if not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
-        raise ValueError(f"seed must be within {SEED_RANGE[0]}..{SEED_RANGE[1]} (63 bits), "
-                         f"got {config.seed}")
-    _check_number("optim_steps", config.warp.optim_steps, 1)
-    _check_number("optim_grid", config.warp.optim_grid, 2)
-    _check_number("optim_smoothness", config.warp.optim_smoothness, 0)
-    _check_number("style_weight", config.render.style_weight, 0)
-    _check_number("content_weight", config.render.content_weight, 0)
-    _check_number("learning_rate", config.render.learning_rate, 0)
-    if config.render.levels < 1 or len(config.render.iterations) < 1:
-        raise ValueError("levels and iterations must be at least 1")
-    if any(i < 0 for i in config.render.iterations):
-        raise ValueError("iterations must be non-negative")
+        raise _refuse("seed", f"must be within {SEED_RANGE[0]}..{SEED_RANGE[1]} (63 bits), "
+                      f"got {config.seed}")
+    _check_number("optim_steps", warp.optim_steps, 1)
+    _check_number("optim_grid", warp.optim_grid, 2)
+    _check_number("optim_smoothness", warp.optim_smoothness, 0)
+    _check_number("style_weight", render.style_weight, 0)
+    _check_number("content_weight", render.content_weight, 0)
+    _check_number("learning_rate", render.learning_rate, 0)
+    if render.levels < 1:
+        raise _refuse("levels", f"must be at least 1, got {render.levels}")
+    if len(render.iterations) < 1 or any(i < 0 for i in render.iterations):
+        raise _refuse("iterations", "must be one or more non-negative counts, got "
+                      f"{','.join(map(str, render.iterations)) or 'none'}")
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {config.device!r}")
+        raise _refuse("device", f"must be auto, cpu or cuda, got {config.device!r}")
 
 
 def to_params(config: StylizeConfig) -> dict[str, Any]:

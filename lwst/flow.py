@@ -113,6 +113,18 @@ def flow_picture(flow: Tensor) -> Tensor:
     return flow_to_image(flow.detach().float().cpu()).float() / 255.0
 
 
+FLOW_SUFFIX = ".flo"
+
+
+def check_flow_name(uri: str | os.PathLike[str]) -> None:
+    """Refuse (ValueError, one line) a flow output not named ``*.flo``: the bytes are always
+    Middlebury .flo, never written under an image's or a text file's name."""
+    suffix = os.path.splitext(os.fspath(uri).split("?")[0])[1].lower()
+    if suffix != FLOW_SUFFIX:
+        raise ValueError(f"{os.fspath(uri)}: unsupported flow suffix {suffix or '(none)'!r}; "
+                         f"a flow is written as Middlebury {FLOW_SUFFIX} (name it *{FLOW_SUFFIX})")
+
+
 def encode_flo(flow: Tensor) -> bytes:
     """One flow ``(1, 2, H, W)`` or ``(2, H, W)`` as Middlebury ``.flo`` bytes (float32)."""
     if flow.dim() == 4:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from lwst import __version__, item_files, storage
@@ -22,6 +23,7 @@ from lwst.config import StylizeConfig, to_params, validate
 from lwst.devices import resolve_device
 from lwst.flow import (
     FlowStats,
+    check_flow_name,
     encode_flo,
     flow_picture,
     flow_stats,
@@ -29,7 +31,16 @@ from lwst.flow import (
     resize_flow,
     warp_image,
 )
-from lwst.image_io import check_size, encode_image, output_format, read_image, resize_longest
+from lwst.image_io import (
+    ImageInputError,
+    as_image,
+    check_min_side,
+    check_size,
+    encode_image,
+    output_format,
+    read_image,
+    resize_longest,
+)
 from lwst.inpaint import InpaintResult, inpaint_holes
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
@@ -40,6 +51,7 @@ from lwst.warp_safety import FieldSafety, field_safety, scaled_field
 from lwst.warping import WarpEstimate, estimate_warp
 
 ProgressFn = Callable[[str, int, int], None]
+ImageLike = Tensor | Image.Image
 
 
 @dataclass
@@ -101,26 +113,49 @@ def apply_geometry(
 
 
 def stylize(
-    content: Tensor,
-    geometry: Tensor | None,
-    texture: Tensor | None,
-    config: StylizeConfig,
+    content: ImageLike,
+    geometry: ImageLike | None,
+    texture: ImageLike | None,
+    config: StylizeConfig | None = None,
     progress: ProgressFn | None = None,
     warp_estimate: WarpEstimate | None = None,
 ) -> StylizeResult:
-    """Run the item on tensors ``(1, 3, H, W)`` in [0, 1]; content is resized to ``config.size``.
+    """Run the item on images; content is resized to ``config.size``.
+
+    Each image is a tensor ``(1, 3, H, W)`` or ``(3, H, W)``, float in [0, 1] (what
+    `lwst.image_io.read_image` gives) or uint8 (``torchvision.io.read_image``), or a PIL image;
+    anything else (0..255 floats, NaN, channels last, a batch, 4 channels, a side under 8 px)
+    is refused up front with one ValueError naming the argument (`lwst.image_io.as_image`).
+    ``config`` None: the defaults (`StylizeConfig()`).
 
     ``warp_estimate`` (from `lwst.warping.estimate_warps`, e.g. a batched GPU pass) replaces the
     estimation from ``geometry``.
     """
+    if config is None:
+        config = StylizeConfig()
+    elif not isinstance(config, StylizeConfig):
+        raise ValueError("config must be a lwst.config.StylizeConfig (None: the defaults), "
+                         f"got {type(config).__name__}")
     validate(config)
+    given = {"content": as_image(content, "content", check_side=False),
+             "geometry": None if geometry is None else as_image(geometry, "geometry",
+                                                                check_side=False),
+             "texture": None if texture is None else as_image(texture, "texture",
+                                                              check_side=False)}
+    content, geometry, texture = given.values()
+    sized = resize_longest(content, config.size)
+    # The sizes the stages need first (their reasons say what to change), then the minimum
+    # side of what was given (a 4 x 4 content would pass the first, upscaled 128 times).
+    check_fits(*sized.shape[-2:], f"the content at size {config.size}", texture is not None)
+    if texture is not None:
+        check_fits(*texture.shape[-2:], "the texture exemplar", True)
+    for name, image in given.items():
+        if image is not None:
+            check_min_side(image, name)
     device = resolve_device(config.device)
     vgg = load_vgg19(config.vgg_weights, device=device)
     torch.manual_seed(config.seed)
-    content = resize_longest(content, config.size).to(device)
-    check_fits(*content.shape[-2:], f"the content at size {config.size}", texture is not None)
-    if texture is not None:
-        check_fits(*texture.shape[-2:], "the texture exemplar", True)
+    content = sized.to(device)
     warp = None
     if item_files.warps(geometry is not None or warp_estimate is not None, config):
         if progress:
@@ -181,6 +216,19 @@ def check_item_outputs(content: str, geometry: str | None, texture: str | None, 
     for uri in (output, warped_out, flow_vis_out):
         if uri:
             output_format(uri)
+    if flow_out:
+        check_flow_name(flow_out)
+
+
+def read_input(role: str, uri: str, max_side: int | None = None,
+               analysis_side: int | None = None, **storage_options: object) -> Tensor:
+    """`lwst.image_io.read_image` of an item's ``role`` input (content, geometry, texture); a
+    refusal names the role first, as a storage failure's row does (`lwst.failures`):
+    ``geometry /data/g.jpg: corrupt or truncated image (...)``."""
+    try:
+        return read_image(uri, max_side, analysis_side=analysis_side, **storage_options)
+    except ImageInputError as exc:
+        raise ImageInputError(f"{role} {exc}") from None
 
 
 def stylize_files(
@@ -211,11 +259,14 @@ def stylize_files(
     check_item_outputs(content, geometry, texture, output, warped_out, flow_out, flow_vis_out)
     record = empty_record(item_id, run_id)
     record.update(content=content, geometry=geometry, texture=texture)
-    content_img = read_image(content, **opts)
+    # Each input at the size it is used at (a 50 MP photo is never held whole): the content at
+    # the output size, the geometry exemplar as the warp's analysis view.
+    content_img = read_input("content", content, config.size, **opts)
     needs_geometry = geometry and warp_estimate is None
-    geometry_img = read_image(geometry, **opts) if needs_geometry else None
+    geometry_img = (read_input("geometry", geometry, analysis_side=config.warp.analysis_size,
+                               **opts) if needs_geometry else None)
     style_side = config.render.style_size or config.size
-    texture_img = read_image(texture, style_side, **opts) if texture else None
+    texture_img = read_input("texture", texture, style_side, **opts) if texture else None
     result = stylize(content_img, geometry_img, texture_img, config, progress=progress,
                      warp_estimate=warp_estimate if geometry else None)
     return write_item(record, result, config, output, warped_out, flow_out, opts, flow_vis_out)

@@ -26,11 +26,19 @@ from torch import Tensor
 
 from lwst import item_files, storage
 from lwst.config import StylizeConfig, validate
-from lwst.image_io import check_size, output_format, read_image, resize_longest
+from lwst.flow import check_flow_name
+from lwst.image_io import check_size, output_format
 from lwst.metadata import empty_record
 from lwst.renderers import render_batch
 from lwst.safety import check_fits, check_outputs_apart
-from lwst.stylize import StylizeResult, WarpOutcome, apply_geometry, resolve_device, write_item
+from lwst.stylize import (
+    StylizeResult,
+    WarpOutcome,
+    apply_geometry,
+    read_input,
+    resolve_device,
+    write_item,
+)
 from lwst.vgg import load_vgg19
 from lwst.warping import BATCHED_METHODS, estimate_warps
 
@@ -75,15 +83,20 @@ def _load(item: BatchItem, config: StylizeConfig, device: torch.device, opts: di
     for uri in (item.output, item.warped_out, item.flow_vis_out):
         if uri:
             output_format(uri)
-    content = resize_longest(read_image(item.content, **opts), config.size).to(device)
+    if item.flow_out:
+        check_flow_name(item.flow_out)
+    # Each input at the size it is used at (`lwst.stylize.stylize_files`): a chunk holds all
+    # its items' inputs at once, so a 50 MP geometry exemplar must not be held whole.
+    content = read_input("content", item.content, config.size, **opts).to(device)
     check_fits(*content.shape[-2:], f"the content at size {config.size}", bool(item.texture))
-    geometry = (read_image(item.geometry, **opts).to(device)
+    geometry = (read_input("geometry", item.geometry, analysis_side=config.warp.analysis_size,
+                           **opts).to(device)
                 if item_files.warps(bool(item.geometry), config) else None)
     texture = None
     if item.texture:
         if item.texture not in textures:
             style_side = config.render.style_size or config.size
-            texture = read_image(item.texture, style_side, **opts).to(device)
+            texture = read_input("texture", item.texture, style_side, **opts).to(device)
             check_fits(*texture.shape[-2:], "the texture exemplar", True)
             textures[item.texture] = texture
         texture = textures[item.texture]

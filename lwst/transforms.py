@@ -10,7 +10,9 @@
 uint8), a ``torchvision.tv_tensors.Image`` or a PIL image, and repaints each image, independently
 with probability ``p``, with a random style drawn from a folder or list, at a random
 ``style_strength`` in ``alpha``. The output has the input's type, shape and dtype (PIL: mode and
-size). Put it before ``Normalize``: float input outside [0, 1] is refused, not guessed at.
+size; 16-bit, 32-bit integer and float greyscale PIL images are stylised in their own range,
+0..65535 for ``I;16``, and come back grey in it). Put it before ``Normalize``: float input
+outside [0, 1] is refused, not guessed at.
 
 Worker safety: nothing heavy is built in ``__init__``. VGG, the decoders and the style images
 load on first use inside the process that calls the transform (each DataLoader worker loads its
@@ -32,6 +34,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -41,7 +44,7 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from lwst import storage
 from lwst.config import RenderConfig
 from lwst.devices import device_problem
-from lwst.image_io import MIN_SIDE, ImageInputError, read_image, resize_longest
+from lwst.image_io import MIN_SIDE, ImageInputError, read_image, resize_longest, value_scale
 from lwst.renderers import RENDERERS, render_batch
 from lwst.vgg import load_vgg19
 
@@ -49,6 +52,11 @@ StyleSource = str | Path | Tensor
 ImageLike = Tensor | Image.Image
 
 RANGE_TOLERANCE = 1e-3  # float input may overshoot [0, 1] by this much (resampling ringing)
+# Greyscale modes deeper than 8 bits, stylised in their own range (`_stylize_deep`): the numpy
+# layout of each mode's raw bytes.
+DEEP_LAYOUTS = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4",
+                "F": "=f4"}
+LUMA_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 
 
 def _style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource]:
@@ -236,8 +244,30 @@ class RandomStylize:
                                                styled)
         return styled if image.dim() == 4 else styled[0]
 
+    def _stylize_deep(self, image: Image.Image) -> Image.Image:
+        """16-bit, 32-bit integer and float greyscale (``I;16``, ``I``, ``F``): stylised in the
+        input's own range (`lwst.image_io.value_scale`: 0..65535 for 16-bit, the data's for
+        the others), returned as grey in the same mode and range. ``convert("RGB")`` would clip
+        them to 0..255 first (a 16-bit photo saturated to white)."""
+        scale = value_scale(image, "RandomStylize: the PIL image")
+        values = np.asarray(image, dtype=np.float64) / scale
+        grey = torch.from_numpy(np.clip(values, 0.0, 1.0).astype(np.float32))
+        tensor = grey.unsqueeze(0).expand(3, -1, -1).contiguous()
+        out = self._stylize_tensor(tensor)
+        if out is tensor:
+            return image
+        luma = (LUMA_WEIGHTS.to(out.dtype).view(3, 1, 1) * out).sum(0).clamp(0, 1).numpy()
+        back = luma.astype(np.float64) * scale
+        if image.mode != "F":
+            back = np.rint(back)
+        layout = DEEP_LAYOUTS[image.mode]
+        return Image.frombytes(image.mode, image.size,
+                               np.ascontiguousarray(back.astype(layout)).tobytes())
+
     def _stylize_pil(self, image: Image.Image) -> Image.Image:
         """PIL in, PIL out with the same mode and size, as torchvision transforms do."""
+        if image.mode in DEEP_LAYOUTS:
+            return self._stylize_deep(image)
         tensor = pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
         out = self._stylize_tensor(tensor)
         return image if out is tensor else _restore_mode(to_pil_image(out, "RGB"), image)

@@ -57,7 +57,8 @@ def _estimate(items: list[Item], out: str, run_id: str, opts: dict[str, Any]) ->
     for item in items:
         try:
             content = read_image(item.content, config.size, **opts)
-            exemplar = read_image(item.geometry, **opts)
+            exemplar = read_image(item.geometry, analysis_side=config.warp.analysis_size,
+                                  **opts)
         except (ImageInputError, OSError):
             continue
         readable.append(item)

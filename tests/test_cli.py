@@ -183,7 +183,7 @@ def _stylize_coffee(out: Path, *args: str) -> int:
     [
         (["--size", "100000"], "outside the supported range"),
         (["--size", "2"], "outside the supported range"),
-        (["--warp-strength", "-1"], "warp_strength"),
+        (["--warp-strength", "-1"], "--warp-strength must be within 0..4, got -1.0"),
         (["--iterations", "a,b"], "iterations: expected comma-separated integers such as "
                                   "100,60,30, got 'a,b'"),
     ],

@@ -324,7 +324,7 @@ def test_style_strength_outside_unit_interval_is_refused(tmp_path, capsys):
     code = main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
                  str(EXAMPLES / "texture_strokes.jpg"), "--out", str(tmp_path / "o.png"),
                  "--renderer", "wct", "--style-strength", "1.5", "--quiet"])
-    assert code == 2 and "style_strength" in capsys.readouterr().err
+    assert code == 2 and "--style-strength must be within 0..1" in capsys.readouterr().err
 
 
 def test_decoders_load_once_per_process_and_device():
