@@ -201,10 +201,11 @@ def test_bad_manifest_is_refused_before_any_work(tmp_path: Path):
     assert not out.exists()
 
 
+SLOWER = {**FAST, "iterations": [4]}  # slow enough to be killed mid-run
 KILL_SCRIPT = """
 import sys
 from flows.stylize_dataset import stylize_dataset
-stylize_dataset(sys.argv[1], sys.argv[2], overrides={**FAST, "iterations": [4]}, run_id="killed")
+stylize_dataset(sys.argv[1], sys.argv[2], overrides=SLOWER, run_id="killed")
 """
 
 
@@ -214,7 +215,7 @@ def test_kill_9_mid_run_then_next_run_does_exactly_the_rest(image_folder: Path, 
              "texture": str(styles / f"style{i % 2}.png"), "seed": i} for i in range(5)]
     manifest = write_manifest_csv(tmp_path / "m.csv", rows)
     out = tmp_path / "out"
-    script = f"FAST = {FAST!r}\n{KILL_SCRIPT}"
+    script = f"SLOWER = {SLOWER!r}\n{KILL_SCRIPT}"
     process = subprocess.Popen([sys.executable, "-c", script, str(manifest), str(out)],
                                env=os.environ.copy(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -237,7 +238,8 @@ def test_kill_9_mid_run_then_next_run_does_exactly_the_rest(image_folder: Path, 
     recorded = {p.stem for p in (out / "metadata" / "_journal" / "killed").glob("*.parquet")}
     assert recorded <= done_before
 
-    summary = _flow()(str(manifest), str(out), overrides=FAST, run_id="resumed")
+    # The same settings: with others, the recorded items would be redone, rightly.
+    summary = _flow()(str(manifest), str(out), overrides=SLOWER, run_id="resumed")
     table = dataset.read_metadata(str(out))
     resumed = table.filter(pc.equal(table["run_id"], "resumed")).to_pylist()
     ok_now = {r["id"] for r in resumed if r["status"] == "ok"}
