@@ -21,13 +21,11 @@ crop bank is built where it can be.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TextIO
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +45,13 @@ from lwst.decoders import (
 from lwst.feature_transforms import adain, mean_std
 from lwst.image_io import ImageInputError, read_image
 from lwst.interrupts import ctrl_c_held
-from lwst.loss_log import keep_rows_through
-from lwst.safety import BadCheckpointError, first_non_finite, load_weights_only
+from lwst.loss_log import LossLog
+from lwst.lr_schedule import warmup_cosine, warmup_cosine_factor, warmup_steps
+from lwst.manifest import PATH_COLUMNS
+from lwst.safety import BadCheckpointError, first_non_finite, load_weights_only, save_atomic
 from lwst.storage import IMAGE_SUFFIXES
 from lwst.vgg import STYLE_LAYERS, VGG19Features, load_vgg19, native_bfloat16
-from lwst.warpnet.bank import gather_images, manifest_table
+from lwst.warpnet.bank import gather_images, manifest_images, read_training_manifest
 from lwst.warpnet.split import training_files
 
 ADAIN_LEVEL = 4
@@ -59,7 +59,7 @@ ADAIN_STYLE_LAYERS = STYLE_LAYERS[:4]  # relu1_1 .. relu4_1
 PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_WIDTH = 4.0  # 1 is VGG's own width; beyond a few times that is a typo, not a decoder
 MAX_SEED = 2**32 - 1
-MANIFEST_COLUMNS = ("content", "geometry", "texture")  # those `gather_images` reads
+MANIFEST_COLUMNS = PATH_COLUMNS  # those a manifest names images in (`manifest_images`)
 # What a resume may change: how long and where it trains, not what it trains (docs/decoder_card.md).
 RESUMABLE = ("steps", "max_seconds", "checkpoint_every", "device", "precision", "log")
 
@@ -195,27 +195,26 @@ class ImageSet:
     held_out: int
 
 
-def _manifest_columns(source: Path, option: str) -> list[str]:
-    """A manifest's column names, read as `gather_images` reads it (by suffix)."""
-    try:
-        table = manifest_table(source, header_only=True)
-    except ValueError as exc:
-        raise DecoderTrainingError(f"{option} {exc}") from None
-    return [str(c) for c in table.columns]
-
-
 def _listed(source: Path, option: str) -> list[Path]:
-    """The image files one ``--images`` / ``--styles`` source names."""
+    """The image files one ``--images`` / ``--styles`` source names (a manifest is read and
+    resolved as `lwst run` reads it, `read_training_manifest`)."""
     if source.is_dir():
         return gather_images([source])
     _require(source.exists(), f"{option} {source}: no such folder or manifest")
     _require(source.suffix.lower() not in IMAGE_SUFFIXES,
              f"{option}: {source} is an image, expected a folder or a CSV manifest "
              "(or Parquet, JSON Lines)")
-    columns = _manifest_columns(source, option)
+    try:
+        table = read_training_manifest(source)
+    except ValueError as exc:
+        raise DecoderTrainingError(f"{option} {exc}") from None
+    columns = [str(c) for c in table.columns]
     _require(any(c in columns for c in MANIFEST_COLUMNS),
              f"{source}: no content column (columns: {', '.join(columns)[:160] or 'none'})")
-    return gather_images([source])
+    try:
+        return manifest_images(table, source)
+    except ValueError as exc:
+        raise DecoderTrainingError(f"{option} {exc}") from None
 
 
 def training_images(sources: Sequence[str], option: str, what: str) -> ImageSet:
@@ -398,11 +397,6 @@ def _relative(x: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(x, target) / target.pow(2).mean().clamp_min(1e-12)
 
 
-def warmup_steps(config: DecoderTrainConfig) -> int:
-    """``warmup``, but at most a tenth of ``steps``: a short run still decays its rate."""
-    return min(config.warmup, config.steps // 10)
-
-
 def _progress(step: int, seconds: float, config: DecoderTrainConfig) -> float:
     """Share of the run done: by steps, or by ``max_seconds`` of training if that comes first
     (a time-boxed run still ends its cosine decay; its log records the steps it took)."""
@@ -410,11 +404,12 @@ def _progress(step: int, seconds: float, config: DecoderTrainConfig) -> float:
     return max(by_steps, seconds / config.max_seconds) if config.max_seconds else by_steps
 
 
-def _lr_at(step: int, progress: float, config: DecoderTrainConfig) -> float:
-    warmup = warmup_steps(config)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+def _lr_factor(run: _Run) -> Callable[[int], float]:
+    """The share of ``--lr`` each step trains at: warm-up, then a cosine to 0 over the run's
+    progress (by steps or by time, `_progress`; read from ``run`` as it trains)."""
+    warmup = warmup_steps(run.config.warmup, run.config.steps)
+    return lambda step: warmup_cosine_factor(step, warmup,
+                                             _progress(step, run.seconds, run.config))
 
 
 class _Objective:
@@ -466,30 +461,6 @@ class _Objective:
 # Files written while training
 
 
-class LossLog:
-    """The CSV loss log, one row per step with "\\n" line ends, flushed as it goes. A resume
-    first drops the rows past the state's step: those steps are trained again."""
-
-    def __init__(self, path: Path, step: int):
-        self.path = path
-        self.header = step > 0 and bool(keep_rows_through(path, step))
-        self.file: TextIO | None = None
-        self.writer: csv.DictWriter | None = None
-
-    def write(self, row: dict[str, object]) -> None:
-        if self.writer is None:
-            self.file = self.path.open("a" if self.header else "w", newline="")
-            self.writer = csv.DictWriter(self.file, fieldnames=list(row), lineterminator="\n")
-            if not self.header:
-                self.writer.writeheader()
-        self.writer.writerow(row)
-        self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
 def _make_folder(folder: Path) -> list[Path]:
     """``mkdir -p``; the folders it created, outermost first (removed again if the run fails
     before it saved anything)."""
@@ -514,16 +485,10 @@ class _Run:
 
     def save(self) -> None:
         """Write the state, then the decoder, each atomically."""
-        state = self.files.state
-        tmp = state.with_name(f".lwst-{state.name}.tmp")
-        try:
-            torch.save({"decoder": self.decoder.state_dict(),
-                        "optimizer": self.optimizer.state_dict(), "step": self.step,
-                        "seconds": self.seconds, "settings": run_settings(self.config),
-                        "init": self.origin, "config": asdict(self.config)}, tmp)
-            tmp.replace(state)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_atomic({"decoder": self.decoder.state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "step": self.step,
+                     "seconds": self.seconds, "settings": run_settings(self.config),
+                     "init": self.origin, "config": asdict(self.config)}, self.files.state)
         save_decoder(self.decoder, self.files.out, self.config.kind, self.vgg_source,
                      note=f"{self.step} steps, batch {self.config.batch_size}, "
                      f"{self.config.crop} px crops")
@@ -556,11 +521,10 @@ def _train_steps(run: _Run, objective: _Objective, device: torch.device, use_bf1
     """Train until the schedule ends; a step whose loss is not finite stops the run, keeping
     the last checkpoint."""
     config = run.config
+    schedule = warmup_cosine(run.optimizer, config.lr, _lr_factor(run), run.step)
     while _progress(run.step, run.seconds, config) < 1.0:
         t0 = time.perf_counter()
-        lr = _lr_at(run.step, _progress(run.step, run.seconds, config), config)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
+        lr = run.optimizer.param_groups[0]["lr"]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss, parts = objective(run.decoder, run.step)
         value = float(loss.detach())
@@ -581,6 +545,7 @@ def _train_steps(run: _Run, objective: _Objective, device: torch.device, use_bf1
                     + (f" (delete {run.files.state})" if run.saved_step else ""))
             run.step += 1
             run.seconds += time.perf_counter() - t0
+            schedule.step()  # the rate of the next step, from the steps and seconds done
             log.write({"step": run.step, "loss": value, **parts, "lr": lr,
                        "seconds": round(run.seconds, 2)})
             if run.step % config.checkpoint_every == 0:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from lwst.safety import BadCheckpointError, load_weights_only
+from lwst.safety import BadCheckpointError, load_weights_only, save_atomic
 
 # Channels and convolutions of VGG-19's five blocks.
 VGG_CHANNELS = (64, 128, 256, 512, 512)
@@ -118,13 +117,7 @@ def save_decoder(decoder: Decoder, path: str | Path, kind: str, vgg_weights: str
     ident = decoder_id(state)
     payload = {"format": FORMAT, "kind": kind, "level": decoder.level, "width": decoder.width,
                "vgg_weights": vgg_weights, "id": ident, "note": note, "state_dict": state}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".lwst-{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    save_atomic(payload, path)
     return ident
 
 

@@ -1,10 +1,12 @@
-"""A training run's CSV loss log on resume: the rows past the checkpoint are dropped, since
-those steps are trained again (each step logged once). Shared by both trainers."""
+"""A training run's CSV loss log, shared by both trainers: one row per step, "\\n" line ends,
+flushed as it goes. On resume the rows past the checkpoint are dropped, since those steps are
+trained again (each step logged once)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TextIO
 
 
 def _step_of(row: list[str], column: int) -> int | None:
@@ -31,3 +33,38 @@ def keep_rows_through(path: Path, step: int) -> list[list[str]]:
         csv.writer(f, lineterminator="\n").writerows(kept)
     tmp.replace(path)
     return kept
+
+
+class LossLog:
+    """The CSV loss log at ``path`` of a run that trains step ``step + 1`` next. A resume
+    (``step > 0``) first drops the rows past ``step``; a new run replaces the file. The
+    header is the first row's keys, written (with the first row) unless kept from before."""
+
+    def __init__(self, path: Path, step: int):
+        self.path = path
+        self.kept = keep_rows_through(path, step) if step > 0 else []
+        self.header = bool(self.kept)
+        self.file: TextIO | None = None
+        self.writer: csv.DictWriter | None = None
+
+    def last(self, column: str) -> float:
+        """``column``'s value in the last row kept from before (0.0 without one): where a
+        resumed run's running total (``seconds``) goes on from."""
+        if len(self.kept) < 2 or column not in self.kept[0]:
+            return 0.0
+        row = self.kept[-1]
+        index = self.kept[0].index(column)
+        return float(row[index]) if index < len(row) and row[index] else 0.0
+
+    def write(self, row: dict[str, object]) -> None:
+        if self.writer is None:
+            self.file = self.path.open("a" if self.header else "w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row), lineterminator="\n")
+            if not self.header:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

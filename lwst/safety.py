@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 
@@ -83,6 +84,15 @@ def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint",
             f"{what} {os.fspath(path)}: holds NaN or infinite values (first in '{bad}'): the "
             "weights of a training run that diverged")
     return payload
+
+
+def save_atomic(obj: object, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` so that a reader sees the old file or the whole new one, never a torn
+    write (a Ctrl-C or a full disk mid-checkpoint): serialised in memory, then written by
+    `lwst.storage.write_bytes_atomic` (which also creates the folder)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    storage.write_bytes_atomic(path, buffer.getvalue())
 
 
 def first_non_finite(payload: object, prefix: str = "") -> str | None:

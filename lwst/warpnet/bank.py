@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,6 +27,8 @@ from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import analysis_view, normalised_features
 from lwst.flow import base_grid, resize_flow
 from lwst.image_io import read_image
+from lwst.manifest import PATH_COLUMNS, ManifestError, base_location, read_table, resolve_path
+from lwst.safety import save_atomic
 from lwst.vgg import VGG19Features
 from lwst.warpnet.synthetic import make_pair
 
@@ -92,10 +95,7 @@ def cache_image(
         "flow": coarse_flow(flows).cpu(),
         "kinds": ["original", *tiers] + ["painted"] * len(painted),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(record, tmp)
-    tmp.replace(out)
+    save_atomic(record, out)
     return out
 
 
@@ -255,25 +255,38 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     )
 
 
-def manifest_table(src: Path, header_only: bool = False):  # noqa: ANN201 (a DataFrame)
-    """A training manifest (CSV, Parquet or JSON lines, by suffix) as a DataFrame, or one
-    line saying it cannot be read; ``header_only`` reads a CSV's columns alone."""
-    import pandas as pd
-
+def read_training_manifest(src: Path) -> pd.DataFrame:
+    """A training manifest, read as `lwst run` reads one (`lwst.manifest.read_table`: CSV,
+    Parquet or JSON Lines by suffix, cells as text), or one line saying it cannot be read."""
     try:
-        if src.suffix == ".parquet":
-            return pd.read_parquet(src)
-        if src.suffix in (".jsonl", ".json"):
-            return pd.read_json(src, lines=True)
-        return pd.read_csv(src, nrows=0 if header_only else None)
-    except (ValueError, OSError, UnicodeDecodeError, ImportError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ValueError(f"{src}: not a readable manifest ({reason})") from None
+        return read_table(str(src))
+    except ManifestError as exc:
+        raise ValueError(f"{src}: not a readable manifest ({'; '.join(exc.problems)[:160]})"
+                         ) from None
+
+
+def manifest_images(table: pd.DataFrame, src: Path) -> list[Path]:
+    """The image files a manifest's content, geometry and texture columns name, resolved as
+    `lwst run` resolves them: stripped, relative to the manifest's folder (`base_location`,
+    `resolve_path`). Training reads local files: a URI is refused in one line."""
+    base = base_location(str(src))
+    files: list[Path] = []
+    for column in (c for c in PATH_COLUMNS if c in table):
+        for value in table[column]:
+            entry = str(value).strip() if value is not None else ""  # as `validate_table`
+            if not entry:
+                continue
+            path = resolve_path(entry, base)
+            if not storage.is_local(path):
+                raise ValueError(f"{src}: {entry} is not a local file (training reads local "
+                                 "images only)")
+            files.append(storage.local_path(path))
+    return files
 
 
 def gather_images(sources: Sequence[str | Path]) -> list[Path]:
     """Image files from folders (their own files, `lwst.storage.list_images`) and manifests
-    (CSV/Parquet/JSONL columns), for training."""
+    (CSV/Parquet/JSONL columns, `manifest_images`), for training."""
     files: list[Path] = []
     for src in map(Path, sources):
         if src.is_dir():
@@ -282,11 +295,9 @@ def gather_images(sources: Sequence[str | Path]) -> list[Path]:
         if src.suffix.lower() in storage.IMAGE_SUFFIXES:
             raise ValueError(f"{src} is an image: expected a folder of images or a manifest "
                              "(CSV/Parquet/JSONL)")
-        table = manifest_table(src)
-        columns = [c for c in ("content", "geometry", "texture") if c in table]
-        if not columns:
+        table = read_training_manifest(src)
+        if not any(c in table for c in PATH_COLUMNS):
             raise ValueError(f"{src}: no content, geometry or texture column (columns: "
                              f"{', '.join(map(str, table.columns)) or 'none'})")
-        for column in columns:
-            files += [src.parent / v for v in table[column].dropna().astype(str)]
+        files += manifest_images(table, src)
     return sorted(set(files))

@@ -8,7 +8,6 @@ final one -> AdamW, warm-up + cosine decay. Seeded; resumable checkpoints; a CSV
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 import time
@@ -24,7 +23,9 @@ from lwst.config import ANALYSIS_SIZE
 from lwst.devices import device_problem
 from lwst.flow import hole_mask, resize_flow
 from lwst.interrupts import ctrl_c_held
-from lwst.loss_log import keep_rows_through
+from lwst.loss_log import LossLog
+from lwst.lr_schedule import warmup_cosine, warmup_cosine_factor, warmup_steps
+from lwst.safety import first_non_finite, save_atomic
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warp_safety import jacobian_determinant, masked_variance
 from lwst.warpnet.bank import (
@@ -136,19 +137,13 @@ def pair_weights(bank: FeatureBank, original_content: float) -> Tensor:
     return weights.float()
 
 
-def warmup_steps(cfg: TrainConfig) -> int:
-    """The warm-up, at most a tenth of the run (at least one step): a run shorter than its
-    warm-up would never decay its learning rate and end at the peak. The shipped recipes (100
-    of 1500-4000 steps) are unchanged."""
-    return min(cfg.warmup, max(cfg.steps // 10, 1))
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    warmup = warmup_steps(cfg)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(cfg.steps - warmup, 1)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The share of ``--lr`` each step trains at: warm-up (`warmup_steps`; the shipped recipes'
+    100 of 1500-4000 steps are unchanged), then a cosine down to 5% over the remaining steps."""
+    warmup = warmup_steps(cfg.warmup, cfg.steps)
+    floor = 0.05
+    return lambda step: warmup_cosine_factor(
+        step, warmup, (step - warmup) / max(cfg.steps - warmup, 1), floor)
 
 
 class TrainingDivergedError(ValueError):
@@ -325,9 +320,7 @@ def save_checkpoint(
 ) -> None:
     """Full training state (model, optimiser, step, config, RNG, the id of the weights it was
     fine-tuned from), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(
+    save_atomic(
         {
             "model": model.state_dict(),
             "model_config": model.cfg.to_dict(),
@@ -337,9 +330,8 @@ def save_checkpoint(
             "rng": rng.get_state(),
             "fine_tuned_from": fine_tuned_from,
         },
-        tmp,
+        path,
     )
-    tmp.replace(path)
 
 
 def model_config(cfg: TrainConfig, init: dict | None = None) -> WarpNetConfig:
@@ -363,8 +355,57 @@ def load_initial_weights(model: WarpNet, weights: dict[str, Tensor]) -> None:
                          f"unexpected {unexpected}")
 
 
-def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
-    """Run (or resume) training; returns the checkpoint path."""
+@dataclass
+class TrainingPairs:
+    """What batches are drawn from: the bank, its pairs' sampling weights, the cross-image
+    candidates (None without cross pairs) and how many of a batch's items are synthetic."""
+
+    bank: FeatureBank
+    weights: Tensor
+    cross: tuple[Tensor, Tensor] | None
+    synthetic: int  # each batch's first items; its cross pairs follow
+
+    @classmethod
+    def of(cls, bank: FeatureBank, cfg: TrainConfig) -> TrainingPairs:
+        n_cross = round(cfg.cross_pairs * cfg.batch_size)
+        cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
+        return cls(bank, pair_weights(bank, cfg.original_content), cross,
+                   cfg.batch_size - n_cross)
+
+
+@dataclass
+class TrainingRun:
+    """One run's network, optimiser, schedule and sampling RNG, and the steps it has done."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    model: WarpNet
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    rng: torch.Generator
+    start: int  # the step it started (or resumed) at
+    done: int  # completed steps: what a checkpoint (and Ctrl-C) saves
+    fine_tuned_from: str | None
+
+    def update(self) -> None:
+        """Apply the step's gradients (refusing weights that became NaN or infinite), count
+        the step done and set the next one's learning rate."""
+        self.optimiser.step()
+        if first_non_finite(dict(self.model.named_parameters())) is not None:
+            raise_diverged(self.done + 1, "weights NaN or infinite after the update", self.out)
+        self.done += 1
+        self.schedule.step()
+
+    def save(self) -> None:
+        save_checkpoint(self.out, self.model, self.optimiser, self.done, self.cfg, self.rng,
+                        self.fine_tuned_from)
+
+
+def prepare(cfg: TrainConfig, progress: Callable[[str], None] = print,
+            ) -> tuple[TrainingRun, TrainingPairs]:
+    """Check the settings, build (``build_cache``) and load the bank, then set up the run:
+    from scratch, from ``--init``'s weights, or resumed from ``cfg.out``."""
     check_config(cfg)
     out = Path(cfg.out)
     if out.exists() and not cfg.resume:
@@ -373,10 +414,26 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
     torch.set_num_threads(cfg.threads)
     if cfg.build_cache:
         prepare_bank(cfg, progress)
-    device = torch.device(cfg.device)
     bank = load_bank(Path(cfg.cache_dir))
     progress(f"bank: {len(bank.images)} images in {len(bank.names)} records, "
              f"{bank.features.shape[0]} views, {len(bank)} pairs")
+    run = _start_run(cfg, out, bank, progress)
+    pairs = TrainingPairs.of(bank, cfg)
+    n_cross = cfg.batch_size - pairs.synthetic
+    if pairs.cross is not None:
+        progress(f"cross-image pairs: {n_cross} of {cfg.batch_size} per batch, "
+                 f"from {pairs.cross[0].numel()} candidates")
+    elif cfg.cross_pairs:
+        progress(f"cross_pairs {cfg.cross_pairs} is under one pair of a batch of "
+                 f"{cfg.batch_size}: training on synthetic pairs only")
+    return run, pairs
+
+
+def _start_run(cfg: TrainConfig, out: Path, bank: FeatureBank,
+               progress: Callable[[str], None]) -> TrainingRun:
+    """The network (architecture, ``--init`` weights), optimiser, schedule and RNG, at step 0
+    or at the step of the checkpoint ``out`` that ``--resume`` continues."""
+    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     init = read_checkpoint(cfg.init) if cfg.init else None
     arch = model_config(cfg, init)
@@ -406,83 +463,69 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         # The run's own record: the --init file may have been replaced since (by --export).
         fine_tuned_from = state.get("fine_tuned_from", fine_tuned_from)
         progress(f"resumed from {out} at step {start}")
-    weights = pair_weights(bank, cfg.original_content)
-    n_cross = round(cfg.cross_pairs * cfg.batch_size)
-    synthetic = cfg.batch_size - n_cross  # each batch's first items; its cross pairs follow
-    cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
-    if cross is not None:
-        progress(f"cross-image pairs: {n_cross} of {cfg.batch_size} per batch, "
-                 f"from {cross[0].numel()} candidates")
-    elif cfg.cross_pairs:
-        progress(f"cross_pairs {cfg.cross_pairs} is under one pair of a batch of "
-                 f"{cfg.batch_size}: training on synthetic pairs only")
-    elapsed = 0.0
-    if cfg.log:
-        Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
-        elapsed = trim_log(Path(cfg.log), start)
-    log_file = open(cfg.log, "a", newline="") if cfg.log else None  # noqa: SIM115
-    writer = csv.writer(log_file, lineterminator="\n") if log_file else None
-    if writer and log_file.tell() == 0:
-        names = ["affine", "global"] + [f"iter{i + 1}" for i in range(model.cfg.iters)]
-        names += [f"fine{i + 1}" for i in range(model.cfg.fine_iters)]
-        writer.writerow(
-            [
-                "step",
-                "loss",
-                "flow_loss",
-                "weak_loss",
-                *[f"epe_{n}" for n in names],
-                "lr",
-                "seconds",
-                "pairs",
-                "cross_weak_loss",
-                "cross_melt",
-            ]
-        )
-    started = time.perf_counter() - elapsed
-    model.train()
-    last = min(cfg.steps, cfg.until or cfg.steps)
-    done = start  # completed steps: what Ctrl-C saves
+    schedule = warmup_cosine(optimiser, cfg.lr, lr_factor(cfg), start)
+    return TrainingRun(cfg, out, device, model, optimiser, schedule, rng, start, start,
+                       fine_tuned_from)
+
+
+def _open_log(cfg: TrainConfig, start: int) -> LossLog | None:
+    """The run's CSV loss log (``--log``), its rows past ``start`` dropped; None without one."""
+    if not cfg.log:
+        return None
+    Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
+    return LossLog(Path(cfg.log), start)
+
+
+def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
+    """Run (or resume) training; returns the checkpoint path."""
+    run, pairs = prepare(cfg, progress)
+    log = _open_log(cfg, run.start)
     try:
-        for step in range(start, last):
-            if cfg.refresh_bank_every and step > start and step % cfg.refresh_bank_every == 0:
-                bank = load_bank(Path(cfg.cache_dir))
-                weights = pair_weights(bank, cfg.original_content)
-                cross = cross_image_pairs(bank, cfg.cross_neighbours) if n_cross else None
-                progress(f"bank refreshed: {len(bank.images)} images, {len(bank)} pairs")
-            for group in optimiser.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, cfg)
-            terms = batch_loss(model, bank, weights, cross, rng, cfg, synthetic, device)
-            loss = terms.loss
-            if not torch.isfinite(loss):
-                raise_diverged(step + 1, f"loss {loss.item()}", out)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        _train_steps(run, pairs, log, progress)
+    finally:
+        if log:
+            log.close()
+    return run.out
+
+
+def _train_steps(run: TrainingRun, pairs: TrainingPairs, log: LossLog | None,
+                 progress: Callable[[str], None]) -> None:
+    """Train to ``until`` (or ``steps``), checkpointing every ``checkpoint_every`` steps and at
+    the end; Ctrl-C saves the last completed step, then re-raises."""
+    cfg = run.cfg
+    started = time.perf_counter() - (log.last("seconds") if log else 0.0)
+    run.model.train()
+    last = min(cfg.steps, cfg.until or cfg.steps)
+    try:
+        for step in range(run.start, last):
+            if cfg.refresh_bank_every and step > run.start and step % cfg.refresh_bank_every == 0:
+                pairs = TrainingPairs.of(load_bank(Path(cfg.cache_dir)), cfg)
+                progress(f"bank refreshed: {len(pairs.bank.images)} images, "
+                         f"{len(pairs.bank)} pairs")
+            lr = run.optimiser.param_groups[0]["lr"]
+            terms = batch_loss(run.model, pairs.bank, pairs.weights, pairs.cross, run.rng, cfg,
+                               pairs.synthetic, run.device)
+            if not torch.isfinite(terms.loss):
+                raise_diverged(step + 1, f"loss {terms.loss.item()}", run.out)
+            run.optimiser.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
             with ctrl_c_held():  # the weights, ``done``, the log and the checkpoint agree
-                optimiser.step()
-                if not all(torch.isfinite(w).all() for w in model.parameters()):
-                    raise_diverged(step + 1, "weights NaN or infinite after the update", out)
-                done = step + 1
-                if writer:
-                    writer.writerow(log_row(step + 1, terms, optimiser.param_groups[0]["lr"],
-                                            time.perf_counter() - started, len(bank)))
-                    log_file.flush()
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == last:
-                    save_checkpoint(out, model, optimiser, step + 1, cfg, rng, fine_tuned_from)
-                    progress(f"step {step + 1}: loss {loss.item():.3f}, "
+                run.update()
+                if log:
+                    log.write(log_row(run.done, terms, lr, time.perf_counter() - started,
+                                      len(pairs.bank), run.model.cfg))
+                if run.done % cfg.checkpoint_every == 0 or run.done == last:
+                    run.save()
+                    progress(f"step {run.done}: loss {terms.loss.item():.3f}, "
                              f"EPE final {terms.epes[-1].item():.2f} px")
     except KeyboardInterrupt:
-        if done > start:
+        if run.done > run.start:
             with ctrl_c_held():
-                save_checkpoint(out, model, optimiser, done, cfg, rng, fine_tuned_from)
-        progress(f"stopped at step {done}; the checkpoint {out} is saved: the same command "
-                 "with --resume continues")
+                run.save()
+        progress(f"stopped at step {run.done}; the checkpoint {run.out} is saved: the same "
+                 "command with --resume continues")
         raise
-    finally:
-        if log_file:
-            log_file.close()
-    return out
 
 
 def raise_diverged(step: int, what: str, out: Path) -> None:
@@ -533,23 +576,18 @@ def batch_loss(model: WarpNet, bank: FeatureBank, weights: Tensor, cross, rng: t
     return LossTerms(loss, flow_loss, weak_items.mean(), epes, cross_weak, cross_melt)
 
 
-def log_row(step: int, terms: LossTerms, lr: float, seconds: float, pairs: int) -> list:
-    """The loss log's row of one step, in the header's order."""
-    return [step, f"{terms.loss.item():.4f}", f"{terms.flow_loss.item():.4f}",
-            f"{terms.weak.item():.4f}", *[f"{e:.3f}" for e in terms.epes.tolist()],
-            f"{lr:.2e}", f"{seconds:.1f}", pairs,
-            "" if terms.cross_weak is None else f"{terms.cross_weak:.4f}",
-            "" if terms.cross_melt is None else f"{terms.cross_melt:.4f}"]
-
-
-def trim_log(log: Path, step: int) -> float:
-    """Drop a resumed run's log rows after ``step`` (the steps it will train again) and return
-    the seconds the log had reached at ``step``, so the column goes on counting."""
-    rows = keep_rows_through(log, step)
-    if len(rows) < 2 or "seconds" not in rows[0]:
-        return 0.0
-    seconds = rows[-1][rows[0].index("seconds")]
-    return float(seconds) if seconds else 0.0
+def log_row(step: int, terms: LossTerms, lr: float, seconds: float, pairs: int,
+            arch: WarpNetConfig) -> dict[str, object]:
+    """The loss log's row of one step, by column (their order is the log's): the end-point
+    error of each of ``arch``'s intermediate flows, from the affine one to the last fine one."""
+    stages = ["affine", "global", *[f"iter{i + 1}" for i in range(arch.iters)],
+              *[f"fine{i + 1}" for i in range(arch.fine_iters)]]
+    return {"step": step, "loss": f"{terms.loss.item():.4f}",
+            "flow_loss": f"{terms.flow_loss.item():.4f}", "weak_loss": f"{terms.weak.item():.4f}",
+            **{f"epe_{n}": f"{e:.3f}" for n, e in zip(stages, terms.epes.tolist(), strict=True)},
+            "lr": f"{lr:.2e}", "seconds": f"{seconds:.1f}", "pairs": pairs,
+            "cross_weak_loss": "" if terms.cross_weak is None else f"{terms.cross_weak:.4f}",
+            "cross_melt": "" if terms.cross_melt is None else f"{terms.cross_melt:.4f}"}
 
 
 
@@ -568,8 +606,5 @@ def export_checkpoint(train_checkpoint: str | Path, out: str | Path, note: str =
         "note": note,
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save(slim, tmp)
-    tmp.replace(out)
+    save_atomic(slim, out)
     return out
