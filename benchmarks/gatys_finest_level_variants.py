@@ -119,7 +119,7 @@ def main() -> int:
             return image().clamp(0, 1)
 
     def with_sliced_wasserstein(objective, weight: float):
-        from lwst.losses import _as_rgb, objective_terms
+        from lwst.losses import as_rgb, objective_terms
 
         exemplar = resize_longest(texture, max(content.shape[-2:])).clamp(0, 1)
         generator = torch.Generator().manual_seed(0)
@@ -131,7 +131,7 @@ def main() -> int:
             target_norm = float(target_sorted.pow(2).mean())
 
         def evaluate(image):
-            feats = vgg(_as_rgb(image), objective.taps)
+            feats = vgg(as_rgb(image), objective.taps)
             c, s = objective_terms(feats, objective.content_target, objective.targets,
                                    objective.content_norm)
             projected = (directions.T @ feats["relu5_1"].flatten(2)[0]).sort(dim=1).values

@@ -23,11 +23,9 @@ from lwst.flow import base_grid, resize_flow, warp_image
 from lwst.vgg import VGG19Features
 
 ALIGNMENT_TAP = "relu4_1"
-
-
-def l2_normalise(features: Tensor, eps: float = 1e-6) -> Tensor:
-    """Unit-length feature vector at every location of ``(B, C, H, W)``."""
-    return features / features.norm(dim=1, keepdim=True).clamp_min(eps)
+# Floor on a feature vector's length when it is L2-normalised (``F.normalize(x, dim=1, eps=)``):
+# a (near-)zero vector stays (near-)zero instead of blowing up.
+NORM_EPS = 1e-6
 
 
 def analysis_view(image: Tensor, size: int = ANALYSIS_SIZE) -> Tensor:
@@ -41,7 +39,7 @@ def normalised_features(
     vgg: VGG19Features, image: Tensor, taps: tuple[str, ...]
 ) -> dict[str, Tensor]:
     """L2-normalised VGG activations of ``image (B, 3, S, S)`` at the requested taps."""
-    return {name: l2_normalise(feat) for name, feat in vgg(image, taps).items()}
+    return {name: F.normalize(feat, dim=1, eps=NORM_EPS) for name, feat in vgg(image, taps).items()}
 
 
 def global_correlation(exemplar: Tensor, content: Tensor) -> Tensor:
@@ -185,7 +183,8 @@ def alignment_loss_before_after(
     vgg: VGG19Features, content: Tensor, exemplar: Tensor, flow: Tensor
 ) -> tuple[Tensor, Tensor]:
     """``alignment_loss`` at identity and at ``flow`` in one VGG pass over content, warped
-    content and exemplar (the exemplar's features serve both), for the metadata columns."""
+    content and exemplar (the exemplar's features serve both): the objective's before/after pair
+    for a caller judging one flow (method.md, "Correlation and the alignment objective")."""
     views = torch.cat([content, warp_image(content, flow), exemplar])
     feats = normalised_features(vgg, views, (ALIGNMENT_TAP,))[ALIGNMENT_TAP]
     plain, warped, target = feats.chunk(3)

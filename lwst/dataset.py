@@ -30,12 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import torch
-import torchvision.utils
 
 from lwst import item_files, storage
 from lwst.config import StylizeConfig, to_params
-from lwst.image_io import encode_png, read_image
+from lwst.failures import one_line as one_line  # also where tasks/ and flows/ find it
 from lwst.item_files import JOURNAL, item_outputs
 from lwst.item_files import ItemOutputs as ItemOutputs  # where callers have long found it
 from lwst.manifest import ManifestItem
@@ -223,11 +221,6 @@ def latest_figures(out: str, ids: list[str], storage_options: dict | None = None
     return {row["id"]: {name: row[name] for name in SHEET_FIGURES} for row in rows}
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -354,23 +347,6 @@ def remove_stale_scratch(out: str, storage_options: dict[str, Any]) -> list[str]
     for run_id in runs:
         remove_run_scratch(out, run_id, storage_options)
     return sorted(runs)
-
-
-def contact_sheet(image_uris: list[str], sheet_uri: str, storage_options: dict | None = None,
-                  thumb: int = 128, columns: int = 4) -> None:
-    """A grid of thumbnails (each fitted into ``thumb`` x ``thumb``) saved as one PNG."""
-    opts = storage_options or {}
-    tiles = []
-    for uri in image_uris:
-        image = read_image(uri, thumb, **opts)[0]
-        canvas = torch.ones(3, thumb, thumb)
-        h, w = image.shape[-2:]
-        top, left = (thumb - h) // 2, (thumb - w) // 2
-        canvas[:, top:top + h, left:left + w] = image
-        tiles.append(canvas)
-    grid = torchvision.utils.make_grid(tiles, nrow=min(columns, len(tiles)), padding=4,
-                                       pad_value=1.0)
-    storage.write_bytes_atomic(sheet_uri, encode_png(grid), **opts)
 
 
 def _list_dirs(folder: str, storage_options: dict | None) -> list[str]:

@@ -24,6 +24,20 @@ INPUT_FAULTS: tuple[type[BaseException], ...] = (ValueError, OSError, WeightsUna
 EXIT_INTERNAL_ERROR = 3  # `lwst run`: every item finished, but lwst failed some by a bug
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message with its whitespace folded (a library error's detail
+    is often a multi-line dump); the exception's type name when the message is empty."""
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """All of ``text`` on one line (every run of whitespace, newlines too, becomes one space),
+    cut to ``limit`` characters ending in ``...``: what a metadata ``error`` cell holds."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def failure_kind(exc: BaseException) -> FailureKind:
     return "input" if isinstance(exc, INPUT_FAULTS) else "internal"
 

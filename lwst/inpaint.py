@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lwst.arrays import from_uint8_hwc, to_uint8_hwc
+
 METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
 
@@ -38,8 +40,7 @@ def inpaint_holes(
         mask = holes[b, 0].cpu().numpy().astype(np.uint8) * 255
         if not mask.any():
             continue
-        rgb8 = (image[b].detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255).round()
-        filled = cv2.inpaint(rgb8.astype(np.uint8), mask, radius, METHODS[method])
-        filled_t = torch.from_numpy(filled).permute(2, 0, 1).to(image.device, image.dtype) / 255.0
+        filled = cv2.inpaint(to_uint8_hwc(image[b]), mask, radius, METHODS[method])
+        filled_t = from_uint8_hwc(filled, image.device, image.dtype)
         out[b] = torch.where(holes[b], filled_t, image[b])
     return InpaintResult(out, frac)

@@ -56,7 +56,7 @@ class StyleTargets:
 def style_targets(vgg: VGG19Features, exemplar: Tensor) -> StyleTargets:
     """`StyleTargets` of an ``(1, 3|1, H, W)`` exemplar, at the size given."""
     with torch.no_grad():
-        sfeat = vgg(_as_rgb(exemplar), STYLE_LAYERS)
+        sfeat = vgg(as_rgb(exemplar), STYLE_LAYERS)
         grams = {k: gram_matrix(sfeat[k]).detach() for k in STYLE_LAYERS}
     return StyleTargets.of_grams(grams)
 
@@ -86,7 +86,7 @@ class GatysObjective:
         self.style_weight = float(style_weight)
         self.taps = list(STYLE_LAYERS) + [CONTENT_LAYER]
         with torch.no_grad():
-            self.content_target = vgg(_as_rgb(content), [CONTENT_LAYER])[CONTENT_LAYER].detach()
+            self.content_target = vgg(as_rgb(content), [CONTENT_LAYER])[CONTENT_LAYER].detach()
             self.content_norm = float(self.content_target.pow(2).mean().clamp_min(1e-12))
         self.targets = (exemplar if isinstance(exemplar, StyleTargets)
                         else style_targets(vgg, exemplar))
@@ -94,10 +94,10 @@ class GatysObjective:
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(content loss, style loss, weighted total) of ``image``, differentiable."""
         if self.autocast is None:
-            features = self.vgg(_as_rgb(image), self.taps)
+            features = self.vgg(as_rgb(image), self.taps)
         else:
             with torch.autocast(image.device.type, dtype=self.autocast):
-                features = self.vgg(_as_rgb(image), self.taps)
+                features = self.vgg(as_rgb(image), self.taps)
             features = {k: v.to(self.content_target.dtype) for k, v in features.items()}
         c, s = objective_terms(features, self.content_target, self.targets, self.content_norm)
         total = self.content_weight * c + self.style_weight * s
@@ -118,8 +118,9 @@ def objective_terms(features: dict[str, Tensor], content_target: Tensor, targets
     return c, s
 
 
-def _as_rgb(image: Tensor) -> Tensor:
-    return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+def as_rgb(images: Tensor) -> Tensor:
+    """``(B, 1, H, W)`` grey -> ``(B, 3, H, W)`` (a view); RGB as it is."""
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 @torch.no_grad()

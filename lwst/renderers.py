@@ -41,7 +41,7 @@ from lwst.config import RENDERERS, RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, decoder_path, level_tap, load_decoder
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
-from lwst.losses import StyleTargets, objective_terms, style_targets
+from lwst.losses import StyleTargets, as_rgb, objective_terms, style_targets
 from lwst.render import RenderResult, luminance_inputs, render_texture, rgb_to_yiq, with_chroma
 from lwst.safety import MIN_TEXTURE_SIDE
 from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features, at_dtype, feature_dtype
@@ -118,8 +118,8 @@ def measure_losses_batch(vgg: VGG19Features, images: Tensor, contents: Tensor,
     scale = min(1.0, LOSS_SIDE / side)
     style_side = max(MIN_TEXTURE_SIDE, round(int(config.style_size or side) * scale))
     small = yardstick_side(*images.shape[-2:], round(side * scale))
-    images = resize_longest(_rgb(images).to(device, dtype), small).clamp(0, 1)
-    contents = resize_longest(_rgb(contents).to(device, dtype), small).clamp(0, 1)
+    images = resize_longest(as_rgb(images).to(device, dtype), small).clamp(0, 1)
+    contents = resize_longest(as_rgb(contents).to(device, dtype), small).clamp(0, 1)
     found: dict[int, StyleTargets] = {}
     for ex in exemplars:
         if id(ex) not in found:
@@ -146,10 +146,6 @@ def yardstick_side(height: int, width: int, longest: int) -> int:
     long_side, short_side = max(height, width), min(height, width)
     needed = math.ceil(MIN_TEXTURE_SIDE * long_side / max(1, short_side))
     return max(longest, min(long_side, needed))
-
-
-def _rgb(images: Tensor) -> Tensor:
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 def _pad(images: Tensor) -> tuple[Tensor, int, int]:

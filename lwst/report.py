@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lwst import storage
+from lwst.arrays import to_uint8_hwc
 from lwst.image_io import read_image
 
 PANELS = ("content", "geometry", "warped", "output")
@@ -84,8 +84,7 @@ def _tile(uri: str | None, side: int, opts: dict) -> Image.Image | None:
         image = read_image(uri, side, **opts)[0]
     except (OSError, ValueError):
         return None
-    arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(arr)
+    return Image.fromarray(to_uint8_hwc(image))
 
 
 def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | None = None,

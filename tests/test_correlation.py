@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lwst.correlation import (
+    NORM_EPS,
     CorrelationVolume,
     global_correlation,
-    l2_normalise,
     local_correlation,
     softmax_alignment_loss,
     warp_features,
@@ -16,7 +17,8 @@ from lwst.flow import warp_image
 
 
 def features(seed=0, shape=(1, 16, 12, 12)):
-    return l2_normalise(torch.randn(shape, generator=torch.Generator().manual_seed(seed)))
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(shape, generator=g), dim=1, eps=NORM_EPS)
 
 
 def test_local_correlation_matches_direct_dot_products():

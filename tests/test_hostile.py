@@ -127,14 +127,14 @@ def test_usage_errors_are_one_line(tmp_path, args):
 
 
 @pytest.mark.parametrize("args, reason", [
-    (["--warp-strength", "nan"], "warp_strength"),
-    (["--style-weight", "nan"], "style_weight must be a finite number"),
-    (["--content-weight", "inf"], "content_weight must be a finite number"),
-    (["--style-size", "0"], "style_size 0 is outside"),
-    (["--optim-steps", "-3"], "optim_steps must be"),
-    (["--levels", "2", "--iterations", "3,2,1"], "iterations has 3 counts for levels 2"),
-    (["--seed", str(2**70)], "seed must be within 0..9223372036854775807"),
-    (["--seed", "-1"], "seed must be within"),
+    (["--warp-strength", "nan"], "--warp-strength must be within 0..4, got nan"),
+    (["--style-weight", "nan"], "--style-weight must be a finite number"),
+    (["--content-weight", "inf"], "--content-weight must be a finite number"),
+    (["--style-size", "0"], "--style-size 0 is outside"),
+    (["--optim-steps", "-3"], "--optim-steps must be"),
+    (["--levels", "2", "--iterations", "3,2,1"], "--iterations has 3 counts for levels 2"),
+    (["--seed", str(2**70)], "--seed must be within 0..9223372036854775807"),
+    (["--seed", "-1"], "--seed must be within"),
 ])
 def test_nonsense_settings_are_refused_not_defaulted(tmp_path, capsys, args, reason):
     content = save_image(tmp_path / "c.png", (32, 32))
@@ -412,7 +412,7 @@ def test_run_refuses_before_prefect_starts(tmp_path, capsys, case):
     expected = {"run-id": "--run-id: id '../x' has characters outside",
                 "out-file": "is an existing file, not a folder",
                 "locked": "is in use by run 'other' (pid 1 on ",
-                "size-0": "size 0 is outside the supported range 8..8192"}[case]
+                "size-0": "--size 0 is outside the supported range 8..8192"}[case]
     assert expected in line
     if case == "locked":
         assert "--break-lock" in line and run_lock.LOCK_NAME in line
@@ -474,6 +474,23 @@ def _start_slow_run(tmp_path: Path, *options: str) -> tuple[subprocess.Popen, Pa
     return run, out, log
 
 
+def _task_running(prefect_home: Path, name: str) -> bool:
+    """Whether the temporary Prefect server (its database under ``prefect_home``) records the
+    task run ``name`` as running: the task has started, not only been submitted."""
+    import sqlite3
+
+    database = prefect_home / "prefect.db"
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True,
+                                                timeout=1)) as db:
+            return db.execute("SELECT 1 FROM task_run WHERE name = ? AND state_type = 'RUNNING'",
+                              (name,)).fetchone() is not None
+    except sqlite3.Error:  # the server is still creating its tables, or holds a write lock
+        return False
+
+
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
     """``kill -9`` of ``lwst run`` (no PREFECT_API_URL): its temporary server goes too."""
@@ -511,7 +528,13 @@ def test_ctrl_c_is_said_at_once_and_a_second_stops_the_run_and_its_server(tmp_pa
     run, out, log = _start_slow_run(tmp_path, "--renderer", "gatys")
     children: list[psutil.Process] = []
     try:
-        time.sleep(2)  # the item is rendering now (400 L-BFGS steps at 256 px: minutes)
+        # Interrupt only once the item is in progress (400 L-BFGS steps at 256 px: minutes);
+        # earlier, the run would still be starting and this would test another path.
+        deadline = time.monotonic() + 120
+        while not _task_running(tmp_path / "prefect-home", "stylize-a"):
+            assert run.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "the item never started rendering"
+            time.sleep(0.2)
         children = psutil.Process(run.pid).children(recursive=True)
         assert children, "no temporary server was started"
         os.kill(run.pid, signal.SIGINT)

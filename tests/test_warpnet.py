@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from lwst.correlation import (
-    l2_normalise,
-    warp_features,
-)
+from lwst.correlation import NORM_EPS, warp_features
 from lwst.flow import end_point_error, resize_flow, warp_image
 from lwst.parametric import random_warp_flow
 from lwst.warpnet.bank import coarse_flow, load_bank, relative_flow
@@ -24,6 +22,7 @@ from lwst.warpnet.model import (
     WarpNet,
     WarpNetConfig,
     count_parameters,
+    pool_features,
     upsample_flow,
 )
 from lwst.warpnet.split import held_out_files, is_held_out, training_files
@@ -52,7 +51,8 @@ def feature_map(seed: int, channels: int = 512, size: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(1, channels, size // 4, size // 4, generator=g)
     fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
-    return l2_normalise(fine + 0.3 * torch.rand(1, channels, size, size, generator=g))
+    return F.normalize(fine + 0.3 * torch.rand(1, channels, size, size, generator=g), dim=1,
+                       eps=NORM_EPS)
 
 
 def write_tiny_bank(folder: Path, images: int = 2, variants: int = 2, top: bool = False) -> None:
@@ -169,8 +169,7 @@ def test_estimate_keeps_the_better_start_and_ignores_missing_or_duplicate_ones()
         missing = torch.full((2, 1, 2, 16, 16), float("nan"))
         flow, best = model.estimate(*args, starts=missing)
         assert torch.allclose(flow, own, atol=1e-5) and best.tolist() == [0, 0]
-        _, own_global = model.global_stage(*(l2_normalise(torch.nn.functional.avg_pool2d(f, 2))
-                                             for f in (content, exemplar)))
+        _, own_global = model.global_stage(*(pool_features(f) for f in (content, exemplar)))
         flow, best = model.estimate(*args, starts=own_global[:, None])
         assert torch.allclose(flow, own, atol=1e-5) and best.tolist() == [0, 0]
         # A start that reads the content far outside the image aligns worse than the network's

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lwst.arrays import to_uint8_hwc
+
 
 def _grey_uint8(image: Tensor) -> np.ndarray:
     """``(1, 3, H, W)`` RGB in [0, 1] -> ``(H, W)`` uint8 luminance, as DIS wants."""
-    rgb = (image[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round()
-    return cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(to_uint8_hwc(image[0]), cv2.COLOR_RGB2GRAY)
 
 
 def dis_flow(

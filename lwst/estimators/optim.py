@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lwst.config import WarpConfig
 from lwst.correlation import (
-    l2_normalise,
+    NORM_EPS,
     normalised_features,
     softmax_alignment_loss,
     warp_features,
@@ -63,7 +63,8 @@ def project_pair(content: Tensor, exemplar: Tensor, dims: int) -> tuple[Tensor, 
 
     def project(features: Tensor) -> Tensor:
         flat = features.flatten(2)[0].t() - mean
-        return l2_normalise((flat @ basis).t().reshape(1, dims, *features.shape[-2:]))
+        projected = (flat @ basis).t().reshape(1, dims, *features.shape[-2:])
+        return F.normalize(projected, dim=1, eps=NORM_EPS)
 
     return project(content), project(exemplar)
 

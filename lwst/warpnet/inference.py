@@ -23,11 +23,12 @@ from lwst.estimators.parametric_fit import (
     pixel_affine_flow,
     robust_affine,
 )
+from lwst.failures import one_line
 from lwst.flow import resize_flow, warp_image
 from lwst.safety import BadCheckpointError, load_weights_only
 from lwst.vgg import VGG19Features
 from lwst.warpnet.bank import FEATURE_TAP, FINE_TAP, TOP_TAP, encode, encode_taps
-from lwst.warpnet.model import WarpNet, WarpNetConfig, upsample_flow
+from lwst.warpnet.model import WarpNet, WarpNetConfig
 
 CHECKPOINT_NAME = "warpnet.pt"
 # Refinement steps at inference (relu4_1, relu3_1). Chosen on synthetic pairs other than the
@@ -80,9 +81,8 @@ def load_warpnet(
                 model = WarpNet(WarpNetConfig.from_dict(state["model_config"]))
                 model.load_state_dict(state["model"])
             except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-                reason = " ".join(str(exc).split())[:160]
                 raise BadCheckpointError(f"warp network checkpoint {path}: does not fit the "
-                                         f"warp network ({reason})") from None
+                                         f"warp network ({one_line(exc, 160)})") from None
             model.to(device).eval().requires_grad_(False)
             _LOADED[key] = (model, checkpoint_id(path))
         return _LOADED[key]
@@ -207,7 +207,7 @@ def best_aligned(vgg: VGG19Features, contents: Tensor, exemplar_relu4_1: Tensor,
     from the volume (the network's own vote), chose better on synthetic pairs
     (docs/benchmarks.md, "Symmetric views")."""
     k, b, size = flows.shape[0], len(contents), contents.shape[-1]
-    fields = upsample_flow(flows.flatten(0, 1), size).to(contents.dtype)
+    fields = resize_flow(flows.flatten(0, 1), size, size).to(contents.dtype)
     warped, _ = encode(vgg, warp_image(contents.repeat(k, 1, 1, 1), fields))
     target = exemplar_relu4_1.float().repeat(k, 1, 1, 1)
     agreement = (warped.float() * target).sum(1).mean((1, 2)).view(k, b)
@@ -305,5 +305,5 @@ def predict_warp(
         diagnostics["views_agreeing"] = agreeing
         if all_starts:
             starts = torch.stack(all_starts)[best, torch.arange(len(best), device=device)]
-            diagnostics["affine"] = upsample_flow(starts[:, 0], size).to(content256.dtype)
-    return upsample_flow(flow, size).to(content256.dtype), warpnet_id
+            diagnostics["affine"] = resize_flow(starts[:, 0], size, size).to(content256.dtype)
+    return resize_flow(flow, size, size).to(content256.dtype), warpnet_id

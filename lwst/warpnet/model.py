@@ -35,9 +35,9 @@ from torch import Tensor, nn
 
 from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import (
+    NORM_EPS,
     CorrelationVolume,
     global_correlation,
-    l2_normalise,
     local_correlation,
     warp_features,
     window_softmax_loss,
@@ -144,7 +144,7 @@ def robust_affine_flow(
 
 def pool_features(fine: Tensor) -> Tensor:
     """relu4_1 ``(B, C, 32, 32)`` -> L2-normalised 2x2 average ``(B, C, 16, 16)`` (pool4 grid)."""
-    return l2_normalise(F.avg_pool2d(fine, 2))
+    return F.normalize(F.avg_pool2d(fine, 2), dim=1, eps=NORM_EPS)
 
 
 class ConvGRU(nn.Module):
@@ -383,8 +383,8 @@ class WarpNet(nn.Module):
         grid = exemplar.shape[-1]
         flow = resize_flow(flow, grid, grid)
         per_item = (*self._context_and_state(self.fine_context(exemplar)),
-                    l2_normalise(self.fine_project(content)),
-                    l2_normalise(self.fine_project(exemplar)))
+                    F.normalize(self.fine_project(content), dim=1, eps=NORM_EPS),
+                    F.normalize(self.fine_project(exemplar), dim=1, eps=NORM_EPS))
         if item is not None:
             per_item = tuple(t[item] for t in per_item)
         context, h, content, exemplar = per_item

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lwst.arrays import from_uint8_hwc, to_uint8_hwc
 from lwst.flow import hole_mask, warp_image
 from lwst.kornia_ops import enhance as KE
 from lwst.kornia_ops import filters as KF
@@ -57,15 +58,6 @@ def photometric(image: Tensor, generator: torch.Generator) -> Tensor:
     return (out + noise).clamp(0, 1)
 
 
-def _to_uint8(image: Tensor) -> np.ndarray:
-    arr = image[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray((arr * 255).round().astype(np.uint8))
-
-
-def _from_uint8(arr: np.ndarray, like: Tensor) -> Tensor:
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(like) / 255.0
-
-
 def _posterise(arr: np.ndarray, levels: int) -> np.ndarray:
     step = 256 // levels
     return (arr // step * step + step // 2).clip(0, 255).astype(np.uint8)
@@ -73,7 +65,7 @@ def _posterise(arr: np.ndarray, levels: int) -> np.ndarray:
 
 def artistic_filter(image: Tensor, generator: torch.Generator) -> Tensor:
     """A painting-like copy of ``(1, 3, H, W)`` by one of OpenCV's non-photorealistic filters."""
-    arr = _to_uint8(image)
+    arr = to_uint8_hwc(image[0])
     kind = _choice(generator, 4)
     s_s, s_r = _uniform(generator, 20, 90), _uniform(generator, 0.15, 0.6)
     if kind == 0:
@@ -87,7 +79,8 @@ def artistic_filter(image: Tensor, generator: torch.Generator) -> Tensor:
         _, out = cv2.pencilSketch(arr, sigma_s=s_s, sigma_r=min(s_r, 0.1), shade_factor=0.05)
     else:
         out = _posterise(cv2.medianBlur(arr, 5), 2 + _choice(generator, 3))
-    return photometric(_from_uint8(out, image), generator)
+    painted = from_uint8_hwc(out, image.device, image.dtype).unsqueeze(0)
+    return photometric(painted, generator)
 
 
 def make_pair(
