@@ -21,7 +21,9 @@ import torch
 from _common import make_parser
 
 from lwst.config import StylizeConfig, with_overrides
-from lwst.stylize_batch import BatchItem, stylize_files_batch
+from lwst.item import Item
+from lwst.item_files import item_outputs
+from lwst.stylize_batch import stylize_files_batch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TRIPLES = [("astronaut.jpg", "woman_painting.jpg", "texture_strokes.jpg"),
@@ -29,13 +31,12 @@ TRIPLES = [("astronaut.jpg", "woman_painting.jpg", "texture_strokes.jpg"),
            ("sailboat.jpg", "sailboats_drawing.jpg", "texture_mosaic.jpg")]
 
 
-def batch(out: str, n: int) -> list[BatchItem]:
+def batch(out: str, n: int, config: StylizeConfig) -> list[Item]:
     items = []
     for i in range(n):
         content, geometry, texture = (str(EXAMPLES / name) for name in TRIPLES[i % 3])
-        items.append(BatchItem(f"i{i}", content, geometry, texture, f"{out}/images/i{i}.png",
-                               f"{out}/warped/i{i}.png", f"{out}/flow/i{i}.flo",
-                               f"{out}/flow_vis/i{i}.png"))
+        items.append(Item(f"i{i}", content, geometry, texture, config,
+                          item_outputs(out, f"i{i}")))
     return items
 
 
@@ -56,10 +57,10 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="lwst-bench-batch-")
     seconds = []
     try:
-        stylize_files_batch(batch(f"{folder}/warm", args.items), config)
+        stylize_files_batch(batch(f"{folder}/warm", args.items, config))
         for k in range(args.repeat):
             started = time.perf_counter()
-            stylize_files_batch(batch(f"{folder}/run{k}", args.items), config)
+            stylize_files_batch(batch(f"{folder}/run{k}", args.items, config))
             seconds.append(round((time.perf_counter() - started) / args.items, 3))
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -80,7 +80,11 @@ def timed(cmd: list[str], env: dict[str, str]) -> dict:
 
 def lwst_child(spec: dict) -> None:
     """What ``lwst stylize --content C --texture T --size S --seed 0 --device cpu`` runs."""
+    from dataclasses import replace
+
     from lwst.config import StylizeConfig, with_overrides
+    from lwst.item import Item
+    from lwst.item_files import item_outputs
     from lwst.stylize import stylize_files
 
     overrides = {"size": spec["size"], "seed": 0, "device": "cpu"}
@@ -88,8 +92,10 @@ def lwst_child(spec: dict) -> None:
     for flag, value in zip(words[::2], words[1::2], strict=True):
         overrides[flag.lstrip("-").replace("-", "_")] = value
     config = with_overrides(StylizeConfig(), overrides)
-    stylize_files(Path(spec["out"]).stem, spec["content"], None, spec["texture"], spec["out"],
-                  config)
+    out = Path(spec["out"])
+    # No geometry, so no warp: the image is the one file written.
+    outputs = replace(item_outputs(str(out.parent), out.stem), image=str(out))
+    stylize_files(Item(out.stem, spec["content"], None, spec["texture"], config, outputs))
 
 
 def main() -> None:

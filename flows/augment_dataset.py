@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.runners import RunnerName
-from flows.stylize_dataset import _storage_options, stylize_dataset
+from flows.stylize_dataset import s3_storage_options, stylize_dataset
 from lwst import s3, storage
 from lwst.manifest import make_manifest, write_manifest
 
@@ -30,13 +30,12 @@ def augment_dataset(
     gpus_per_item: float = 0,
     torch_threads: int | None = None,
     s3_endpoint_url: str | None = None,
-    aws_access_key_id: str | None = None,
-    aws_secret_access_key: str | None = None,
     aws_region: str | None = None,
+    aws_credentials_block: str | None = None,
 ) -> dict[str, Any]:
     """Build N seeded random triples (or all pairs when ``n`` is None) from folders or prefixes
     of content and style images, write the manifest into ``out`` and stylise it."""
-    opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
+    opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
     for uri in (*contents, *styles, out):
         s3.check_reachable(uri, opts)
     frame = make_manifest(contents, styles, n=n, seed=seed, storage_options=opts)
@@ -46,6 +45,6 @@ def augment_dataset(
     summary = stylize_dataset(
         manifest_uri, out, overrides=overrides, runner=runner, workers=workers,
         dask_address=dask_address, gpus_per_item=gpus_per_item, torch_threads=torch_threads,
-        s3_endpoint_url=s3_endpoint_url, aws_access_key_id=aws_access_key_id,
-        aws_secret_access_key=aws_secret_access_key, aws_region=aws_region)
+        s3_endpoint_url=s3_endpoint_url, aws_region=aws_region,
+        aws_credentials_block=aws_credentials_block)
     return {**summary, "manifest": manifest_uri}

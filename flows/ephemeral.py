@@ -3,7 +3,7 @@
 Without ``PREFECT_API_URL`` Prefect starts a temporary API server as a child process on first
 use and stops it at exit; a ``kill -9`` skips the exit handler and leaves the server
 listening. `guard_temporary_server` starts that same server up front (Prefect reuses it: one
-instance per process) and hands its pid to `lwst.guardian`, which stops it when this process
+instance per process) and hands its pid to `flows.guardian`, which stops it when this process
 ends in any way.
 """
 
@@ -20,7 +20,7 @@ def guard_temporary_server() -> None:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
-    from lwst.guardian import spawn
+    from flows.guardian import spawn
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return

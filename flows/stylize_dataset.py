@@ -61,10 +61,26 @@ WINDOW_PER_WORKER = 4  # futures in flight per worker: enough to keep it fed, bo
 RESOLVE_CHUNK = 4096  # manifest rows resolved into items at a time (batches form within one)
 
 
-def _storage_options(endpoint_url: str | None, key: str | None, secret: str | None,
-                     region: str | None) -> dict[str, Any]:
-    return s3.S3Settings.from_env(endpoint_url=endpoint_url, key=key, secret=secret,
-                                  region=region).storage_options()
+def s3_storage_options(endpoint_url: str | None, region: str | None,
+                       credentials_block: str | None) -> dict[str, Any]:
+    """The run's S3 options (`lwst.s3.storage_options`). Credentials are never flow
+    parameters: Prefect stores a run's parameters and shows them in its UI (a pydantic
+    ``SecretStr`` is masked there only when the caller passes one, and then a deployment run
+    receives the mask). They come from ``credentials_block``, the name of a Prefect ``Secret``
+    block holding ``{"aws_access_key_id": ..., "aws_secret_access_key": ...}``, or else from
+    botocore's own chain in the process running the flow (``AWS_*`` variables, profile, role).
+    """
+    key = secret = None
+    if credentials_block:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(credentials_block).get()
+        if not (isinstance(value, dict) and {"aws_access_key_id", "aws_secret_access_key"}
+                <= value.keys()):
+            raise ValueError(f"aws_credentials_block {credentials_block!r}: its value must be "
+                             '{"aws_access_key_id": ..., "aws_secret_access_key": ...}')
+        key, secret = value["aws_access_key_id"], value["aws_secret_access_key"]
+    return s3.storage_options(endpoint_url=endpoint_url, key=key, secret=secret, region=region)
 
 
 def _new_run_id() -> str:
@@ -292,9 +308,8 @@ def stylize_dataset(
     gpus_per_item: float = 0,
     torch_threads: int | None = None,
     s3_endpoint_url: str | None = None,
-    aws_access_key_id: str | None = None,
-    aws_secret_access_key: str | None = None,
     aws_region: str | None = None,
+    aws_credentials_block: str | None = None,
     run_id: str | None = None,
     contact_sheet_items: int = 16,
     warp_batch_size: int = 8,
@@ -311,12 +326,12 @@ def stylize_dataset(
     warped and rendered ``render_batch_size`` at a time, in one task per chunk; gatys items
     using the learned warp network have their warps estimated ``warp_batch_size`` at a time in
     one forward pass. One run at a time holds ``out`` (`lwst.run_lock`; ``break_lock`` takes
-    over a stale lock). Returns counts, failures (``internal_errors``: those that were lwst's
-    bug) and where the metadata went.
+    over a stale lock). S3 credentials: `s3_storage_options`. Returns counts, failures
+    (``internal_errors``: those that were lwst's bug) and where the metadata went.
     """
     overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
-    opts = _storage_options(s3_endpoint_url, aws_access_key_id, aws_secret_access_key, aws_region)
+    opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
     for uri in (manifest, out):
         s3.check_reachable(uri, opts)
     entries = read_manifest(manifest, opts)  # parsed once: `lwst run` already read it

@@ -1,5 +1,6 @@
-"""The ``lwst`` command: ``stylize`` and ``warp`` here; ``run``, ``make-manifest`` and
-``train-warp`` are registered by their own modules.
+"""The ``lwst`` command: ``stylize`` and ``warp`` here; ``make-manifest``, ``train-warp`` and
+``train-decoder`` are registered by their own modules, ``run`` (`flows.cli`, Prefect) through
+the ``lwst.commands`` entry point group.
 
 Contract (docs/contracts.md): exit 0 on success, 2 on bad usage or bad input with one line on stderr
 (a traceback only with ``--debug``), and never a partial output file.
@@ -8,7 +9,6 @@ Contract (docs/contracts.md): exit 0 on success, 2 on bad usage or bad input wit
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import sys
 import traceback
@@ -56,6 +56,17 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         line = " ".join(message.split())
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
+
+
+class CommandParser(OneLineParser):
+    """A command's parser (``lwst stylize``): an option it does not know is its own error,
+    ``lwst stylize: error: unrecognized arguments: ...``, not the top-level parser's."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -150,26 +161,18 @@ def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],
     outputs on inputs or on each other, output suffixes, outputs that could not be written,
     storage that does not answer. Returns the S3 options (from the environment)."""
     from lwst.config import validate
-    from lwst.flow import check_flow_name
-    from lwst.image_io import check_size, output_format
+    from lwst.stylize import check_output_names
 
     with settings_named_by_option():
         validate(config)
-    check_size(config.size)
     _check_apart(inputs, outputs)
     for option, uri in outputs.items():
         check_output_location(option, uri)
-    for option in ("--out", "--warped-out"):
-        if outputs.get(option):
-            try:
-                output_format(outputs[option])
-            except ImageInputError as exc:  # an unknown suffix
-                raise CommandError(f"{option} {exc}") from None
-    if outputs.get("--flow-out"):
+    for kind, option in KIND_OPTIONS.items():
         try:
-            check_flow_name(outputs["--flow-out"])
-        except ValueError as exc:
-            raise CommandError(f"--flow-out {exc}") from None
+            check_output_names({kind: outputs.get(option)})
+        except ValueError as exc:  # an unknown suffix
+            raise CommandError(f"{option} {exc}") from None
     options = S3Settings.from_env().storage_options()
     for uri in {*inputs.values(), *outputs.values()} - {None}:
         check_reachable(uri, options)
@@ -193,13 +196,14 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_input(option: str, uri: str, side: int | None, opts: dict,
-                analysis_side: int | None = None):
-    """One input image, read at the size it is used at (`lwst.image_io.read_image`); a refusal
-    or a store that does not answer is one line naming the option (which input failed) and
-    the URI."""
+def _read_input(opts: dict, role: str, uri: str, side: int | None,
+                analysis_side: int | None):
+    """One input image (`lwst.stylize.read_item_inputs` says at what size); a refusal or a
+    store that does not answer is one line naming the option (which input failed) and the
+    URI."""
     from lwst.image_io import read_image
 
+    option = f"--{role}"
     try:
         return read_image(uri, side, analysis_side=analysis_side, **opts)
     except ImageInputError as exc:
@@ -211,28 +215,26 @@ def _read_input(option: str, uri: str, side: int | None, opts: dict,
 
 
 def _write_outputs(files: list[tuple[str, str, bytes]], opts: dict) -> None:
-    """Write ``(option, uri, data)`` in order, each atomically; if one fails, remove the ones
-    this command already wrote and refuse in one line naming that option and the user's path
-    (not the temporary file the error may name)."""
-    written: list[str] = []
-    try:
+    """Write ``(option, uri, data)`` all or none (`lwst.storage.write_all_or_none`); a failure
+    is one line naming the failed file's option and the user's path (not the temporary file
+    the error may name)."""
+    current: list[tuple[str, str]] = []
+
+    def in_order():  # write_all_or_none writes in order: the last one handed out failed
         for option, uri, data in files:
-            try:
-                storage.write_bytes_atomic(uri, data, **opts)
-            except (OSError, *_client_errors()) as exc:
-                try:  # what changed since the check before the work says it best
-                    check_output_location(option, uri)
-                except CommandError as found:
-                    raise CommandError(f"{found}; no output written") from None
-                raise CommandError(f"{option} {uri}: cannot write it ({_reason(exc)}); "
-                                   "no output written") from None
-            written.append(uri)
-    except BaseException:
-        for uri in written:
-            # Best effort (the store may be what failed): the error raised is the one to see.
-            with contextlib.suppress(Exception):
-                storage.remove(uri, **opts)
-        raise
+            current[:] = [(option, uri)]
+            yield uri, data
+
+    try:
+        storage.write_all_or_none(in_order(), **opts)
+    except (OSError, *_client_errors()) as exc:
+        option, uri = current[0]
+        try:  # what changed since the check before the work says it best
+            check_output_location(option, uri)
+        except CommandError as found:
+            raise CommandError(f"{found}; no output written") from None
+        raise CommandError(f"{option} {uri}: cannot write it ({_reason(exc)}); "
+                           "no output written") from None
 
 
 def _warn_unused_options(args: argparse.Namespace, config: StylizeConfig) -> None:
@@ -271,22 +273,18 @@ def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | N
     option given is a file written (a warp of strength 0 writes a zero flow), all of them or
     none. Returns the metadata record."""
     from lwst.metadata import empty_record
-    from lwst.stylize import complete_record, encode_item, stylize
+    from lwst.stylize import complete_record, encode_item, read_item_inputs, stylize
 
     config = config_from_args(args)
     inputs = {"--content": args.content, "--geometry": args.geometry, "--texture": texture}
     outputs = {"--out": args.out, "--warped-out": warped_out, "--flow-out": args.flow_out,
                "--metadata-out": args.metadata_out}
     opts = _check_before_work(config, inputs, outputs)
-    # Each input at the size it is used at: the content at the output size, the geometry
-    # exemplar as the warp's analysis view; a 50 MP photo is never held whole.
-    content = _read_input("--content", args.content, config.size, opts)
-    geometry = _read_input("--geometry", args.geometry, None, opts,
-                           config.warp.analysis_size) if args.geometry else None
-    style_side = config.render.style_size or config.size
-    texture_image = _read_input("--texture", texture, style_side, opts) if texture else None
+    images = read_item_inputs(args.content, args.geometry, texture, config,
+                              read=functools.partial(_read_input, opts))
     with progress_display(not args.quiet) as progress:
-        result = stylize(content, geometry, texture_image, config, progress=progress)
+        result = stylize(images.content, images.geometry, images.texture, config,
+                         progress=progress)
     record = empty_record(Path(args.out).stem)
     record.update(content=args.content, geometry=args.geometry, texture=texture)
     files = encode_item(result, {"image": args.out, "warped": warped_out,
@@ -321,7 +319,8 @@ def build_parser(
     )
     parser.add_argument("--version", action="version", version=f"lwst {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=CommandParser)
 
     stylize = sub.add_parser(
         "stylize",
@@ -359,34 +358,46 @@ def build_parser(
     return parser
 
 
-def launch_stylize_dataset(manifest: str, out: str, parameters: dict, on_progress,
-                           before_run: Callable[[], None]) -> dict:
-    """How ``lwst run`` reaches the Prefect flow: the one place lwst imports ``flows``.
+# Commands other packages add to ``lwst`` (``lwst run``: `flows.cli`, which needs Prefect),
+# named in their pyproject.toml as ``[project.entry-points."lwst.commands"]``.
+COMMANDS_GROUP = "lwst.commands"
 
-    Importing here, not in `lwst.cli_pipeline`, keeps the library Prefect-free; progress comes
-    back through the `lwst.progress` listener scoped to this call.
-    """
-    from flows.ephemeral import guard_temporary_server
-    from flows.stylize_dataset import stylize_dataset
-    from lwst.cli_pipeline import ServerStartError
-    from lwst.progress import listening
 
-    try:
-        guard_temporary_server()
-    except RuntimeError as exc:
-        raise ServerStartError(str(exc)) from None
-    before_run()
-    with listening(on_progress):
-        return stylize_dataset(manifest, out, **parameters)
+def _unavailable(name: str, reason: str) -> Callable[[argparse._SubParsersAction], None]:
+    """A stand-in for a registered command whose module cannot be imported: it takes any
+    arguments and refuses in one line (exit 2)."""
+
+    def refuse(args: argparse.Namespace) -> int:
+        raise CommandError(f"this command is not available ({reason}); install the pipeline "
+                           "extra: pip install -e '.[pipeline]' in the lwst checkout")
+
+    def register(subparsers: argparse._SubParsersAction) -> None:
+        stub = subparsers.add_parser(name, help=f"(not available: {reason})", add_help=False)
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+        stub.set_defaults(handler=refuse)
+
+    return register
+
+
+def discovered_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The ``add_parser`` of every command registered in the `COMMANDS_GROUP` entry points."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda p: p.name):
+        try:
+            found.append(point.load())
+        except ImportError as exc:
+            found.append(_unavailable(point.name, " ".join(str(exc).split())))
+    return found
 
 
 def _registrations() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from lwst.cli_pipeline import add_parser as add_pipeline
+    from lwst.cli_pipeline import add_parser as add_make_manifest
     from lwst.decoder_cli import add_parser as add_train_decoder
     from lwst.warpnet.cli import add_parser as add_train
 
-    return [functools.partial(add_pipeline, launch=launch_stylize_dataset), add_train,
-            add_train_decoder]
+    return [*discovered_commands(), add_make_manifest, add_train, add_train_decoder]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

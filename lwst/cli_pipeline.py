@@ -1,40 +1,15 @@
-"""``lwst run`` and ``lwst make-manifest``: the pipeline from the command line.
-
-``lwst run`` checks storage and the manifest itself before Prefect is imported, so a typo in a
-bucket name or a bad manifest row costs a second, not a Prefect server start-up. This module
-never imports Prefect or the flows: the entry point (`lwst.cli`) hands it a `Launcher` that
-does, so ``import lwst`` and every other command stay Prefect-free.
-"""
+"""``lwst make-manifest``, and the S3 options it shares with ``lwst run`` (`flows.cli`)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import logging
-import os
-import signal
-import sys
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from lwst import interrupts, run_lock
-from lwst.cli_options import (
-    CommandError,
-    absolute_location,
-    add_render_options,
-    add_warp_options,
-    check_output_location,
-    settings_named_by_option,
-)
-from lwst.config import OVERRIDES, PIPELINE_RENDERER, StylizeConfig, with_overrides
-from lwst.failures import EXIT_INTERNAL_ERROR
-from lwst.progress import ProgressCallback
-from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
-from lwst.vgg import WEIGHT_SOURCES
+from lwst import s3
+from lwst.cli_options import check_output_location
 
 
-def _add_s3_options(parser: argparse.ArgumentParser) -> None:
+def add_s3_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("S3 (default: the AWS_* environment variables)")
     group.add_argument("--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 for a local server")
     group.add_argument("--aws-access-key-id")
@@ -42,66 +17,14 @@ def _add_s3_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--aws-region")
 
 
-EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
+def storage_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The S3 storage options of `add_s3_options`'s options over the environment's."""
+    return s3.storage_options(endpoint_url=args.s3_endpoint_url, key=args.aws_access_key_id,
+                              secret=args.aws_secret_access_key, region=args.aws_region)
 
 
-def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
-    return S3Settings.from_env(endpoint_url=args.s3_endpoint_url, key=args.aws_access_key_id,
-                               secret=args.aws_secret_access_key,
-                               region=args.aws_region).storage_options()
-
-
-class Launcher(Protocol):
-    """Runs the stylize-dataset flow: ``before_run`` once Prefect is set up (its logging
-    configured), ``on_progress`` per finished item; returns the flow's summary."""
-
-    def __call__(self, manifest: str, out: str, parameters: dict[str, Any],
-                 on_progress: ProgressCallback | None, before_run: Callable[[], None],
-                 ) -> dict[str, Any]: ...
-
-
-def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None = None) -> None:
-    """Register ``run`` and ``make-manifest`` on the ``lwst`` command; ``launch`` (from the
-    entry point) is how ``run`` reaches the flow."""
-    run = subparsers.add_parser(
-        "run", help="stylise every item of a manifest with the Prefect flow",
-        description="Run the stylize-dataset Prefect flow over MANIFEST (CSV, Parquet or JSON "
-        "Lines; local or s3://) into --out. Re-running the same command skips finished items.")
-    run.add_argument("manifest", metavar="MANIFEST")
-    run.add_argument("--out", required=True, help="output folder or s3:// prefix")
-    run.add_argument("--size", type=int, default=None, help="longest output side (default 512)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    run.add_argument("--seed", type=int, default=None)
-    run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
-    add_warp_options(run)
-    add_render_options(run, default_renderer=PIPELINE_RENDERER)
-    engine = run.add_argument_group("execution")
-    engine.add_argument("--runner", choices=("threads", "dask"), default="threads",
-                        help="threads in this process (default) or Dask workers")
-    engine.add_argument("--workers", type=int, default=1,
-                        help="threads, or Dask LocalCluster worker processes (default 1)")
-    engine.add_argument("--dask-address", help="existing Dask scheduler, e.g. tcp://host:8786")
-    engine.add_argument("--gpus-per-item", type=float, default=0,
-                        help="Dask resources annotation: GPUs each item holds (0: none)")
-    engine.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads per worker")
-    engine.add_argument("--warp-batch-size", type=int, default=8,
-                        help="items whose learned warps are estimated in one network pass "
-                        "(worth raising on a GPU; below 2 turns batching off; default 8)")
-    engine.add_argument("--render-batch-size", type=int, default=8,
-                        help="items with a feed-forward renderer (wct, adain) warped and "
-                        "rendered in one task and one pass (below 2 turns batching off; "
-                        "default 8)")
-    engine.add_argument("--run-id", help="name of this run in the metadata (default: time + id)")
-    engine.add_argument("--break-lock", action="store_true",
-                        help="take over --out from a run that died holding its lock "
-                        "(<out>/_lwst.lock names the holder)")
-    engine.add_argument("--quiet", action="store_true",
-                        help="no progress display and no Prefect INFO lines: warnings, errors "
-                        "and the summary only")
-    _add_s3_options(run)
-    run.set_defaults(handler=functools.partial(cmd_run, launch=launch))
-
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``make-manifest`` on the ``lwst`` command."""
     make = subparsers.add_parser(
         "make-manifest", help="build a manifest from folders of content and style images",
         description="All (content, style) pairs, or with --n a seeded random sample of N "
@@ -111,241 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction, launch: Launcher | None =
     make.add_argument("--n", type=int, default=None, help="number of random triples")
     make.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     make.add_argument("--out", required=True, help="manifest to write (.csv, .parquet, .jsonl)")
-    _add_s3_options(make)
+    add_s3_options(make)
     make.set_defaults(handler=cmd_make_manifest)
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The flat overrides the user set, checked against `StylizeConfig` (ValueError if bad)."""
-    overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
-    with settings_named_by_option():
-        with_overrides(StylizeConfig(), overrides)
-    return overrides
-
-
-# Failures `cmd_run` reports itself in its one line: Prefect's own log lines about them go
-# (and about the items not started that a stopped run cancels).
-_REPORTED = ("StorageUnavailableError", "RunLockedError", "cancelled by the task runner")
-
-
-class _OneLineLogs(logging.Filter):
-    """Prefect's console logs without tracebacks: a failure is told once, in one line, by
-    ``lwst run`` itself (``--debug`` keeps them)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "lwst_internal", False):
-            return True  # a bug in lwst: its traceback is what the developer needs
-        record.exc_info = None
-        record.exc_text = None
-        message = record.getMessage()
-        if any(name in message for name in _REPORTED):
-            return False
-        if record.name == "asyncio" and message.startswith("Task exception was never retrieved"):
-            return False  # an S3 request orphaned when storage died: the run's line tells it
-        if "\n" in message:
-            record.msg, record.args = message.splitlines()[0], None
-        return True
-
-
-def _quiet_tracebacks() -> None:
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_OneLineLogs())
-
-
-# --quiet: Prefect's console handler (logging.yml's "console", on the root logger) shows
-# warnings and errors only; its API handler, what the Prefect UI shows, keeps every line.
-# Prefect reads the variable when it sets up logging (at import, in this process, the temporary
-# server and Dask workers, which inherit the environment).
-QUIET_ENV = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"}
-
-
-@contextlib.contextmanager
-def quiet_prefect_console(enabled: bool):
-    """Prefect's INFO lines (server start and stop, flow and task states, one per finished
-    batch) off the console: through the environment for the Prefect this command imports and
-    the processes it starts, on the console handlers of a Prefect already set up in this
-    process. Warnings and errors (a failed item) stay. The handlers keep the level for the
-    rest of the process: the temporary server says it stops when the process exits."""
-    if not enabled:
-        yield
-        return
-    saved = {name: os.environ.get(name) for name in QUIET_ENV}
-    os.environ.update(QUIET_ENV)
-    for handler in logging.getLogger().handlers:
-        if type(handler).__name__ == "PrefectConsoleHandler":
-            handler.setLevel(max(handler.level, logging.WARNING))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _check_out(args: argparse.Namespace, opts: dict[str, Any]) -> None:
-    """Refuse, before Prefect starts, what would fail later: a bad run id, an ``--out`` that
-    is a file or could not be written (`check_output_location`), an ``--out`` another run
-    holds."""
-    from lwst.manifest import id_problem
-
-    if args.run_id is not None and id_problem(args.run_id):
-        raise CommandError(f"--run-id: {id_problem(args.run_id)}")
-    check_output_location("--out", args.out, folder=True)
-    try:
-        run_lock.check_free(args.out, opts, break_stale=args.break_lock)
-    except run_lock.RunLockedError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def cmd_run(args: argparse.Namespace, launch: Launcher | None = None) -> int:
-    """Exit 0 when every item is ok, failed on its input or skipped; `EXIT_INTERNAL_ERROR`
-    when lwst's own bug failed any item (after the others finished)."""
-    from lwst.manifest import read_manifest
-
-    if launch is None:
-        raise CommandError("lwst run needs the pipeline (flows/); install lwst from its "
-                           "repository checkout")
-    opts = _storage_options(args)
-    overrides = overrides_from_args(args)
-    try:
-        for uri in (args.manifest, args.out):
-            check_reachable(uri, opts)
-    except StorageUnavailableError as exc:
-        raise CommandError(str(exc)) from None
-    _check_out(args, opts)
-    items = read_manifest(args.manifest, opts)  # ManifestError (a ValueError): exit 2
-
-    parameters = dict(
-        overrides=overrides, runner=args.runner, workers=args.workers,
-        dask_address=args.dask_address, gpus_per_item=args.gpus_per_item,
-        torch_threads=args.torch_threads, s3_endpoint_url=args.s3_endpoint_url,
-        aws_access_key_id=args.aws_access_key_id, aws_secret_access_key=args.aws_secret_access_key,
-        aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
-        render_batch_size=args.render_batch_size, break_lock=args.break_lock)
-    before_run = (lambda: None) if args.debug else _quiet_tracebacks
-    # The flow records its outputs' URIs in the metadata (output, warped, flow): a local --out
-    # goes to it absolute, like the manifest's inputs (docs/contracts.md).
-    out = absolute_location(args.out)
-    with quiet_prefect_console(args.quiet), StopOnInterrupt(), \
-            ProgressBar(len(items), enabled=not args.quiet) as listener:
-        try:
-            summary = launch(args.manifest, out, parameters, listener, before_run)
-        except ServerStartError as exc:  # Prefect's start-up timeout, with its whole output
-            raise CommandError("cannot start a temporary Prefect server (" + " ".join(
-                str(exc).split())[:200] + "); set PREFECT_API_URL, or raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") from None
-        except (StorageUnavailableError, run_lock.RunLockedError) as exc:
-            raise CommandError(str(exc)) from None
-    counts = summary["counts"]
-    internal = summary["internal_errors_total"]
-    stopped = summary.get("stopped")
-    print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
-          f"{counts['skipped']} skipped; metadata {summary['metadata']}")
-    redone = summary.get("redone") or {}
-    if redone.get("count"):
-        print(f"  redone {redone['count']} item(s) finished before with other settings or "
-              f"inputs (first {redone['first']})", file=sys.stderr)
-    for failure in summary["failures"]:
-        print(f"  failed {failure['id']}: {failure['error']}", file=sys.stderr)
-    unlisted = counts["failed"] - len(summary["failures"])
-    if unlisted > 0:
-        print(f"  ... and {unlisted} more failed items: every row is in {summary['metadata']}",
-              file=sys.stderr)
-    if internal:
-        print(f"lwst run: error: {internal} item(s) failed by an internal error (a bug in "
-              "lwst; tracebacks in the log above and in the Prefect run); the other items "
-              "finished", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
-    if stopped:
-        print(f"lwst run: stopped on Ctrl-C after the items in progress; {stopped['not_done']} "
-              "item(s) not done: a re-run does them", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
-
-
-class StopOnInterrupt:
-    """Ctrl-C during a run, said at once. The first asks the flow to stop (`lwst.interrupts`):
-    it starts nothing new, cancels the units not started and lets the running ones finish,
-    with threads and with Dask, so their files are complete and the run's metadata written;
-    before the flow submits (start-up) it interrupts as Python does. The second stops the
-    process now, exit 130, its children (a temporary Prefect server, Dask workers) with it.
-    Before, the first said nothing until the items in progress had finished (under Dask it
-    dropped them) and the second aborted in C++ (exit 134)."""
-
-    def __enter__(self) -> StopOnInterrupt:
-        self.count = 0
-        self.previous = signal.signal(signal.SIGINT, self._interrupted)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self.previous)
-
-    def _interrupted(self, signum: int, frame: object) -> None:
-        self.count += 1
-        if self.count == 1:
-            print("lwst run: interrupted; finishing the items in progress (their outputs stay "
-                  "whole), then stopping; Ctrl-C again to stop now. A re-run resumes.",
-                  file=sys.stderr, flush=True)
-            if not interrupts.request_stop():  # not yet submitting (start-up) or reporting
-                raise KeyboardInterrupt
-            return
-        print("lwst run: stopped now; a re-run sweeps what the items in progress left and "
-              "redoes them", file=sys.stderr, flush=True)
-        _stop_children()
-        os._exit(EXIT_INTERRUPTED)
-
-
-def _stop_children() -> None:
-    """SIGTERM to every process this one started (temporary Prefect server, its guardian,
-    Dask workers), so none outlives an immediate exit."""
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-
-
-class ServerStartError(RuntimeError):
-    """The temporary Prefect server did not come up (the launcher raises it)."""
-
-
-class ProgressBar:
-    """A rich bar on stderr fed by the flow's per-item listener."""
-
-    def __init__(self, total: int, enabled: bool):
-        # Not drawn into a log or a pipe: rich would leave a redrawn bar's residue there.
-        self.total, self.enabled, self.progress = total, enabled and sys.stderr.isatty(), None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=False)
-        self.progress.start()
-        task = self.progress.add_task("items", total=self.total)
-
-        def listener(done: int, total: int, record: dict) -> None:
-            self.progress.update(task, completed=done, total=total,
-                                 description=f"items (last: {record['id']} {record['status']})")
-
-        return listener
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def cmd_make_manifest(args: argparse.Namespace) -> int:
     from lwst.manifest import make_manifest, write_manifest
 
-    opts = _storage_options(args)
+    opts = storage_options_from_args(args)
     check_output_location("--out", args.out)
     frame = make_manifest(args.contents, args.styles, n=args.n, seed=args.seed,
                           storage_options=opts)

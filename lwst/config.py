@@ -244,6 +244,16 @@ def _check_choice(setting: str, value: Any, choices: tuple[str, ...]) -> None:
         raise _refuse(setting, f"must be one of {choices}, got {value!r}")
 
 
+def size_refusal(size: float, whole: bool = False) -> str | None:
+    """Why ``size`` cannot be the side of an image lwst makes (outside `SIZE_RANGE`; not an
+    integer, when ``whole``), or None: the one size rule, of `validate` and
+    `lwst.image_io.check_size`."""
+    if whole and (isinstance(size, bool) or not isinstance(size, int)) \
+            or not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+        return f"{size} is outside the supported range {SIZE_RANGE[0]}..{SIZE_RANGE[1]}"
+    return None
+
+
 def validate(config: StylizeConfig) -> None:
     """Refuse impossible settings with a one-line reason (`ConfigError`, a ValueError, that
     names the setting by its flat override name)."""
@@ -268,14 +278,13 @@ def validate(config: StylizeConfig) -> None:
     if not 0.0 <= warp.strength <= MAX_WARP_STRENGTH:  # also refuses NaN
         raise _refuse("warp_strength", f"must be within 0..{MAX_WARP_STRENGTH:g}, got "
                       f"{warp.strength}")
-    if isinstance(config.size, bool) or not isinstance(config.size, int) \
-            or not SIZE_RANGE[0] <= config.size <= SIZE_RANGE[1]:
-        raise _refuse("size", f"{config.size} is outside the supported range "
-                      f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+    refusal = size_refusal(config.size, whole=True)
+    if refusal:
+        raise _refuse("size", refusal)
     style_size = render.style_size
-    if style_size is not None and not SIZE_RANGE[0] <= int(style_size) <= SIZE_RANGE[1]:
-        raise _refuse("style_size", f"{style_size} is outside the supported range "
-                      f"{SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+    refusal = None if style_size is None else size_refusal(int(style_size))
+    if refusal:
+        raise _refuse("style_size", refusal)
     if not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
         raise _refuse("seed", f"must be within {SEED_RANGE[0]}..{SEED_RANGE[1]} (63 bits), "
                       f"got {config.seed}")

@@ -38,7 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from lwst import storage
-from lwst.config import SIZE_RANGE
+from lwst.config import size_refusal
 
 try:  # LittleCMS bindings: absent from some Pillow builds
     from PIL import ImageCms
@@ -49,7 +49,6 @@ except ImportError:  # pragma: no cover - the wheels lwst installs have it
 # attack. PIL's own guard is set higher so that ours, with its clearer message, fires first.
 MAX_PIXELS = 100_000_000
 MIN_SIDE = 8
-MAX_OUTPUT_SIDE = SIZE_RANGE[1]
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2
 # An input is decoded reduced only while it stays at least this many times the size it is used
 # at (`read_image`): the antialiased resize after it then decides the pixels, and an input under
@@ -415,22 +414,21 @@ def as_image(value: object, name: str = "image", check_side: bool = True) -> Ten
 
 
 def check_size(size: int | None) -> None:
-    """Refuse output sizes that are absurd before spending any compute on them."""
-    if size is not None and not (MIN_SIDE <= size <= MAX_OUTPUT_SIDE):
-        raise ImageInputError(
-            f"size {size} is outside the supported range {MIN_SIDE}..{MAX_OUTPUT_SIDE}"
-        )
+    """Refuse output sizes that are absurd before spending any compute on them
+    (`lwst.config.size_refusal`, the rule `lwst.config.validate` applies to the settings)."""
+    refusal = None if size is None else size_refusal(size)
+    if refusal:
+        raise ImageInputError(f"size {refusal}")
 
 
 def resize_longest(image: Tensor, max_side: int) -> Tensor:
     """Resize ``(B, 3, H, W)`` so its longest side is ``max_side`` (antialiased, aspect kept)."""
     check_size(max_side)
     height, width = image.shape[-2:]
-    scale = max_side / max(height, width)
-    new_hw = [max(1, round(height * scale)), max(1, round(width * scale))]
-    if new_hw == [height, width]:
+    new_hw = _target_hw(height, width, max_side)
+    if new_hw == (height, width):
         return image
-    return TF.resize(image, new_hw, antialias=True).clamp(0.0, 1.0)
+    return TF.resize(image, list(new_hw), antialias=True).clamp(0.0, 1.0)
 
 
 # Output formats by file suffix; anything else is refused rather than written as mislabelled PNG.

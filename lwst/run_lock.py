@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwst import storage
-from lwst.guardian import pid_alive
 
 LOCK_NAME = "_lwst.lock"
 
@@ -41,6 +40,17 @@ class RunLock:
         if holder is not None and holder.get("run_id") == self.run_id \
                 and holder.get("pid") == os.getpid():
             storage.remove(self.uri, **self.storage_options)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def lock_uri(out: str) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lwst import storage
+from lwst.failures import first_line
 from lwst.storage import StorageUnavailableError  # defined there for `storage.is_transient`
 
 
@@ -33,7 +34,7 @@ class S3Settings:
 
     endpoint_url: str | None = None
     key: str | None = None
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)  # never in a log line or a traceback
     region: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 20.0  # no byte for 20 s: a healthy store answers a small PUT in far less
@@ -72,6 +73,14 @@ class S3Settings:
         if self.region:
             options["client_kwargs"] = {"region_name": self.region}
         return options
+
+
+def storage_options(endpoint_url: str | None = None, key: str | None = None,
+                    secret: str | None = None, region: str | None = None) -> dict[str, Any]:
+    """The storage options of these settings over the environment's (`S3Settings.from_env`):
+    what every command and flow builds its S3 access from."""
+    return S3Settings.from_env(endpoint_url=endpoint_url, key=key, secret=secret,
+                               region=region).storage_options()
 
 
 def configure(uri: str, storage_options: dict[str, Any]) -> None:
@@ -125,11 +134,11 @@ def check_reachable(uri: str, storage_options: dict[str, Any]) -> None:
         reason = f"bucket {bucket!r} does not exist at {endpoint}"
         raise StorageUnavailableError(f"{uri}: {reason}") from None
     except PermissionError as exc:
-        reason = f"access denied at {endpoint} ({_first_line(exc)})"
+        reason = f"access denied at {endpoint} ({first_line(exc)})"
         raise StorageUnavailableError(f"{uri}: {reason}") from None
     except Exception as exc:  # botocore raises a zoo of connection errors; all mean "unreachable"
         raise StorageUnavailableError(
-            f"{uri}: cannot reach {endpoint} ({type(exc).__name__}: {_first_line(exc)})"
+            f"{uri}: cannot reach {endpoint} ({type(exc).__name__}: {first_line(exc)})"
         ) from None
 
 
@@ -140,8 +149,3 @@ def unreachable_reason(uri: str, storage_options: dict[str, Any]) -> str | None:
     except StorageUnavailableError as exc:
         return str(exc)
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,9 +9,10 @@ item is either fully present or absent (a re-run then redoes exactly the missing
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -35,13 +36,14 @@ from lwst.image_io import (
     ImageInputError,
     as_image,
     check_min_side,
-    check_size,
     encode_image,
     output_format,
     read_image,
     resize_longest,
 )
 from lwst.inpaint import InpaintResult, inpaint_holes
+from lwst.item import Item
+from lwst.item_files import ItemOutputs
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
@@ -205,19 +207,24 @@ def fill_record(
                                               config.render.decoder_dir) or None)
 
 
-def check_item_outputs(content: str, geometry: str | None, texture: str | None, output: str,
-                       warped_out: str | None = None, flow_out: str | None = None,
-                       flow_vis_out: str | None = None) -> None:
-    """Refuse, before any compute, an output on an input or on another output and an image
-    output whose suffix names no format we write (ValueError / `ImageInputError`)."""
-    check_outputs_apart({"content": content, "geometry": geometry, "texture": texture},
-                        {"image": output, "warped": warped_out, "flow": flow_out,
-                         "flow_vis": flow_vis_out})
-    for uri in (output, warped_out, flow_vis_out):
-        if uri:
+def check_output_names(outputs: Mapping[str, str | None]) -> None:
+    """Refuse an output whose name no writer honours: an image suffix naming no format we write
+    (`ImageInputError`), a flow not named ``.flo`` (ValueError). ``outputs``: kind
+    (`lwst.item_files.LAYOUT`) -> URI, None where not written."""
+    for kind, uri in outputs.items():
+        if uri and kind == "flow":
+            check_flow_name(uri)
+        elif uri:
             output_format(uri)
-    if flow_out:
-        check_flow_name(flow_out)
+
+
+def check_item_outputs(item: Item) -> None:
+    """Refuse, before any compute, an output on an input or on another output and an output
+    name no writer honours (ValueError / `ImageInputError`)."""
+    outputs = vars(item.outputs)
+    check_outputs_apart({"content": item.content, "geometry": item.geometry,
+                         "texture": item.texture}, outputs)
+    check_output_names(outputs)
 
 
 def read_input(role: str, uri: str, max_side: int | None = None,
@@ -231,59 +238,69 @@ def read_input(role: str, uri: str, max_side: int | None = None,
         raise ImageInputError(f"{role} {exc}") from None
 
 
-def stylize_files(
-    item_id: str,
-    content: str,
-    geometry: str | None,
-    texture: str | None,
-    output: str,
-    config: StylizeConfig,
-    warped_out: str | None = None,
-    flow_out: str | None = None,
-    run_id: str = "",
-    progress: ProgressFn | None = None,
-    storage_options: dict | None = None,
-    warp_estimate: WarpEstimate | None = None,
-    flow_vis_out: str | None = None,
-) -> dict:
-    """Read, stylise and write one item; returns its metadata record (status ``ok``).
+# ``read(role, uri, max_side, analysis_side)``: one input image (`read_input`'s arguments).
+ReadFn = Callable[[str, str, int | None, int | None], Tensor]
 
-    ``warped_out``, ``flow_out``, ``flow_vis_out``: where the warped content, the flow and its
-    colour picture go when the item warps (None: not written). Raises
+
+@dataclass
+class ItemImages:
+    content: Tensor
+    geometry: Tensor | None  # the warp's square analysis view
+    texture: Tensor | None
+
+
+def read_item_inputs(content: str, geometry: str | None, texture: str | None,
+                     config: StylizeConfig, read: ReadFn | None = None,
+                     **storage_options: object) -> ItemImages:
+    """An item's inputs, each read at the size it is used at, so a 50 MP photo is never held
+    whole (`lwst.image_io`): the content at the output size, the geometry exemplar as the
+    warp's analysis view, the texture exemplar at the style size. An input given as None is
+    not read. ``read``: how one is read (default `read_input` with ``storage_options``, a
+    refusal naming the role; the CLI names its option instead)."""
+    if read is None:
+        read = functools.partial(read_input, **storage_options)
+    return ItemImages(
+        content=read("content", content, config.size, None),
+        geometry=(read("geometry", geometry, None, config.warp.analysis_size)
+                  if geometry else None),
+        texture=(read("texture", texture, config.render.style_size or config.size, None)
+                 if texture else None),
+    )
+
+
+def stylize_files(item: Item, run_id: str = "", progress: ProgressFn | None = None,
+                  storage_options: dict | None = None,
+                  warp_estimate: WarpEstimate | None = None) -> dict:
+    """Read, stylise and write one item (`lwst.item.Item`: its inputs, configuration and
+    output paths); returns its metadata record (status ``ok``).
+
+    ``warp_estimate`` (e.g. from a batched pass) replaces estimating the item's warp. Raises
     `lwst.image_io.ImageInputError` / ``ValueError`` for bad input, after removing any output
     this call had already written.
     """
     opts = storage_options or {}
+    config = item.config
     validate(config)
-    check_size(config.size)
-    check_item_outputs(content, geometry, texture, output, warped_out, flow_out, flow_vis_out)
-    record = empty_record(item_id, run_id)
-    record.update(content=content, geometry=geometry, texture=texture)
-    # Each input at the size it is used at (a 50 MP photo is never held whole): the content at
-    # the output size, the geometry exemplar as the warp's analysis view.
-    content_img = read_input("content", content, config.size, **opts)
-    needs_geometry = geometry and warp_estimate is None
-    geometry_img = (read_input("geometry", geometry, analysis_side=config.warp.analysis_size,
-                               **opts) if needs_geometry else None)
-    style_side = config.render.style_size or config.size
-    texture_img = read_input("texture", texture, style_side, **opts) if texture else None
-    result = stylize(content_img, geometry_img, texture_img, config, progress=progress,
-                     warp_estimate=warp_estimate if geometry else None)
-    return write_item(record, result, config, output, warped_out, flow_out, opts, flow_vis_out)
+    check_item_outputs(item)
+    record = empty_record(item.id, run_id)
+    record.update(content=item.content, geometry=item.geometry, texture=item.texture)
+    images = read_item_inputs(item.content, item.geometry if warp_estimate is None else None,
+                              item.texture, config, **opts)
+    result = stylize(images.content, images.geometry, images.texture, config,
+                     progress=progress, warp_estimate=warp_estimate if item.geometry else None)
+    return write_item(record, result, config, item.outputs, opts)
 
 
-def write_item(record: dict, result: StylizeResult, config: StylizeConfig, output: str,
-               warped_out: str | None, flow_out: str | None, opts: dict,
-               flow_vis_out: str | None = None) -> dict:
+def write_item(record: dict, result: StylizeResult, config: StylizeConfig,
+               outputs: ItemOutputs, opts: dict) -> dict:
     """Write an item's files and complete its metadata record (status ``ok``).
 
-    The files are `lwst.item_files.kinds` of whether it warped, each where asked (None: not
-    wanted, e.g. a CLI run without ``--flow-out``). All are encoded from the result in memory
-    before the first write; if any write fails, the ones already written are removed.
+    The files are `lwst.item_files.kinds` of whether it warped, each at its ``outputs`` path.
+    All are encoded from the result in memory before the first write; if any write fails, the
+    ones already written are removed.
     """
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
-    files = encode_item(result, {"image": output, "warped": warped_out, "flow": flow_out,
-                                 "flow_vis": flow_vis_out})
+    files = encode_item(result, vars(outputs))
     storage.write_all_or_none([(uri, data) for _, uri, data in files], **opts)
     return complete_record(record, result, config, files, vgg_source)
 

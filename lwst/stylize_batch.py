@@ -1,8 +1,8 @@
 """Many items with one configuration, the batchable work done in batches.
 
 For the feed-forward renderers a dataset item is a few forward passes, so per-item overhead
-(Python, model look-ups, tiny GPU kernels) matters. ``stylize_files_batch`` takes items that
-share one `StylizeConfig` (the pipeline groups them by it) and runs:
+(Python, model look-ups, tiny GPU kernels) matters. ``stylize_files_batch`` takes items
+(`lwst.item.Item`) that share one `StylizeConfig` (the pipeline groups them by it) and runs:
 
     read each item (a bad one becomes its own failed result, the others go on; a transient
     read error is read again after 2 s and 10 s, `_load_all`)
@@ -24,19 +24,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lwst import item_files, storage
-from lwst.config import StylizeConfig, validate
-from lwst.flow import check_flow_name
-from lwst.image_io import check_size, output_format
+from lwst import storage
+from lwst.config import validate
+from lwst.devices import resolve_device
+from lwst.item import Item
 from lwst.metadata import empty_record
 from lwst.renderers import render_batch
-from lwst.safety import check_fits, check_outputs_apart
+from lwst.safety import check_fits
 from lwst.stylize import (
+    ReadFn,
     StylizeResult,
     WarpOutcome,
     apply_geometry,
+    check_item_outputs,
     read_input,
-    resolve_device,
+    read_item_inputs,
     write_item,
 )
 from lwst.vgg import load_vgg19
@@ -44,66 +46,51 @@ from lwst.warping import BATCHED_METHODS, estimate_warps
 
 
 @dataclass
-class BatchItem:
-    """One item's inputs and output paths (the warp ones are used when it warps)."""
-
-    item_id: str
-    content: str
-    geometry: str | None
-    texture: str | None
-    output: str
-    warped_out: str | None = None
-    flow_out: str | None = None
-    flow_vis_out: str | None = None
-
-
-@dataclass
 class ItemOutcome:
-    item: BatchItem
+    item: Item
     record: dict | None = None
     error: BaseException | None = None
 
 
 @dataclass
 class _Loaded:
-    item: BatchItem
+    item: Item
     content: Tensor
     geometry: Tensor | None
     texture: Tensor | None
     warp: WarpOutcome | None = None
 
 
-def _load(item: BatchItem, config: StylizeConfig, device: torch.device, opts: dict,
-          textures: dict[str, Tensor]) -> _Loaded:
-    """Check an item's outputs and read its inputs (at the sizes the batch uses)."""
-    check_outputs_apart(
-        {"content": item.content, "geometry": item.geometry, "texture": item.texture},
-        {"output": item.output, "warped": item.warped_out, "flow": item.flow_out,
-         "flow_vis": item.flow_vis_out})
-    for uri in (item.output, item.warped_out, item.flow_vis_out):
-        if uri:
-            output_format(uri)
-    if item.flow_out:
-        check_flow_name(item.flow_out)
-    # Each input at the size it is used at (`lwst.stylize.stylize_files`): a chunk holds all
-    # its items' inputs at once, so a 50 MP geometry exemplar must not be held whole.
-    content = read_input("content", item.content, config.size, **opts).to(device)
-    check_fits(*content.shape[-2:], f"the content at size {config.size}", bool(item.texture))
-    geometry = (read_input("geometry", item.geometry, analysis_side=config.warp.analysis_size,
-                           **opts).to(device)
-                if item_files.warps(bool(item.geometry), config) else None)
-    texture = None
-    if item.texture:
-        if item.texture not in textures:
-            style_side = config.render.style_size or config.size
-            texture = read_input("texture", item.texture, style_side, **opts).to(device)
-            check_fits(*texture.shape[-2:], "the texture exemplar", True)
-            textures[item.texture] = texture
-        texture = textures[item.texture]
-    return _Loaded(item, content, geometry, texture)
+def _reader(device: torch.device, opts: dict, textures: dict[str, Tensor]) -> ReadFn:
+    """`lwst.stylize.read_input` onto ``device``, each texture exemplar once per chunk (its
+    items share few, and the renderer resizes each distinct exemplar once)."""
+
+    def read(role: str, uri: str, max_side: int | None, analysis_side: int | None) -> Tensor:
+        if role == "texture" and uri in textures:
+            return textures[uri]
+        image = read_input(role, uri, max_side, analysis_side, **opts).to(device)
+        if role == "texture":
+            textures[uri] = image
+        return image
+
+    return read
 
 
-def _load_all(items: list[BatchItem], config: StylizeConfig, device: torch.device, opts: dict,
+def _load(item: Item, device: torch.device, opts: dict, textures: dict[str, Tensor]) -> _Loaded:
+    """Check an item's outputs and read its inputs (`lwst.stylize.read_item_inputs`: a chunk
+    holds all its items' inputs at once, so a 50 MP geometry exemplar must not be held whole)."""
+    check_item_outputs(item)
+    config = item.config
+    images = read_item_inputs(item.content, item.geometry if item.warps else None,
+                              item.texture, config, read=_reader(device, opts, textures))
+    check_fits(*images.content.shape[-2:], f"the content at size {config.size}",
+               images.texture is not None)
+    if images.texture is not None:
+        check_fits(*images.texture.shape[-2:], "the texture exemplar", True)
+    return _Loaded(item, images.content, images.geometry, images.texture)
+
+
+def _load_all(items: list[Item], device: torch.device, opts: dict,
               textures: dict[str, Tensor], outcomes: dict[str, ItemOutcome],
               before_retry: Callable[[BaseException], None] | None = None) -> list[_Loaded]:
     """Every readable item, in order; an unreadable one gets its error in ``outcomes``.
@@ -120,38 +107,43 @@ def _load_all(items: list[BatchItem], config: StylizeConfig, device: torch.devic
         transient = []
         for index, item in pending:
             try:
-                loaded[index] = _load(item, config, device, opts, textures)
-                outcomes[item.item_id].error = None
+                loaded[index] = _load(item, device, opts, textures)
+                outcomes[item.id].error = None
             except Exception as exc:  # noqa: BLE001 - reported per item by the caller
-                outcomes[item.item_id].error = exc
+                outcomes[item.id].error = exc
                 if storage.is_transient(exc):
                     transient.append((index, item))
         if not transient or delay is None:
             break
         if before_retry is not None:
-            before_retry(outcomes[transient[0][1].item_id].error)
+            before_retry(outcomes[transient[0][1].id].error)
         time.sleep(delay)
         pending = transient
     return [loaded[index] for index in sorted(loaded)]
 
 
-def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: str = "",
+def stylize_files_batch(items: list[Item], run_id: str = "",
                         storage_options: dict | None = None,
                         before_retry: Callable[[BaseException], None] | None = None,
                         ) -> list[ItemOutcome]:
-    """Stylise ``items`` (one shared configuration) in batches; one outcome per item, in order.
+    """Stylise ``items`` (one shared configuration: refused otherwise) in batches; one
+    outcome per item, in order.
 
     ``before_retry``: called with a transient read error before the items that met one are
     read again (`_load_all`); what it raises ends the call."""
+    if not items:
+        return []
+    if len({item.batch_key() for item in items}) > 1:
+        raise ValueError("the items of a batch must share one configuration")
     opts = storage_options or {}
+    config = items[0].config
     validate(config)
-    check_size(config.size)
     device = resolve_device(config.device)
     vgg = load_vgg19(config.vgg_weights, device=device)
     torch.manual_seed(config.seed)
-    outcomes = {item.item_id: ItemOutcome(item) for item in items}
+    outcomes = {item.id: ItemOutcome(item) for item in items}
     textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
-    loaded = _load_all(items, config, device, opts, textures, outcomes, before_retry)
+    loaded = _load_all(items, device, opts, textures, outcomes, before_retry)
 
     warped = [entry for entry in loaded if entry.geometry is not None]
     estimates = {}
@@ -159,7 +151,7 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
         try:
             batch = estimate_warps([e.content for e in warped], [e.geometry for e in warped],
                                    config.warp, vgg, seed=config.seed)
-            estimates = {e.item.item_id: est for e, est in zip(warped, batch, strict=True)}
+            estimates = {e.item.id: est for e, est in zip(warped, batch, strict=True)}
         except Exception:  # noqa: BLE001 - each item then estimates (and reports) its own
             estimates = {}
     alive: list[_Loaded] = []
@@ -167,10 +159,10 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
         try:
             if entry.geometry is not None:
                 entry.warp = apply_geometry(entry.content, entry.geometry, config, vgg,
-                                            estimates.get(entry.item.item_id))
+                                            estimates.get(entry.item.id))
             alive.append(entry)
         except Exception as exc:  # noqa: BLE001
-            outcomes[entry.item.item_id].error = exc
+            outcomes[entry.item.id].error = exc
 
     rendered: dict[str, object] = {}
     textured = [e for e in alive if e.texture is not None]
@@ -185,25 +177,23 @@ def stylize_files_batch(items: list[BatchItem], config: StylizeConfig, run_id: s
                                    seed=config.seed, measure=config.render.measure_losses)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure fails its items
             for e in group:
-                outcomes[e.item.item_id].error = exc
+                outcomes[e.item.id].error = exc
             continue
         for e, result in zip(group, results, strict=True):
-            rendered[e.item.item_id] = result
+            rendered[e.item.id] = result
 
     for entry in alive:
         item = entry.item
-        if outcomes[item.item_id].error is not None:
+        if outcomes[item.id].error is not None:
             continue
-        render = rendered.get(item.item_id)
+        render = rendered.get(item.id)
         base = entry.warp.warped if entry.warp is not None else entry.content
         result = StylizeResult(image=render.image if render is not None else base,
                                warp=entry.warp, render=render)
-        record = empty_record(item.item_id, run_id)
+        record = empty_record(item.id, run_id)
         record.update(content=item.content, geometry=item.geometry, texture=item.texture)
         try:
-            outcomes[item.item_id].record = write_item(record, result, config, item.output,
-                                                       item.warped_out, item.flow_out, opts,
-                                                       item.flow_vis_out)
+            outcomes[item.id].record = write_item(record, result, config, item.outputs, opts)
         except Exception as exc:  # noqa: BLE001
-            outcomes[item.item_id].error = exc
-    return [outcomes[item.item_id] for item in items]
+            outcomes[item.id].error = exc
+    return [outcomes[item.id] for item in items]

@@ -44,8 +44,9 @@ def estimate_warp_batch(
 
 
 def _estimate(items: list[Item], out: str, run_id: str, opts: dict[str, Any]) -> dict[str, str]:
-    from lwst.image_io import ImageInputError, read_image
-    from lwst.stylize import resolve_device
+    from lwst.devices import resolve_device
+    from lwst.image_io import ImageInputError
+    from lwst.stylize import read_item_inputs
     from lwst.vgg import load_vgg19
     from lwst.warping import estimate_warps, save_estimate
 
@@ -56,14 +57,12 @@ def _estimate(items: list[Item], out: str, run_id: str, opts: dict[str, Any]) ->
     readable, contents, exemplars = [], [], []
     for item in items:
         try:
-            content = read_image(item.content, config.size, **opts)
-            exemplar = read_image(item.geometry, analysis_side=config.warp.analysis_size,
-                                  **opts)
+            images = read_item_inputs(item.content, item.geometry, None, config, **opts)
         except (ImageInputError, OSError):
             continue
         readable.append(item)
-        contents.append(content)
-        exemplars.append(exemplar)
+        contents.append(images.content)
+        exemplars.append(images.geometry)
     if not readable:
         return {}
     vgg = load_vgg19(config.vgg_weights, device=resolve_device(config.device))

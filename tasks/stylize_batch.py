@@ -44,20 +44,14 @@ def stylize_batch(
     extra: int = 0,
 ) -> TaskRecords:
     """Stylise a chunk of items that share one configuration; one record per item."""
-    from lwst.stylize_batch import BatchItem, stylize_files_batch
+    from lwst.stylize_batch import stylize_files_batch
 
     if torch_threads:
         import torch
 
         torch.set_num_threads(torch_threads)
-    if len({item.batch_key() for item in items}) != 1:
-        raise ValueError("stylize_batch: the items of a chunk must share one configuration")
     opts = storage_options or {}
     configure_storage(items, out, opts)
-    config = items[0].config
-    batch = [BatchItem(item.id, item.content, item.geometry, item.texture, item.outputs.image,
-                       item.outputs.warped, item.outputs.flow, item.outputs.flow_vis)
-             for item in items]  # outputs landing on inputs are refused per item in there
     records = []
 
     def before_retry(exc: BaseException) -> None:
@@ -66,7 +60,7 @@ def stylize_batch(
         stop_if_storage_down(exc, out, opts)
 
     with storage.temp_owner(run_id):
-        outcomes = stylize_files_batch(batch, config, run_id, opts, before_retry)
+        outcomes = stylize_files_batch(items, run_id, opts, before_retry)
         for item, outcome in zip(items, outcomes, strict=True):
             record = outcome.record
             if record is None:

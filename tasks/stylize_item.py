@@ -58,7 +58,7 @@ def item_inputs(item: Item) -> dict[str, str | None]:
 
 def device_name(config_device: str) -> str:
     """The device a run's rows name (``auto`` resolved); a refused one as it was asked."""
-    from lwst.stylize import resolve_device
+    from lwst.devices import resolve_device
 
     try:
         return str(resolve_device(config_device))
@@ -129,13 +129,10 @@ def _stylize_item(item: Item, out: str, run_id: str, opts: dict[str, Any],
     from lwst.stylize import stylize_files
     from lwst.warping import load_estimate
 
-    outputs = item.outputs
     try:
         estimate = load_estimate(estimate_uri, **opts) if estimate_uri else None
-        record = stylize_files(item.id, item.content, item.geometry, item.texture,
-                               outputs.image, item.config, warped_out=outputs.warped,
-                               flow_out=outputs.flow, run_id=run_id, storage_options=opts,
-                               warp_estimate=estimate, flow_vis_out=outputs.flow_vis)
+        record = stylize_files(item, run_id=run_id, storage_options=opts,
+                               warp_estimate=estimate)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the item's row
         record = record_failure(item, exc, out, run_id, opts)
     return record

@@ -253,6 +253,28 @@ def test_console_script_usage_error_exits_2():
     assert done.returncode == 2 and "--content" in done.stderr
 
 
+@pytest.mark.parametrize("command", ["stylize", "warp", "run", "make-manifest"])
+def test_an_unknown_option_is_the_commands_own_usage_error(capsys, command):
+    """docs/contracts.md: ``lwst <command>: error: <reason> (see lwst <command> --help)``."""
+    with pytest.raises(SystemExit) as info:
+        main([command, "--bogus"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"lwst {command}: error: ") and \
+        err.rstrip().endswith(f"(see lwst {command} --help)")
+    with pytest.raises(SystemExit):
+        main(["stylize", "--content", "a.png", "--out", "b.png", "--bogus", "x"])
+    assert capsys.readouterr().err == ("lwst stylize: error: unrecognized arguments: --bogus x "
+                                       "(see lwst stylize --help)\n")
+
+
+def test_an_unknown_option_before_the_command_is_the_top_levels(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--bogus", "stylize", "--content", "a.png", "--out", "b.png"])
+    assert info.value.code == 2 and capsys.readouterr().err == (
+        "lwst: error: unrecognized arguments: --bogus (see lwst --help)\n")
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     code = _stylize_coffee(tmp_path / "o.png", "--device", "cuda")

@@ -15,6 +15,8 @@ from lwst.cli import main
 from lwst.config import ConfigError, StylizeConfig, with_overrides
 from lwst.failures import failure_reason
 from lwst.image_io import ImageInputError
+from lwst.item import Item
+from lwst.item_files import ItemOutputs, item_outputs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAT, DRAWING = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "cat_bigeyes_drawing.jpg")
@@ -55,8 +57,9 @@ def test_a_flow_output_not_named_flo_is_refused_before_the_work(tmp_path, capsys
 
 def test_the_library_refuses_a_flow_output_not_named_flo(tmp_path):
     with pytest.raises(ValueError, match="unsupported flow suffix '.png'"):
-        lwst.stylize.stylize_files("a", CAT, DRAWING, None, str(tmp_path / "a.png"),
-                                   StylizeConfig(size=32), flow_out=str(tmp_path / "f.png"))
+        lwst.stylize.stylize_files(Item("a", CAT, DRAWING, None, StylizeConfig(size=32),
+                                        ItemOutputs(*(str(tmp_path / name) for name in (
+                                            "a.png", "w.png", "f.png", "v.png")))))
     assert not list(tmp_path.iterdir())
 
 
@@ -114,23 +117,25 @@ def test_a_gatys_item_names_the_input_that_failed(tmp_path, role):
     bad = str(_truncated_jpeg(tmp_path / "bad.jpg"))
     inputs = {"content": CAT, "geometry": DRAWING, "texture": TEXTURE, role: bad}
     with pytest.raises(ImageInputError) as info:
-        lwst.stylize.stylize_files("a", inputs["content"], inputs["geometry"],
-                                   inputs["texture"], str(tmp_path / "o.png"),
-                                   StylizeConfig(size=32))
+        lwst.stylize.stylize_files(Item("a", inputs["content"], inputs["geometry"],
+                                        inputs["texture"], StylizeConfig(size=32),
+                                        item_outputs(str(tmp_path / "out"), "a")))
     reason = failure_reason(info.value, inputs)
     assert reason.startswith(f"{role} {bad}: corrupt or truncated image ("), reason
-    assert not (tmp_path / "o.png").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_chunk_item_names_the_input_that_failed(tmp_path):
-    from lwst.stylize_batch import BatchItem, stylize_files_batch
+    from lwst.stylize_batch import stylize_files_batch
 
     bad = str(_truncated_jpeg(tmp_path / "bad.jpg"))
     config = with_overrides(StylizeConfig(), {"size": 32, "renderer": "adain"})
-    items = [BatchItem("geom", CAT, bad, TEXTURE, str(tmp_path / "g.png")),
-             BatchItem("tex", CAT, DRAWING, bad, str(tmp_path / "t.png")),
-             BatchItem("both", bad, DRAWING, bad, str(tmp_path / "b.png"))]
-    outcomes = {o.item.item_id: o for o in stylize_files_batch(items, config)}
+    items = [Item(name, content, geometry, texture, config,
+                  item_outputs(str(tmp_path / "out"), name))
+             for name, content, geometry, texture in (("geom", CAT, bad, TEXTURE),
+                                                      ("tex", CAT, DRAWING, bad),
+                                                      ("both", bad, DRAWING, bad))]
+    outcomes = {o.item.id: o for o in stylize_files_batch(items)}
     reasons = {name: failure_reason(o.error, {"content": o.item.content,
                                                "geometry": o.item.geometry,
                                                "texture": o.item.texture})
@@ -143,14 +148,13 @@ def test_a_chunk_item_names_the_input_that_failed(tmp_path):
 # ---- 11. a chunk of one gives the CLI's pixels (README: the batched difference) ----
 
 def test_a_chunk_of_one_is_the_single_item_bit_for_bit(tmp_path):
-    from lwst.stylize_batch import BatchItem, stylize_files_batch
+    from lwst.stylize_batch import stylize_files_batch
 
     config = with_overrides(StylizeConfig(), {"size": 32, "renderer": "adain"})
-    lwst.stylize.stylize_files("a", CAT, DRAWING, TEXTURE, str(tmp_path / "single.png"), config,
-                               warped_out=str(tmp_path / "single_w.png"))
-    [outcome] = stylize_files_batch([BatchItem("a", CAT, DRAWING, TEXTURE,
-                                               str(tmp_path / "chunk.png"),
-                                               str(tmp_path / "chunk_w.png"))], config)
+    single, chunk = (item_outputs(str(tmp_path / name), "a") for name in ("single", "chunk"))
+    lwst.stylize.stylize_files(Item("a", CAT, DRAWING, TEXTURE, config, single))
+    [outcome] = stylize_files_batch([Item("a", CAT, DRAWING, TEXTURE, config, chunk)])
     assert outcome.error is None
-    for single, chunk in (("single.png", "chunk.png"), ("single_w.png", "chunk_w.png")):
-        assert Image.open(tmp_path / single).tobytes() == Image.open(tmp_path / chunk).tobytes()
+    for kind in ("image", "warped", "flow_vis"):
+        assert (Image.open(getattr(single, kind)).tobytes()
+                == Image.open(getattr(chunk, kind)).tobytes())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import lwst.cli
+import flows.cli
 import lwst.stylize
 from lwst import storage
 from lwst.cli import main
@@ -259,7 +259,7 @@ def test_run_hands_the_flow_an_absolute_out(tmp_path, monkeypatch, capsys):
         seen["out"] = out
         return _summary()
 
-    monkeypatch.setattr(lwst.cli, "launch_stylize_dataset", launch)
+    monkeypatch.setattr(flows.cli, "launch_stylize_dataset", launch)
     monkeypatch.chdir(tmp_path)
     Path("m.csv").write_text(f"id,content\na,{CAT}\n")
     assert main(["run", "m.csv", "--out", "out/example", "--quiet"]) == 0
@@ -270,7 +270,7 @@ def test_run_refuses_an_out_under_a_file_before_prefect(tmp_path, monkeypatch, c
     def launch(*args):
         raise AssertionError("Prefect started")
 
-    monkeypatch.setattr(lwst.cli, "launch_stylize_dataset", launch)
+    monkeypatch.setattr(flows.cli, "launch_stylize_dataset", launch)
     (tmp_path / "m.csv").write_text(f"id,content\na,{CAT}\n")
     blocker = tmp_path / "f.txt"
     blocker.write_text("a file")

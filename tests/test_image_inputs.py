@@ -90,13 +90,17 @@ def test_every_entry_point_reads_inputs_at_the_size_they_are_used(tmp_path, monk
     output size, the geometry as its analysis view, never in full."""
     import lwst.stylize as stylize_mod
     from lwst.config import StylizeConfig
-    from lwst.stylize_batch import BatchItem, _load
+    from lwst.item import Item
+    from lwst.item_files import item_outputs
+    from lwst.stylize_batch import _load
 
     content, geometry, texture = (tmp_path / "c.png", tmp_path / "g.png", tmp_path / "t.png")
     _photo(320, 240, 1).save(content)
     _photo(300, 500, 2).save(geometry)
     _photo(200, 200, 3).save(texture)
     config = StylizeConfig(size=48)
+    item = Item("a", str(content), str(geometry), str(texture), config,
+                item_outputs(str(tmp_path / "out"), "a"))
     seen = {}
 
     def capture(content, geometry, texture, config, **kwargs):
@@ -107,11 +111,9 @@ def test_every_entry_point_reads_inputs_at_the_size_they_are_used(tmp_path, monk
     expected = {"content": (1, 3, 36, 48), "geometry": (1, 3, 256, 256),
                 "texture": (1, 3, 48, 48)}
     with pytest.raises(RuntimeError, match="captured"):
-        stylize_mod.stylize_files("a", str(content), str(geometry), str(texture),
-                                  str(tmp_path / "o.png"), config)
+        stylize_mod.stylize_files(item)
     assert seen == expected
-    loaded = _load(BatchItem("a", str(content), str(geometry), str(texture),
-                             str(tmp_path / "o.png")), config, torch.device("cpu"), {}, {})
+    loaded = _load(item, torch.device("cpu"), {}, {})
     assert {"content": loaded.content.shape, "geometry": loaded.geometry.shape,
             "texture": loaded.texture.shape} == expected
     seen.clear()

@@ -23,6 +23,7 @@ import lwst.stylize
 from lwst import dataset, item_files, storage
 from lwst.config import StylizeConfig, WarpConfig, with_overrides
 from lwst.flow import flow_picture, read_flo
+from lwst.item import Item
 from lwst.manifest import ManifestItem
 from lwst.metadata import empty_record
 from lwst.stylize import stylize, stylize_files, write_item
@@ -48,8 +49,7 @@ def inputs(tmp_path: Path) -> tuple[str, str]:
 
 
 def _write(result, outputs: item_files.ItemOutputs, opts: dict | None = None) -> dict:
-    return write_item(empty_record("a", "r"), result, CONFIG, outputs.image, outputs.warped,
-                      outputs.flow, opts or {}, outputs.flow_vis)
+    return write_item(empty_record("a", "r"), result, CONFIG, outputs, opts or {})
 
 
 def _files_under(root: Path) -> set[str]:
@@ -134,9 +134,8 @@ def flaky(monkeypatch):
 
 def _stylize_to(outputs: item_files.ItemOutputs, inputs: tuple[str, str]) -> dict:
     content, geometry = inputs
-    return stylize_files("a", content, geometry, None, outputs.image, CONFIG,
-                         warped_out=outputs.warped, flow_out=outputs.flow,
-                         flow_vis_out=outputs.flow_vis, warp_estimate=_estimate())
+    return stylize_files(Item("a", content, geometry, None, CONFIG, outputs),
+                         warp_estimate=_estimate())
 
 
 def test_a_reset_connection_retries_the_write_and_renders_once(flaky, inputs):
@@ -225,10 +224,8 @@ def test_the_writer_writes_exactly_what_the_resume_check_expects(tmp_path, input
     records = []
     for item_id, geom in (("warps", geometry), ("plain", None)):
         outputs = item_files.item_outputs(str(out), item_id)
-        records.append(stylize_files(item_id, content, geom, None, outputs.image, CONFIG,
-                                     warped_out=outputs.warped, flow_out=outputs.flow,
-                                     flow_vis_out=outputs.flow_vis, run_id="r",
-                                     warp_estimate=_estimate() if geom else None))
+        records.append(stylize_files(Item(item_id, content, geom, None, CONFIG, outputs),
+                                     run_id="r", warp_estimate=_estimate() if geom else None))
         assert item_files.warps(bool(geom), CONFIG) == (geom is not None)
     expected = {str(Path(uri).relative_to(out))
                 for item_id, warped in (("warps", True), ("plain", False))
@@ -248,7 +245,7 @@ def test_the_writer_writes_exactly_what_the_resume_check_expects(tmp_path, input
 def test_an_item_finished_with_other_settings_or_inputs_is_not_done(tmp_path, inputs):
     out, (content, geometry) = tmp_path / "out", inputs
     outputs = item_files.item_outputs(str(out), "a")
-    record = stylize_files("a", content, None, None, outputs.image, CONFIG, run_id="r")
+    record = stylize_files(Item("a", content, None, None, CONFIG, outputs), run_id="r")
     dataset.write_run_metadata(str(out), "r", [record])
     item = ManifestItem("a", content)
     finished = dataset.CompletedOutputs(str(out))
@@ -263,7 +260,7 @@ def test_an_item_finished_with_other_settings_or_inputs_is_not_done(tmp_path, in
     assert finished.changes(moved, CONFIG) == [f"geometry None -> {geometry}"]
     assert finished.changes(ManifestItem("b", content), CONFIG) is None  # never finished
     # the latest ok row is what the files are: after a run at 40 px, 40 px is done
-    again = stylize_files("a", content, None, None, outputs.image, bigger, run_id="s")
+    again = stylize_files(Item("a", content, None, None, bigger, outputs), run_id="s")
     dataset.write_run_metadata(str(out), "s", [again])
     finished = dataset.CompletedOutputs(str(out))
     assert finished.is_complete(item, bigger) and not finished.is_complete(item, CONFIG)

@@ -12,9 +12,35 @@ import pytest
 from pipeline_inputs import write_manifest_csv
 
 
-def test_importing_the_cli_does_not_import_prefect():
-    code = "import sys, lwst.cli_pipeline; sys.exit('prefect' in sys.modules)"
+def test_building_the_cli_with_lwst_run_does_not_import_prefect():
+    code = ("import sys; from lwst.cli import _registrations, build_parser; "
+            "build_parser(_registrations()); "
+            "sys.exit('prefect' in sys.modules or 'flows.cli' not in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_lwst_run_without_the_pipeline_extra_is_one_line(tmp_path: Path):
+    manifest = write_manifest_csv(tmp_path / "m.csv", [{"id": "a", "content": "x.png"}])
+    code = ("import sys; sys.modules['prefect'] = None; from lwst.cli import main; "
+            f"sys.exit(main(['run', {str(manifest)!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr == (
+        "lwst run: error: needs the pipeline extra (Prefect, Dask), not installed here: "
+        "pip install -e '.[pipeline]' in the lwst checkout\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_registered_command_that_cannot_load_refuses_in_one_line(main, capsys, monkeypatch):
+    import importlib.metadata
+
+    broken = importlib.metadata.EntryPoint("run", "flows.not_there:add_parser", "lwst.commands")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken])
+    assert main(["run", "m.csv", "--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("lwst run: error: this command is "
+                                                         "not available (No module named")
+    assert "pip install -e '.[pipeline]'" in err
 
 
 def test_bad_manifest_exits_2_with_one_line_naming_every_row(main, tmp_path: Path, capsys):

@@ -24,6 +24,8 @@ import lwst
 from lwst import run_records
 from lwst.config import StylizeConfig, with_overrides
 from lwst.image_io import read_image
+from lwst.item import Item
+from lwst.item_files import item_outputs
 from lwst.metadata import empty_record
 from lwst.renderers import measure_losses_batch
 from lwst.stylize import stylize_files
@@ -132,12 +134,12 @@ def test_a_very_wide_image_that_passed_the_size_check_is_stylised_and_measured(t
     VGG's last pooling failed (RuntimeError, 'a bug in lwst'); it is measured at 320x16."""
     config = with_overrides(StylizeConfig(), {"renderer": "adain", "size": 400,
                                               "device": "cpu", "warp_method": "none"})
-    record = stylize_files("wide", str(_strip(tmp_path / "wide.jpg")), None,
-                           str(EXAMPLES / "texture_strokes.jpg"), str(tmp_path / "o.png"),
-                           config)
+    outputs = item_outputs(str(tmp_path / "out"), "wide")
+    record = stylize_files(Item("wide", str(_strip(tmp_path / "wide.jpg")), None,
+                                str(EXAMPLES / "texture_strokes.jpg"), config, outputs))
     assert (record["width"], record["height"]) == (400, 20)
     assert all(math.isfinite(record[k]) for k in ("content_loss", "style_loss", "total_loss"))
-    assert Image.open(tmp_path / "o.png").size == (400, 20)
+    assert Image.open(outputs.image).size == (400, 20)
 
 
 def test_the_yardstick_measures_tall_outputs_and_strip_exemplars():

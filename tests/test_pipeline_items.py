@@ -94,7 +94,7 @@ def test_the_one_line_log_filter_keeps_only_a_bugs_traceback():
     import logging
     import sys
 
-    from lwst.cli_pipeline import _OneLineLogs
+    from flows.cli import _OneLineLogs
 
     try:
         raise ZeroDivisionError("planted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -161,3 +162,78 @@ def test_the_resume_listing_keeps_names_not_s3fs_details(s3_bucket):
         "item0.png", "item1.png", "item2.png"}
     assert f"{bucket}/out/images" not in fs.dircache
     assert dataset.list_names(f"s3://{bucket}/out/missing", options) == set()
+
+
+SECRET = "never-stored-4f9c2d"  # moto takes any key: what matters is where it ends up
+
+
+def _stored_parameters(run_ids: set[str]) -> list[dict]:
+    """The parameters Prefect's API stored for this test's flow runs (what its UI shows)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+    return [run.parameters for run in runs if run.parameters.get("run_id") in run_ids]
+
+
+def _upload_inputs(s3_bucket, image_folder: Path, tmp_path: Path) -> tuple[str, str]:
+    import s3fs
+
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    fs.put_file(str(image_folder / "contents" / "photo0.png"), f"{bucket}/in/photo0.png")
+    manifest = write_manifest_csv(tmp_path / "m.csv", [{"id": "one", "content": "photo0.png"}])
+    fs.put_file(str(manifest), f"{bucket}/in/m.csv")
+    return f"s3://{bucket}/in/m.csv", options["endpoint_url"]
+
+
+def test_lwst_run_s3_secret_reaches_the_flow_but_not_its_stored_parameters(
+        main, image_folder: Path, s3_bucket, tmp_path: Path, monkeypatch):
+    """Prefect stores a flow run's parameters and shows them in its UI: ``--aws-secret-access-
+    key`` goes to the flow (run in this process) through the environment botocore reads."""
+    import os
+
+    import flows.cli
+
+    manifest, endpoint = _upload_inputs(s3_bucket, image_folder, tmp_path)
+    launch, seen = flows.cli.launch_stylize_dataset, []
+
+    def spy(*args):
+        seen.append(os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        return launch(*args)
+
+    monkeypatch.setattr(flows.cli, "launch_stylize_dataset", spy)
+    code = main(["run", manifest, "--out", f"s3://{s3_bucket[0]}/cli-out", "--size", "48",
+                 "--warp-method", "none", "--device", "cpu", "--run-id", "secret-cli",
+                 "--quiet", "--s3-endpoint-url", endpoint, "--aws-access-key-id", "testing",
+                 "--aws-secret-access-key", SECRET])
+    assert code == 0 and seen == [SECRET]
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "testing"  # the caller's, restored
+    stored = _stored_parameters({"secret-cli"})
+    assert stored and stored[0]["s3_endpoint_url"] == endpoint
+    assert SECRET not in json.dumps(stored)
+
+
+def test_a_secret_block_names_the_credentials_in_the_stored_parameters(
+        image_folder: Path, s3_bucket, tmp_path: Path):
+    """For deployments: the flow takes the name of a Prefect Secret block (encrypted at rest,
+    masked in the UI), never the key itself."""
+    from prefect.blocks.system import Secret
+
+    from flows.stylize_dataset import s3_storage_options, stylize_dataset
+
+    manifest, endpoint = _upload_inputs(s3_bucket, image_folder, tmp_path)
+    Secret(value={"aws_access_key_id": "testing", "aws_secret_access_key": SECRET}).save(
+        "lwst-test-s3", overwrite=True)
+    assert s3_storage_options(endpoint, None, "lwst-test-s3")["secret"] == SECRET
+    summary = stylize_dataset(manifest, f"s3://{s3_bucket[0]}/block-out", overrides=FAST,
+                              s3_endpoint_url=endpoint, aws_credentials_block="lwst-test-s3",
+                              run_id="secret-block")
+    assert summary["counts"] == {"ok": 1, "failed": 0, "skipped": 0}
+    stored = _stored_parameters({"secret-block"})
+    assert stored and stored[0]["aws_credentials_block"] == "lwst-test-s3"
+    assert SECRET not in json.dumps(stored)
+
+    Secret(value="only-a-key").save("lwst-test-bad", overwrite=True)
+    with pytest.raises(ValueError, match="'lwst-test-bad': its value must be"):
+        s3_storage_options(endpoint, None, "lwst-test-bad")

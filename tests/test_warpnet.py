@@ -554,7 +554,8 @@ def test_melt_loss_is_the_area_spread_and_its_gradient_unmelts_a_field() -> None
     swirl = torch.stack([2 * torch.sin(2 * math.pi * grid[:, 1] / 16),
                          torch.cos(2 * math.pi * grid[:, 0] / 16)], 1).requires_grad_(True)
     melt = melt_loss(swirl)
-    assert float(melt[0]) == pytest.approx(float(area_spread(swirl.detach())[0]), rel=0.02)
+    assert float(melt[0].detach()) == pytest.approx(float(area_spread(swirl.detach())[0]),
+                                                    rel=0.02)
     optimiser = torch.optim.Adam([swirl], lr=0.05)
     for _ in range(30):
         optimiser.zero_grad()

@@ -1,4 +1,4 @@
-"""``python -m lwst.guardian PID``: stop process PID when the process that started us dies.
+"""``python -m flows.guardian PID``: stop process PID when the process that started us dies.
 
 `lwst run` without a Prefect server starts a temporary one as a child process; Prefect stops it
 at exit, but a ``kill -9`` of `lwst run` skips that and left the server listening forever. The
@@ -17,16 +17,7 @@ import subprocess
 import sys
 import time
 
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (one we may not signal counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from lwst.run_lock import pid_alive
 
 
 def stop(pid: int, grace: float = 5.0) -> None:
@@ -46,7 +37,7 @@ def stop(pid: int, grace: float = 5.0) -> None:
 
 def spawn(pid: int) -> subprocess.Popen:
     """Start a guardian for ``pid``; keep the returned object (its stdin is the pipe) alive."""
-    return subprocess.Popen([sys.executable, "-m", "lwst.guardian", str(pid)],
+    return subprocess.Popen([sys.executable, "-m", "flows.guardian", str(pid)],
                             stdin=subprocess.PIPE, start_new_session=True)
 
 
