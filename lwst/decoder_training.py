@@ -42,6 +42,7 @@ from lwst.decoders import (
     load_decoder,
     save_decoder,
 )
+from lwst.failures import first_line
 from lwst.feature_transforms import adain, mean_std
 from lwst.image_io import ImageInputError, read_image
 from lwst.interrupts import ctrl_c_held
@@ -502,7 +503,7 @@ class _Run:
             self.decoder.load_state_dict(state["decoder"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            reason = first_line(exc)[:160]
             raise DecoderTrainingError(
                 f"{self.files.state}: its weights do not fit this run's decoder ({reason}): "
                 f"delete it to start over, or repeat the original settings") from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from lwst.failures import first_line
+
 DEVICE_TYPES = ("cpu", "cuda")
 
 
@@ -40,7 +42,7 @@ def device_problem(name: str, *, probe: bool = True) -> str | None:
         try:
             torch.empty(1, device=device)
         except (RuntimeError, AssertionError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            reason = first_line(exc)[:160]
             return f"not usable here ({reason})"
     return None
 
