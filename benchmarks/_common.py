@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,3 +52,34 @@ def make_parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
     first = (doc or "").strip().split("\n\n")[0]
     return argparse.ArgumentParser(description=first, formatter_class=HelpFormatter, **kwargs)
 
+
+
+@contextmanager
+def scratch_folder(given: Path | None, prefix: str) -> Iterator[Path]:
+    """``given`` when the user named a folder (kept), else a temporary one removed at the end,
+    also after a failure: a benchmark leaves nothing behind in /tmp unless asked."""
+    if given is not None:
+        yield given
+        return
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def add_warp_safety_options(parser: argparse.ArgumentParser) -> None:
+    """The product's warp-safety settings, defaulting to `lwst.config.WarpConfig`'s, for the
+    scripts that measure them (bench_warp_safety.py, real_pairs.py)."""
+    from lwst.config import MAX_WARP_VIEWS, WARP_FALLBACKS, WARP_FIELDS, WarpConfig
+
+    defaults = WarpConfig()
+    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS,
+                        help="field the product applies (WarpConfig.field)")
+    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS,
+                        help="what a low-confidence warp falls back to (WarpConfig.fallback)")
+    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence,
+                        help="fallback threshold (WarpConfig.min_confidence)")
+    parser.add_argument("--warp-views", type=int, default=defaults.views,
+                        choices=range(1, MAX_WARP_VIEWS + 1),
+                        help="the network's symmetric views (WarpConfig.views)")

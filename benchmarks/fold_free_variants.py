@@ -20,15 +20,13 @@ The data folder is ``--data`` (default ``$LWST_DATA``, else ../shared/data). Wit
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import data_root, make_parser, require_dir
+from _common import data_root, make_parser, require_dir, scratch_folder
 
 from lwst.correlation import analysis_view
 from lwst.flow import end_point_error, hole_mask, resize_flow, warp_image
@@ -121,14 +119,8 @@ def main() -> None:
     require_dir(args.data / "pairs")
     require_dir(args.data / "photos")
     torch.set_num_threads(args.threads)
-    scratch = None
-    if args.cache is None:
-        args.cache = scratch = Path(tempfile.mkdtemp(prefix="lwst-fold-free-"))
-    try:
+    with scratch_folder(args.cache, "lwst-fold-free-") as args.cache:
         compare(args)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def compare(args) -> None:

@@ -19,13 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import data_root, make_parser, require_dir
+from _common import add_warp_safety_options, data_root, make_parser, require_dir
 from PIL import Image
 
 from lwst.config import (
-    MAX_WARP_VIEWS,
-    WARP_FALLBACKS,
-    WARP_FIELDS,
     WARP_METHODS,
     WARP_PRECISIONS,
     WarpConfig,
@@ -83,15 +80,7 @@ def main() -> None:
                         help="VGG features the warp is matched on (default: the library's)")
     parser.add_argument("--warp-method", default=defaults.method, choices=WARP_METHODS,
                         help="estimator (WarpConfig.method)")
-    parser.add_argument("--warp-field", default=defaults.field, choices=WARP_FIELDS,
-                        help="field the product applies (WarpConfig.field)")
-    parser.add_argument("--warp-fallback", default=defaults.fallback, choices=WARP_FALLBACKS,
-                        help="what a low-confidence warp falls back to (WarpConfig.fallback)")
-    parser.add_argument("--min-warp-confidence", type=float, default=defaults.min_confidence,
-                        help="fallback threshold (WarpConfig.min_confidence)")
-    parser.add_argument("--warp-views", type=int, default=defaults.views,
-                        choices=range(1, MAX_WARP_VIEWS + 1),
-                        help="the network's symmetric views (WarpConfig.views)")
+    add_warp_safety_options(parser)
     parser.add_argument("--warp-strength", type=float, default=1.0,
                         help="scale the applied field as `lwst stylize --warp-strength` does "
                         "(then made fold-free again)")
