@@ -60,6 +60,18 @@ def main():
     return lwst_main
 
 
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a CLI item's work starts (``lwst.stylize.stylize``): a refusal must
+    come before it."""
+    import lwst.stylize
+
+    def stylize(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the work started before the refusal")
+
+    monkeypatch.setattr(lwst.stylize, "stylize", stylize)
+
+
 @pytest.fixture(autouse=True)
 def _prefect_console_on_open_stderr() -> None:
     """Prefect's console handler writes to the ``sys.stderr`` of the moment Prefect set up its

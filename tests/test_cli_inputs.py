@@ -30,14 +30,6 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    def stylize(*args, **kwargs):
-        raise AssertionError("the work started before the refusal")
-
-    monkeypatch.setattr(lwst.stylize, "stylize", stylize)
-
-
 # ---- 6. --flow-out must be a .flo ----
 
 @pytest.mark.parametrize("name", ["a.flo.png", "a.txt", "flow"])

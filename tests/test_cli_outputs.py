@@ -40,15 +40,6 @@ def _strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fail the test if the item's work starts: a refusal must come before it."""
-    def stylize(*args, **kwargs):
-        raise AssertionError("the work started before the refusal")
-
-    monkeypatch.setattr(lwst.stylize, "stylize", stylize)
-
-
 @pytest.mark.parametrize("option", ["--out", "--flow-out", "--metadata-out"])
 def test_an_output_under_an_existing_file_is_refused_before_the_work(tmp_path, capsys, no_work,
                                                                       option):
