@@ -53,7 +53,7 @@ def test_stages_follow_the_configuration():
                                      {"style_strength": 0.5}, {"warp_fallback": "none"},
                                      {"inpaint": "ns"}, {"min_warp_confidence": 0.5}])
 def test_items_that_differ_in_any_setting_never_share_a_batch(setting):
-    from flows.stylize_dataset import work_units
+    from flows.work_plan import work_units
 
     for renderer in ("adain", "gatys"):
         items, _ = resolve_items(_entries({}, {}, setting, {}), {"renderer": renderer,
@@ -66,7 +66,7 @@ def test_items_that_differ_in_any_setting_never_share_a_batch(setting):
 
 
 def test_work_units_kinds_and_sizes():
-    from flows.stylize_dataset import work_units
+    from flows.work_plan import work_units
 
     items, _ = resolve_items(_entries(*[{}] * 5, *[{"renderer": "gatys"}] * 3,
                                       {"renderer": "gatys", "warp_method": "none"}),

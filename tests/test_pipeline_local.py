@@ -328,10 +328,10 @@ def test_rows_resolved_a_chunk_at_a_time_keep_every_record(image_folder: Path, t
     """The flow resolves the manifest a chunk of rows at a time (flat memory at 100 000 rows):
     with chunks of 2, finished, refused, failed and new items spread over four chunks still get
     one row each, in a run file written as several row groups, and the counts add up."""
-    import flows.stylize_dataset as pipeline
+    import flows.work_plan as work_plan
     from lwst import run_records
 
-    monkeypatch.setattr(pipeline, "RESOLVE_CHUNK", 2)
+    monkeypatch.setattr(work_plan, "RESOLVE_CHUNK", 2)
     monkeypatch.setattr(run_records, "FLUSH_ROWS", 2)
     spill = tmp_path / "spill"
     spill.mkdir()

@@ -1,0 +1,93 @@
+"""What a person sees of a run: progress as it goes, and after it the failures, the
+low-confidence warps, a contact sheet and the counts, as Prefect artifacts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from lwst import dataset, progress, report, storage
+from lwst.run_records import RunRecords
+
+PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
+
+
+class Progress:
+    """Progress to the caller's listener (`lwst.progress`) on every item, and to the Prefect
+    progress artifact at most every `PROGRESS_ARTIFACT_SECONDS` (each update is an API call)."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.last = total, done, 0.0
+        self.artifact_id = create_progress_artifact(
+            100.0 * done / max(total, 1), key="stylize-progress",
+            description=f"{done}/{total} items")
+
+    def add(self, records: list[dict[str, Any]], recorded: int) -> None:
+        """``records`` just finished; ``recorded`` rows in all so far (finished items found by
+        the resume check count as they are found)."""
+        first = recorded - len(records)
+        for k, record in enumerate(records):
+            progress.notify(first + k + 1, self.total, record)
+        self.done = recorded
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_ARTIFACT_SECONDS or self.done == self.total:
+            self.last = now
+            update_progress_artifact(self.artifact_id, 100.0 * self.done / max(self.total, 1),
+                                     description=f"{self.done}/{self.total} items")
+
+
+def report_run(records: RunRecords, out: str, run_id: str, metadata_uri: str,
+            opts: dict[str, Any], min_confidence: float = 0.1) -> dict[str, Any]:
+    """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
+    summary = records.summary()
+    counts, failures = summary["counts"], summary["failures"]
+    internal_total = summary["internal_errors_total"]
+    listed = ("every failure listed" if len(failures) == counts["failed"] else
+              f"the first {len(failures)} listed; every row is in {metadata_uri}")
+    create_table_artifact(
+        failures, key="stylize-failures",
+        description=f"run {run_id}: {counts['ok']} ok, {counts['failed']} failed "
+                    f"({internal_total} by an internal error), {counts['skipped']} skipped; "
+                    + listed)
+    done = counts["ok"] + counts["skipped"]
+    sample = records.sample()
+    sheet_uri = None
+    if sample:
+        sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
+        earlier = dataset.latest_figures(
+            out, [r["id"] for r in sample if r["status"] == "skipped"], opts)
+        rows = [_sheet_row({**r, **earlier.get(r["id"], {})}, out) for r in sample]
+        sheet = report.item_sheet(rows, sheet_uri, opts)
+        create_image_artifact(report.data_url(sheet), key="stylize-contact-sheet",
+                              description=f"{len(sample)} of {done} results, run {run_id}; "
+                                          f"full size: {sheet_uri}")
+    low, low_total = summary["low_confidence"], summary["low_confidence_total"]
+    create_table_artifact(
+        low, key="warp-low-confidence",
+        description=f"run {run_id}: {low_total} items with warp confidence under "
+                    f"{min_confidence:g} or a fallback warp"
+                    + ("" if len(low) == low_total else f" (the first {len(low)} listed)"))
+    create_markdown_artifact(
+        f"# Run `{run_id}`\n\n| ok | failed | internal errors | skipped |\n|---|---|---|---|\n"
+        f"| {counts['ok']} | {counts['failed']} | {internal_total} | {counts['skipped']} |\n\n"
+        f"Metadata: `{metadata_uri}`\n\n"
+        + (f"Contact sheet: `{sheet_uri}`\n" if sheet_uri else ""),
+        key="stylize-summary")
+    return {"run_id": run_id, "metadata": metadata_uri, "contact_sheet": sheet_uri, **summary}
+
+
+def _sheet_row(record: dict[str, Any], out: str) -> report.SheetRow:
+    """Contact-sheet row of one item: its inputs, its warped content (if any), its output."""
+    outputs = dataset.item_outputs(out, record["id"])
+    warped = record.get("warped") or (outputs.warped if record["status"] == "skipped"
+                                      and record.get("geometry") else None)
+    return report.SheetRow(record.get("content"), record.get("geometry"), warped,
+                           outputs.image, report.caption(record))

@@ -1,0 +1,121 @@
+"""What a run still has to do: manifest rows -> typed items -> work units, lazily.
+
+The flow asks for units one at a time, so a 100 000-row manifest is resolved a chunk of rows
+at a time (`RESOLVE_CHUNK`) and memory stays flat. On the way, finished items (same settings
+and inputs, files complete) and refused rows get their records without any task.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prefect import get_run_logger
+
+from lwst import dataset
+from lwst.config import StylizeConfig
+from lwst.item import Item, resolve_items
+from lwst.manifest import ManifestItem
+from lwst.metadata import stamp
+from lwst.run_records import RunRecords
+from lwst.warping import BATCHED_METHODS
+from tasks.stylize_item import device_name
+
+RESOLVE_CHUNK = 4096  # manifest rows resolved into items at a time (batches form within one)
+
+WorkUnit = tuple[str, list[Item]]  # (kind, items): kind is "chunk", "warp-batch" or "item"
+
+
+def _chunks(groups: Iterable[list[Item]], size: int) -> Iterator[list[Item]]:
+    for group in groups:
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+def work_units(items: list[Item], warp_batch_size: int, render_batch_size: int,
+               ) -> Iterator[WorkUnit]:
+    """``(kind, items)`` in submission order: ``chunk`` (feed-forward items sharing one
+    configuration, at most ``render_batch_size``), ``warp-batch`` (gatys items whose learned
+    warps one network pass estimates, at most ``warp_batch_size``; each item follows as its
+    own task) and ``item``. Groups are by `Item.batch_key`: every setting that changes a result.
+    """
+    feed_forward: dict[str, list[Item]] = {}
+    warp_groups: dict[str, list[Item]] = {}
+    singles: list[Item] = []
+    for item in items:
+        if render_batch_size >= 2 and item.feed_forward:
+            feed_forward.setdefault(item.batch_key(), []).append(item)
+        elif warp_batch_size >= 2 and item.warps and item.config.warp.method in BATCHED_METHODS:
+            warp_groups.setdefault(item.batch_key(), []).append(item)
+        else:
+            singles.append(item)
+    for chunk in _chunks(feed_forward.values(), render_batch_size):
+        yield "chunk", chunk
+    for chunk in _chunks(warp_groups.values(), warp_batch_size):
+        if len(chunk) == 1:
+            yield "item", chunk
+        else:
+            yield "warp-batch", chunk
+    for item in singles:
+        yield "item", [item]
+
+
+class WorkPlan:
+    """The rows of one run still to do, as work units (`units`); the finished and refused rows
+    get their records in ``records`` as they are met. ``tally`` counts skipped, refused, todo
+    and redone items; an item finished before with other settings or inputs is redone (its
+    files are stale), and the first one is said once (``redone_example``)."""
+
+    def __init__(self, entries: list[ManifestItem], overrides: dict[str, Any], out: str,
+                 base: StylizeConfig, opts: dict[str, Any], run_id: str, records: RunRecords,
+                 warp_batch_size: int, render_batch_size: int):
+        self.entries, self.overrides, self.out, self.base = entries, overrides, out, base
+        self.opts, self.run_id, self.records = opts, run_id, records
+        self.warp_batch_size, self.render_batch_size = warp_batch_size, render_batch_size
+        self.finished = dataset.CompletedOutputs(out, opts)
+        self.tally = Counter[str]()
+        self.redone_example: str | None = None
+        self._configs: dict[str, StylizeConfig | str] = {}
+        self._params: dict[int, str] = {}  # per shared configuration object (`resolve_items`)
+        self._devices: dict[str, str] = {}  # the rows' ``device``, per asked device
+
+    def units(self) -> Iterator[WorkUnit]:
+        """Work units of the rows still to do, a chunk of rows at a time."""
+        for start in range(0, len(self.entries), RESOLVE_CHUNK):
+            items, refused = resolve_items(self.entries[start : start + RESOLVE_CHUNK],
+                                           self.overrides, self.out, self._configs)
+            todo, done = [], []
+            for item in items:
+                changes = self.finished.changes(item, item.config)
+                if changes == [] and self.finished.files_complete(item, item.config):
+                    done.append(item)
+                    continue
+                todo.append(item)
+                if changes:
+                    self._redone(item, changes)
+            self.records.add([self._skipped(item) for item in done])
+            if refused:
+                rows = [stamp(dataset.failed_record(r.entry, self.run_id, r.reason),
+                              self._device(self.base.device)) for r in refused]
+                dataset.write_journal(self.out, rows, self.opts)
+                self.records.add(rows)
+            self.tally.update(skipped=len(done), refused=len(refused), todo=len(todo))
+            yield from work_units(todo, self.warp_batch_size, self.render_batch_size)
+
+    def _redone(self, item: Item, changes: list[str]) -> None:
+        self.tally["redone"] += 1
+        if self.redone_example is None:
+            self.redone_example = f"{item.id}: {'; '.join(changes)}"
+            get_run_logger().warning("redoing items finished before with other settings or "
+                                     "inputs, first %s", self.redone_example)
+
+    def _skipped(self, item: Item) -> dict[str, Any]:
+        params = self._params.setdefault(id(item.config), item.params_json())
+        return stamp(dataset.skipped_record(item, self.run_id, self.out, params),
+                     self._device(item.config.device))
+
+    def _device(self, asked: str) -> str:
+        if asked not in self._devices:
+            self._devices[asked] = device_name(asked)
+        return self._devices[asked]
