@@ -25,10 +25,11 @@ import torch
 from torch import Tensor
 
 from lwst import storage
-from lwst.config import validate
+from lwst.config import StylizeConfig, validate
 from lwst.devices import resolve_device
 from lwst.item import Item
 from lwst.metadata import empty_record
+from lwst.render import RenderResult
 from lwst.renderers import render_batch
 from lwst.safety import check_fits
 from lwst.stylize import (
@@ -41,7 +42,7 @@ from lwst.stylize import (
     read_item_inputs,
     write_item,
 )
-from lwst.vgg import load_vgg19
+from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warping import BATCHED_METHODS, estimate_warps
 
 
@@ -144,7 +145,23 @@ def stylize_files_batch(items: list[Item], run_id: str = "",
     outcomes = {item.id: ItemOutcome(item) for item in items}
     textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
     loaded = _load_all(items, device, opts, textures, outcomes, before_retry)
+    alive = _warp_all(loaded, config, vgg, outcomes)
+    rendered = _render_all(alive, config, vgg, outcomes)
+    for entry in alive:
+        if outcomes[entry.item.id].error is None:
+            _write(entry, rendered.get(entry.item.id), config, run_id, opts, outcomes)
+    return [outcomes[item.id] for item in items]
 
+
+def _base(entry: _Loaded) -> Tensor:
+    """What the renderer paints: the warped content, or the content when not warped."""
+    return entry.warp.warped if entry.warp is not None else entry.content
+
+
+def _warp_all(loaded: list[_Loaded], config: StylizeConfig, vgg: VGG19Features,
+              outcomes: dict[str, ItemOutcome]) -> list[_Loaded]:
+    """Warp and inpaint each item; the learned estimates of all in one network pass. The
+    items that failed get their error in ``outcomes`` and are left out."""
     warped = [entry for entry in loaded if entry.geometry is not None]
     estimates = {}
     if warped and config.warp.method in BATCHED_METHODS:
@@ -163,17 +180,22 @@ def stylize_files_batch(items: list[Item], run_id: str = "",
             alive.append(entry)
         except Exception as exc:  # noqa: BLE001
             outcomes[entry.item.id].error = exc
+    return alive
 
-    rendered: dict[str, object] = {}
-    textured = [e for e in alive if e.texture is not None]
+
+def _render_all(alive: list[_Loaded], config: StylizeConfig, vgg: VGG19Features,
+                outcomes: dict[str, ItemOutcome]) -> dict[str, RenderResult]:
+    """Render the items with a texture, each group of same-shape images in one pass; a
+    batch-wide failure fails its group's items."""
     by_shape: dict[tuple[int, int], list[_Loaded]] = {}
-    for entry in textured:
-        base = entry.warp.warped if entry.warp is not None else entry.content
-        by_shape.setdefault(tuple(base.shape[-2:]), []).append(entry)
+    for entry in alive:
+        if entry.texture is not None:
+            by_shape.setdefault(tuple(_base(entry).shape[-2:]), []).append(entry)
+    rendered: dict[str, RenderResult] = {}
     for group in by_shape.values():
-        bases = torch.cat([e.warp.warped if e.warp is not None else e.content for e in group])
         try:
-            results = render_batch(bases, [e.texture for e in group], config.render, vgg,
+            results = render_batch(torch.cat([_base(e) for e in group]),
+                                   [e.texture for e in group], config.render, vgg,
                                    seed=config.seed, measure=config.render.measure_losses)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure fails its items
             for e in group:
@@ -181,19 +203,18 @@ def stylize_files_batch(items: list[Item], run_id: str = "",
             continue
         for e, result in zip(group, results, strict=True):
             rendered[e.item.id] = result
+    return rendered
 
-    for entry in alive:
-        item = entry.item
-        if outcomes[item.id].error is not None:
-            continue
-        render = rendered.get(item.id)
-        base = entry.warp.warped if entry.warp is not None else entry.content
-        result = StylizeResult(image=render.image if render is not None else base,
-                               warp=entry.warp, render=render)
-        record = empty_record(item.id, run_id)
-        record.update(content=item.content, geometry=item.geometry, texture=item.texture)
-        try:
-            outcomes[item.id].record = write_item(record, result, config, item.outputs, opts)
-        except Exception as exc:  # noqa: BLE001
-            outcomes[item.id].error = exc
-    return [outcomes[item.id] for item in items]
+
+def _write(entry: _Loaded, render: RenderResult | None, config: StylizeConfig, run_id: str,
+           opts: dict, outcomes: dict[str, ItemOutcome]) -> None:
+    """Write one item atomically and keep its metadata record (or its error)."""
+    item = entry.item
+    result = StylizeResult(image=render.image if render is not None else _base(entry),
+                           warp=entry.warp, render=render)
+    record = empty_record(item.id, run_id)
+    record.update(content=item.content, geometry=item.geometry, texture=item.texture)
+    try:
+        outcomes[item.id].record = write_item(record, result, config, item.outputs, opts)
+    except Exception as exc:  # noqa: BLE001
+        outcomes[item.id].error = exc
