@@ -20,7 +20,8 @@ import torch
 
 import lwst.decoder_training as training
 from lwst.cli import main
-from lwst.decoder_training import DecoderTrainConfig
+from lwst.decoder_training import DecoderTrainConfig, loop
+from lwst.decoder_training.objective import Objective
 from lwst.decoders import load_decoder, shipped_decoder_path
 from lwst.warpnet.split import is_held_out
 
@@ -71,13 +72,13 @@ def no_bank(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("the crop bank was started before the refusal")
 
-    monkeypatch.setattr(training, "load_vgg19", refuse)
+    monkeypatch.setattr(loop, "load_vgg19", refuse)  # where the run looks it up
 
 
 def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, exc: BaseException | None) -> None:
     """Make the objective raise ``exc`` (or return a NaN loss, ``None``) when ``step`` steps
     are done: a Ctrl-C, a crash or a divergence in the middle of the next step."""
-    original = training._Objective.__call__
+    original = Objective.__call__
 
     def call(self, decoder, at):  # noqa: ANN001, ANN202
         if at == step:
@@ -87,7 +88,7 @@ def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, exc: BaseException | Non
             return loss * float("nan"), parts
         return original(self, decoder, at)
 
-    monkeypatch.setattr(training._Objective, "__call__", call)
+    monkeypatch.setattr(Objective, "__call__", call)
 
 
 def test_resume_refuses_other_settings_and_accepts_the_ones_that_may_change(tmp_path, capsys):
