@@ -197,3 +197,36 @@ def test_the_metadata_columns_are_documented_in_the_schemas_order():
     first_cells = re.findall(r"^\| (`[^|]+) \|", section, flags=re.MULTILINE)
     documented = [name for cell in first_cells for name in re.findall(r"`([a-z0-9_]+)`", cell)]
     assert documented == [f.name for f in SCHEMA]
+
+
+_CODE_NAME = re.compile(r"`((?:lwst|flows|tasks)(?:\.\w+)*)::([\w.]+)`((?:,\s*`[\w.]+`)*)")
+
+
+def _documented_code_names() -> list[tuple[str, str, str]]:
+    """``(doc, module, name)`` for every `module::name` the docs cite, and the bare names listed
+    right after one (``lwst.render::pyramid_schedule`, `upsample_solution``: same module)."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]:
+        for match in _CODE_NAME.finditer(page.read_text()):
+            module, first, more = match.groups()
+            for name in [first, *re.findall(r"`([\w.]+)`", more)]:
+                found.append((page.name, module, name))
+    return found
+
+
+def test_code_the_docs_name_exists():
+    """Every ``module::name`` in README.md and docs/ resolves: a renamed or removed function
+    fails here instead of leaving a reader looking for it."""
+    import importlib
+
+    names = _documented_code_names()
+    assert len(names) > 100  # the pattern still finds the docs' citations
+    missing = []
+    for page, module, name in names:
+        try:
+            target = importlib.import_module(module)
+            for part in name.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError):
+            missing.append(f"{page}: {module}::{name}")
+    assert not missing, missing
