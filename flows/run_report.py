@@ -3,9 +3,11 @@ low-confidence warps, a contact sheet and the counts, as Prefect artifacts."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_image_artifact,
     create_markdown_artifact,
@@ -18,6 +20,31 @@ from lwst import dataset, progress, report, storage
 from lwst.run_records import RunRecords
 
 PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
+FAILURES_LOGGED = 20  # failed items named one by one in the run's log; the rest are counted
+
+
+class FailureLog:
+    """Names each failed item in the run's log as it fails (what `prefect deployment run
+    --watch` and `lwst run` show), the first `FAILURES_LOGGED` of them; the failures artifact
+    and the metadata hold every one."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+        self.count = 0
+        self.logger = logger
+
+    def _log(self) -> logging.Logger | logging.LoggerAdapter:
+        return self.logger or get_run_logger()
+
+    def note(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if record.get("status") != "failed":
+                continue
+            self.count += 1
+            if self.count <= FAILURES_LOGGED:
+                self._log().warning("item %s failed: %s", record["id"], record["error"])
+            if self.count == FAILURES_LOGGED:
+                self._log().warning("more failures are counted, not logged: every one is "
+                                         "in the stylize-failures artifact and the metadata")
 
 
 class Progress:

@@ -1,12 +1,13 @@
 """Manifest in, stylised dataset out: the pipeline as its users run it.
 
     manifest -> read and validate once (all rows, before any work)
-             -> a chunk of rows at a time (`flows.work_plan.RESOLVE_CHUNK`), lazily: resolve each row once
+             -> a chunk of rows at a time, lazily (`flows.work_plan`): resolve each row once
                 into a typed `lwst.item.Item` (its whole configuration, its output paths, its
                 stages) -> skip finished items (one listing per folder and one metadata
                 read, taken up front; made from other settings or inputs: redone)
-             -> work units (`flows.work_plan`), submitted a window at a time (`flows.submitter`) on the task runner (threads or Dask;
-                GPU work bounded by the `gpu` tag's concurrency limit):
+             -> work units, submitted a window at a time on the task runner
+                (`flows.submitter`; threads or Dask; GPU work bounded by the `gpu` tag's
+                concurrency limit):
                   feed-forward chunks      stylize_batch (warp + render + write, per chunk)
                   gatys with learned warps estimate_warp_batch -> stylize_item per item, each
                                            starting as soon as its own batch is done
@@ -28,7 +29,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.run_report import Progress, report_run
+from flows.run_report import FailureLog, Progress, report_run
 from flows.runners import RunnerName, make_task_runner
 from flows.submitter import WINDOW_PER_WORKER, Submitter, unit_records
 from flows.work_plan import WorkPlan
@@ -131,8 +132,9 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
     logger = get_run_logger()
     _tidy(out, opts)
     records = RunRecords(base.warp.min_confidence, contact_sheet_items)
+    failures = FailureLog()
     plan = WorkPlan(entries, overrides, out, base, opts, run_id, records, warp_batch_size,
-                    render_batch_size)
+                    render_batch_size, on_failed=failures.note)
     total = len(entries)
     logger.info("run %s: %d items", run_id, total)
     stopped = False
@@ -150,6 +152,7 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
                 for future, unit_items in submitter.run(itertools.chain([first], units)):
                     finished = unit_records(future, unit_items, out, run_id, opts, len(records))
                     records.add(finished)
+                    failures.note(finished)
                     tracker.add(finished, len(records))
             stopped = submitter.stopped
         not_done = total - len(records)

@@ -8,7 +8,7 @@ and inputs, files complete) and refused rows get their records without any task.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prefect import get_run_logger
@@ -69,7 +69,9 @@ class WorkPlan:
 
     def __init__(self, entries: list[ManifestItem], overrides: dict[str, Any], out: str,
                  base: StylizeConfig, opts: dict[str, Any], run_id: str, records: RunRecords,
-                 warp_batch_size: int, render_batch_size: int):
+                 warp_batch_size: int, render_batch_size: int,
+                 on_failed: Callable[[list[dict[str, Any]]], None] = lambda rows: None):
+        self.on_failed = on_failed  # sees the refused rows' records
         self.entries, self.overrides, self.out, self.base = entries, overrides, out, base
         self.opts, self.run_id, self.records = opts, run_id, records
         self.warp_batch_size, self.render_batch_size = warp_batch_size, render_batch_size
@@ -100,6 +102,7 @@ class WorkPlan:
                               self._device(self.base.device)) for r in refused]
                 dataset.write_journal(self.out, rows, self.opts)
                 self.records.add(rows)
+                self.on_failed(rows)
             self.tally.update(skipped=len(done), refused=len(refused), todo=len(todo))
             yield from work_units(todo, self.warp_batch_size, self.render_batch_size)
 

@@ -107,3 +107,32 @@ def test_the_parametric_estimators_draw_with_the_items_seed(method, monkeypatch)
     from lwst.estimators.parametric_fit import opencv_seed
 
     assert seen and set(seen) == {opencv_seed(2**40 + 7)}
+
+
+def test_the_run_log_names_the_first_failures_then_counts():
+    import logging
+
+    from flows.run_report import FAILURES_LOGGED, FailureLog
+
+    class Lines(logging.Handler):  # importing Prefect re-configures logging: no caplog
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger("lwst-test-failures"), Lines()
+    logger.addHandler(handler)
+    try:
+        log = FailureLog(logger)
+        rows = [{"id": f"f{k}", "status": "failed", "error": f"reason {k}"}
+                for k in range(FAILURES_LOGGED + 5)]
+        log.note([{"id": "good", "status": "ok", "error": None}, *rows[:3]])
+        log.note(rows[3:])
+    finally:
+        logger.removeHandler(handler)
+    lines = handler.lines
+    assert lines[:2] == ["item f0 failed: reason 0", "item f1 failed: reason 1"]
+    assert len(lines) == FAILURES_LOGGED + 1 and "counted, not logged" in lines[-1]
+    assert log.count == FAILURES_LOGGED + 5

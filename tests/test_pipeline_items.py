@@ -46,7 +46,8 @@ def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Pa
     """A bug (a ZeroDivisionError planted in the image reader, through ``sitecustomize``, for
     two items: one in a feed-forward chunk, one on the per-item gatys path) fails only its
     item, is marked ``internal`` with its traceback logged, and makes `lwst run` exit 3 after
-    the others finish; a missing file stays an ``input`` failure in one line."""
+    the others finish; a missing file stays an ``input`` failure in one line. The log names
+    each failed item as it fails."""
     photos, styles = image_folder / "contents", image_folder / "styles"
     for name in ("bug-chunk.png", "bug-single.png"):
         (photos / name).write_bytes((photos / "photo0.png").read_bytes())
@@ -84,6 +85,11 @@ def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Pa
         assert "\n" not in rows[item]["error"]
     assert "nowhere.png: no such file" in rows["missing"]["error"]
     err = done.stderr
+    # each failure is named in the run's log as it happens, in one line
+    logged = [line for line in err.splitlines() if "WARNING" in line and " - item " in line]
+    assert sorted(line.split(" - item ")[1].split(" failed: ")[0] for line in logged) == [
+        "bug-chunk", "bug-single", "missing"], err
+    assert any("nowhere.png: no such file" in line for line in logged), err
     assert err.count("Traceback") == 2 and "return 1 // 0" in err, err  # the bugs' own
     assert err.strip().splitlines()[-1].startswith(
         "lwst run: error: 2 item(s) failed by an internal error"), err
