@@ -3,6 +3,12 @@
 Convention (docs/method.md): a flow ``(B, 2, H, W)`` in pixels at the warped output's resolution,
 ``warped(x, y) = content(x + u(x, y), y + v(x, y))``, channel 0 = u (right), 1 = v (down).
 Pixel centres sit at integer coordinates, hence ``align_corners=True`` throughout.
+
+Coordinates: *pixel* ``(x, y)``, ``(0, 0)`` the top-left pixel's centre (`base_grid`), or
+*normalised* as ``grid_sample`` reads them with ``align_corners=True``: -1 and 1 at the first
+and last pixel centres of each axis. `pixel_to_normalised` and `normalised_to_pixel` convert
+between the two. Affine maps share the flow's backward sense
+(`lwst.parametric`: ``(B, 2, 3)``, output location -> the content location it samples).
 """
 
 from __future__ import annotations
@@ -22,23 +28,65 @@ from torchvision.utils import flow_to_image
 from lwst import storage
 
 
-def base_grid(height: int, width: int, device=None, dtype=torch.float32) -> Tensor:
-    """Pixel coordinates ``(1, 2, H, W)``: channel 0 = x, channel 1 = y."""
+def base_grid(height: int, width: int, device=None, dtype=torch.float32,
+              span: tuple[int, int] | None = None) -> Tensor:
+    """Pixel coordinates ``(1, 2, H, W)`` of a ``height`` x ``width`` grid: channel 0 = x,
+    channel 1 = y. With ``span = (H', W')`` the grid's corner nodes sit on the corner pixels of
+    an ``H' x W'`` image (``align_corners=True``) and the coordinates are that image's pixels.
+
+    Own, not kornia's ``create_meshgrid``: flows are channel-first, and in bfloat16 its
+    ``linspace`` rounds coordinates beyond 256 differently from ``arange``."""
     ys, xs = torch.meshgrid(
         torch.arange(height, device=device, dtype=dtype),
         torch.arange(width, device=device, dtype=dtype),
         indexing="ij",
     )
-    return torch.stack([xs, ys]).unsqueeze(0)
+    grid = torch.stack([xs, ys]).unsqueeze(0)
+    if span is None:
+        return grid
+    return grid * _span_scale((height, width), span, device, dtype)
+
+
+def _span_scale(grid: tuple[int, int], image: tuple[int, int], device=None,
+                dtype=torch.float32) -> Tensor:
+    """``(1, 2, 1, 1)`` pixels of ``image (H, W)`` per node step of a ``grid (h, w)`` spanning
+    it corner to corner (``align_corners=True``)."""
+    (h0, w0), (height, width) = grid, image
+    return torch.tensor(
+        [(width - 1) / max(w0 - 1, 1), (height - 1) / max(h0 - 1, 1)], device=device, dtype=dtype
+    ).view(1, 2, 1, 1)
+
+
+def pixel_to_normalised(points: Tensor, height: int, width: int,
+                        displacement: bool = False) -> Tensor:
+    """Pixel ``(x, y)`` (last dim) of a ``height`` x ``width`` image -> normalised coordinates
+    (module docstring); with ``displacement``, a difference of two points (no offset).
+
+    Own, not kornia's ``normalize_pixel_coordinates``: that multiplies by a rounded
+    ``2 / (W - 1)``, one rounding more than this division, so its coordinates differ in the last
+    bit from those every field and figure here was made with."""
+    x = 2.0 * points[..., 0] / max(width - 1, 1)
+    y = 2.0 * points[..., 1] / max(height - 1, 1)
+    if not displacement:
+        x, y = x - 1.0, y - 1.0
+    return torch.stack([x, y], -1)
+
+
+def normalised_to_pixel(points: Tensor, height: int, width: int,
+                        displacement: bool = False) -> Tensor:
+    """The inverse of `pixel_to_normalised`: normalised ``(x, y)`` (last dim) -> pixels."""
+    if not displacement:
+        points = points + 1.0
+    x = points[..., 0] * max(width - 1, 1) / 2.0
+    y = points[..., 1] * max(height - 1, 1) / 2.0
+    return torch.stack([x, y], -1)
 
 
 def sampling_grid(flow: Tensor) -> Tensor:
     """Backward flow in pixels -> the ``(B, H, W, 2)`` normalised grid ``grid_sample`` wants."""
     _, _, height, width = flow.shape
     coords = base_grid(height, width, flow.device, flow.dtype) + flow
-    norm_x = 2.0 * coords[:, 0] / max(width - 1, 1) - 1.0
-    norm_y = 2.0 * coords[:, 1] / max(height - 1, 1) - 1.0
-    return torch.stack([norm_x, norm_y], dim=-1)
+    return pixel_to_normalised(coords.permute(0, 2, 3, 1), height, width)
 
 
 def warp_image(image: Tensor, flow: Tensor, mode: str = "bilinear",
@@ -76,12 +124,7 @@ def resize_flow(flow: Tensor, height: int, width: int) -> Tensor:
     if (h0, w0) == (height, width):
         return flow
     resized = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=True)
-    scale = torch.tensor(
-        [(width - 1) / max(w0 - 1, 1), (height - 1) / max(h0 - 1, 1)],
-        device=flow.device,
-        dtype=flow.dtype,
-    ).view(1, 2, 1, 1)
-    return resized * scale
+    return resized * _span_scale((h0, w0), (height, width), flow.device, flow.dtype)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst.flow import base_grid, hole_mask, resize_flow, sampling_grid
+from lwst.flow import hole_mask, resize_flow, sampling_grid
+from lwst.parametric import affine_part, compose_affine, identity_affine, invert_affine
 
 STRETCH = 4.0  # a local area change beyond this factor either way counts as a stretch
 MIN_AREA_CHANGE = 1e-3  # determinants are clamped here before their log (`area_spread`)
@@ -34,6 +35,12 @@ FIT_GRID = 48
 FIT_LR = 0.5
 FIT_SMOOTHNESS = 1.0
 FIT_MIN_DET = 0.2  # only where the estimate neither folds nor nearly folds is it a target
+# The factored-out affine (`lwst.parametric.affine_part`): reweighting rounds, Cauchy scale (px),
+# fitted on a 64x64 subsample of the field; kept only if its determinant is clearly positive.
+AFFINE_ITERS = 5
+AFFINE_SCALE = 4.0
+AFFINE_GRID = 64
+AFFINE_MIN_DET = 0.05
 
 
 def jacobian_determinant(flow: Tensor) -> Tensor:
@@ -119,39 +126,6 @@ def log_field(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARINGS) 
     return velocity
 
 
-def affine_fit(flow: Tensor, iters: int = 5, scale: float = 4.0, grid: int = 64) -> Tensor:
-    """Robust (Cauchy-reweighted) least-squares affine of a flow ``(B, 2, H, W)``: the map
-    ``x -> [x, y, 1] @ coef``, ``coef (B, 3, 2)``, fitted on a ``grid`` x ``grid`` subsample.
-    An affine whose determinant is not clearly positive is replaced by the identity."""
-    b, _, h, w = flow.shape
-    small = F.interpolate(flow.float(), size=(grid, grid), mode="bilinear", align_corners=True)
-    src = base_grid(grid, grid, flow.device, torch.float32)
-    src = src * torch.tensor([(w - 1) / (grid - 1), (h - 1) / (grid - 1)]).view(1, 2, 1, 1)
-    src = src.flatten(2).transpose(1, 2).expand(b, -1, -1)
-    tgt = src + small.flatten(2).transpose(1, 2)
-    design = torch.cat([src, torch.ones_like(src[..., :1])], -1)
-    weights = torch.ones_like(design[..., 0])
-    ridge = 1e-6 * torch.eye(3)
-    for _ in range(iters):
-        wx = weights.unsqueeze(-1) * design
-        coef = torch.linalg.solve(design.transpose(1, 2) @ wx + ridge, wx.transpose(1, 2) @ tgt)
-        residual = (design @ coef - tgt).norm(dim=-1)
-        weights = 1 / (1 + (residual / scale) ** 2)
-    identity = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]).expand(b, 3, 2)
-    ok = torch.linalg.det(coef[:, :2, :2]) > 0.05
-    return torch.where(ok.view(b, 1, 1), coef, identity)
-
-
-def _apply_affine(coef: Tensor, points: Tensor) -> Tensor:
-    """``points (B, 2, H, W)`` (pixel coordinates) mapped by ``coef (B, 3, 2)``."""
-    return torch.einsum("bchw,bcd->bdhw", points, coef[:, :2]) + coef[:, 2].view(-1, 2, 1, 1)
-
-
-def _invert_affine(coef: Tensor) -> Tensor:
-    linear = torch.linalg.inv(coef[:, :2])
-    return torch.cat([linear, -(coef[:, 2:] @ linear)], 1)
-
-
 def fit_velocity(residual: Tensor, determinant: Tensor, steps: int = FIT_STEPS,
                  grid: int = FIT_GRID, squarings: int = SQUARINGS) -> Tensor:
     """A smooth velocity ``(B, 2, H, W)`` whose exponential reproduces ``residual`` where the
@@ -187,24 +161,25 @@ def make_fold_free(flow: Tensor, iters: int = LOG_ITERS, squarings: int = SQUARI
                    fit_steps: int = 0) -> Tensor:
     """The diffeomorphic field nearest ``flow (B, 2, H, W)`` (pixels).
 
-    The estimate's robust affine part ``A`` (fold-free when its determinant is positive, and
-    exact outside the image) is factored out: ``x + u(x) = A(x + r(x))``; the residual ``r``
+    The estimate's robust affine part ``A`` (`affine_part`; fold-free when its determinant is
+    positive, and exact outside the image; the identity when it is not clearly positive) is
+    factored out: ``x + u(x) = A(x + r(x))``; the residual ``r``
     is small where the estimate is good, so its logarithm converges and scaling and squaring
     reproduces it closely; the result is ``A(x + exp(log r)(x)) - x``. With ``fit_steps`` the
     velocity is instead fitted (`fit_velocity`) where the estimate does not fold.
     """
     work = flow.float()
-    _, _, h, w = work.shape
-    grid = base_grid(h, w, work.device, work.dtype)
-    coef = affine_fit(work)
-    residual = _apply_affine(_invert_affine(coef), grid + work) - grid
+    affine = affine_part(work, iters=AFFINE_ITERS, scale=AFFINE_SCALE, grid=AFFINE_GRID)
+    kept = torch.linalg.det(affine[:, :, :2]) > AFFINE_MIN_DET
+    affine = torch.where(kept.view(-1, 1, 1), affine,
+                         identity_affine(len(affine), affine.device, affine.dtype))
+    residual = compose_affine(invert_affine(affine), work)
     if fit_steps > 0:
         velocity = fit_velocity(residual, jacobian_determinant(work), fit_steps,
                                 squarings=squarings)
     else:
         velocity = log_field(residual, iters, squarings)
-    smooth = exp_field(velocity, squarings)
-    return (_apply_affine(coef, grid + smooth) - grid).to(flow.dtype)
+    return compose_affine(affine, exp_field(velocity, squarings)).to(flow.dtype)
 
 
 def fold_free(flow: Tensor, field: str) -> Tensor:

@@ -19,7 +19,13 @@ from lwst.estimators.optim import optimise_warp, smoothness, upsample_grid
 from lwst.estimators.parametric_fit import FeatureMatches, fit_parametric_warp, robust_affine
 from lwst.flow import end_point_error, hole_mask, warp_image
 from lwst.image_io import read_image
-from lwst.parametric import SyntheticWarpRanges, affine_flow, random_warp_flow, rotation_matrix
+from lwst.parametric import (
+    SyntheticWarpRanges,
+    affine_flow,
+    pixel_affine,
+    random_warp_flow,
+    rotation_matrix,
+)
 from lwst.vgg import WeightsUnavailableError, load_vgg19
 
 SIZE = 128
@@ -76,9 +82,9 @@ def test_dis_recovers_a_small_translation(photo):
 
 
 def test_parametric_fit_recovers_a_known_affine(vgg, photo):
-    matrix = rotation_matrix(12.0, scale=0.85)
-    matrix[0, :, 2] = torch.tensor([0.15, -0.1])  # ~10 px and ~6 px at 128
-    truth = affine_flow(matrix, SIZE, SIZE)
+    theta = rotation_matrix(12.0, scale=0.85)
+    theta[0, :, 2] = torch.tensor([0.15, -0.1])  # ~10 px and ~6 px at 128
+    truth = affine_flow(pixel_affine(theta, SIZE, SIZE), SIZE, SIZE)
     exemplar = warp_image(photo, truth)
     identity = epe(torch.zeros_like(truth), truth)
     affine = epe(fit_parametric_warp(photo, exemplar, vgg, "affine"), truth)

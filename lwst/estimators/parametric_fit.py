@@ -18,8 +18,14 @@ import torch
 from torch import Tensor
 
 from lwst.correlation import normalised_features
-from lwst.flow import base_grid
-from lwst.parametric import control_grid, flow_from_sampling, normalised_grid, tps_points
+from lwst.flow import base_grid, normalised_to_pixel, pixel_to_normalised
+from lwst.parametric import (
+    affine_flow,
+    apply_affine,
+    control_grid,
+    normalised_grid,
+    tps_points,
+)
 from lwst.vgg import VGG19Features
 
 MATCH_TAPS: tuple[str, ...] = ("relu4_1", "relu5_1")
@@ -42,7 +48,8 @@ class FeatureMatches:
 
 @dataclass(frozen=True)
 class AffineFit:
-    """Pixel affine ``(2, 3)`` sending exemplar locations to content locations, and its inliers."""
+    """Pixel affine ``(2, 3)`` sending exemplar locations to content locations (OpenCV's form,
+    `lwst.parametric`'s convention for one item), and its inliers."""
 
     matrix: np.ndarray
     inliers: np.ndarray  # (N,) bool over the matches
@@ -52,11 +59,20 @@ class AffineFit:
     @property
     def coverage(self) -> float:
         """Fraction of the output whose sample lands inside the content (on a 32x32 lattice)."""
-        lattice = np.linspace(0.0, self.size - 1.0, 32)
-        points = np.stack(np.meshgrid(lattice, lattice), -1).reshape(-1, 2)
-        mapped = _apply(self.matrix, points)
+        lattice = base_grid(32, 32, dtype=torch.float64, span=(self.size, self.size))
+        mapped = self.apply(lattice.flatten(2).mT[0].numpy())
         inside = (mapped >= -0.5) & (mapped <= self.size - 0.5)
         return float(inside.all(axis=1).mean())
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        """Pixel points ``(N, 2)`` (exemplar) -> where the affine sends them (content)."""
+        points = torch.from_numpy(np.asarray(xy, dtype=np.float64))[None]
+        return apply_affine(torch.from_numpy(self.matrix)[None], points)[0].numpy()
+
+    def flow(self, device=None, dtype=torch.float32) -> Tensor:
+        """Backward flow ``(1, 2, S, S)`` of the affine at the analysis size."""
+        matrix = torch.as_tensor(self.matrix, device=device, dtype=dtype)[None]
+        return affine_flow(matrix, self.size, self.size)
 
     @property
     def trusted(self) -> bool:
@@ -73,8 +89,7 @@ class AffineFit:
 
 def _cell_centres(height: int, width: int, stride: float) -> np.ndarray:
     """``(H*W, 2)`` pixel centres (x, y) of a feature map's cells, row-major."""
-    ys, xs = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    centres = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+    centres = base_grid(height, width).flatten(2).mT[0].numpy()
     return (centres + 0.5) * stride - 0.5
 
 
@@ -136,18 +151,6 @@ def robust_affine(matches: FeatureMatches, size: int, seed: int = 0) -> AffineFi
     return fit if fit.trusted else AffineFit(identity, none, matches, size)
 
 
-def pixel_affine_flow(matrix: np.ndarray, size: int, device=None, dtype=torch.float32) -> Tensor:
-    """Backward flow ``(1, 2, S, S)`` of a pixel affine: ``flow(p) = A p + t - p``."""
-    grid = base_grid(size, size, device, dtype)
-    m = torch.as_tensor(matrix, device=device, dtype=dtype)
-    mapped = torch.einsum("ij,bjhw->bihw", m[:, :2], grid) + m[:, 2].view(1, 2, 1, 1)
-    return mapped - grid
-
-
-def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return xy @ matrix[:, :2].T + matrix[:, 2]
-
-
 def tps_from_fit(fit: AffineFit, size: int, device=None, dtype=torch.float32) -> Tensor:
     """Regularised TPS flow ``(1, 2, S, S)``: the affine composed with a spline on a regular
     control grid, each control point moved by the inliers' mean residual near it, shrunk by a
@@ -155,23 +158,24 @@ def tps_from_fit(fit: AffineFit, size: int, device=None, dtype=torch.float32) ->
     fitted rather than regressed). The spline bends before the affine, as in
     ``random_warp_flow``: kornia's TPS is only well behaved for near-identity point moves."""
     if not fit.trusted:
-        return pixel_affine_flow(fit.matrix, size, device, dtype)
-    src_norm = control_grid(TPS_GRID)[0].numpy().astype(np.float64)  # (K, 2) in [-1, 1]
-    src_px = (src_norm + 1.0) * (size - 1) / 2.0
+        return fit.flow(device, dtype)
+    src_norm = control_grid(TPS_GRID, dtype=torch.float64)  # (1, K, 2) in [-1, 1]
+    src_px = normalised_to_pixel(src_norm, size, size)[0].numpy()
     exemplar_xy = fit.matches.exemplar_xy[fit.inliers].astype(np.float64)
-    residual = fit.matches.content_xy[fit.inliers] - _apply(fit.matrix, exemplar_xy)
+    residual = fit.matches.content_xy[fit.inliers] - fit.apply(exemplar_xy)
     spacing = (size - 1) / (TPS_GRID - 1)
     # Bilinear ("tent") weights of every inlier on every control point.
     dist = np.abs(exemplar_xy[:, None, :] - src_px[None, :, :]) / spacing
     weight = np.clip(1.0 - dist, 0.0, None).prod(axis=2)  # (N, K)
     shift = (weight.T @ residual) / (weight.sum(0)[:, None] + TPS_PRIOR)  # content pixels
-    bend = shift @ np.linalg.inv(fit.matrix[:, :2]).T * 2.0 / (size - 1)  # before the affine
-    src = torch.as_tensor(src_norm, dtype=torch.float64, device=device).unsqueeze(0)
-    dst = src + torch.as_tensor(bend, dtype=torch.float64, device=device).unsqueeze(0)
+    before = torch.from_numpy(shift @ np.linalg.inv(fit.matrix[:, :2]).T)  # before the affine
+    src = src_norm.to(device)
+    dst = src + pixel_to_normalised(before, size, size, displacement=True).to(device)[None]
     bent = tps_points(src, dst, normalised_grid(size, size, device, torch.float64))
-    matrix = torch.as_tensor(fit.matrix, dtype=torch.float64, device=device)
-    sampled_px = ((bent + 1.0) * (size - 1) / 2.0) @ matrix[:, :2].T + matrix[:, 2]
-    return flow_from_sampling(2.0 * sampled_px / (size - 1) - 1.0, size, size).to(dtype)
+    matrix = torch.as_tensor(fit.matrix, dtype=torch.float64, device=device)[None]
+    sampled = apply_affine(matrix, normalised_to_pixel(bent, size, size))  # content pixels
+    grid = base_grid(size, size, device, torch.float64).flatten(2).mT
+    return (sampled - grid).mT.reshape(1, 2, size, size).to(dtype)
 
 
 def fit_from_features(
@@ -187,7 +191,7 @@ def fit_from_features(
     some = next(iter(content_feats.values()))
     fit = robust_affine(mutual_matches(content_feats, exemplar_feats, size), size, seed)
     if kind == "affine":
-        return pixel_affine_flow(fit.matrix, size, some.device, some.dtype)
+        return fit.flow(some.device, some.dtype)
     return tps_from_fit(fit, size, some.device, some.dtype)
 
 

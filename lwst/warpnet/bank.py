@@ -25,7 +25,7 @@ from torch import Tensor
 from lwst import storage
 from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import analysis_view, normalised_features
-from lwst.flow import base_grid, resize_flow
+from lwst.flow import base_grid, pixel_to_normalised, resize_flow
 from lwst.image_io import read_image
 from lwst.manifest import PATH_COLUMNS, ManifestError, base_location, read_table, resolve_path
 from lwst.safety import save_atomic
@@ -101,7 +101,7 @@ def cache_image(
 
 def _sample(field: Tensor, points: Tensor, size: int = ANALYSIS_SIZE) -> Tensor:
     """Bilinearly sample ``field (B, C, h, w)`` at ``points (B, 2, H, W)`` given in S-px units."""
-    grid = (2.0 * points / (size - 1) - 1.0).permute(0, 2, 3, 1)
+    grid = pixel_to_normalised(points.permute(0, 2, 3, 1), size, size)
     return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
@@ -115,8 +115,7 @@ def relative_flow(flow_a: Tensor, flow_b: Tensor, iters: int = 20) -> tuple[Tens
     solved to a quarter pixel.
     """
     _, _, h, _ = flow_b.shape
-    scale = (ANALYSIS_SIZE - 1) / (h - 1)
-    x = base_grid(h, h, flow_b.device, flow_b.dtype) * scale
+    x = base_grid(h, h, flow_b.device, flow_b.dtype, span=(ANALYSIS_SIZE, ANALYSIS_SIZE))
     target = x + flow_b
     z = target.clone()
     for _ in range(iters):

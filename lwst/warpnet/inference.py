@@ -18,11 +18,7 @@ from torch import Tensor
 from lwst import feature_cache
 from lwst.config import ANALYSIS_SIZE, MAX_WARP_VIEWS, WARP_VIEWS
 from lwst.correlation import CorrelationVolume, analysis_view
-from lwst.estimators.parametric_fit import (
-    matches_from_similarity,
-    pixel_affine_flow,
-    robust_affine,
-)
+from lwst.estimators.parametric_fit import matches_from_similarity, robust_affine
 from lwst.failures import one_line
 from lwst.flow import resize_flow, warp_image
 from lwst.safety import BadCheckpointError, load_weights_only
@@ -100,8 +96,7 @@ def matched_affine_starts(volume: CorrelationVolume, grid: int, seed: int = 0) -
         matches = matches_from_similarity(sim, volume.content_size, ANALYSIS_SIZE)
         fit = robust_affine(matches, ANALYSIS_SIZE, seed)
         if fit.inliers.any():
-            flow = pixel_affine_flow(fit.matrix, ANALYSIS_SIZE, sim.device, sim.dtype)
-            starts.append(resize_flow(flow, grid, grid))
+            starts.append(resize_flow(fit.flow(sim.device, sim.dtype), grid, grid))
         else:
             starts.append(sim.new_full((1, 2, grid, grid), float("nan")))
     return torch.cat(starts)[:, None]

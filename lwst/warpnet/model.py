@@ -5,7 +5,8 @@ Layout after RAFT (features -> correlation indexed at the current estimate -> up
 
 1. **Global stage** at 16x16: the paper's all-pairs correlation ``M`` of the relu4_1 features
    pooled 2x2 (16 cells a side, as pool4). Dual-softmax matching with an explicit soft-argmax
-   (learnable temperature) and a robust, confidence-weighted affine fit give a first flow that
+   (learnable temperature) and a robust, confidence-weighted affine fit
+   (`lwst.parametric.affine_part`) give a first flow that
    can reach anywhere in the image; a small CNN over ``[M, flows, confidence]`` makes it dense.
 2. **Local refinement** at 32x32 (relu4_1), ``iters`` steps with shared weights: the content
    features are re-read under the current flow, correlated with the exemplar in a 9x9 window
@@ -43,6 +44,10 @@ from lwst.correlation import (
     window_softmax_loss,
 )
 from lwst.flow import base_grid, resize_flow
+from lwst.parametric import affine_flow, affine_part
+
+# Tikhonov term of the global stage's affine fit (`lwst.parametric.affine_part`), as trained.
+AFFINE_RIDGE = 1e-4
 
 # Two estimates whose relu4_1-stage flows differ by less than this (mean, analysis px) are one:
 # a third of the fine stage's reach (7x7 window of 4-px cells: +-12 px), which pulls both into
@@ -121,27 +126,6 @@ def soft_argmax_flow(prob: Tensor) -> tuple[Tensor, Tensor]:
     return expected - grid, mass
 
 
-def robust_affine_flow(
-    flow: Tensor, confidence: Tensor, iters: int = 4, scale: float = 1.5
-) -> Tensor:
-    """Confidence-weighted, iteratively reweighted (Cauchy) least-squares affine fit to a match
-    field ``(B, 2, h, w)``; returns the affine's dense flow. A global prior that individual bad
-    matches cannot drag far; the later stages add the non-parametric detail."""
-    b, _, h, w = flow.shape
-    src = base_grid(h, w, flow.device, flow.dtype).flatten(2).transpose(1, 2).expand(b, -1, -1)
-    tgt = src + flow.flatten(2).transpose(1, 2)
-    design = torch.cat([src, torch.ones_like(src[..., :1])], -1)  # (B, N, 3)
-    conf = confidence.flatten(1)
-    weights = conf
-    ridge = 1e-4 * torch.eye(3, device=flow.device, dtype=flow.dtype)
-    for _ in range(iters):
-        wx = weights.unsqueeze(-1) * design
-        coef = torch.linalg.solve(design.transpose(1, 2) @ wx + ridge, wx.transpose(1, 2) @ tgt)
-        residual = (design @ coef - tgt).norm(dim=-1)
-        weights = conf / (1 + (residual / scale) ** 2)
-    return (design @ coef - src).transpose(1, 2).reshape(b, 2, h, w)
-
-
 def pool_features(fine: Tensor) -> Tensor:
     """relu4_1 ``(B, C, 32, 32)`` -> L2-normalised 2x2 average ``(B, C, 16, 16)`` (pool4 grid)."""
     return F.normalize(F.avg_pool2d(fine, 2), dim=1, eps=NORM_EPS)
@@ -196,7 +180,8 @@ class GlobalStage(nn.Module):
             similarity = similarity + self.relu5_mix * (top - similarity)
         prob = dual_softmax(similarity.view(b, -1, h, w), self.log_temperature.exp())
         matches, confidence = soft_argmax_flow(prob)
-        flow0 = robust_affine_flow(matches, confidence, self.iters, self.scale)
+        affine = affine_part(matches, confidence, self.iters, self.scale, ridge=AFFINE_RIDGE)
+        flow0 = affine_flow(affine, h, w)
         corr = global_correlation(exemplar, content)
         features = [corr, flow0 / self.flow_scale, matches / self.flow_scale, confidence * h * w]
         delta = self.regressor(torch.cat(features, 1))
