@@ -1,7 +1,10 @@
 """Data augmentation: a seeded manifest of (content, geometry, texture) triples, stylised.
 
-The manifest is written beside the outputs (``out/manifest-seed<S>-n<N>.csv``) so the dataset
-records exactly what was asked for, and the same (folders, n, seed) re-run resumes it.
+The manifest is written beside the outputs (``out/manifest-seed<S>-n<N>.csv``, ``-k<K>`` for
+``per_content``, ``-texture`` appended without geometry) so the dataset records exactly what
+was asked for. Ids depend on the inputs and the draws are prefix-stable, so the same (folders,
+seed) re-run resumes it, and so does a larger ``n`` or ``per_content`` (only the new items run).
+Nothing under ``out`` is ever listed as an input.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from prefect import flow, get_run_logger
 from flows.runners import RunnerName
 from flows.stylize_dataset import s3_storage_options, stylize_dataset
 from lwst import s3, storage
-from lwst.manifest import make_manifest, write_manifest
+from lwst.manifest import write_manifest
+from lwst.manifest_builder import make_manifest
 
 
 @flow(name="augment-dataset")
@@ -23,6 +27,8 @@ def augment_dataset(
     out: str,
     n: int | None = None,
     seed: int = 0,
+    per_content: int | None = None,
+    no_geometry: bool = False,
     overrides: dict[str, Any] | None = None,
     runner: RunnerName = "threads",
     workers: int = 1,
@@ -33,13 +39,15 @@ def augment_dataset(
     aws_region: str | None = None,
     aws_credentials_block: str | None = None,
 ) -> dict[str, Any]:
-    """Build N seeded random triples (or all pairs when ``n`` is None) from folders or prefixes
-    of content and style images, write the manifest into ``out`` and stylise it."""
+    """Build N seeded random triples (``per_content``: K draws per content; neither: all
+    pairs) from folders or prefixes of content and style images, write the manifest into
+    ``out`` and stylise it. ``no_geometry``: texture only (no geometry exemplar, no warp)."""
     opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
     for uri in (*contents, *styles, out):
         s3.check_reachable(uri, opts)
-    frame = make_manifest(contents, styles, n=n, seed=seed, storage_options=opts)
-    manifest_uri = storage.join(out, f"manifest-seed{seed}-n{n if n is not None else 'all'}.csv")
+    frame = make_manifest(contents, styles, n=n, seed=seed, storage_options=opts,
+                          per_content=per_content, geometry=not no_geometry, exclude=[out])
+    manifest_uri = storage.join(out, manifest_name(seed, n, per_content, no_geometry))
     write_manifest(frame, manifest_uri, opts)
     get_run_logger().info("wrote %d items to %s", len(frame), manifest_uri)
     summary = stylize_dataset(
@@ -48,3 +56,10 @@ def augment_dataset(
         s3_endpoint_url=s3_endpoint_url, aws_region=aws_region,
         aws_credentials_block=aws_credentials_block)
     return {**summary, "manifest": manifest_uri}
+
+
+def manifest_name(seed: int, n: int | None, per_content: int | None, no_geometry: bool) -> str:
+    """``manifest-seed<S>-n<N>.csv`` (``n<all>`` for all pairs, ``k<K>`` per content), with
+    ``-texture`` before the suffix for a texture-only manifest."""
+    draws = f"k{per_content}" if per_content is not None else f"n{n if n is not None else 'all'}"
+    return f"manifest-seed{seed}-{draws}{'-texture' if no_geometry else ''}.csv"

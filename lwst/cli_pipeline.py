@@ -27,24 +27,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``make-manifest`` on the ``lwst`` command."""
     make = subparsers.add_parser(
         "make-manifest", help="build a manifest from folders of content and style images",
-        description="All (content, style) pairs, or with --n a seeded random sample of N "
-        "distinct (content, geometry, texture) triples. Folders may be local or s3:// prefixes.")
+        description="All (content, style) pairs; with --n a seeded random sample of N distinct "
+        "(content, geometry, texture) triples; with --per-content K, K distinct draws for every "
+        "content. Folders may be local or s3:// prefixes; lwst output folders found inside them "
+        "are left out.")
     make.add_argument("--contents", nargs="+", required=True, help="content folders/prefixes")
     make.add_argument("--styles", nargs="+", required=True, help="style folders/prefixes")
-    make.add_argument("--n", type=int, default=None, help="number of random triples")
+    draws = make.add_mutually_exclusive_group()
+    draws.add_argument("--n", type=int, default=None,
+                       help="number of random triples (a larger N keeps the first N)")
+    draws.add_argument("--per-content", type=int, default=None, metavar="K",
+                       help="K distinct (geometry, texture) draws for every content")
     make.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    make.add_argument("--no-geometry", action="store_true",
+                      help="no geometry exemplar: texture-only augmentation (no warp)")
     make.add_argument("--out", required=True, help="manifest to write (.csv, .parquet, .jsonl)")
     add_s3_options(make)
     make.set_defaults(handler=cmd_make_manifest)
 
 
 def cmd_make_manifest(args: argparse.Namespace) -> int:
-    from lwst.manifest import make_manifest, write_manifest
+    from lwst.manifest import write_manifest
+    from lwst.manifest_builder import make_manifest
 
     opts = storage_options_from_args(args)
     check_output_location("--out", args.out)
     frame = make_manifest(args.contents, args.styles, n=args.n, seed=args.seed,
-                          storage_options=opts)
+                          storage_options=opts, per_content=args.per_content,
+                          geometry=not args.no_geometry)
     write_manifest(frame, args.out, opts)
     print(f"wrote {len(frame)} items to {args.out}")
     return 0

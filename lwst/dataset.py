@@ -187,11 +187,13 @@ class CompletedOutputs:
 
 
 def failed_record(item: ManifestItem, run_id: str, error: str, params: str | None = None,
-                  kind: str = "input") -> dict:
-    """The row of an item that failed; ``kind`` is whose fault it was (`lwst.failures`)."""
+                  kind: str = "input", renderer: str | None = None) -> dict:
+    """The row of an item that failed; ``kind`` is whose fault it was (`lwst.failures`),
+    ``renderer`` the one it asked for (failures group by renderer like ``ok`` rows)."""
     record = empty_record(item.id, run_id)
     record.update(status="failed", error=one_line(error), content=item.content,
-                  geometry=item.geometry, texture=item.texture, params=params, error_kind=kind)
+                  geometry=item.geometry, texture=item.texture, params=params, error_kind=kind,
+                  renderer=renderer, label=item.label)
     return record
 
 
@@ -201,7 +203,7 @@ def skipped_record(item: ManifestItem, run_id: str, out: str, params: str | None
     outputs = item_outputs(out, item.id)
     record = empty_record(item.id, run_id)
     record.update(status="skipped", content=item.content, geometry=item.geometry,
-                  texture=item.texture, output=outputs.image, params=params)
+                  texture=item.texture, output=outputs.image, params=params, label=item.label)
     return record
 
 

@@ -30,6 +30,7 @@ class Item:
     texture: str | None
     config: StylizeConfig
     outputs: ItemOutputs
+    label: str | None = None  # the manifest's ``label``, carried to the metadata row
 
     @property
     def warps(self) -> bool:
@@ -57,7 +58,8 @@ class Item:
         return json.dumps(self.params(), sort_keys=True, default=str)
 
     def manifest_item(self) -> ManifestItem:
-        return ManifestItem(self.id, self.content, self.geometry, self.texture)
+        return ManifestItem(self.id, self.content, self.geometry, self.texture,
+                            label=self.label)
 
 
 @dataclass(frozen=True)
@@ -94,5 +96,5 @@ def resolve_items(entries: list[ManifestItem], overrides: dict[str, Any], out: s
             refused.append(RefusedItem(entry, config))
             continue
         items.append(Item(entry.id, entry.content, entry.geometry, entry.texture, config,
-                          item_outputs(out, entry.id)))
+                          item_outputs(out, entry.id), entry.label))
     return items, refused

@@ -1,4 +1,5 @@
-"""Manifests: the list of items a pipeline run stylises, read, validated and built here.
+"""Manifests: the list of items a pipeline run stylises, read and validated here (built from
+folders: `lwst.manifest_builder`).
 
 A manifest is CSV, Parquet or JSON Lines, local or on any fsspec filesystem, one row per item
 (docs/contracts.md). It is checked as a whole before any work starts, and every offending row is
@@ -14,7 +15,7 @@ import io
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 # characters keeps every such name under the 255-byte limit of common filesystems and S3 keys.
 MAX_ID_LENGTH = 128
 PATH_COLUMNS = ("content", "geometry", "texture")
-KNOWN_COLUMNS = ("id", *PATH_COLUMNS, *OVERRIDES)
+# ``label``: the item's class (make-manifest: the first folder under the content root), carried
+# into the metadata's ``label`` column; lwst itself never reads it.
+KNOWN_COLUMNS = ("id", *PATH_COLUMNS, "label", *OVERRIDES)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".json": "jsonl"}
 
@@ -62,15 +65,16 @@ class ManifestItem:
     geometry: str | None = None
     texture: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "content": self.content, "geometry": self.geometry,
-                "texture": self.texture, "overrides": dict(self.overrides)}
+                "texture": self.texture, "overrides": dict(self.overrides), "label": self.label}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestItem:
         return cls(data["id"], data["content"], data.get("geometry"), data.get("texture"),
-                   dict(data.get("overrides") or {}))
+                   dict(data.get("overrides") or {}), data.get("label"))
 
 
 def manifest_format(uri: str) -> str:
@@ -218,6 +222,9 @@ def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
                 seen[item_id] = number
         if "content" in columns and not row.get("content"):
             row_problems.append("missing content")
+        label, reason = _label(row.get("label"))
+        if reason:
+            row_problems.append(reason)
         overrides = {c: _plain(row[c]) for c in override_columns if _plain(row[c]) is not None}
         for name, value in overrides.items():
             try:
@@ -236,10 +243,23 @@ def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
             continue  # refused anyway: no need to build the item
         paths = {c: resolve_path(str(row[c]), base) if row.get(c) else None for c in PATH_COLUMNS}
         items.append(ManifestItem(str(row["id"]), paths["content"], paths["geometry"],
-                                  paths["texture"], overrides))
+                                  paths["texture"], overrides, label))
     if problems:
         raise ManifestError(uri, problems)
     return items
+
+
+def _label(value: Any) -> tuple[str | None, str | None]:
+    """A ``label`` cell as text (None when empty), or why it is refused: a class name or
+    number, never a list or a float (Parquet and JSON Lines carry types; CSV is all text)."""
+    value = _plain(value)
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        return value.strip() or None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), None
+    return None, f"bad label {value!r}: must be text or a whole number"
 
 
 def typed_overrides(base: StylizeConfig, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -293,68 +313,6 @@ def read_manifest(uri: str, storage_options: dict | None = None) -> list[Manifes
     if fingerprint is not None:
         _last_read = (key, items)
     return list(items)
-
-
-def _stem(uri: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(uri.rsplit("/", 1)[-1]).stem).strip(".-") or "x"
-
-
-def make_manifest(
-    contents: str | Iterable[str],
-    styles: str | Iterable[str],
-    n: int | None = None,
-    seed: int = 0,
-    storage_options: dict | None = None,
-) -> pd.DataFrame:
-    """Build a manifest from folders/prefixes of content and style images.
-
-    ``n=None``: all (content, style) pairs, the style serving as geometry and texture exemplar.
-    ``n=N``: N distinct (content, geometry, texture) triples drawn with ``seed`` (the same seed
-    gives the same manifest), for data augmentation.
-    """
-    content_files = _gather(contents, storage_options)
-    style_files = _gather(styles, storage_options)
-    if not content_files or not style_files:
-        raise ValueError("make_manifest: no images found in "
-                         + ("contents" if not content_files else "styles"))
-    rows: list[dict[str, str]] = []
-    if n is None:
-        for c in content_files:
-            for s in style_files:
-                rows.append({"id": f"{_stem(c)}__{_stem(s)}", "content": c, "geometry": s,
-                             "texture": s})
-    else:
-        total = len(content_files) * len(style_files) ** 2
-        if not 1 <= n <= total:
-            raise ValueError(f"make_manifest: n must be within 1..{total} (distinct triples), "
-                             f"got {n}")
-        picks = np.random.default_rng(seed).choice(total, size=n, replace=False)
-        n_styles = len(style_files)
-        for k, flat in enumerate(picks):
-            c, rest = divmod(int(flat), n_styles * n_styles)
-            g, t = divmod(rest, n_styles)
-            cu, gu, tu = content_files[c], style_files[g], style_files[t]
-            rows.append({"id": f"{k:05d}_{_stem(cu)}_{_stem(gu)}_{_stem(tu)}", "content": cu,
-                         "geometry": gu, "texture": tu})
-    frame = pd.DataFrame(rows, columns=["id", "content", "geometry", "texture"])
-    return _deduplicate_ids(frame)
-
-
-def _gather(locations: str | Iterable[str], storage_options: dict | None) -> list[str]:
-    if isinstance(locations, str):
-        locations = [locations]
-    files: list[str] = []
-    for location in locations:
-        files.extend(storage.list_images(location, **(storage_options or {})))
-    return files
-
-
-def _deduplicate_ids(frame: pd.DataFrame) -> pd.DataFrame:
-    """Same-named files in different folders would collide: suffix repeats with -2, -3, ..."""
-    counts = frame.groupby("id").cumcount()
-    frame["id"] = [i if k == 0 else f"{i}-{k + 1}"
-                   for i, k in zip(frame["id"], counts, strict=True)]
-    return frame
 
 
 def write_manifest(frame: pd.DataFrame, uri: str, storage_options: dict | None = None) -> None:

@@ -69,6 +69,9 @@ SCHEMA = pa.schema(
         # What render_precision resolved to on the item's device (auto: bfloat16 where native):
         # float32 or bfloat16; rows of different machines compare only knowing it.
         ("render_dtype", pa.string()),
+        # The manifest's ``label`` (make-manifest: the first folder under the content root, an
+        # ImageFolder class), so a stylised dataset keeps its classes; null without one.
+        ("label", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)

@@ -283,7 +283,8 @@ def stylize_files(item: Item, run_id: str = "", progress: ProgressFn | None = No
     validate(config)
     check_item_outputs(item)
     record = empty_record(item.id, run_id)
-    record.update(content=item.content, geometry=item.geometry, texture=item.texture)
+    record.update(content=item.content, geometry=item.geometry, texture=item.texture,
+                  label=item.label)
     images = read_item_inputs(item.content, item.geometry if warp_estimate is None else None,
                               item.texture, config, **opts)
     result = stylize(images.content, images.geometry, images.texture, config,

@@ -213,7 +213,8 @@ def _write(entry: _Loaded, render: RenderResult | None, config: StylizeConfig, r
     result = StylizeResult(image=render.image if render is not None else _base(entry),
                            warp=entry.warp, render=render)
     record = empty_record(item.id, run_id)
-    record.update(content=item.content, geometry=item.geometry, texture=item.texture)
+    record.update(content=item.content, geometry=item.geometry, texture=item.texture,
+                  label=item.label)
     try:
         outcomes[item.id].record = write_item(record, result, config, item.outputs, opts)
     except Exception as exc:  # noqa: BLE001

@@ -67,11 +67,13 @@ def device_name(config_device: str) -> str:
 
 
 def failed_item_record(item: Item, exc: BaseException, run_id: str) -> dict[str, Any]:
-    """The ``failed`` row of ``item`` for ``exc``, with the run's version and device."""
+    """The ``failed`` row of ``item`` for ``exc``, with the run's version and device, and the
+    renderer it asked for (items with a texture, as on ``ok`` rows)."""
     kind = failure_kind(exc)
+    renderer = item.config.render.renderer if item.renders else None
     record = dataset.failed_record(item.manifest_item(), run_id,
                                    failure_reason(exc, item_inputs(item)),
-                                   item.params_json(), kind)
+                                   item.params_json(), kind, renderer)
     return stamp(record, device_name(item.config.device))
 
 

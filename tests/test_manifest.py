@@ -10,11 +10,11 @@ import pytest
 from lwst.manifest import (
     ManifestError,
     ManifestItem,
-    make_manifest,
     read_manifest,
     resolve_path,
     write_manifest,
 )
+from lwst.manifest_builder import make_manifest
 
 ROWS = pd.DataFrame(
     {
@@ -182,3 +182,36 @@ def test_list_images_is_the_one_listing(tmp_path: Path):
         str(root / n) for n in ("B.JPG", "a.png", "c.webp")]
     with pytest.raises(FileNotFoundError, match="not a folder"):
         list_images(tmp_path / "a.png")
+
+
+def test_a_label_column_is_read_typed_and_reaches_the_metadata_rows(tmp_path: Path):
+    """D7: ``lwst run`` refused a ``label`` column; now it is carried as text to the rows."""
+    from lwst.dataset import failed_record, skipped_record
+    from lwst.item import resolve_items
+    from lwst.metadata import COLUMNS, SCHEMA, to_table
+
+    csv_uri = tmp_path / "m.csv"
+    csv_uri.write_text("id,content,label\na,a.png, cat \nb,b.png,\n")
+    items = read_manifest(str(csv_uri))
+    assert [i.label for i in items] == ["cat", None]
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"id": "a", "content": "a.png", "label": 7}\n'
+                     '{"id": "b", "content": "b.png", "label": [1]}\n'
+                     '{"id": "c", "content": "c.png", "label": 0.5}\n')
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(jsonl))
+    assert caught.value.problems == [
+        "line 2 (id 'b'): bad label [1]: must be text or a whole number",
+        "line 3 (id 'c'): bad label 0.5: must be text or a whole number"]
+    jsonl.write_text('{"id": "a", "content": "a.png", "label": 7}\n')
+    assert read_manifest(str(jsonl))[0].label == "7"
+
+    resolved, _ = resolve_items(items, {}, str(tmp_path / "out"))
+    assert [i.label for i in resolved] == ["cat", None]
+    assert resolved[0].manifest_item().label == "cat"
+    assert ManifestItem.from_dict(items[0].as_dict()) == items[0]
+    rows = [failed_record(items[0], "r", "boom"), skipped_record(resolved[0], "r", "/o")]
+    assert [r["label"] for r in rows] == ["cat", "cat"]
+    assert COLUMNS[-1] == "label" and str(SCHEMA.field("label").type) == "string"
+    assert to_table(rows).column("label").to_pylist() == ["cat", "cat"]
+
