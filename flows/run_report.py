@@ -24,9 +24,9 @@ FAILURES_LOGGED = 20  # failed items named one by one in the run's log; the rest
 
 
 class FailureLog:
-    """Names each failed item in the run's log as it fails (what `prefect deployment run
-    --watch` and `lwst run` show), the first `FAILURES_LOGGED` of them; the failures artifact
-    and the metadata hold every one."""
+    """Names each failed item in the run's log as it fails (what `lwst run` shows, and
+    ``prefect flow-run logs`` and the UI for a deployment run: ``--watch`` shows states only),
+    the first `FAILURES_LOGGED` of them; the failures artifact and the metadata hold every one."""
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.count = 0

@@ -355,6 +355,9 @@ def build_parser(
 
     for register in extra:
         register(sub)
+    for command in sub.choices.values():  # `lwst run ... --debug` as well as `lwst --debug run`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks on errors")
     return parser
 
 

@@ -7,6 +7,7 @@ name used anywhere in the product (``warp_strength``, ``style_weight``, ...) mea
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,7 +205,9 @@ def _number(value: Any, name: str, expected: str) -> float:
 
 
 def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeConfig:
-    """A copy of ``config`` with flat overrides applied; unknown names raise ``KeyError``."""
+    """A copy of ``config`` with flat overrides applied; an unknown name is a `ConfigError`
+    that suggests the closest known one (a deployment's ``overrides`` parameter is typed by
+    hand: ``{"sise": 128}``)."""
     result = dataclasses.replace(
         config, warp=dataclasses.replace(config.warp), render=dataclasses.replace(config.render)
     )
@@ -212,7 +215,7 @@ def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeC
         if value is None:  # keep; a NaN is refused by `validate`, never taken as "unset"
             continue
         if name not in OVERRIDES:
-            raise KeyError(name)
+            raise unknown_override(name)
         stage, attr = OVERRIDES[name]
         target = result if stage is None else getattr(result, stage)
         current = getattr(target, attr)
@@ -220,6 +223,13 @@ def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeC
     _check_schedule(overrides, result.render)
     validate(result)
     return result
+
+
+def unknown_override(name: object) -> ConfigError:
+    """``unknown option 'sise' (did you mean 'size'?)``, or the list of known ones."""
+    close = difflib.get_close_matches(str(name), OVERRIDES, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(OVERRIDES)
+    return ConfigError(f"unknown option {name!r} ({hint})")
 
 
 def _check_schedule(overrides: dict[str, Any], render: RenderConfig) -> None:

@@ -88,9 +88,8 @@ def resolve_items(entries: list[ManifestItem], overrides: dict[str, Any], out: s
         if key not in configs:
             try:
                 configs[key] = with_overrides(StylizeConfig(), {**overrides, **entry.overrides})
-            except (KeyError, ValueError) as exc:
-                name = f"unknown option {exc.args[0]!r}" if isinstance(exc, KeyError) else None
-                configs[key] = name or str(exc)
+            except ValueError as exc:  # `ConfigError`: a bad value or an unknown option
+                configs[key] = str(exc)
         config = configs[key]
         if isinstance(config, str):
             refused.append(RefusedItem(entry, config))

@@ -121,7 +121,7 @@ def check_free(out: str, storage_options: dict[str, Any], break_stale: bool = Fa
 
 def _message(out: str, holder: dict[str, Any]) -> str:
     return (f"{out} is in use by {describe(holder)}; if that run is dead, delete "
-            f"{lock_uri(out)} or re-run with --break-lock")
+            f"{lock_uri(out)} or re-run with --break-lock (flow parameter break_lock=true)")
 
 
 def acquire(out: str, run_id: str, storage_options: dict[str, Any],

@@ -350,3 +350,13 @@ def test_warp_safety_columns_filled_and_low_confidence_warned(tmp_path, capsys, 
                  str(tmp_path / "c.png")]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "left unwarped" in err[0] and "layouts may already match" in err[0]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_before_or_after_the_command(main, tmp_path: Path, capsys,
+                                                                where: str):
+    args = ["stylize", "--content", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.png")]
+    assert main(["--debug", *args] if where == "before" else [*args, "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1] == (
+        f"lwst stylize: error: --content {tmp_path / 'none.png'}: no such file")

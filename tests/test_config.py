@@ -28,8 +28,10 @@ def test_bad_values_are_refused(overrides):
         with_overrides(StylizeConfig(), overrides)
 
 
-def test_unknown_override_is_a_key_error():
-    with pytest.raises(KeyError):
+def test_unknown_override_is_one_line_with_the_closest_name():
+    with pytest.raises(ValueError, match=r"^unknown option 'sise' \(did you mean 'size'\?\)$"):
+        with_overrides(StylizeConfig(), {"sise": 128})
+    with pytest.raises(ValueError, match=r"^unknown option 'colour' \(known: size, "):
         with_overrides(StylizeConfig(), {"colour": 1})
 
 

@@ -1,7 +1,9 @@
 """The whole deployment loop on one machine, for real (slow: a server, a worker, a run).
 
 prefect server start -> work pool + concurrency limit -> prefect deploy --all -> worker ->
-prefect deployment run --param ... --watch -> outputs and Parquet metadata on disk.
+prefect deployment run --param ... --watch -> outputs and Parquet metadata on disk; then the
+same deployment on an external Dask cluster (`dask scheduler` + `dask worker` processes, as
+README "Scaling out" starts them).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path
     server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=log, stderr=log)
     worker = None
+    processes: list[subprocess.Popen] = []  # the Dask cluster's
     try:
         _wait_healthy(api, server)
         subprocess.run(["bash", "deployments/setup_work_pool.sh"], cwd=REPO, env=env,
@@ -99,8 +102,42 @@ def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path
         assert sorted(p.name for p in (out / "images").iterdir()) == ["w0.png", "w1.png"]
         table = pq.read_table(out / "metadata" / "run-deployed.parquet")
         assert sorted(table["status"].to_pylist()) == ["ok", "ok"]
+        _run_on_an_external_dask_cluster(manifest, tmp_path, env, processes)
     finally:
+        for process in processes:
+            _stop(process)
         if worker is not None:
             _stop(worker)
         _stop(server)
         log.close()
+
+
+def _run_on_an_external_dask_cluster(manifest: Path, tmp_path: Path, env: dict[str, str],
+                                     processes: list[subprocess.Popen]) -> None:
+    """The deployment with ``runner=dask`` and a cluster of its own processes, started outside
+    the repository: the tasks Prefect sends must name modules the workers can import (a
+    file-path entrypoint made every item fail there)."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask_log = open(tmp_path / "dask.log", "w")  # noqa: SIM115 (closed with the test's tmp)
+    processes.append(subprocess.Popen(
+        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", ":0"], cwd=tmp_path, env=env, stdout=dask_log, stderr=dask_log))
+    processes.append(subprocess.Popen(
+        [BIN / "dask", "worker", address, "--nworkers", "1", "--nthreads", "1",
+         "--no-dashboard"], cwd=tmp_path, env=env, stdout=dask_log, stderr=dask_log))
+    out = tmp_path / "dask-out"
+    ran = subprocess.run(
+        [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
+         "--param", f"manifest={manifest}", "--param", f"out={out}",
+         "--param", f"overrides={json.dumps(FAST)}", "--param", "run_id=deployed-dask",
+         "--param", "runner=dask", "--param", f"dask_address={address}",
+         "--watch", "--watch-timeout", "400"],
+        cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+    dask_log.flush()
+    tail = (tmp_path / "worker.log").read_text()[-3000:] + (tmp_path / "dask.log").read_text(
+        errors="replace")[-2000:]
+    assert ran.returncode == 0, ran.stdout[-3000:] + tail
+    table = pq.read_table(out / "metadata" / "run-deployed-dask.parquet")
+    assert sorted(table["status"].to_pylist()) == ["ok", "ok"], (
+        table.select(["id", "error"]).to_pylist(), tail)
