@@ -160,8 +160,9 @@ def _check_out(args: argparse.Namespace, opts: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Exit 0 when every item is ok, failed on its input or skipped; `EXIT_INTERNAL_ERROR`
-    when lwst's own bug failed any item (after the others finished)."""
+    """Exit 0 when every item is ok, skipped, or failed on its input or by the task runner
+    (``orchestration``: a re-run redoes it); `EXIT_INTERNAL_ERROR` when lwst's own bug failed
+    any item (after the others finished)."""
     from lwst.manifest import read_manifest
 
     if not pipeline_installed():

@@ -19,7 +19,7 @@ from prefect.task_runners import TaskRunner
 
 from flows.work_plan import WorkUnit
 from lwst import dataset, interrupts, s3
-from lwst.failures import failure_kind
+from lwst.failures import failure_kind, orchestration_reason
 from lwst.item import Item
 from tasks.estimate_warps import estimate_warp_batch
 from tasks.stylize_batch import stylize_batch
@@ -155,8 +155,10 @@ def _forget(result: TaskRecords) -> None:
 
 def unit_records(future: PrefectFuture, items: list[Item], out: str, run_id: str,
                 opts: dict[str, Any], done: int) -> list[dict[str, Any]]:
-    """The records a finished unit returned, or failed rows when its task raised (a transient
-    error that outlived its retries, or a crash outside the item's own handling)."""
+    """The records a finished unit returned, or, when its task raised (a transient error that
+    outlived its retries, a crash outside the item's own handling, or its task runner failing
+    it), the rows its task journalled for this run before that, and failed rows for the rest:
+    a task the Prefect API failed after it wrote its items keeps them ``ok``."""
     try:
         result = future.result()
         _forget(result)
@@ -166,13 +168,54 @@ def unit_records(future: PrefectFuture, items: list[Item], out: str, run_id: str
             # Stop here: the runner cancels the units not started; a re-run resumes.
             stopped = f"{exc}; run {run_id} stopped after {done} items (re-run)"
             raise s3.StorageUnavailableError(stopped) from None
-        if failure_kind(exc) == "internal":
-            get_run_logger().error("task for %s failed: internal error", items[0].id,
-                                   exc_info=exc, extra={"lwst_internal": True})
-        records = [failed_item_record(item, exc, run_id) for item in items]
+        return _after_failure(exc, _runner_raised(future), items, out, run_id, opts)
+
+
+def _after_failure(exc: Exception, by_runner: bool, items: list[Item], out: str, run_id: str,
+                   opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The unit's journalled rows plus failed rows (journalled too) for its other items."""
+    logger = get_run_logger()
+    try:
+        kept = dataset.journalled_rows(out, run_id, [item.id for item in items], opts)
+    except Exception as read_exc:  # noqa: BLE001 - unknown: fail them all, overwrite nothing
+        logger.warning("journal rows of %s not read: %s", items[0].id,
+                       dataset.one_line(str(read_exc)))
+        kept = None
+    missing = [item for item in items if kept is None or item.id not in kept]
+    kind = "orchestration" if by_runner else failure_kind(exc)
+    if missing and kind == "internal":
+        logger.error("task for %s failed: internal error", items[0].id,
+                     exc_info=exc, extra={"lwst_internal": True})
+    elif kind == "orchestration":
+        logger.warning("task for %s failed: %s; %d of its %d item(s) had finished", items[0].id,
+                       orchestration_reason(exc), len(items) - len(missing), len(items))
+    failed = [_failed_row(item, exc, kind, run_id) for item in missing]
+    if failed and kept is not None:  # unread journal: its file may be the one named the same
         try:
-            dataset.write_journal(out, records, opts)
+            dataset.write_journal(out, failed, opts)
         except Exception as journal_exc:  # noqa: BLE001 - the run file still gets them
-            get_run_logger().warning("journal rows of %s not written: %s", items[0].id,
-                                     dataset.one_line(str(journal_exc)))
-        return records
+            logger.warning("journal rows of %s not written: %s", failed[0]["id"],
+                           dataset.one_line(str(journal_exc)))
+    rows = {**(kept or {}), **{row["id"]: row for row in failed}}
+    return [rows[item.id] for item in items]
+
+
+def _failed_row(item: Item, exc: Exception, kind: str, run_id: str) -> dict[str, Any]:
+    record = failed_item_record(item, exc, run_id)
+    if kind == "orchestration":  # also a plain error the runner raised (Dask's RuntimeError)
+        record.update(error_kind=kind, error=dataset.one_line(orchestration_reason(exc)))
+    return record
+
+
+def _runner_raised(future: PrefectFuture) -> bool:
+    """Whether the task runner itself failed the unit rather than the task's own code.
+
+    Both runners' futures wrap one that hands back the task run's final state: a task whose
+    code raised ends in a Failed state, which `PrefectFuture.result` raises. A wrapped future
+    that raised instead (the engine failing around the task: releasing its ``gpu`` slot with the
+    Prefect API gone) or that Dask erred or cancelled (a graph its scheduler could not
+    deserialise, a lost worker) never got that far."""
+    wrapped = getattr(future, "wrapped_future", None)
+    if isinstance(wrapped, concurrent.futures.Future):
+        return wrapped.cancelled() or (wrapped.done() and wrapped.exception(0) is not None)
+    return getattr(wrapped, "status", None) in ("error", "cancelled", "lost")

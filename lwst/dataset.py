@@ -247,6 +247,26 @@ def write_journal(out: str, records: dict[str, Any] | list[dict[str, Any]],
     storage.write_bytes_atomic(uri, _parquet_bytes(to_table(rows)), **(storage_options or {}))
 
 
+def journalled_rows(out: str, run_id: str, ids: list[str],
+                    storage_options: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Per id among ``ids``, the row run ``run_id`` journalled for it so far (none: absent).
+
+    What a task wrote before its task runner failed it: one lookup per id whose row is not yet
+    found (a chunk's rows are all in its first item's file, `write_journal`)."""
+    opts = storage_options or {}
+    wanted, found = set(ids), {}
+    for item_id in ids:
+        if item_id in found:
+            continue
+        try:
+            data = storage.read_bytes(item_files.journal_uri(out, run_id, item_id), **opts)
+        except FileNotFoundError:
+            continue
+        rows = conform(pq.read_table(io.BytesIO(data))).to_pylist()
+        found.update((r["id"], r) for r in rows if r["id"] in wanted and r["run_id"] == run_id)
+    return found
+
+
 def run_metadata_uri(out: str, run_id: str) -> str:
     return storage.join(out, "metadata", f"run-{run_id}.parquet")
 

@@ -1,26 +1,40 @@
-"""Whose fault a failed item is: its input's, or lwst's own.
+"""Whose fault a failed item is: its input's, the task runner's, or lwst's own.
 
 An input fault (a bad or missing image, a refused setting, a bad checkpoint, storage that does
 not answer, weights that are not installed) is the user's to fix: the item gets a ``failed``
-row with a one-line ``error`` and ``error_kind = "input"``. Anything else is a bug in lwst: the
-item is still isolated (the others finish), but its row says ``error_kind = "internal"``, its
-traceback is logged, and ``lwst run`` exits with `EXIT_INTERNAL_ERROR` after the run.
+row with a one-line ``error`` and ``error_kind = "input"``. A failure of the orchestration
+around the item (the Prefect API gone while a task releases its ``gpu`` slot, a Dask scheduler
+that cannot deserialise the task graph, a cancelled future) is neither the item's nor a bug in
+lwst: ``error_kind = "orchestration"``, ``task runner error (not the item): ...``; a re-run
+redoes the item. Anything else is a bug in lwst: the item is still isolated (the others
+finish), but its row says ``error_kind = "internal"``, its traceback is logged, and ``lwst
+run`` exits with `EXIT_INTERNAL_ERROR` after the run.
 
 lwst's convention makes the rule short: every refusal of input is a ``ValueError`` (image,
 manifest, config, checkpoint and safety errors all subclass it) and every file or storage
-failure an ``OSError``.
+failure an ``OSError``. Orchestration errors are told by the package that raised them
+(`ORCHESTRATION_PACKAGES`: lwst imports none of them); the flow also calls orchestration any
+error its task runner raised instead of the task's own outcome (`flows.submitter`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from typing import Literal
 
 from lwst.image_io import ImageInputError
 from lwst.storage import StorageReadError
 from lwst.vgg import WeightsUnavailableError
 
-FailureKind = Literal["input", "internal"]
+FailureKind = Literal["input", "orchestration", "internal"]
 INPUT_FAULTS: tuple[type[BaseException], ...] = (ValueError, OSError, WeightsUnavailableError)
+# Top-level packages whose exceptions are the task runner's or its API client's: Prefect, its
+# HTTP client (httpx, httpcore) and Dask's distributed (whose CommClosedError is an OSError).
+ORCHESTRATION_PACKAGES = frozenset({"prefect", "prefect_dask", "httpx", "httpcore",
+                                    "distributed"})
+ORCHESTRATION_FAULTS: tuple[type[BaseException], ...] = (concurrent.futures.CancelledError,
+                                                        asyncio.CancelledError)
 EXIT_INTERNAL_ERROR = 3  # `lwst run`: every item finished, but lwst failed some by a bug
 
 
@@ -38,8 +52,24 @@ def one_line(text: object, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def is_orchestration_error(exc: BaseException) -> bool:
+    """True for an exception of the task runner or its API client (`ORCHESTRATION_PACKAGES`,
+    a cancelled future), whatever it subclasses."""
+    if isinstance(exc, ORCHESTRATION_FAULTS):
+        return True
+    return any(k.__module__.split(".", 1)[0] in ORCHESTRATION_PACKAGES
+               for k in type(exc).__mro__)
+
+
 def failure_kind(exc: BaseException) -> FailureKind:
+    if is_orchestration_error(exc):
+        return "orchestration"
     return "input" if isinstance(exc, INPUT_FAULTS) else "internal"
+
+
+def orchestration_reason(exc: BaseException) -> str:
+    """The one-line ``error`` of an item its task runner failed (not its input, not lwst)."""
+    return f"task runner error (not the item): {type(exc).__name__}: {first_line(exc)}"
 
 
 def failure_reason(exc: BaseException, inputs: dict[str, str | None] | None = None) -> str:
@@ -53,7 +83,10 @@ def failure_reason(exc: BaseException, inputs: dict[str, str | None] | None = No
     if isinstance(exc, StorageReadError):
         roles = [role for role, uri in (inputs or {}).items() if uri and uri == exc.uri]
         return f"{' and '.join(roles)} {exc}" if roles else str(exc)
-    if failure_kind(exc) == "internal":
+    kind = failure_kind(exc)
+    if kind == "orchestration":
+        return orchestration_reason(exc)
+    if kind == "internal":
         return f"internal error (a bug in lwst): {type(exc).__name__}: {exc}"
     own = type(exc) is ValueError or type(exc).__module__.startswith("lwst.")
     if isinstance(exc, ValueError) and own and str(exc):  # refusals: already one sentence

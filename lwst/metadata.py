@@ -55,8 +55,9 @@ SCHEMA = pa.schema(
         ("warp_stretch_frac", pa.float64()),
         ("warp_applied", pa.string()),
         ("decoder_ids", pa.string()),
-        # Failed rows: "input" (the item's input or storage: fix it and re-run) or "internal"
-        # (a bug in lwst, traceback in the run's log; lwst.failures). Null for other rows.
+        # Failed rows: "input" (the item's input or storage: fix it and re-run), "internal"
+        # (a bug in lwst, traceback in the run's log) or "orchestration" (the task runner
+        # failed the task: re-run); lwst.failures. Null for other rows.
         ("error_kind", pa.string()),
         # True where DIS refined the field (a pixel-for-pixel pair; lwst.photometric_refine).
         ("warp_refined", pa.bool_()),
