@@ -24,6 +24,7 @@ from lwst.cli_options import (
     CommandError,
     absolute_location,
     add_render_options,
+    add_side_output_option,
     add_warp_options,
     check_output_location,
     settings_named_by_option,
@@ -52,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
+    add_side_output_option(run)
     add_warp_options(run)
     add_render_options(run, default_renderer=PIPELINE_RENDERER)
     engine = run.add_argument_group("execution")

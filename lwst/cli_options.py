@@ -42,7 +42,7 @@ class CommandError(Exception):
 # The CLI option of each flat setting (`lwst.config.OVERRIDES`): ``--`` and the name with
 # hyphens (``warp_strength`` -> ``--warp-strength``), but for these. The one map from a setting
 # to its option: `option_error` uses it to say a refused setting as the user typed it.
-OPTION_NAMES = {"measure_losses": "--no-losses"}
+OPTION_NAMES = {"measure_losses": "--no-losses", "side_outputs": "--no-side-outputs"}
 
 
 def option_for(setting: str) -> str:
@@ -214,6 +214,18 @@ def add_warp_options(parser: argparse.ArgumentParser) -> None:
         help="warp confidence (0..1) below which the fallback applies and a warning is printed "
         f"(default {_WARP.min_confidence:g})",
     )
+
+
+def add_side_output_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup
+                           ) -> None:
+    """``--no-side-outputs`` (the ``side_outputs`` setting off): a dataset run's items write
+    their image only, no warped content, flow or flow picture (`lwst.item_files`)."""
+    parser.add_argument(
+        option_for("side_outputs"), dest="side_outputs", action="store_false", default=None,
+        help="write each item's image only: no warped/, flow/ (.flo) or flow_vis/ files "
+        "(~1.5 MB less per 512-px warped item; the metadata keeps every warp figure). An item "
+        "finished with them stays finished; one finished without them is redone when a later "
+        "run asks for them")
 
 
 def add_render_options(parser: argparse.ArgumentParser, default_renderer: str = _RENDER.renderer

@@ -86,6 +86,8 @@ def list_names(folder: str, storage_options: dict | None = None) -> set[str]:
 
 # Settings that never change an item's files: where it ran, whether its losses were measured.
 RESULT_NEUTRAL = frozenset({"device", "measure_losses"})
+# Compared one way only (`FinishedRows.changes`): on -> off changes no file that is asked for.
+SIDE_OUTPUTS = "side_outputs"
 _INPUTS = ("content", "geometry", "texture")
 _STRINGS = pa.dictionary(pa.int32(), pa.string())
 
@@ -150,8 +152,19 @@ class FinishedRows:
             current = self._current[id(config)][1]
             self._diffs[key] = [] if recorded is None else [
                 f"{name} {recorded[name]} -> {current[name]}" for name in recorded
-                if name in current and recorded[name] != current[name]]
-        return diffs + self._diffs[key]
+                if name in current and recorded[name] != current[name] and name != SIDE_OUTPUTS]
+        return diffs + self._diffs[key] + self._side_outputs_change(slot, item, config)
+
+    def _side_outputs_change(self, slot: int, item: ManifestItem, config: StylizeConfig
+                             ) -> list[str]:
+        """``side_outputs False -> True`` where the item warps, its row was made without side
+        outputs and they are asked for now (`lwst.item_files.side_outputs_stale`); the other
+        way round is no change: its files are a superset of what is asked."""
+        recorded = self.params[slot] if slot >= 0 else None
+        was = True if recorded is None else recorded.get(SIDE_OUTPUTS, True)  # older: written
+        if expects_warp(item, config) and item_files.side_outputs_stale(was, config.side_outputs):
+            return [f"{SIDE_OUTPUTS} {was} -> {config.side_outputs}"]
+        return []
 
 
 def _settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +178,7 @@ class CompletedOutputs:
     Done is `lwst.item_files.is_complete` (every file the item writes exists *and* its ``ok``
     metadata row was recorded) with the row made from the same settings and inputs
     (`FinishedRows.changes`); an item whose row differs is not done: its files are stale.
+    ``side_outputs`` differs only from off to on (`lwst.item_files.side_outputs_stale`).
     """
 
     def __init__(self, out: str, storage_options: dict | None = None):
@@ -178,8 +192,8 @@ class CompletedOutputs:
     def files_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
         """Every file the item writes exists and it has an ``ok`` row, whatever it was made
         from (for a caller that has its `changes` already)."""
-        return item_files.is_complete(item.id, expects_warp(item, config), self.names,
-                                      self.finished)
+        return item_files.is_complete(item.id, expects_warp(item, config), config.side_outputs,
+                                      self.names, self.finished)
 
     def changes(self, item: ManifestItem, config: StylizeConfig) -> list[str] | None:
         """`FinishedRows.changes`: what a finished item was made from that differs now."""

@@ -1,11 +1,17 @@
 """Which files one item writes and when it is complete: the one rule (contracts.md).
 
 An item always writes its image. When it warps (`warps`: a geometry exemplar, a warp method
-other than ``none`` and a strength above 0) it also writes its warped content, its flow and a
-colour picture of that flow. Then its metadata row goes into the run's journal.
+other than ``none`` and a strength above 0) and its ``side_outputs`` setting is on (the
+default) it also writes its warped content, its flow and a colour picture of that flow: the
+side outputs, which an augmentation dataset can do without (~1.5 MB per 512-px item). Then its
+metadata row goes into the run's journal; it carries the warp figures either way.
 `lwst.stylize.write_item` writes exactly `kinds` (in that order, image last, all or none) and
 `lwst.dataset.CompletedOutputs` calls an item done when those same files exist and its ``ok``
 row was recorded. Both ask this module, so the writer and the resume check cannot drift apart.
+
+Toggling ``side_outputs`` between runs never changes an item's image, so: an item finished
+with its side outputs stays finished when they are no longer asked for (its files stay), and
+one finished without them is redone when they are asked for again (`side_outputs_stale`).
 """
 
 from __future__ import annotations
@@ -34,9 +40,18 @@ def warps(has_geometry: bool, config: StylizeConfig) -> bool:
     return has_geometry and config.warp.method != "none" and config.warp.strength > 0
 
 
-def kinds(warped: bool) -> tuple[str, ...]:
-    """The kinds of file an item writes, in write order (keys of `LAYOUT`)."""
-    return tuple(LAYOUT) if warped else ("image",)
+def kinds(warped: bool, side_outputs: bool) -> tuple[str, ...]:
+    """The kinds of file an item writes, in write order (keys of `LAYOUT`): the side outputs
+    only when it warped and they are asked for (`StylizeConfig.side_outputs`)."""
+    return tuple(LAYOUT) if warped and side_outputs else ("image",)
+
+
+def side_outputs_stale(recorded: bool, wanted: bool) -> bool:
+    """Whether an item whose finished row was made with ``side_outputs`` = ``recorded`` must be
+    redone now that it is ``wanted``: only when they are asked for and its run wrote none.
+    Side files found on disk then may be an earlier run's, made with other settings, so the
+    item is redone rather than declared finished from them. Asked for no longer: it is done."""
+    return wanted and not recorded
 
 
 @dataclass(frozen=True)
@@ -49,9 +64,9 @@ class ItemOutputs:
     flow: str
     flow_vis: str
 
-    def files(self, warped: bool) -> dict[str, str]:
-        """``kind -> uri`` of the files the item writes, in write order."""
-        return {kind: getattr(self, kind) for kind in kinds(warped)}
+    def files(self, warped: bool, side_outputs: bool) -> dict[str, str]:
+        """``kind -> uri`` of the files the item writes, in write order (`kinds`)."""
+        return {kind: getattr(self, kind) for kind in kinds(warped, side_outputs)}
 
 
 def item_outputs(out: str, item_id: str) -> ItemOutputs:
@@ -65,9 +80,10 @@ def journal_uri(out: str, run_id: str, item_id: str) -> str:
     return storage.join(out, "metadata", JOURNAL, run_id, f"{item_id}.parquet")
 
 
-def is_complete(item_id: str, warped: bool, names: Mapping[str, Collection[str]],
-                recorded_ok: Container[str]) -> bool:
-    """True when every file the item writes is listed and it has an ``ok`` metadata row.
+def is_complete(item_id: str, warped: bool, side_outputs: bool,
+                names: Mapping[str, Collection[str]], recorded_ok: Container[str]) -> bool:
+    """True when every file the item writes (`kinds`) is listed and it has an ``ok`` metadata
+    row; side files not asked for are not looked at, there or not.
 
     ``names``: file names per folder (one listing each, as `lwst.dataset.CompletedOutputs`
     takes them). Without the row the item is redone: a run killed between its last file and its
@@ -76,4 +92,4 @@ def is_complete(item_id: str, warped: bool, names: Mapping[str, Collection[str]]
     if item_id not in recorded_ok:
         return False
     return all(item_id + LAYOUT[kind][1] in names.get(LAYOUT[kind][0], ())
-               for kind in kinds(warped))
+               for kind in kinds(warped, side_outputs))

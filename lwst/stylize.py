@@ -296,12 +296,13 @@ def write_item(record: dict, result: StylizeResult, config: StylizeConfig,
                outputs: ItemOutputs, opts: dict) -> dict:
     """Write an item's files and complete its metadata record (status ``ok``).
 
-    The files are `lwst.item_files.kinds` of whether it warped, each at its ``outputs`` path.
-    All are encoded from the result in memory before the first write; if any write fails, the
+    The files are `lwst.item_files.kinds` of whether it warped and ``config.side_outputs``,
+    each at its ``outputs`` path (`ItemOutputs.files`, what the resume check expects). All are
+    encoded from the result in memory before the first write; if any write fails, the
     ones already written are removed.
     """
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
-    files = encode_item(result, vars(outputs))
+    files = encode_item(result, outputs.files(result.warp is not None, config.side_outputs))
     storage.write_all_or_none([(uri, data) for _, uri, data in files], **opts)
     return complete_record(record, result, config, files, vgg_source)
 
@@ -319,7 +320,7 @@ def encode_item(result: StylizeResult, targets: dict[str, str | None],
     """
     warped = result.warp is not None or unwarped_too
     return [(kind, targets[kind], _encode(kind, targets[kind], result))
-            for kind in item_files.kinds(warped) if targets.get(kind)]
+            for kind in item_files.kinds(warped, side_outputs=True) if targets.get(kind)]
 
 
 def complete_record(record: dict, result: StylizeResult, config: StylizeConfig,

@@ -210,12 +210,26 @@ def test_a_local_write_retries_a_transient_error_once(tmp_path, monkeypatch):
 
 def test_the_completeness_rule():
     names = {"images": {"a.png"}, "warped": {"a.png"}, "flow": {"a.flo"}, "flow_vis": set()}
-    assert not item_files.is_complete("a", True, names, {"a"})  # only its flow picture missing
+    assert not item_files.is_complete("a", True, True, names, {"a"})  # its flow picture missing
+    assert item_files.is_complete("a", True, False, names, {"a"})  # ...not asked for
     names["flow_vis"] = {"a.png"}
-    assert item_files.is_complete("a", True, names, {"a"})
-    assert not item_files.is_complete("a", True, names, set())  # no ok row
-    assert item_files.is_complete("b", False, {"images": {"b.png"}}, {"b"})  # image + row only
-    assert not item_files.is_complete("b", False, {"images": set()}, {"b"})
+    assert item_files.is_complete("a", True, True, names, {"a"})
+    assert not item_files.is_complete("a", True, True, names, set())  # no ok row
+    assert item_files.is_complete("b", False, True, {"images": {"b.png"}}, {"b"})  # image + row
+    assert not item_files.is_complete("b", False, True, {"images": set()}, {"b"})
+    # without side outputs a warped item is its image and its row, nothing else
+    assert item_files.is_complete("c", True, False, {"images": {"c.png"}}, {"c"})
+    assert not item_files.is_complete("c", True, True, {"images": {"c.png"}}, {"c"})
+    assert not item_files.is_complete("c", True, False, {"warped": {"c.png"}}, {"c"})
+
+
+def test_side_outputs_are_redone_only_when_asked_for_again():
+    assert item_files.kinds(True, False) == ("image",)
+    assert item_files.kinds(True, True) == ("flow", "warped", "flow_vis", "image")
+    assert item_files.side_outputs_stale(recorded=False, wanted=True)
+    assert not item_files.side_outputs_stale(recorded=True, wanted=False)
+    assert not item_files.side_outputs_stale(recorded=True, wanted=True)
+    assert not item_files.side_outputs_stale(recorded=False, wanted=False)
 
 
 def test_the_writer_writes_exactly_what_the_resume_check_expects(tmp_path, inputs):
@@ -229,7 +243,7 @@ def test_the_writer_writes_exactly_what_the_resume_check_expects(tmp_path, input
         assert item_files.warps(bool(geom), CONFIG) == (geom is not None)
     expected = {str(Path(uri).relative_to(out))
                 for item_id, warped in (("warps", True), ("plain", False))
-                for uri in item_files.item_outputs(str(out), item_id).files(warped).values()}
+                for uri in item_files.item_outputs(str(out), item_id).files(warped, True).values()}
     assert _files_under(out) == expected
 
     items = [ManifestItem("warps", content, geometry), ManifestItem("plain", content)]
