@@ -100,16 +100,18 @@ def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | Non
     figures)."""
     opts = storage_options or {}
     font = ImageFont.load_default()
-    width = PAD + len(PANELS) * (thumb + PAD)
+    # A texture-only sample (no geometry exemplar, nothing warped) shows content | output:
+    # two columns of grey placeholders would say nothing.
+    panels = PANELS if any(r.geometry or r.warped for r in rows) else ("content", "output")
+    width = PAD + len(panels) * (thumb + PAD)
     row_h = thumb + CAPTION_PX + PAD
     sheet = Image.new("RGB", (width, CAPTION_PX + PAD + len(rows) * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for k, name in enumerate(PANELS):
+    for k, name in enumerate(panels):
         draw.text((PAD + k * (thumb + PAD), 2), name, fill=(0, 0, 0), font=font)
     top = CAPTION_PX + PAD
     for row in rows:
-        tiles = [_tile(uri, thumb, opts)
-                 for uri in (row.content, row.geometry, row.warped, row.output)]
+        tiles = [_tile(getattr(row, panel), thumb, opts) for panel in panels]
         height = max((t.height for t in tiles if t is not None), default=thumb)
         for k, tile in enumerate(tiles):
             left = PAD + k * (thumb + PAD)

@@ -43,6 +43,16 @@ def test_sheet_has_one_captioned_row_per_item_with_four_panels(tmp_path):
     assert sheet.getpixel((4 + 32, 20 + 32)) != (225, 225, 225)
 
 
+def test_a_texture_only_sample_shows_content_and_output_only(tmp_path):
+    """No sampled item has a geometry exemplar (make-manifest --no-geometry): two panels, not
+    two columns of grey placeholders."""
+    face = str(EXAMPLES / "face.jpg")
+    rows = [SheetRow(face, None, None, face, "a"), SheetRow(face, None, None, face, "b")]
+    sheet = item_sheet(rows, str(tmp_path / "sheet.png"), thumb=64)
+    assert sheet.size == (4 + 2 * (64 + 4), 20 + 2 * (64 + 16 + 4))
+    assert (225, 225, 225) not in {sheet.getpixel((4 + k * 68 + 32, 20 + 32)) for k in range(2)}
+
+
 def test_the_embedded_sheet_keeps_its_size_within_the_budget_and_halves_beyond_it():
     import base64
     import io
