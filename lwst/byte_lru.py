@@ -1,52 +1,65 @@
-"""A least-recently-used store of tensors, bounded by their bytes.
+"""A least-recently-used store bounded by the bytes of what it holds.
 
-`lwst.transforms.RandomStylize` keeps the style images it has read here: a training run may
-draw from tens of thousands of styles (Painter by Numbers has ~79k), so the store must stay
-within a budget whatever the run draws. The rule is `lwst.feature_cache`'s: past the budget the
-least recently used entries go, and the newest always stays (it is about to be used).
+Two caches keep their entries here: `lwst.feature_cache` (exemplar features across batches)
+and `lwst.transforms.RandomStylize` (the style images it has read: a training run may draw from
+tens of thousands of styles; Painter by Numbers has ~79k). Either must stay within a budget
+whatever the run draws. The rule: past the budget the least recently used entries go, and the
+newest always stays (it is about to be used).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 from torch import Tensor
 
 
-class ByteLRU:
-    """Tensors by key, at most ``max_bytes`` of them (but always the newest). A pickled or
-    copied store starts empty: it is a per-process cache, and each process fills its own."""
+def tensor_bytes(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
-    def __init__(self, max_bytes: int) -> None:
+
+class ByteLRU:
+    """Values by key, at most ``max_bytes`` of them as ``size`` counts a value (a tensor's own
+    bytes by default), but always the newest. A pickled or copied store starts empty: it is a
+    per-process cache, and each process fills its own."""
+
+    def __init__(self, max_bytes: int, size: Callable[[Any], int] = tensor_bytes) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ValueError(f"ByteLRU: max_bytes must be an int >= 0, got {max_bytes!r}")
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, Tensor] = OrderedDict()
+        self._size = size
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Tensor | None:
-        """The tensor stored under ``key`` (now the most recently used), or None."""
+    def get(self, key: Hashable) -> Any:
+        """The value stored under ``key`` (now the most recently used), or None."""
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
             return found
 
-    def put(self, key: Hashable, value: Tensor) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         """Store ``value`` under ``key`` (replacing what was there), then drop the least
         recently used entries until the rest fit in ``max_bytes``."""
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._bytes -= _nbytes(old)
+                self._bytes -= self._size(old)
             self._entries[key] = value
-            self._bytes += _nbytes(value)
+            self._bytes += self._size(value)
             while self._bytes > self.max_bytes and len(self._entries) > 1:
                 _, dropped = self._entries.popitem(last=False)
-                self._bytes -= _nbytes(dropped)
+                self._bytes -= self._size(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
 
     @property
     def nbytes(self) -> int:
@@ -62,8 +75,4 @@ class ByteLRU:
         return len(self._entries)
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.max_bytes,))
-
-
-def _nbytes(tensor: Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
+        return (type(self), (self.max_bytes, self._size))

@@ -11,19 +11,28 @@ exemplars again), its shape, dtype and device, the model and what was computed.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-CACHE_BYTES = 256 * 2**20  # per process
+from lwst.byte_lru import ByteLRU, tensor_bytes
+
+CACHE_BYTES = 256 * 2**20  # per process (read at each store: a test may lower it)
 
 Features = dict[str, Tensor]
 
-_cache: OrderedDict[tuple, tuple[nn.Module, Features]] = OrderedDict()
-_lock = threading.Lock()
+
+def _nbytes(entry: tuple[nn.Module, Features]) -> int:
+    return sum(tensor_bytes(f) for f in entry[1].values())
+
+
+def new_store() -> ByteLRU:
+    """An empty store of ``key -> (model, features)`` (a test swaps in its own)."""
+    return ByteLRU(CACHE_BYTES, size=_nbytes)
+
+
+_cache = new_store()
 
 
 def cache_key(model: nn.Module, tensor: Tensor, what: tuple) -> tuple:
@@ -35,21 +44,14 @@ def cache_key(model: nn.Module, tensor: Tensor, what: tuple) -> tuple:
 
 def lookup(key: tuple) -> Features | None:
     """The remembered features of ``key``, or None."""
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key][1]
-    return None
+    found = _cache.get(key)
+    return None if found is None else found[1]
 
 
 def store(key: tuple, model: nn.Module, features: Features) -> None:
     """Remember ``features``; the oldest entries go beyond `CACHE_BYTES` (the newest stays)."""
-    with _lock:
-        _cache[key] = (model, features)  # the model is held so its id is not reused
-        total = sum(_nbytes(v[1]) for v in _cache.values())
-        while total > CACHE_BYTES and len(_cache) > 1:
-            _, (_, dropped) = _cache.popitem(last=False)
-            total -= _nbytes(dropped)
+    _cache.max_bytes = CACHE_BYTES
+    _cache.put(key, (model, features))  # the model is held so its id is not reused
 
 
 def remembered(model: nn.Module, tensor: Tensor, what: tuple,
@@ -88,15 +90,9 @@ def remembered_rows(model: nn.Module, rows: Tensor, what: tuple,
 
 
 def clear() -> None:
-    with _lock:
-        _cache.clear()
+    _cache.clear()
 
 
 def entries() -> list[tuple]:
     """The keys held, oldest first."""
-    with _lock:
-        return list(_cache)
-
-
-def _nbytes(features: Features) -> int:
-    return sum(f.numel() * f.element_size() for f in features.values())
+    return list(_cache)

@@ -4,7 +4,6 @@ every renderer through the CLI, and the augmentation transform."""
 import json
 import math
 import pickle
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +194,7 @@ def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(v
     shared exemplar's Gram matrices are computed once per process, not once per call."""
     import lwst.renderers as renderers
 
-    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", feature_cache.new_store())
     content = resize_longest(read_image(str(EXAMPLES / "coffee.jpg")), 64)[..., :40, :40]
     other = resize_longest(read_image(str(EXAMPLES / "sailboat.jpg")), 64)[..., :40, :40]
     style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
@@ -214,7 +213,7 @@ def test_yardstick_of_a_batch_equals_each_items_and_remembers_an_exemplar_once(v
 
 
 def test_remembered_rows_computes_each_distinct_unseen_row_once_in_one_call(monkeypatch):
-    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", feature_cache.new_store())
     model = torch.nn.Identity()
     a, b = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
     calls: list[int] = []
@@ -234,7 +233,7 @@ def test_remembered_rows_computes_each_distinct_unseen_row_once_in_one_call(monk
 def test_exemplar_features_are_encoded_once_per_process_within_a_budget(vgg, monkeypatch):
     import lwst.renderers as renderers
 
-    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", feature_cache.new_store())
     style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 64)
     other = read_image(str(EXAMPLES / "texture_mosaic.jpg"), 64)
     first = renderers.style_features(vgg, style, ["relu4_1"])

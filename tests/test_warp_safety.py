@@ -246,14 +246,12 @@ def test_the_guard_encodes_each_view_once_and_measures_as_a_full_encode(syntheti
     """When the estimator's features cannot stand in (another precision, or no network), the
     guard encodes the content and exemplar views once for the figures and the fallback alike,
     remembers the exemplar's across calls, and its figures equal one pass over all three."""
-    from collections import OrderedDict
-
     import lwst.warp_guard as guard
     import lwst.warping as warping
     from lwst import feature_cache
     from lwst.vgg import load_vgg19
 
-    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", feature_cache.new_store())
     vgg, pair = load_vgg19("auto"), synthetic_pair
     known = guard.view_features(vgg, pair.content, pair.exemplar)
     full = guard.alignment_figures(vgg, pair.content, pair.exemplar, pair.flow)[0]

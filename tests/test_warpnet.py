@@ -403,13 +403,11 @@ def test_a_relu5_1_matching_network_gets_relu5_1_through_the_product_path(
         tmp_path: Path, monkeypatch) -> None:
     """`predict_warp` encodes relu5_1 for a ``global_relu5`` network and it reaches the global
     match: two networks that differ only in the relu5_1 share warp differently."""
-    from collections import OrderedDict
-
     from lwst import feature_cache
     from lwst.vgg import load_vgg19
     from lwst.warpnet.inference import predict_warp
 
-    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", feature_cache.new_store())
     torch.manual_seed(0)
     model = WarpNet(WarpNetConfig(global_relu5=True))
     flows = []
@@ -506,14 +504,12 @@ def test_exemplar_views_are_encoded_once_and_equal_a_fresh_encode(monkeypatch) -
     """Geometry exemplars repeat across a dataset: an exemplar view seen before (same bytes)
     is taken from the feature cache, a repeat within a batch is encoded once, and the features
     equal those of one VGG pass over the whole batch."""
-    from collections import OrderedDict
-
     from lwst import feature_cache
     from lwst.vgg import load_vgg19
     from lwst.warpnet.bank import encode, encode_taps
     from lwst.warpnet.inference import encode_views
 
-    monkeypatch.setattr(feature_cache, "_cache", OrderedDict())
+    monkeypatch.setattr(feature_cache, "_cache", feature_cache.new_store())
     vgg = load_vgg19("random")
     a, b, c = (procedural_image(64, seed=s) for s in (1, 2, 3))
     contents, exemplars = torch.cat([a, a, b]), torch.cat([b, c, b])
