@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lwst import item_files, storage
+from lwst import dataset, item_files, run_lock, storage
 from lwst.manifest import id_problem
 
 # Ids are ``<content>__[<geometry>__]<texture>-<hash>``: the readable parts cut to these many
@@ -253,8 +253,7 @@ def _in_output_tree(root: str, relative: str, trees: dict[str, bool], opts: dict
     for depth, name in enumerate(parts):
         if name not in OUTPUT_FOLDERS:
             continue
-        base = "/".join([root, *parts[:depth]]) if "://" in root \
-            else os.path.join(root, *parts[:depth])
+        base = storage.join(root, *parts[:depth])
         if base not in trees:
             trees[base] = _is_output_tree(base, opts)
         if trees[base]:
@@ -263,9 +262,8 @@ def _in_output_tree(root: str, relative: str, trees: dict[str, bool], opts: dict
 
 
 def _is_output_tree(folder: str, opts: dict) -> bool:
-    if storage.is_local(folder):
-        path = Path(folder)
-        return (path / "_lwst.lock").exists() or any((path / "metadata").glob("run-*.parquet"))
-    fs = storage.filesystem(folder, **opts)
-    return bool(fs.exists(storage.join(folder, "_lwst.lock"))
-                or fs.glob(storage.join(folder, "metadata", "run-*.parquet")))
+    """``folder`` holds a run's lock (`lwst.run_lock.lock_uri`) or a run's metadata file
+    (`lwst.dataset.run_metadata_uri`), local or remote alike."""
+    return storage.exists(run_lock.lock_uri(folder), **opts) or any(
+        name.startswith("run-") and name.endswith(".parquet")
+        for name in dataset.list_names(storage.join(folder, "metadata"), opts))
