@@ -144,8 +144,8 @@ class FinishedRows:
                  zip(_INPUTS, inputs, (item.content, item.geometry, item.texture), strict=True)
                  if was != now]
         key = (slot, id(config))
+        recorded = self.params[slot] if slot >= 0 else None
         if key not in self._diffs:
-            recorded = self.params[slot] if slot >= 0 else None
             if id(config) not in self._current:  # the config is kept: its id stays its own
                 self._current[id(config)] = (config, _settings(
                     json.loads(json.dumps(to_params(config), default=str))))
@@ -153,18 +153,18 @@ class FinishedRows:
             self._diffs[key] = [] if recorded is None else [
                 f"{name} {recorded[name]} -> {current[name]}" for name in recorded
                 if name in current and recorded[name] != current[name] and name != SIDE_OUTPUTS]
-        return diffs + self._diffs[key] + self._side_outputs_change(slot, item, config)
+        return diffs + self._diffs[key] + _side_outputs_change(recorded, item, config)
 
-    def _side_outputs_change(self, slot: int, item: ManifestItem, config: StylizeConfig
-                             ) -> list[str]:
-        """``side_outputs False -> True`` where the item warps, its row was made without side
-        outputs and they are asked for now (`lwst.item_files.side_outputs_stale`); the other
-        way round is no change: its files are a superset of what is asked."""
-        recorded = self.params[slot] if slot >= 0 else None
-        was = True if recorded is None else recorded.get(SIDE_OUTPUTS, True)  # older: written
-        if expects_warp(item, config) and item_files.side_outputs_stale(was, config.side_outputs):
-            return [f"{SIDE_OUTPUTS} {was} -> {config.side_outputs}"]
-        return []
+
+def _side_outputs_change(recorded: dict[str, Any] | None, item: ManifestItem,
+                         config: StylizeConfig) -> list[str]:
+    """``side_outputs False -> True`` where the item warps, its row (settings ``recorded``) was
+    made without side outputs and they are asked for now (`lwst.item_files.side_outputs_stale`);
+    the other way round is no change: its files are a superset of what is asked."""
+    was = True if recorded is None else recorded.get(SIDE_OUTPUTS, True)  # older: written
+    if expects_warp(item, config) and item_files.side_outputs_stale(was, config.side_outputs):
+        return [f"{SIDE_OUTPUTS} {was} -> {config.side_outputs}"]
+    return []
 
 
 def _settings(params: dict[str, Any]) -> dict[str, Any]:
