@@ -189,7 +189,7 @@ def _after_failure(exc: Exception, by_runner: bool, items: list[Item], out: str,
     elif kind == "orchestration":
         logger.warning("task for %s failed: %s; %d of its %d item(s) had finished", items[0].id,
                        orchestration_reason(exc), len(items) - len(missing), len(items))
-    failed = [_failed_row(item, exc, kind, run_id) for item in missing]
+    failed = [failed_item_record(item, exc, run_id, by_runner) for item in missing]
     if failed and kept is not None:  # unread journal: its file may be the one named the same
         try:
             dataset.write_journal(out, failed, opts)
@@ -198,13 +198,6 @@ def _after_failure(exc: Exception, by_runner: bool, items: list[Item], out: str,
                            dataset.one_line(str(journal_exc)))
     rows = {**(kept or {}), **{row["id"]: row for row in failed}}
     return [rows[item.id] for item in items]
-
-
-def _failed_row(item: Item, exc: Exception, kind: str, run_id: str) -> dict[str, Any]:
-    record = failed_item_record(item, exc, run_id)
-    if kind == "orchestration":  # also a plain error the runner raised (Dask's RuntimeError)
-        record.update(error_kind=kind, error=dataset.one_line(orchestration_reason(exc)))
-    return record
 
 
 def _runner_raised(future: PrefectFuture) -> bool:

@@ -21,7 +21,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from lwst import dataset, s3, storage
-from lwst.failures import failure_kind, failure_reason
+from lwst.failures import failure_kind, failure_reason, orchestration_reason
 from lwst.item import Item
 from lwst.metadata import stamp
 from lwst.storage import READ_RETRY_DELAYS, is_transient
@@ -66,14 +66,18 @@ def device_name(config_device: str) -> str:
         return config_device
 
 
-def failed_item_record(item: Item, exc: BaseException, run_id: str) -> dict[str, Any]:
+def failed_item_record(item: Item, exc: BaseException, run_id: str,
+                       by_runner: bool = False) -> dict[str, Any]:
     """The ``failed`` row of ``item`` for ``exc``, with the run's version and device, and the
-    renderer it asked for (items with a texture, as on ``ok`` rows)."""
-    kind = failure_kind(exc)
+    renderer it asked for (items with a texture, as on ``ok`` rows). ``by_runner``: its task
+    runner raised ``exc``, not the item's own code: an ``orchestration`` failure whatever its
+    type (Dask's plain RuntimeError for a graph it could not deserialise)."""
+    kind = "orchestration" if by_runner else failure_kind(exc)
+    reason = (orchestration_reason(exc) if kind == "orchestration"
+              else failure_reason(exc, item_inputs(item)))
     renderer = item.config.render.renderer if item.renders else None
-    record = dataset.failed_record(item.manifest_item(), run_id,
-                                   failure_reason(exc, item_inputs(item)),
-                                   item.params_json(), kind, renderer)
+    record = dataset.failed_record(item.manifest_item(), run_id, reason, item.params_json(),
+                                   kind, renderer)
     return stamp(record, device_name(item.config.device))
 
 
