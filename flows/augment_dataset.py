@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import State
 
 from flows.runners import RunnerName
-from flows.stylize_dataset import s3_storage_options, stylize_dataset
+from flows.stylize_dataset import ItemsFailedByBugs, outcome, s3_storage_options, stylize_dataset
 from lwst import s3, storage
 from lwst.manifest import write_manifest
 from lwst.manifest_builder import make_manifest
@@ -38,10 +39,13 @@ def augment_dataset(
     s3_endpoint_url: str | None = None,
     aws_region: str | None = None,
     aws_credentials_block: str | None = None,
-) -> dict[str, Any]:
+    fail_on_internal_errors: bool | None = None,
+) -> dict[str, Any] | State:
     """Build N seeded random triples (``per_content``: K draws per content; neither: all
     pairs) from folders or prefixes of content and style images, write the manifest into
-    ``out`` and stylise it. ``no_geometry``: texture only (no geometry exemplar, no warp)."""
+    ``out`` and stylise it. ``no_geometry``: texture only (no geometry exemplar, no warp).
+    ``fail_on_internal_errors`` as for `stylize_dataset`, whose summary this returns with the
+    manifest's URI added."""
     opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
     for uri in (*contents, *styles, out):
         s3.check_reachable(uri, opts)
@@ -50,11 +54,15 @@ def augment_dataset(
     manifest_uri = storage.join(out, manifest_name(seed, n, per_content, no_geometry))
     write_manifest(frame, manifest_uri, opts)
     get_run_logger().info("wrote %d items to %s", len(frame), manifest_uri)
-    summary = stylize_dataset(
-        manifest_uri, out, overrides=overrides, runner=runner, workers=workers,
-        dask_address=dask_address, gpus_per_item=gpus_per_item, torch_threads=torch_threads,
-        s3_endpoint_url=s3_endpoint_url, aws_region=aws_region,
-        aws_credentials_block=aws_credentials_block)
+    try:
+        summary = stylize_dataset(
+            manifest_uri, out, overrides=overrides, runner=runner, workers=workers,
+            dask_address=dask_address, gpus_per_item=gpus_per_item,
+            torch_threads=torch_threads, s3_endpoint_url=s3_endpoint_url,
+            aws_region=aws_region, aws_credentials_block=aws_credentials_block,
+            fail_on_internal_errors=fail_on_internal_errors)
+    except ItemsFailedByBugs as failed:
+        return outcome({**failed.summary, "manifest": manifest_uri}, True)
     return {**summary, "manifest": manifest_uri}
 
 

@@ -27,7 +27,8 @@ import itertools
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
+from prefect.states import Failed, State
 
 from flows.run_report import FailureLog, Progress, report_run
 from flows.runners import RunnerName, make_task_runner
@@ -84,7 +85,8 @@ def stylize_dataset(
     warp_batch_size: int = 8,
     render_batch_size: int = 8,
     break_lock: bool = False,
-) -> dict[str, Any]:
+    fail_on_internal_errors: bool | None = None,
+) -> dict[str, Any] | State:
     """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
 
     ``overrides`` are flat option names (``size``, ``warp_method``, ``style_weight``, ...) applied
@@ -97,6 +99,12 @@ def stylize_dataset(
     one forward pass. One run at a time holds ``out`` (`lwst.run_lock`; ``break_lock`` takes
     over a stale lock). S3 credentials: `s3_storage_options`. Returns counts, failures
     (``internal_errors``: those that were lwst's bug) and where the metadata went.
+
+    Items failed by lwst's own bug (``error_kind`` ``internal``, which make `lwst run` exit 3)
+    end the flow run Failed when ``fail_on_internal_errors`` is on, by default when it runs
+    from a deployment, so a scheduled run shows red instead of Completed: a direct call then
+    raises `ItemsFailedByBugs`, which carries the summary. Bad inputs and task-runner errors
+    never fail the run: their rows say what to fix, and a re-run does them.
     """
     overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
@@ -111,15 +119,45 @@ def stylize_dataset(
     lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
     try:
         with storage.temp_owner(run_id):
-            return _run(entries, overrides, out, base, opts, run_id, runner, workers,
-                        dask_address, gpus_per_item, torch_threads, contact_sheet_items,
-                        warp_batch_size, render_batch_size)
+            summary = _run(entries, overrides, out, base, opts, run_id, runner, workers,
+                           dask_address, gpus_per_item, torch_threads, contact_sheet_items,
+                           warp_batch_size, render_batch_size)
     finally:
         try:
             lock.release()
         except Exception as exc:  # noqa: BLE001 - storage gone: the lock is left, and named
             logger.warning("could not release the lock %s: %s", lock.uri, dataset.one_line(
                 str(exc)))
+    return outcome(summary, fail_on_internal_errors)
+
+
+class ItemsFailedByBugs(RuntimeError):
+    """The run finished, but some items failed by lwst's own bug. Raised by a direct call of a
+    flow that was asked to fail for it; ``summary`` is what the flow would have returned."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message, summary)  # both in ``args``: the error pickles (Dask, results)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def outcome(summary: dict[str, Any],
+            fail_on_internal_errors: bool | None) -> dict[str, Any] | State:
+    """What a dataset flow returns: its ``summary``, or a Failed state carrying it (in an
+    `ItemsFailedByBugs`) when items failed by lwst's bug and the run should fail for it
+    (``fail_on_internal_errors``; None: when it runs from a deployment)."""
+    bugs = summary["internal_errors_total"]
+    if not bugs:
+        return summary
+    fail = deployment.id is not None if fail_on_internal_errors is None \
+        else fail_on_internal_errors
+    if not fail:
+        return summary
+    message = (f"{bugs} item(s) failed by an internal error (a bug in lwst; tracebacks in this "
+               "run's logs, rows in the stylize-failures artifact); the other items finished")
+    return Failed(message=message, data=ItemsFailedByBugs(message, summary))
 
 
 def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base: StylizeConfig,

@@ -55,3 +55,26 @@ def write_manifest_csv(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+# A bug planted through ``sitecustomize`` in a process that runs items: reading any input
+# whose path contains ``bug-`` raises ZeroDivisionError (lwst's own error, not the input's).
+PLANTED_BUG = """
+import lwst.stylize
+
+def _plant(real):
+    def read_image(uri, *args, **kwargs):
+        if "bug-" in str(uri):
+            return 1 // 0
+        return real(uri, *args, **kwargs)
+    return read_image
+
+lwst.stylize.read_image = _plant(lwst.stylize.read_image)  # both paths read inputs through it
+"""
+
+
+def plant_bug(folder: Path) -> Path:
+    """A folder holding `PLANTED_BUG` as ``sitecustomize.py``: put it first on PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(PLANTED_BUG)
+    return folder

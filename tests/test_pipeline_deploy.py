@@ -3,7 +3,8 @@
 prefect server start -> work pool + concurrency limit -> prefect deploy --all -> worker ->
 prefect deployment run --param ... --watch -> outputs and Parquet metadata on disk; then the
 same deployment on an external Dask cluster (`dask scheduler` + `dask worker` processes, as
-README "Scaling out" starts them).
+README "Scaling out" starts them); and a deployment run in which lwst's own bug (planted in the
+worker's processes) failed an item ends Failed, not Completed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from pipeline_inputs import FAST, write_manifest_csv
+from pipeline_inputs import FAST, plant_bug, write_manifest_csv
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,8 +85,12 @@ def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path
         assert "0 2 * * *" in listed
 
         worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+        # The worker's flow runs read any input named bug-* through a planted bug (only those)
+        plant = plant_bug(tmp_path / "plant")
+        worker_env = {**env, "PYTHONPATH": os.pathsep.join([str(plant), str(REPO)])}
         worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "lwst-test"],
-                                  cwd=tmp_path, env=env, stdout=worker_log, stderr=worker_log)
+                                  cwd=tmp_path, env=worker_env, stdout=worker_log,
+                                  stderr=worker_log)
         rows = [{"id": f"w{i}", "content": str(image_folder / "contents" / f"photo{i}.png")}
                 for i in range(2)]
         manifest = write_manifest_csv(tmp_path / "m.csv", rows)
@@ -102,6 +107,7 @@ def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path
         assert sorted(p.name for p in (out / "images").iterdir()) == ["w0.png", "w1.png"]
         table = pq.read_table(out / "metadata" / "run-deployed.parquet")
         assert sorted(table["status"].to_pylist()) == ["ok", "ok"]
+        _a_run_with_a_bug_ends_failed(image_folder, tmp_path, env)
         _run_on_an_external_dask_cluster(manifest, tmp_path, env, processes)
     finally:
         for process in processes:
@@ -110,6 +116,31 @@ def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path
             _stop(worker)
         _stop(server)
         log.close()
+
+
+def _a_run_with_a_bug_ends_failed(image_folder: Path, tmp_path: Path,
+                                  env: dict[str, str]) -> None:
+    """D6: the item lwst's bug failed makes the deployment run Failed (it ended Completed, and
+    a scheduled run looked fine); the other item finished and every row was written."""
+    photos = image_folder / "contents"
+    (photos / "bug-x.png").write_bytes((photos / "photo0.png").read_bytes())
+    rows = [{"id": "fine", "content": str(photos / "photo1.png")},
+            {"id": "bug", "content": str(photos / "bug-x.png")}]
+    manifest = write_manifest_csv(tmp_path / "bug.csv", rows)
+    out = tmp_path / "bug-out"
+    ran = subprocess.run(
+        [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
+         "--param", f"manifest={manifest}", "--param", f"out={out}",
+         "--param", f"overrides={json.dumps(FAST)}", "--param", "run_id=deployed-bug",
+         "--watch", "--watch-timeout", "400"],
+        cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+    worker_tail = (tmp_path / "worker.log").read_text()[-3000:]
+    assert ran.returncode == 1, ran.stdout[-3000:] + worker_tail
+    assert "Flow run finished in state 'Failed'" in ran.stdout, ran.stdout[-3000:]
+    assert "1 item(s) failed by an internal error" in worker_tail, worker_tail
+    table = pq.read_table(out / "metadata" / "run-deployed-bug.parquet")
+    assert {r["id"]: r["error_kind"] for r in table.to_pylist()} == {
+        "fine": None, "bug": "internal"}
 
 
 def _run_on_an_external_dask_cluster(manifest: Path, tmp_path: Path, env: dict[str, str],

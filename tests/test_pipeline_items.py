@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from pipeline_inputs import FAST, write_manifest_csv
+from pipeline_inputs import FAST, plant_bug, write_manifest_csv
 
 from lwst.cli import main as lwst_main
 from lwst.failures import EXIT_INTERNAL_ERROR
@@ -26,21 +26,6 @@ def _rows(out: Path, run_id: str) -> dict[str, dict]:
     return {row["id"]: row for row in table.to_pylist()}
 
 
-PLANTED_BUG = """
-import lwst.stylize, lwst.stylize_batch
-
-def _plant(real):
-    def read_image(uri, *args, **kwargs):
-        if "bug-" in str(uri):
-            return 1 // 0
-        return real(uri, *args, **kwargs)
-    return read_image
-
-lwst.stylize.read_image = _plant(lwst.stylize.read_image)
-lwst.stylize_batch.read_image = _plant(lwst.stylize_batch.read_image)
-"""
-
-
 def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Path,
                                                                   tmp_path: Path):
     """A bug (a ZeroDivisionError planted in the image reader, through ``sitecustomize``, for
@@ -51,9 +36,7 @@ def test_a_planted_bug_is_an_internal_error_and_the_run_exits_3(image_folder: Pa
     photos, styles = image_folder / "contents", image_folder / "styles"
     for name in ("bug-chunk.png", "bug-single.png"):
         (photos / name).write_bytes((photos / "photo0.png").read_bytes())
-    plant = tmp_path / "plant"
-    plant.mkdir()
-    (plant / "sitecustomize.py").write_text(PLANTED_BUG)
+    plant = plant_bug(tmp_path / "plant")
     texture = str(styles / "style0.png")
     rows = [{"id": "ok-chunk", "content": str(photos / "photo1.png"), "texture": texture},
             {"id": "bug-chunk", "content": str(photos / "bug-chunk.png"), "texture": texture},
@@ -206,3 +189,57 @@ def test_lwst_run_reads_and_validates_the_manifest_once(image_folder: Path, tmp_
                           "--warp-method", "none", "--device", "cpu", "--quiet"]) == 0
     assert len(calls) == 2  # a changed file is read again, not served stale
     assert "1 ok, 0 failed, 1 skipped" in capsys.readouterr().out
+
+
+def test_a_flow_asked_to_fail_for_bugs_ends_failed_with_its_summary(image_folder: Path,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch):
+    """D6: a run in which lwst's own bug failed items ends Failed when asked (by default: when
+    it runs from a deployment, `test_pipeline_deploy`), so a scheduled run shows red; a direct
+    call then raises `ItemsFailedByBugs` carrying the summary; augment-dataset fails the same
+    way with its manifest named; bad inputs alone never fail the run."""
+    import lwst.stylize
+    from flows.augment_dataset import augment_dataset
+    from flows.stylize_dataset import ItemsFailedByBugs, stylize_dataset
+
+    real = lwst.stylize.read_image
+
+    def read_image(uri, *args, **kwargs):  # the same bug as `PLANTED_BUG`, in this process
+        if "bug-" in str(uri):
+            return 1 // 0
+        return real(uri, *args, **kwargs)
+
+    monkeypatch.setattr(lwst.stylize, "read_image", read_image)
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    (photos / "bug-a.png").write_bytes((photos / "photo0.png").read_bytes())
+    texture = str(styles / "style0.png")
+    rows = [{"id": "fine", "content": str(photos / "photo1.png"), "texture": texture},
+            {"id": "bug", "content": str(photos / "bug-a.png"), "texture": texture},
+            {"id": "missing", "content": str(photos / "nowhere.png"), "texture": texture}]
+    manifest = str(write_manifest_csv(tmp_path / "m.csv", rows))
+
+    summary = stylize_dataset(manifest, str(tmp_path / "default"), overrides=FAST)
+    assert summary["internal_errors_total"] == 1  # not a deployment: the summary, as before
+    with pytest.raises(ItemsFailedByBugs, match=r"^1 item\(s\) failed by an internal error"
+                       ) as raised:
+        stylize_dataset(manifest, str(tmp_path / "asked"), overrides=FAST,
+                        fail_on_internal_errors=True)
+    assert raised.value.summary["counts"] == {"ok": 1, "failed": 2, "skipped": 0}
+    state = stylize_dataset(manifest, str(tmp_path / "asked"), overrides=FAST,
+                            fail_on_internal_errors=True, return_state=True)
+    assert state.is_failed() and state.message.startswith("1 item(s) failed by an internal")
+    again = state.result(raise_on_failure=False).summary  # the re-run redid only the failures
+    assert again["counts"] == {"ok": 0, "failed": 2, "skipped": 1}
+
+    inputs_only = str(write_manifest_csv(tmp_path / "inputs.csv", [rows[0], rows[2]]))
+    summary = stylize_dataset(inputs_only, str(tmp_path / "inputs"), overrides=FAST,
+                              fail_on_internal_errors=True)
+    assert summary["counts"]["failed"] == 1 and summary["internal_errors_total"] == 0
+
+    bugs = image_folder / "bug-photos"
+    bugs.mkdir()
+    (bugs / "x.png").write_bytes((photos / "photo0.png").read_bytes())
+    with pytest.raises(ItemsFailedByBugs) as raised:
+        augment_dataset([str(bugs)], [str(styles)], str(tmp_path / "augmented"), n=1,
+                        no_geometry=True, overrides=FAST, fail_on_internal_errors=True)
+    assert raised.value.summary["manifest"].endswith("manifest-seed0-n1-texture.csv")
