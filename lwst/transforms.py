@@ -38,11 +38,14 @@ that come from files) because a training pipeline resamples first.
 Styles: a file, a folder (its images, subfolders included, as ``lwst make-manifest`` lists
 them), or a list of files and ``(3, H, W)`` / ``(1, 3, H, W)`` / grey tensors (checked like an
 input image). A local path that does not exist is refused at construction. A remote URI
-(``s3://...``) is one style file, read at first use; for a remote folder pass
-``lwst.storage.list_images(uri)``. Each process keeps the styles it has read, least recently
-used first out, within ``cache_bytes`` (128 MiB by default): one copy per style, read at
-``style_size`` or, when unset, at the largest longest side asked for so far (read again when a
-larger input comes) and resized in memory for smaller inputs. With one input size (a fixed
+(``s3://...``, any fsspec protocol) that names an image file (by its suffix) is one style, read
+at first use; any other remote URI is a folder (prefix), listed once at construction,
+subfolders included, with the environment's S3 settings (``AWS_*``, as for inputs): the list
+travels with the pickled transform, so DataLoader workers do not list it again. Each process
+keeps the styles it has read, least recently used first out, within ``cache_bytes`` (128 MiB
+by default): one copy per style, read at ``style_size`` or, when unset, at the largest longest
+side asked for so far (read again when a larger input comes) and resized in memory for smaller
+inputs. With one input size (a fixed
 crop) every style is read at that size, exactly as if read for each call.
 
 Worker safety: nothing heavy is built in ``__init__``. VGG, the decoders and the style images
@@ -195,11 +198,12 @@ def _check_style_size(style_size: int | None) -> None:
 
 
 def _style_location(location: str | Path) -> list[StyleSource]:
-    """One style path: a local folder's images (subfolders too), a local file, or a remote URI
-    (one file, read at first use). A local path that is neither is refused now, not in a
-    worker mid-epoch as an 'unreadable style'."""
+    """One style path: a local folder's images (subfolders too), a local file, a remote image
+    file (read at first use) or a remote folder's images (listed now). A local path that is
+    neither, or a remote folder without images, is refused now, not in a worker mid-epoch as
+    an 'unreadable style'."""
     if not storage.is_local(location):
-        return [location]
+        return [location] if _names_an_image(location) else _remote_folder(str(location))
     path = storage.local_path(location)
     if path.is_dir():
         found = [Path(p) for p in storage.list_images(location)]
@@ -210,6 +214,23 @@ def _style_location(location: str | Path) -> list[StyleSource]:
     if not path.exists():
         raise FileNotFoundError(f"RandomStylize: style {location}: no such file or folder")
     return [location]
+
+
+def _names_an_image(location: str | Path) -> bool:
+    return Path(str(location).rstrip("/")).suffix.lower() in storage.IMAGE_SUFFIXES
+
+
+def _remote_folder(uri: str) -> list[StyleSource]:
+    """The images under a remote prefix: the same listing as ``lwst make-manifest``'s."""
+    try:
+        found: list[StyleSource] = list(storage.list_images(uri))
+    except Exception as exc:  # noqa: BLE001 - botocore and fsspec raise many kinds: one line
+        raise ValueError(f"RandomStylize: cannot list the style folder {uri}: "
+                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from exc
+    if not found:
+        raise ValueError(f"RandomStylize: no images in the style folder {uri} (subfolders "
+                         "searched too)")
+    return found
 
 
 def _style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource]:
@@ -235,8 +256,9 @@ def _style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource
 
 def _style_origin(styles: StyleSource | Sequence[StyleSource]) -> str:
     """Where the styles came from, for the error raised when none of them can be read."""
-    if isinstance(styles, (str, Path)) and storage.is_local(styles) \
-            and storage.local_path(styles).is_dir():
+    if isinstance(styles, (str, Path)) and (
+            storage.local_path(styles).is_dir() if storage.is_local(styles)
+            else not _names_an_image(styles)):
         return f"in the style folder {styles}"
     return "among the styles given"
 

@@ -438,3 +438,29 @@ def test_the_first_call_leaves_the_global_torch_rng_alone():
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"unchanged": True}
+
+
+def test_a_remote_style_folder_is_listed_once_and_its_styles_read(tmp_path, s3_bucket,
+                                                                  monkeypatch):
+    """A remote prefix was taken as one style file ("cannot read" at every draw): it is now
+    listed at construction (subfolders too, non-images skipped) on a real S3 server, the list
+    pickles with the transform, and an empty prefix is refused naming it."""
+    import s3fs
+
+    bucket, options = s3_bucket
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoint_url"])
+    fs = s3fs.S3FileSystem(**options)
+    fs.put_file(str(STYLES[0]), f"{bucket}/styles/strokes/a.jpg")
+    fs.put_file(str(STYLES[1]), f"{bucket}/styles/mosaic/b.jpg")
+    fs.pipe_file(f"{bucket}/styles/README.txt", b"not a style")
+    transform = RandomStylize(f"s3://{bucket}/styles/", p=1.0, seed=0, style_size=64)
+    assert transform.styles == [f"s3://{bucket}/styles/mosaic/b.jpg",
+                                f"s3://{bucket}/styles/strokes/a.jpg"]
+    assert pickle.loads(pickle.dumps(transform)).styles == transform.styles
+    image = _coffee_uint8()
+    out = transform(image)
+    assert out.shape == image.shape and (out.float() - image.float()).abs().mean() > 5
+    one = RandomStylize(f"s3://{bucket}/styles/mosaic/b.jpg")  # a file stays one style
+    assert one.styles == [f"s3://{bucket}/styles/mosaic/b.jpg"]
+    with pytest.raises(ValueError, match=f"no images in the style folder s3://{bucket}/none"):
+        RandomStylize(f"s3://{bucket}/none")
