@@ -29,8 +29,8 @@ when the sample has no ``tv_tensors.Image`` or PIL image, and then only the firs
 ``transforms.Compose`` works too, and ``p=0`` returns the input object itself.
 
 Float range: put it before ``Normalize``. Resampling overshoots [0, 1] (bicubic and
-antialiased resizing, by up to ~0.19 on real photos: `OVERSHOOT`), so float input in
-[-`OVERSHOOT`, 1 + `OVERSHOOT`] is taken and clamped before rendering; beyond that it is
+antialiased resizing, by up to ~0.19 on real photos), so float input in [-`OVERSHOOT`,
+1 + `OVERSHOOT`] (`lwst.transform_checks`) is taken and clamped before rendering; beyond that it is
 refused, whatever ``p`` draws, with the likely cause (0..255 data, or ``Normalize``'d), not
 guessed at. The rule is looser than `lwst.image_io.as_image`'s (the Python API's, for images
 that come from files) because a training pipeline resamples first.
@@ -87,7 +87,6 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,169 +97,23 @@ from torchvision import tv_tensors
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.transforms.v2 import Transform
 
-from lwst import storage
 from lwst.byte_lru import ByteLRU
-from lwst.config import RenderConfig, size_refusal
+from lwst.config import RenderConfig
 from lwst.devices import device_problem
-from lwst.image_io import MIN_SIDE, ImageInputError, read_image, resize_longest, value_scale
+from lwst.image_io import ImageInputError, read_image, resize_longest, value_scale
 from lwst.renderers import RENDERERS, render_batch
+from lwst.style_sources import StyleSource, style_list, style_origin
+from lwst.transform_checks import check_image, check_style_size
 from lwst.vgg import load_vgg19
 
-StyleSource = str | Path | Tensor
 ImageLike = Tensor | Image.Image
 
-# Float input may overshoot [0, 1] by this much; it is clamped before rendering. Measured on
-# the 325 photos and 136 styles of /work/shared/data: torchvision bicubic resizing (antialiased
-# down, RandomResizedCrop up) overshoots by up to 0.19, 0.13 at the 99th percentile, and 2-D
-# bicubic cannot exceed 0.45 on any data. 0..255 floats (max > 1.25 unless all but black) and
-# ImageNet-Normalize'd input (min < -0.25 once any pixel is darker than 0.43) stay refused.
-OVERSHOOT = 0.25
-# Above this, an out-of-range float image is 0..255 data rather than Normalize'd (whose
-# ImageNet maximum is (1 - 0.406) / 0.225 = 2.64).
-BYTE_RANGE_HINT = 3.0
 STYLE_CACHE_BYTES = 128 * 2**20  # per process: ~280 styles at 224 px, ~50 at 512 px
 # Greyscale modes deeper than 8 bits, stylised in their own range (`_stylize_deep`): the numpy
 # layout of each mode's raw bytes.
 DEEP_LAYOUTS = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4",
                 "F": "=f4"}
 LUMA_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
-INPUT_SHAPES = "(3, H, W) or (B, 3, H, W), or grey (1, H, W) or (B, 1, H, W)"
-STYLE_SHAPES = "(3, H, W) or (1, 3, H, W), or grey (1, H, W) or (1, 1, H, W)"
-
-
-def _refusal(subject: str | None, what: str, got: str) -> str:
-    """One line: ``RandomStylize expects <what>, got <got>`` for an input image, ``RandomStylize:
-    <subject> must be <what>, got <got>`` for a style tensor."""
-    if subject is None:
-        return f"RandomStylize expects {what}, got {got}"
-    return f"RandomStylize: {subject} must be {what}, got {got}"
-
-
-def _shape_hint(shape: tuple[int, ...]) -> str:
-    if len(shape) in (3, 4) and shape[-1] in (1, 3, 4) and shape[-3] not in (1, 3, 4):
-        return " (channels last? use .permute(2, 0, 1))"
-    if len(shape) in (3, 4) and shape[-3] == 4:
-        return " (RGBA? drop the alpha channel)"
-    return ""
-
-
-def _check_image(image: Tensor, subject: str | None = None) -> None:
-    """Refuse, whatever ``p`` draws, what would be stylised wrongly: failing on every call is
-    found at once, failing only when the draw applies is found mid-epoch. ``subject``: a style
-    tensor (one image, named in the message); None: an input image or batch."""
-    shape = tuple(image.shape)
-    channels_ok = len(shape) in (3, 4) and shape[-3] in (1, 3)
-    if not channels_ok or (subject is not None and len(shape) == 4 and shape[0] != 1):
-        shapes = INPUT_SHAPES if subject is None else STYLE_SHAPES
-        raise ValueError(_refusal(subject, shapes, f"{shape}{_shape_hint(shape)}"))
-    if min(shape[-2:]) < MIN_SIDE:
-        name = "the image" if subject is None else subject
-        raise ValueError(f"RandomStylize: {name} is {shape[-1]}x{shape[-2]} px; its sides must "
-                         f"be at least {MIN_SIDE} px")
-    _check_range(image, subject)
-
-
-def _check_range(image: Tensor, subject: str | None = None) -> None:
-    """Float input must be [0, 1] data, give or take resampling overshoot (`OVERSHOOT`): 0..255
-    floats or Normalize'd input would be squashed into [0, 1] when stylised but returned as is
-    when not."""
-    if image.dtype == torch.uint8:
-        return
-    what = "float images in [0, 1] or uint8" if subject is None else "float in [0, 1] or uint8"
-    dtype = str(image.dtype).removeprefix("torch.")
-    if not image.is_floating_point():
-        raise ValueError(_refusal(subject, what, dtype))
-    if image.numel() == 0:
-        return
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(_refusal(subject, what, f"{dtype} with NaN or infinite values"))
-    low, high = image.min().item(), image.max().item()
-    if low >= -OVERSHOOT and high <= 1.0 + OVERSHOOT:
-        return
-    if high > BYTE_RANGE_HINT:
-        cause = ("0..255 data? divide by 255, or use v2.ToDtype(torch.float32, scale=True) "
-                 "on uint8")
-    elif low < -OVERSHOOT:
-        cause = "Normalize'd? put RandomStylize before Normalize"
-    else:
-        cause = "0..255 data or Normalize'd? put RandomStylize before Normalize"
-    raise ValueError(_refusal(subject, what, f"{dtype} values in [{low:.4g}, {high:.4g}] "
-                                             f"({cause}; resampling overshoot up to "
-                                             f"{OVERSHOOT} is taken and clamped)"))
-
-
-def _check_style_size(style_size: int | None) -> None:
-    if style_size is None:
-        return
-    refusal = size_refusal(style_size, whole=True)
-    if refusal:
-        raise ValueError(f"RandomStylize: style_size {refusal} (None: the image's longest side)")
-
-
-def _style_location(location: str | Path) -> list[StyleSource]:
-    """One style path: a local folder's images (subfolders too), a local file, a remote image
-    file (read at first use) or a remote folder's images (listed now). A local path that is
-    neither, or a remote folder without images, is refused now, not in a worker mid-epoch as
-    an 'unreadable style'."""
-    if not storage.is_local(location):
-        return [location] if _names_an_image(location) else _remote_folder(str(location))
-    path = storage.local_path(location)
-    if path.is_dir():
-        found = [Path(p) for p in storage.list_images(location)]
-        if not found:
-            raise ValueError(f"RandomStylize: no images in the style folder {location} "
-                             "(subfolders searched too)")
-        return list(found)
-    if not path.exists():
-        raise FileNotFoundError(f"RandomStylize: style {location}: no such file or folder")
-    return [location]
-
-
-def _names_an_image(location: str | Path) -> bool:
-    return Path(str(location).rstrip("/")).suffix.lower() in storage.IMAGE_SUFFIXES
-
-
-def _remote_folder(uri: str) -> list[StyleSource]:
-    """The images under a remote prefix: the same listing as ``lwst make-manifest``'s."""
-    try:
-        found: list[StyleSource] = list(storage.list_images(uri))
-    except Exception as exc:  # noqa: BLE001 - botocore and fsspec raise many kinds: one line
-        raise ValueError(f"RandomStylize: cannot list the style folder {uri}: "
-                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from exc
-    if not found:
-        raise ValueError(f"RandomStylize: no images in the style folder {uri} (subfolders "
-                         "searched too)")
-    return found
-
-
-def _style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource]:
-    if isinstance(styles, (str, Path)):
-        return _style_location(styles)
-    if isinstance(styles, Tensor):
-        _check_image(styles, "the style tensor")
-        return [styles]
-    styles = list(styles)
-    if not styles:
-        raise ValueError("RandomStylize: an empty list of styles")
-    for i, style in enumerate(styles):
-        if isinstance(style, Tensor):
-            _check_image(style, f"styles[{i}] (a tensor)")
-        elif isinstance(style, (str, Path)):
-            if storage.is_local(style) and not storage.local_path(style).is_file():
-                raise FileNotFoundError(f"RandomStylize: styles[{i}] {style}: no such file")
-        else:
-            raise TypeError(f"RandomStylize: styles[{i}] must be a path or a tensor, got "
-                            f"{type(style).__name__}")
-    return styles
-
-
-def _style_origin(styles: StyleSource | Sequence[StyleSource]) -> str:
-    """Where the styles came from, for the error raised when none of them can be read."""
-    if isinstance(styles, (str, Path)) and (
-            storage.local_path(styles).is_dir() if storage.is_local(styles)
-            else not _names_an_image(styles)):
-        return f"in the style folder {styles}"
-    return "among the styles given"
 
 
 def _to_unit(batch: Tensor) -> Tensor:
@@ -326,13 +179,13 @@ class RandomStylize(Transform):
             raise ValueError(f"alpha must lie within 0..1 (low <= high), got {alpha}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be within 0..1, got {p}")
-        _check_style_size(style_size)
+        check_style_size(style_size)
         torch.device(device)  # a malformed name fails here; parsing it does not touch CUDA
-        self.styles = _style_list(styles)
+        self.styles = style_list(styles)
         self.renderer, self.alpha, self.p = renderer, (float(low), float(high)), float(p)
         self.seed, self.device, self.style_size = seed, device, style_size
         self.preserve_color, self.vgg_weights = preserve_color, vgg_weights
-        self._origin = _style_origin(styles)
+        self._origin = style_origin(styles)
         self._readable = list(range(len(self.styles)))  # indices not dropped as unreadable
         self._rng: random.Random | None = None
         self._owner: tuple[int, int] | None = None
@@ -434,7 +287,7 @@ class RandomStylize(Transform):
 
     def _stylize_tensor(self, image: Tensor) -> Tensor:
         """The tensor path; returns ``image`` itself when no item is drawn for stylising."""
-        _check_image(image)
+        check_image(image)
         # Asked at the first call, never in ``__init__``: a transform built in the main
         # process must stay safe to fork.
         problem = device_problem(str(self.device))
