@@ -23,6 +23,7 @@ from lwst import interrupts, run_lock
 from lwst.cli_options import (
     CommandError,
     absolute_location,
+    add_image_options,
     add_render_options,
     add_side_output_option,
     add_warp_options,
@@ -54,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
     add_side_output_option(run)
+    add_image_options(run, formats=True)
     add_warp_options(run)
     add_render_options(run, default_renderer=PIPELINE_RENDERER)
     engine = run.add_argument_group("execution")
@@ -171,6 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CommandError(NOT_INSTALLED)
     opts = storage_options_from_args(args)
     overrides = overrides_from_args(args)
+    if "image_quality" in overrides and overrides.get("image_format", "png") == "png":
+        print("lwst run: warning: --image-quality applies to --image-format jpeg and webp; "
+              "png is lossless and has none", file=sys.stderr)
     try:
         for uri in (args.manifest, args.out):
             check_reachable(uri, opts)

@@ -39,6 +39,8 @@ def work_units(items: list[Item], warp_batch_size: int, render_batch_size: int,
     configuration, at most ``render_batch_size``), ``warp-batch`` (gatys items whose learned
     warps one network pass estimates, at most ``warp_batch_size``; each item follows as its
     own task) and ``item``. Groups are by `Item.batch_key`: every setting that changes a result.
+    Not the size: a chunk under ``upscale`` off holds contents made at their own sizes, and
+    `lwst.stylize_batch` renders each shape in its own pass.
     """
     feed_forward: dict[str, list[Item]] = {}
     warp_groups: dict[str, list[Item]] = {}
@@ -115,7 +117,8 @@ class WorkPlan:
 
     def _skipped(self, item: Item) -> dict[str, Any]:
         params = self._params.setdefault(id(item.config), item.params_json())
-        return stamp(dataset.skipped_record(item, self.run_id, self.out, params),
+        return stamp(dataset.skipped_record(item, self.run_id, self.out, params,
+                                            item.config.image_format),
                      self._device(item.config.device))
 
     def _device(self, asked: str) -> str:

@@ -21,6 +21,7 @@ from lwst import __version__, storage
 from lwst.cli_options import (
     CommandError,
     absolute_location,
+    add_image_options,
     add_render_options,
     add_warp_options,
     check_output_location,
@@ -28,6 +29,7 @@ from lwst.cli_options import (
 )
 from lwst.config import OVERRIDES, StylizeConfig, with_overrides
 from lwst.image_io import ImageInputError
+from lwst.item_files import LOSSY_FORMATS
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
 from lwst.vgg import WEIGHT_SOURCES, WeightsUnavailableError
 
@@ -91,14 +93,32 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--metadata-out", help="write the item's metadata record as JSON (path or URI)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_image_options(parser, formats=False)
 
 
 def config_from_args(args: argparse.Namespace) -> StylizeConfig:
     """Map CLI options onto `StylizeConfig` through the shared override names: every option
-    named as a `lwst.config.OVERRIDES` entry (those the CLI lacks are simply absent)."""
+    named as a `lwst.config.OVERRIDES` entry (those the CLI lacks are simply absent). The
+    ``image_format`` is what ``--out``'s suffix names (`out_image_format`), so the record's
+    ``params`` say what was written."""
     overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
+    found = out_image_format(getattr(args, "out", None))
+    if found:
+        overrides["image_format"] = found
     with settings_named_by_option():
         return with_overrides(StylizeConfig(), overrides)
+
+
+def out_image_format(out: str | None) -> str | None:
+    """The ``image_format`` setting (`lwst.config.IMAGE_FORMATS`) ``--out``'s suffix names:
+    ``.jpg`` -> ``jpeg``; None for none or a suffix no writer honours (refused, naming
+    ``--out``, before any work: `_check_before_work`)."""
+    from lwst.image_io import output_format
+
+    try:
+        return output_format(out).lower() if out else None
+    except ImageInputError:
+        return None
 
 
 @contextmanager
@@ -197,7 +217,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _read_input(opts: dict, role: str, uri: str, side: int | None,
-                analysis_side: int | None):
+                analysis_side: int | None, upscale: bool = True):
     """One input image (`lwst.stylize.read_item_inputs` says at what size); a refusal or a
     store that does not answer is one line naming the option (which input failed) and the
     URI."""
@@ -205,7 +225,7 @@ def _read_input(opts: dict, role: str, uri: str, side: int | None,
 
     option = f"--{role}"
     try:
-        return read_image(uri, side, analysis_side=analysis_side, **opts)
+        return read_image(uri, side, analysis_side=analysis_side, upscale=upscale, **opts)
     except ImageInputError as exc:
         raise CommandError(f"{option} {exc}") from None
     except (OSError, *_client_errors()) as exc:  # refused connection, unknown host, timeout
@@ -246,6 +266,15 @@ def _warn_unused_options(args: argparse.Namespace, config: StylizeConfig) -> Non
             and config.render.renderer == "gatys":
         print(f"lwst {args.command}: warning: --style-strength applies to wct and adain; "
               "gatys ignores it (--style-weight is its lever)", file=sys.stderr)
+    _warn_moot_quality(args, config)
+
+
+def _warn_moot_quality(args: argparse.Namespace, config: StylizeConfig) -> None:
+    """``--image-quality`` with a PNG ``--out``: said, as it changes nothing."""
+    if args.image_quality is not None and config.image_format not in LOSSY_FORMATS:
+        print(f"lwst {args.command}: warning: --image-quality applies to .jpg/.jpeg and .webp "
+              f"outputs; {config.image_format.upper()} is lossless and has none",
+              file=sys.stderr)
 
 
 FALLBACK_WORDS = {"damp": "the field damped to half", "affine": "the matched affine"}
@@ -288,7 +317,8 @@ def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | N
     record = empty_record(Path(args.out).stem)
     record.update(content=args.content, geometry=args.geometry, texture=texture)
     files = encode_item(result, {"image": args.out, "warped": warped_out,
-                                 "flow": args.flow_out}, unwarped_too=True)
+                                 "flow": args.flow_out}, unwarped_too=True,
+                        quality=config.image_quality)
     complete_record(record, result, config, files)
     writes = [(KIND_OPTIONS[kind], uri, data) for kind, uri, data in files]
     if args.metadata_out:
@@ -308,6 +338,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def cmd_warp(args: argparse.Namespace) -> int:
     _one_item(args, None, None)
+    _warn_moot_quality(args, config_from_args(args))
     return 0
 
 

@@ -15,10 +15,12 @@ import tempfile
 
 from lwst import storage
 from lwst.config import (
+    IMAGE_FORMATS,
     INPAINT_METHODS,
     MAX_WARP_STRENGTH,
     MAX_WARP_VIEWS,
     OPTIMIZERS,
+    QUALITY_RANGE,
     RENDER_PRECISIONS,
     RENDERERS,
     WARP_FALLBACKS,
@@ -28,11 +30,12 @@ from lwst.config import (
     WARP_REFINES,
     ConfigError,
     RenderConfig,
+    StylizeConfig,
     WarpConfig,
 )
 
 # Help texts quote the defaults from the configuration itself, so they cannot drift from it.
-_WARP, _RENDER = WarpConfig(), RenderConfig()
+_WARP, _RENDER, _ITEM = WarpConfig(), RenderConfig(), StylizeConfig()
 
 
 class CommandError(Exception):
@@ -42,7 +45,8 @@ class CommandError(Exception):
 # The CLI option of each flat setting (`lwst.config.OVERRIDES`): ``--`` and the name with
 # hyphens (``warp_strength`` -> ``--warp-strength``), but for these. The one map from a setting
 # to its option: `option_error` uses it to say a refused setting as the user typed it.
-OPTION_NAMES = {"measure_losses": "--no-losses", "side_outputs": "--no-side-outputs"}
+OPTION_NAMES = {"measure_losses": "--no-losses", "side_outputs": "--no-side-outputs",
+                "upscale": "--no-upscale"}
 
 
 def option_for(setting: str) -> str:
@@ -226,6 +230,29 @@ def add_side_output_option(parser: argparse.ArgumentParser | argparse._ArgumentG
         "(~1.5 MB less per 512-px warped item; the metadata keeps every warp figure). An item "
         "finished with them stays finished; one finished without them is redone when a later "
         "run asks for them")
+
+
+def add_image_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                      formats: bool) -> None:
+    """The output image's options: ``--image-format`` (``formats``: a dataset run; ``lwst
+    stylize`` takes the format from its ``--out`` suffix), ``--image-quality`` and
+    ``--no-upscale`` (the ``image_format``, ``image_quality`` and ``upscale`` settings)."""
+    if formats:
+        parser.add_argument(
+            option_for("image_format"), dest="image_format", choices=IMAGE_FORMATS,
+            default=None,
+            help=f"how each item's image is encoded: images/<id>.png, .jpg or .webp (default "
+            f"{_ITEM.image_format}; warped/ and flow_vis/ stay PNG). An item finished in "
+            "another format, or at another quality of jpeg/webp, is redone")
+    parser.add_argument(
+        option_for("image_quality"), dest="image_quality", type=int, default=None,
+        metavar=f"{{{QUALITY_RANGE[0]}..{QUALITY_RANGE[1]}}}",
+        help=f"JPEG / WebP quality (default {_ITEM.image_quality}); PNG is lossless and has "
+        "none")
+    parser.add_argument(
+        option_for("upscale"), dest="upscale", action="store_false", default=None,
+        help="never enlarge: a content whose longest side is under --size is made at its own "
+        "size (the metadata's width and height say which)")
 
 
 def add_render_options(parser: argparse.ArgumentParser, default_renderer: str = _RENDER.renderer

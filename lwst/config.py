@@ -32,6 +32,10 @@ MAX_WARP_VIEWS = len(WARP_VIEWS)
 # network was trained at it, so its grids (relu4_1 32x32, relu3_1 64x64) follow from it.
 ANALYSIS_SIZE = 256
 MAX_WARP_STRENGTH = 4.0  # beyond it a field scaled up is all folds made smooth: no shape left
+# How a dataset item's image is encoded (lwst.item_files names its suffix); warped/ and
+# flow_vis/ stay PNG whatever this says (diagnostics, read back pixel for pixel).
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+QUALITY_RANGE = (1, 100)  # JPEG and WebP quality (PIL's scale); PNG is lossless and has none
 
 
 @dataclass
@@ -107,6 +111,14 @@ class StylizeConfig:
     # (lwst.item_files); off, only its image (and metadata row, warp figures and all): ~1.5 MB
     # less per 512-px item, for augmentation runs that never read them.
     side_outputs: bool = True
+    # The item's image (`images/<id>.<ext>`): png (lossless), jpeg or webp at ``image_quality``
+    # (Stylized-ImageNet wrote JPEGs). The example manifest at 512 px: png 418 KiB, jpeg 95
+    # 95 KiB, webp 95 70 KiB per image (mean of 3).
+    image_format: str = "png"
+    image_quality: int = 95
+    # Off: a content whose longest side is under ``size`` is made at its own longest side,
+    # never enlarged (an augmentation dataset keeps small photos small).
+    upscale: bool = True
     warp: WarpConfig = field(default_factory=WarpConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
 
@@ -138,6 +150,9 @@ OVERRIDES: dict[str, tuple[str | None, str]] = {
     "device": (None, "device"),
     "vgg_weights": (None, "vgg_weights"),
     "side_outputs": (None, "side_outputs"),
+    "image_format": (None, "image_format"),
+    "image_quality": (None, "image_quality"),
+    "upscale": (None, "upscale"),
     "warp_method": ("warp", "method"),
     "warp_strength": ("warp", "strength"),
     "inpaint": ("warp", "inpaint"),
@@ -300,6 +315,12 @@ def validate(config: StylizeConfig) -> None:
     refusal = None if style_size is None else size_refusal(int(style_size))
     if refusal:
         raise _refuse("style_size", refusal)
+    _check_choice("image_format", config.image_format, IMAGE_FORMATS)
+    quality = config.image_quality
+    if isinstance(quality, bool) or not isinstance(quality, int) \
+            or not QUALITY_RANGE[0] <= quality <= QUALITY_RANGE[1]:
+        raise _refuse("image_quality", f"must be an integer within {QUALITY_RANGE[0]}.."
+                      f"{QUALITY_RANGE[1]}, got {quality!r}")
     if not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
         raise _refuse("seed", f"must be within {SEED_RANGE[0]}..{SEED_RANGE[1]} (63 bits), "
                       f"got {config.seed}")

@@ -1,6 +1,7 @@
 """The on-disk (or in-bucket) shape of a stylised dataset, and how a run resumes.
 
-Layout under ``out`` (docs/contracts.md): ``images/<id>.png``, ``warped/<id>.png``,
+Layout under ``out`` (docs/contracts.md): ``images/<id>.png`` (``.jpg``, ``.webp``: the
+``image_format`` setting, `lwst.item_files`), ``warped/<id>.png``,
 ``flow/<id>.flo``, ``flow_vis/<id>.png``, ``metadata/run-<run_id>.parquet`` and
 ``reports/contact_sheet-<run_id>.png``.
 
@@ -88,6 +89,11 @@ def list_names(folder: str, storage_options: dict | None = None) -> set[str]:
 RESULT_NEUTRAL = frozenset({"device", "measure_losses"})
 # Compared one way only (`FinishedRows.changes`): on -> off changes no file that is asked for.
 SIDE_OUTPUTS = "side_outputs"
+# Compared by `lwst.item_files.image_stale` (a PNG's quality is moot), not name by name.
+IMAGE_SETTINGS = ("image_format", "image_quality")
+# What a row recorded before a setting existed was made with (every earlier lwst wrote PNGs
+# and enlarged small contents): an old row is compared as that, not skipped as unknown.
+RECORDED_BEFORE = {**item_files.RECORDED_BEFORE, "upscale": True}
 _INPUTS = ("content", "geometry", "texture")
 _STRINGS = pa.dictionary(pa.int32(), pa.string())
 
@@ -135,7 +141,7 @@ class FinishedRows:
         """What differs between ``item`` under ``config`` and its latest ``ok`` row, as
         ``name old -> new`` lines; ``[]`` when nothing does, None when it has no such row.
         Only settings the row recorded are compared: one that a later lwst added has no old
-        value to differ from."""
+        value to differ from, but for those whose old value is known (`RECORDED_BEFORE`)."""
         row = self.rows.get(item.id)
         if row is None:
             return None
@@ -150,10 +156,23 @@ class FinishedRows:
                 self._current[id(config)] = (config, _settings(
                     json.loads(json.dumps(to_params(config), default=str))))
             current = self._current[id(config)][1]
-            self._diffs[key] = [] if recorded is None else [
+            self._diffs[key] = ([] if recorded is None else [
                 f"{name} {recorded[name]} -> {current[name]}" for name in recorded
-                if name in current and recorded[name] != current[name] and name != SIDE_OUTPUTS]
+                if name in current and recorded[name] != current[name]
+                and name not in (SIDE_OUTPUTS, *IMAGE_SETTINGS)]) + _image_change(recorded, config)
         return diffs + self._diffs[key] + _side_outputs_change(recorded, item, config)
+
+
+def _image_change(recorded: dict[str, Any] | None, config: StylizeConfig) -> list[str]:
+    """``image_format png -> jpeg`` (or ``image_quality 95 -> 80`` of a JPEG or WebP) where
+    the item's image was written otherwise than asked now (`lwst.item_files.image_stale`)."""
+    was = {**RECORDED_BEFORE, **(recorded or {})}
+    old = (was["image_format"], was["image_quality"])
+    new = (config.image_format, config.image_quality)
+    if not item_files.image_stale(old, new):
+        return []
+    which = 0 if old[0] != new[0] else 1  # the format, else the quality
+    return [f"{IMAGE_SETTINGS[which]} {old[which]} -> {new[which]}"]
 
 
 def _side_outputs_change(recorded: dict[str, Any] | None, item: ManifestItem,
@@ -168,7 +187,9 @@ def _side_outputs_change(recorded: dict[str, Any] | None, item: ManifestItem,
 
 
 def _settings(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
+    """A row's recorded settings that shape its files, those it predates as they were then
+    (`RECORDED_BEFORE`)."""
+    return {k: v for k, v in {**RECORDED_BEFORE, **params}.items() if k not in RESULT_NEUTRAL}
 
 
 class CompletedOutputs:
@@ -178,7 +199,8 @@ class CompletedOutputs:
     Done is `lwst.item_files.is_complete` (every file the item writes exists *and* its ``ok``
     metadata row was recorded) with the row made from the same settings and inputs
     (`FinishedRows.changes`); an item whose row differs is not done: its files are stale.
-    ``side_outputs`` differs only from off to on (`lwst.item_files.side_outputs_stale`).
+    ``side_outputs`` differs only from off to on (`lwst.item_files.side_outputs_stale`), the
+    image's format and quality as `lwst.item_files.image_stale` says.
     """
 
     def __init__(self, out: str, storage_options: dict | None = None):
@@ -193,7 +215,7 @@ class CompletedOutputs:
         """Every file the item writes exists and it has an ``ok`` row, whatever it was made
         from (for a caller that has its `changes` already)."""
         return item_files.is_complete(item.id, expects_warp(item, config), config.side_outputs,
-                                      self.names, self.finished)
+                                      self.names, self.finished, config.image_format)
 
     def changes(self, item: ManifestItem, config: StylizeConfig) -> list[str] | None:
         """`FinishedRows.changes`: what a finished item was made from that differs now."""
@@ -211,10 +233,11 @@ def failed_record(item: ManifestItem, run_id: str, error: str, params: str | Non
     return record
 
 
-def skipped_record(item: ManifestItem, run_id: str, out: str, params: str | None = None
-                   ) -> dict:
-    """The row of an item found finished, with the settings it was (and would be) made with."""
-    outputs = item_outputs(out, item.id)
+def skipped_record(item: ManifestItem, run_id: str, out: str, params: str | None = None,
+                   image_format: str = "png") -> dict:
+    """The row of an item found finished, with the settings it was (and would be) made with;
+    ``output`` is its image, in the ``image_format`` it was found in."""
+    outputs = item_outputs(out, item.id, image_format)
     record = empty_record(item.id, run_id)
     record.update(status="skipped", content=item.content, geometry=item.geometry,
                   texture=item.texture, output=outputs.image, params=params, label=item.label)

@@ -54,7 +54,9 @@ class Item:
         return json.dumps(self.params())
 
     def batch_key(self) -> str:
-        """Items with one key share every setting, so one batched pass serves them all."""
+        """Items with one key share every setting, so one batched pass serves them all (their
+        sizes may still differ: ``upscale`` off keeps a small content's, `lwst.stylize_batch`
+        renders each shape apart)."""
         return json.dumps(self.params(), sort_keys=True, default=str)
 
     def manifest_item(self) -> ManifestItem:
@@ -95,5 +97,5 @@ def resolve_items(entries: list[ManifestItem], overrides: dict[str, Any], out: s
             refused.append(RefusedItem(entry, config))
             continue
         items.append(Item(entry.id, entry.content, entry.geometry, entry.texture, config,
-                          item_outputs(out, entry.id), entry.label))
+                          item_outputs(out, entry.id, config.image_format), entry.label))
     return items, refused

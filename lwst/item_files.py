@@ -12,6 +12,13 @@ row was recorded. Both ask this module, so the writer and the resume check canno
 Toggling ``side_outputs`` between runs never changes an item's image, so: an item finished
 with its side outputs stays finished when they are no longer asked for (its files stay), and
 one finished without them is redone when they are asked for again (`side_outputs_stale`).
+
+The image is ``images/<id>.png``, ``.jpg`` or ``.webp`` as its ``image_format`` setting says
+(`image_suffix`); the side outputs stay PNG. An item finished in one format is redone when
+another is asked for, or another quality of a lossy one (`image_stale`): the resume check
+looks for the file of the format asked, and its row's recorded settings must match. The
+file of the other format stays (a run never deletes what it does not write); the metadata
+``output`` column names the file each row made.
 """
 
 from __future__ import annotations
@@ -23,13 +30,22 @@ from lwst import storage
 from lwst.config import StylizeConfig
 
 # Folder and suffix of each kind of file, in write order. The image comes last because it is
-# what people look for: if it is there, everything before it is too.
+# what people look for: if it is there, everything before it is too. The image's suffix is its
+# format's (`image_suffix`); ``.png`` here is the default's.
 LAYOUT: dict[str, tuple[str, str]] = {
     "flow": ("flow", ".flo"),
     "warped": ("warped", ".png"),
     "flow_vis": ("flow_vis", ".png"),
     "image": ("images", ".png"),
 }
+# The suffix of each ``image_format`` (every one of `lwst.config.IMAGE_FORMATS`): the resume
+# check looks for exactly this name. `lwst.image_io.output_format` reads them back.
+IMAGE_SUFFIXES: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+# Formats whose bytes depend on ``image_quality``; a PNG is the same file at any quality.
+LOSSY_FORMATS = frozenset({"jpeg", "webp"})
+# What a row recorded before these settings existed was made with: every lwst before them
+# wrote PNG images (their quality setting did not exist and changed nothing).
+RECORDED_BEFORE: dict[str, object] = {"image_format": "png", "image_quality": 95}
 FOLDERS = tuple(folder for folder, _ in LAYOUT.values())
 JOURNAL = "_journal"  # metadata/_journal/<run_id>/<id>.parquet; readers skip "_" folders
 
@@ -54,6 +70,20 @@ def side_outputs_stale(recorded: bool, wanted: bool) -> bool:
     return wanted and not recorded
 
 
+def image_suffix(kind: str, image_format: str = "png") -> str:
+    """The suffix of an item's file of ``kind`` (`LAYOUT`): the image's follows its
+    ``image_format``, the side outputs' never do."""
+    return IMAGE_SUFFIXES[image_format] if kind == "image" else LAYOUT[kind][1]
+
+
+def image_stale(recorded: tuple[str, int], wanted: tuple[str, int]) -> bool:
+    """Whether an item whose image was written as ``recorded`` (``image_format``,
+    ``image_quality``) must be redone for ``wanted``: another format, or the same lossy format
+    at another quality. A PNG's quality is moot, so changing it redoes nothing."""
+    (was_format, was_quality), (format_, quality) = recorded, wanted
+    return was_format != format_ or (format_ in LOSSY_FORMATS and was_quality != quality)
+
+
 @dataclass(frozen=True)
 class ItemOutputs:
     """Where one item's files go. ``id`` was validated by `lwst.manifest`, so it cannot play
@@ -69,10 +99,12 @@ class ItemOutputs:
         return {kind: getattr(self, kind) for kind in kinds(warped, side_outputs)}
 
 
-def item_outputs(out: str, item_id: str) -> ItemOutputs:
-    """Where the item ``item_id`` of the dataset under ``out`` writes its files."""
-    return ItemOutputs(**{kind: storage.join(out, folder, item_id + suffix)
-                          for kind, (folder, suffix) in LAYOUT.items()})
+def item_outputs(out: str, item_id: str, image_format: str = "png") -> ItemOutputs:
+    """Where the item ``item_id`` of the dataset under ``out`` writes its files, its image in
+    ``image_format``."""
+    return ItemOutputs(**{kind: storage.join(out, folder,
+                                             item_id + image_suffix(kind, image_format))
+                          for kind, (folder, _) in LAYOUT.items()})
 
 
 def journal_uri(out: str, run_id: str, item_id: str) -> str:
@@ -81,9 +113,11 @@ def journal_uri(out: str, run_id: str, item_id: str) -> str:
 
 
 def is_complete(item_id: str, warped: bool, side_outputs: bool,
-                names: Mapping[str, Collection[str]], recorded_ok: Container[str]) -> bool:
-    """True when every file the item writes (`kinds`) is listed and it has an ``ok`` metadata
-    row; side files not asked for are not looked at, there or not.
+                names: Mapping[str, Collection[str]], recorded_ok: Container[str],
+                image_format: str = "png") -> bool:
+    """True when every file the item writes (`kinds`, its image in ``image_format``) is listed
+    and it has an ``ok`` metadata row; side files not asked for are not looked at, there or
+    not, nor is an image of another format.
 
     ``names``: file names per folder (one listing each, as `lwst.dataset.CompletedOutputs`
     takes them). Without the row the item is redone: a run killed between its last file and its
@@ -91,5 +125,5 @@ def is_complete(item_id: str, warped: bool, side_outputs: bool,
     """
     if item_id not in recorded_ok:
         return False
-    return all(item_id + LAYOUT[kind][1] in names.get(LAYOUT[kind][0], ())
+    return all(item_id + image_suffix(kind, image_format) in names.get(LAYOUT[kind][0], ())
                for kind in kinds(warped, side_outputs))

@@ -28,7 +28,8 @@ MIN_ID_CHARS = 12  # of an elided id: its first 6 and last 6 characters stay
 class SheetRow:
     """One item's images (URIs; None where the item has none) and the line under them. A
     missing or unreadable one is a grey cell: ``warped`` of an item run without side outputs
-    (`lwst.item_files`) is None or names no file, and its sheet is made all the same."""
+    (`lwst.item_files`) is None or names no file, and its sheet is made all the same.
+    ``output`` is the file the item's metadata row names (its ``image_format``'s suffix)."""
 
     content: str | None
     geometry: str | None

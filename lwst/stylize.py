@@ -122,7 +122,8 @@ def stylize(
     progress: ProgressFn | None = None,
     warp_estimate: WarpEstimate | None = None,
 ) -> StylizeResult:
-    """Run the item on images; content is resized to ``config.size``.
+    """Run the item on images; content is resized to ``config.size`` (``config.upscale``
+    False: only down, a smaller content is made at its own size).
 
     Each image is a tensor ``(1, 3, H, W)`` or ``(3, H, W)``, float in [0, 1] (what
     `lwst.image_io.read_image` gives) or uint8 (``torchvision.io.read_image``), or a PIL image;
@@ -145,10 +146,10 @@ def stylize(
              "texture": None if texture is None else as_image(texture, "texture",
                                                               check_side=False)}
     content, geometry, texture = given.values()
-    sized = resize_longest(content, config.size)
+    sized = resize_longest(content, config.size, config.upscale)
     # The sizes the stages need first (their reasons say what to change), then the minimum
     # side of what was given (a 4 x 4 content would pass the first, upscaled 128 times).
-    check_fits(*sized.shape[-2:], f"the content at size {config.size}", texture is not None)
+    check_fits(*sized.shape[-2:], content_label(config), texture is not None)
     if texture is not None:
         check_fits(*texture.shape[-2:], "the texture exemplar", True)
     for name, image in given.items():
@@ -173,6 +174,14 @@ def stylize(
                           progress=progress, measure=config.render.measure_losses)
     image = rendered.image if rendered is not None else base
     return StylizeResult(image=image, warp=warp, render=rendered, base=base)
+
+
+def content_label(config: StylizeConfig) -> str:
+    """How a refusal of the content's size names it: at the output size, or at its own where
+    ``upscale`` is off (raising ``--size`` would not help that one)."""
+    if config.upscale:
+        return f"the content at size {config.size}"
+    return f"the content at its own size (upscale off, size {config.size})"
 
 
 def fill_record(
@@ -228,18 +237,21 @@ def check_item_outputs(item: Item) -> None:
 
 
 def read_input(role: str, uri: str, max_side: int | None = None,
-               analysis_side: int | None = None, **storage_options: object) -> Tensor:
+               analysis_side: int | None = None, upscale: bool = True,
+               **storage_options: object) -> Tensor:
     """`lwst.image_io.read_image` of an item's ``role`` input (content, geometry, texture); a
     refusal names the role first, as a storage failure's row does (`lwst.failures`):
     ``geometry /data/g.jpg: corrupt or truncated image (...)``."""
     try:
-        return read_image(uri, max_side, analysis_side=analysis_side, **storage_options)
+        return read_image(uri, max_side, analysis_side=analysis_side, upscale=upscale,
+                          **storage_options)
     except ImageInputError as exc:
         raise ImageInputError(f"{role} {exc}") from None
 
 
-# ``read(role, uri, max_side, analysis_side)``: one input image (`read_input`'s arguments).
-ReadFn = Callable[[str, str, int | None, int | None], Tensor]
+# ``read(role, uri, max_side, analysis_side, upscale)``: one input image (`read_input`'s
+# arguments).
+ReadFn = Callable[[str, str, int | None, int | None, bool], Tensor]
 
 
 @dataclass
@@ -253,17 +265,20 @@ def read_item_inputs(content: str, geometry: str | None, texture: str | None,
                      config: StylizeConfig, read: ReadFn | None = None,
                      **storage_options: object) -> ItemImages:
     """An item's inputs, each read at the size it is used at, so a 50 MP photo is never held
-    whole (`lwst.image_io`): the content at the output size, the geometry exemplar as the
+    whole (`lwst.image_io`): the content at the output size (never enlarged when
+    ``config.upscale`` is off: then its size is the item's), the geometry exemplar as the
     warp's analysis view, the texture exemplar at the style size. An input given as None is
     not read. ``read``: how one is read (default `read_input` with ``storage_options``, a
     refusal naming the role; the CLI names its option instead)."""
     if read is None:
         read = functools.partial(read_input, **storage_options)
     return ItemImages(
-        content=read("content", content, config.size, None),
-        geometry=(read("geometry", geometry, None, config.warp.analysis_size)
+        content=read("content", content, config.size, None, config.upscale),
+        geometry=(read("geometry", geometry, None, config.warp.analysis_size, True)
                   if geometry else None),
-        texture=(read("texture", texture, config.render.style_size or config.size, None)
+        # At most the output size: the renderers resize it to the content's (`style_size`
+        # unset), which a small content under ``upscale`` off makes smaller still.
+        texture=(read("texture", texture, config.render.style_size or config.size, None, True)
                  if texture else None),
     )
 
@@ -297,21 +312,24 @@ def write_item(record: dict, result: StylizeResult, config: StylizeConfig,
     """Write an item's files and complete its metadata record (status ``ok``).
 
     The files are `lwst.item_files.kinds` of whether it warped and ``config.side_outputs``,
-    each at its ``outputs`` path (`ItemOutputs.files`, what the resume check expects). All are
+    each at its ``outputs`` path (`ItemOutputs.files`, what the resume check expects; the
+    image's suffix is its ``image_format``, encoded at ``image_quality``). All are
     encoded from the result in memory before the first write; if any write fails, the
     ones already written are removed.
     """
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
-    files = encode_item(result, outputs.files(result.warp is not None, config.side_outputs))
+    files = encode_item(result, outputs.files(result.warp is not None, config.side_outputs),
+                        quality=config.image_quality)
     storage.write_all_or_none([(uri, data) for _, uri, data in files], **opts)
     return complete_record(record, result, config, files, vgg_source)
 
 
 def encode_item(result: StylizeResult, targets: dict[str, str | None],
-                unwarped_too: bool = False) -> list[tuple[str, str, bytes]]:
+                unwarped_too: bool = False, quality: int = 95) -> list[tuple[str, str, bytes]]:
     """``(kind, uri, bytes)`` of the item's files, in `lwst.item_files` write order: the
     `lwst.item_files.kinds` of whether it warped, each where ``targets`` asks (None or absent:
-    not wanted).
+    not wanted), encoded as its suffix names (`lwst.image_io.output_format`); the image at
+    ``quality`` where that is JPEG or WebP.
 
     ``unwarped_too``: an item that did not warp (no strength, method ``none``) still writes
     the warp files asked for, as they are without a warp: a zero flow, its picture and the
@@ -319,7 +337,7 @@ def encode_item(result: StylizeResult, targets: dict[str, str | None],
     pipeline keeps the one rule of `lwst.item_files` instead.
     """
     warped = result.warp is not None or unwarped_too
-    return [(kind, targets[kind], _encode(kind, targets[kind], result))
+    return [(kind, targets[kind], _encode(kind, targets[kind], result, quality))
             for kind in item_files.kinds(warped, side_outputs=True) if targets.get(kind)]
 
 
@@ -343,10 +361,10 @@ def _flow_of(result: StylizeResult) -> Tensor:
     return result.image.new_zeros((1, 2, height, width))
 
 
-def _encode(kind: str, uri: str, result: StylizeResult) -> bytes:
+def _encode(kind: str, uri: str, result: StylizeResult, quality: int = 95) -> bytes:
     """The bytes of one of an item's files (`lwst.item_files.LAYOUT` kinds)."""
     if kind == "image":
-        return encode_image(result.image, output_format(uri))
+        return encode_image(result.image, output_format(uri), quality)
     if kind == "flow":
         return encode_flo(_flow_of(result))
     if kind == "flow_vis":

@@ -5,10 +5,12 @@ For the feed-forward renderers a dataset item is a few forward passes, so per-it
 (`lwst.item.Item`) that share one `StylizeConfig` (the pipeline groups them by it) and runs:
 
     read each item (a bad one becomes its own failed result, the others go on; a transient
-    read error is read again after 2 s and 10 s, `_load_all`)
+    read error is read again after 2 s and 10 s, `_load_all`); with ``upscale`` off a small
+    content keeps its own size, so one chunk holds items of several sizes
     -> learned warps of all items in one network pass (`lwst.warping.estimate_warps`)
     -> warp + inpaint per item
-    -> render every group of same-shape images in one pass (`lwst.renderers.render_batch`)
+    -> render every group of same-shape images in one pass (`lwst.renderers.render_batch`;
+       the shape, not the chunk, decides: items of other sizes are other passes)
     -> write each item atomically (`lwst.stylize.write_item`) -> its metadata record
 
 Every item ends as exactly one ``ItemOutcome``: a record (status ``ok``), or the exception
@@ -38,6 +40,7 @@ from lwst.stylize import (
     WarpOutcome,
     apply_geometry,
     check_item_outputs,
+    content_label,
     read_input,
     read_item_inputs,
     write_item,
@@ -66,10 +69,11 @@ def _reader(device: torch.device, opts: dict, textures: dict[str, Tensor]) -> Re
     """`lwst.stylize.read_input` onto ``device``, each texture exemplar once per chunk (its
     items share few, and the renderer resizes each distinct exemplar once)."""
 
-    def read(role: str, uri: str, max_side: int | None, analysis_side: int | None) -> Tensor:
-        if role == "texture" and uri in textures:
+    def read(role: str, uri: str, max_side: int | None, analysis_side: int | None,
+             upscale: bool) -> Tensor:
+        if role == "texture" and uri in textures:  # one read size per chunk: its config's
             return textures[uri]
-        image = read_input(role, uri, max_side, analysis_side, **opts).to(device)
+        image = read_input(role, uri, max_side, analysis_side, upscale, **opts).to(device)
         if role == "texture":
             textures[uri] = image
         return image
@@ -84,7 +88,7 @@ def _load(item: Item, device: torch.device, opts: dict, textures: dict[str, Tens
     config = item.config
     images = read_item_inputs(item.content, item.geometry if item.warps else None,
                               item.texture, config, read=_reader(device, opts, textures))
-    check_fits(*images.content.shape[-2:], f"the content at size {config.size}",
+    check_fits(*images.content.shape[-2:], content_label(config),
                images.texture is not None)
     if images.texture is not None:
         check_fits(*images.texture.shape[-2:], "the texture exemplar", True)
