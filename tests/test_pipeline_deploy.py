@@ -56,6 +56,18 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _deployment_run(manifest: Path, out: Path, run_id: str, env: dict[str, str],
+                    *params: str) -> subprocess.CompletedProcess:
+    """``prefect deployment run stylize-dataset/manual`` on the cheap settings, watched to its
+    end; ``params``: more ``--param`` pairs."""
+    return subprocess.run(
+        [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
+         "--param", f"manifest={manifest}", "--param", f"out={out}",
+         "--param", f"overrides={json.dumps(FAST)}", "--param", f"run_id={run_id}", *params,
+         "--watch", "--watch-timeout", "400"],
+        cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+
+
 @pytest.mark.slow
 def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path: Path):
     port = _free_port()
@@ -95,12 +107,7 @@ def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path
                 for i in range(2)]
         manifest = write_manifest_csv(tmp_path / "m.csv", rows)
         out = tmp_path / "deployed-out"
-        ran = subprocess.run(
-            [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
-             "--param", f"manifest={manifest}", "--param", f"out={out}",
-             "--param", f"overrides={json.dumps(FAST)}", "--param", "run_id=deployed",
-             "--watch", "--watch-timeout", "400"],
-            cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+        ran = _deployment_run(manifest, out, "deployed", env)
         worker_tail = (tmp_path / "worker.log").read_text()[-3000:]
         assert ran.returncode == 0, ran.stdout[-3000:] + worker_tail
         assert "Completed" in ran.stdout
@@ -128,12 +135,7 @@ def _a_run_with_a_bug_ends_failed(image_folder: Path, tmp_path: Path,
             {"id": "bug", "content": str(photos / "bug-x.png")}]
     manifest = write_manifest_csv(tmp_path / "bug.csv", rows)
     out = tmp_path / "bug-out"
-    ran = subprocess.run(
-        [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
-         "--param", f"manifest={manifest}", "--param", f"out={out}",
-         "--param", f"overrides={json.dumps(FAST)}", "--param", "run_id=deployed-bug",
-         "--watch", "--watch-timeout", "400"],
-        cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+    ran = _deployment_run(manifest, out, "deployed-bug", env)
     worker_tail = (tmp_path / "worker.log").read_text()[-3000:]
     assert ran.returncode == 1, ran.stdout[-3000:] + worker_tail
     assert "Flow run finished in state 'Failed'" in ran.stdout, ran.stdout[-3000:]
@@ -158,13 +160,8 @@ def _run_on_an_external_dask_cluster(manifest: Path, tmp_path: Path, env: dict[s
         [BIN / "dask", "worker", address, "--nworkers", "1", "--nthreads", "1",
          "--no-dashboard"], cwd=tmp_path, env=env, stdout=dask_log, stderr=dask_log))
     out = tmp_path / "dask-out"
-    ran = subprocess.run(
-        [BIN / "prefect", "deployment", "run", "stylize-dataset/manual",
-         "--param", f"manifest={manifest}", "--param", f"out={out}",
-         "--param", f"overrides={json.dumps(FAST)}", "--param", "run_id=deployed-dask",
-         "--param", "runner=dask", "--param", f"dask_address={address}",
-         "--watch", "--watch-timeout", "400"],
-        cwd=REPO, env=env, timeout=450, capture_output=True, text=True)
+    ran = _deployment_run(manifest, out, "deployed-dask", env, "--param", "runner=dask",
+                          "--param", f"dask_address={address}")
     dask_log.flush()
     tail = (tmp_path / "worker.log").read_text()[-3000:] + (tmp_path / "dask.log").read_text(
         errors="replace")[-2000:]
