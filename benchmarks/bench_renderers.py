@@ -11,7 +11,8 @@ seconds per item (batch 1, and per item in a batch of ``--batch`` for the feed-f
 ``quality`` measures every renderer on held-out pairs with one yardstick
 (`lwst.renderers.measure_losses`): the style ratio = Gram distance of the output to the
 exemplar / that of the content itself (lower is better), and the relu4_2 content distance
-(relative squared error, lower is better). Held-out = `lwst.warpnet.split.is_held_out`, the
+(relative squared error, lower is better); each row names the decoders it measured
+(``decoder_ids``, as ``reconstruction`` rows do). Held-out = `lwst.warpnet.split.is_held_out`, the
 images no lwst model was trained on. ``--data`` defaults to ``$LWST_DATA``, else
 ../shared/data (docs/benchmarks.md, "Data"). ``--device`` (e.g. ``cuda``) is taken by ``speed``
 only; the other modes run on the CPU.
@@ -154,6 +155,16 @@ def parse_ridges(text: str) -> dict[int, float]:
     return ridges
 
 
+def renderer_decoder_ids(renderer: str) -> dict[str, str]:
+    """``{"reluL_1": decoder id}`` of the decoders ``renderer`` runs (the shipped ones or
+    ``--decoder-dir``'s; none for gatys), so that a quality row names the model it measured."""
+    from lwst.renderers import WCT_LEVELS, get_decoder
+
+    kind_levels = {"adain": [4], "wct": list(WCT_LEVELS)}.get(renderer, [])
+    return {f"relu{level}_1": get_decoder(renderer, level, "cpu", DECODER_DIR)[1].decoder_id
+            for level in kind_levels}
+
+
 def quality(args: argparse.Namespace) -> list[dict]:
     import torch
 
@@ -177,7 +188,8 @@ def quality(args: argparse.Namespace) -> list[dict]:
             c, s, _ = measure_losses(vgg, results[0].image, content, texture, config)
             rows.append({"content": pair[0].name, "texture": pair[1].name, "renderer": renderer,
                          "precision": args.precision, "style_ratio": round(s / base_style, 4),
-                         "content_dist": round(c, 4), "seconds": round(seconds, 2)})
+                         "content_dist": round(c, 4), "seconds": round(seconds, 2),
+                         "decoder_ids": renderer_decoder_ids(renderer)})
             if renderer == "wct":
                 rows[-1]["wct_ridges"] = dict(feature_transforms.LEVEL_RIDGES)
             print(json.dumps(rows[-1]), flush=True)

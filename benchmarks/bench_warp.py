@@ -10,7 +10,8 @@ a fresh process so the peak belongs to that run alone.
 
     .venv/bin/python benchmarks/bench_warp.py --pairs 10 --sheet /tmp/bench_warp_pairs.png
 
-Prints a markdown table to paste into ``docs/benchmarks.md``; ``--json`` keeps the raw numbers.
+Prints a markdown table to paste into ``docs/benchmarks.md``; ``--json`` keeps the raw numbers
+and, under ``models``, the network they measured (its ``warpnet-`` id, views and checkpoint).
 The sheet shows photos from the data folder that may not be redistributed: keep it out of git.
 """
 
@@ -69,10 +70,12 @@ def learned_estimator(vgg: VGG19Features, checkpoint: str | None, verify: bool =
 
 
 def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], checkpoint: str | None,
-               optim_sweep: list[int] = (), views: int = 1) -> dict[str, Estimator]:
+               optim_sweep: list[int] = (), views: int = 1
+               ) -> tuple[dict[str, Estimator], dict[str, str]]:
     """Name -> ``f(content256, exemplar256) -> flow (1, 2, 256, 256)`` for the requested methods;
     ``optim_sweep`` adds ``optim-N`` (N Adam steps) rows, to place the network on optim's
-    accuracy/time curve."""
+    accuracy/time curve. Also name -> note for the learned rows: the network's id when it runs,
+    else why it was skipped."""
     table: dict[str, Estimator] = {
         "identity": lambda c, e: torch.zeros(1, 2, *c.shape[-2:], dtype=c.dtype, device=c.device),
         "dis": dis_flow,
@@ -81,6 +84,7 @@ def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], check
         "optim": lambda c, e: optimise_warp(c, e, vgg, config, seed=0),
     }
     chosen = {m: table[m] for m in methods if m in table}
+    notes: dict[str, str] = {}
     for steps in optim_sweep:
         swept = WarpConfig(method="optim", optim_steps=steps, precision=config.precision)
         chosen[f"optim-{steps}"] = (lambda s: lambda c, e: optimise_warp(c, e, vgg, s, seed=0))(
@@ -89,12 +93,13 @@ def estimators(vgg: VGG19Features, config: WarpConfig, methods: list[str], check
         if name in methods:
             learned, note = learned_estimator(vgg, checkpoint, verify=name == "learned",
                                               views=views)
+            notes[name] = note
             if learned is None:
                 print(f"{name} network skipped: {note}")
             else:
                 print(f"{name} network: {note}")
                 chosen[name] = learned
-    return chosen
+    return chosen, notes
 
 
 def synchronise(device: torch.device) -> None:
@@ -102,15 +107,17 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_epe(args: argparse.Namespace) -> dict:
-    """EPE and seconds per method and tier over ``args.pairs`` pairs per tier."""
+def run_epe(args: argparse.Namespace) -> tuple[dict, str | None]:
+    """EPE and seconds per method and tier over ``args.pairs`` pairs per tier, and the id of the
+    warp network behind the learned rows (None: no learned row ran)."""
     device = torch.device(args.device)
     # Every VGG-based method matches features at the same precision (the library's rule).
     vgg = load_vgg19(args.vgg_weights, device=device)
     vgg = at_dtype(vgg, feature_dtype(args.precision, device))
     config = WarpConfig(method="optim", optim_steps=args.optim_steps, precision=args.precision)
-    methods = estimators(vgg, config, args.methods, args.checkpoint, args.optim_sweep,
-                         args.warp_views)
+    methods, notes = estimators(vgg, config, args.methods, args.checkpoint, args.optim_sweep,
+                                args.warp_views)
+    warpnet_id = next((notes[m] for m in ("learned", "learned-single") if m in methods), None)
     images = list_images(args.data, recursive=False)
     files = held_out_files(images)
     if not files:
@@ -146,7 +153,7 @@ def run_epe(args: argparse.Namespace) -> dict:
         save_image(make_grid(torch.cat(sheet).cpu(), nrow=len(methods) + 2, padding=2), args.sheet)
     setup = {"pairs": args.pairs, "tiers": args.tiers, "seed": args.seed,
              "files": [p.name for p in files[: args.pairs]]}
-    return {"epe": epe, "seconds": seconds, "setup": setup}
+    return {"epe": epe, "seconds": seconds, "setup": setup}, warpnet_id
 
 
 def merge_baseline(results: dict, path: str) -> dict:
@@ -206,6 +213,7 @@ def _warp_stage(size: int, config: WarpConfig, device: str, weights: str, thread
                "seconds_total": total,
                "rss_before_mib": base_rss, "rss_peak_mib": peak, "gpu_peak_mib": gpu,
                "loss_before": estimate.loss_before, "loss_after": estimate.loss_after,
+               "warpnet_id": estimate.warpnet_id,
                "shape": list(warped.shape)})
 
 
@@ -326,18 +334,28 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}, VGG features in "
           f"{feature_dtype(args.precision, args.device)}")
-    results = run_epe(args) if args.pairs > 0 else {"epe": {}, "seconds": {}}
+    results, warpnet_id = run_epe(args) if args.pairs > 0 else ({"epe": {}, "seconds": {}}, None)
     if args.baseline and args.pairs > 0:
         results = merge_baseline(results, args.baseline)
     cost = run_cost(args) if args.sizes else []
+    warpnet_id = warpnet_id or next((c["warpnet_id"] for c in cost if c.get("warpnet_id")), None)
     table = markdown(results, cost, args)
     print(table)
     if args.json:
-        machine = {"threads": torch.get_num_threads(), "device": args.device,
-                   "precision": str(feature_dtype(args.precision, args.device)),
-                   "torch": torch.__version__, "load_average": os.getloadavg()}
-        Path(args.json).write_text(
-            json.dumps({"results": results, "cost": cost, "machine": machine}, indent=1))
+        write_json(args, results, cost, warpnet_id)
+
+
+def write_json(args: argparse.Namespace, results: dict, cost: list[dict],
+               warpnet_id: str | None) -> None:
+    """The raw numbers, the machine, and the network they measured: ``models`` sits beside
+    ``machine``, not in ``results["setup"]`` (which ``merge_baseline`` compares, and which names
+    the pairs only), so that a file can be tied to the table citing it."""
+    machine = {"threads": torch.get_num_threads(), "device": args.device,
+               "precision": str(feature_dtype(args.precision, args.device)),
+               "torch": torch.__version__, "load_average": os.getloadavg()}
+    models = {"learned": warpnet_id, "views": args.warp_views, "checkpoint": args.checkpoint}
+    Path(args.json).write_text(json.dumps(
+        {"results": results, "cost": cost, "machine": machine, "models": models}, indent=1))
 
 
 if __name__ == "__main__":

@@ -5,15 +5,18 @@ warp as the product does (``lwst.warping.estimate_warp``: the learned network, t
 field, the confidence and the fallback policy, all settable below), warp + inpaint the content,
 and measure the mean cosine similarity of L2-normalised relu4_1 features between the (warped)
 content and the exemplar at 256x256, the fold and stretch shares of the applied field, and the
-confidence. Writes one small contact sheet per pair (content | exemplar | warped | flow
-picture, square 256x256 analysis views shown at --panel px, palette PNG so each stays
-thumbnail-sized), a markdown table, and ``--json`` the raw figures.
+confidence. Prints a markdown table; ``--out`` also writes it there as table.md with one small
+contact sheet per pair (content | exemplar | warped | flow picture, square 256x256 analysis
+views shown at --panel px, palette PNG so each stays thumbnail-sized; not with --no-sheets), and
+``--json`` the raw figures with the network's id. Nothing is written unless asked, so measuring
+runs leave docs/pairs alone; the published sheets are regenerated with
 
     .venv/bin/python benchmarks/real_pairs.py --out docs/pairs --threads 1
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -35,7 +38,6 @@ from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warp_safety import field_safety, scaled_field
 from lwst.warping import estimate_warp
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PAIRS = data_root() / "pairs"
 
 
@@ -64,13 +66,14 @@ def sheet(panels: list[torch.Tensor], size: int) -> Image.Image:
     return Image.fromarray(arr).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS,
                         help="folder of pair_<name>_content/_style images ($LWST_DATA/pairs "
                         "when set)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "pairs",
-                        help="folder of the contact sheets")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write table.md and the contact sheets into this folder, e.g. "
+                        "docs/pairs (default: none, the table is printed only)")
     parser.add_argument("--checkpoint", default=None, help="warp network (default: the shipped "
                         "one)")
     parser.add_argument("--panel", type=int, default=160, help="panel side in pixels")
@@ -84,10 +87,15 @@ def main() -> None:
     parser.add_argument("--warp-strength", type=float, default=1.0,
                         help="scale the applied field as `lwst stylize --warp-strength` does "
                         "(then made fold-free again)")
-    parser.add_argument("--no-sheets", action="store_true", help="table only (measuring)")
+    parser.add_argument("--no-sheets", action="store_true",
+                        help="with --out: write table.md but no contact sheets")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the raw figures here (default: not kept)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     require_dir(args.pairs, "--pairs")
     torch.set_num_threads(args.threads)
     vgg = load_vgg19("auto")  # the alignment figure is always measured in float32
@@ -95,18 +103,21 @@ def main() -> None:
                         precision=args.precision,
                         field=args.warp_field, fallback=args.warp_fallback,
                         min_confidence=args.min_warp_confidence, views=args.warp_views)
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    sheets = args.out is not None and not args.no_sheets
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    rows, warpnet_id = [], None
     for name, content_path, exemplar_path in find_pairs(args.pairs):
         content = analysis_view(read_image(str(content_path)))
         exemplar = analysis_view(read_image(str(exemplar_path)))
         started = time.perf_counter()
         estimate = estimate_warp(content, exemplar, config, vgg)
         seconds = time.perf_counter() - started
+        warpnet_id = estimate.warpnet_id or warpnet_id
         flow = scaled_field(estimate.flow, args.warp_strength, config.field)
         warped = warp_content(content, flow).image
         before, after = alignment(vgg, content, exemplar), alignment(vgg, warped, exemplar)
-        if not args.no_sheets:
+        if sheets:
             sheet([content, exemplar, warped, flow_picture(flow)], args.panel).save(
                 args.out / f"{name}.png", optimize=True
             )
@@ -124,10 +135,20 @@ def main() -> None:
               f"{estimate.confidence:.2f}, applied {estimate.applied}"
               f"{' (DIS-refined)' if estimate.refined else ''}, {seconds:.2f} s",
               flush=True)
-    lines = table(rows, estimate.warpnet_id, vgg.source, config)
-    (args.out / "table.md").write_text("\n".join(lines) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps({"config": vars(config), "rows": rows}, indent=1))
+    write_results(rows, table(rows, warpnet_id, vgg.source, config), config, warpnet_id,
+                  args.out, args.json)
+
+
+def write_results(rows: list[dict], lines: list[str], config: WarpConfig,
+                  warpnet_id: str | None, out: Path | None, json_path: Path | None) -> None:
+    """Print the table; write ``<out>/table.md`` only when ``out`` is given (the repository's
+    docs/pairs is rewritten on purpose only), and the raw figures with the id of the network
+    that measured them when ``json_path`` is given."""
+    if out is not None:
+        (out / "table.md").write_text("\n".join(lines) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps({"config": vars(config), "warpnet_id": warpnet_id,
+                                         "rows": rows}, indent=1))
     print("\n".join(lines))
 
 

@@ -1,0 +1,119 @@
+"""The benchmark scripts' result files name the model they measured, and a measuring run of
+real_pairs.py writes nothing into the repository (audit D9, D10).
+
+The scripts' own helpers are called directly (parsing, the estimators' notes, the JSON and
+table writers): the measurements themselves take minutes and are not run here. The committed
+result files must still load with the code that reads them (new keys only, none renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_renderers  # noqa: E402 - benchmarks/ is not a package
+import bench_warp  # noqa: E402
+import confidence_ranking  # noqa: E402
+import real_pairs  # noqa: E402
+
+from lwst.config import WarpConfig  # noqa: E402
+from lwst.renderers import decoder_ids  # noqa: E402
+from lwst.warpnet.inference import checkpoint_id, default_checkpoint  # noqa: E402
+
+
+def _row(name: str, before: float, after: float) -> dict:
+    """One real_pairs.py row with the fields its table reads."""
+    return dict(name=name, before=before, after=after, mean_px=3.0, mean_frac=0.01, fold=0.0,
+                stretch=0.0, raw_fold=0.01, confidence=0.4, applied="full", cos_before=0.2,
+                cos_after=0.3, ambiguity=0.1, cos_ceiling=0.9, area_spread=0.1, refined=False,
+                seconds=1.0)
+
+
+def test_real_pairs_out_defaults_to_none_and_keeps_docs_pairs() -> None:
+    assert real_pairs.parse_args([]).out is None
+    assert real_pairs.parse_args(["--out", "docs/pairs"]).out == Path("docs/pairs")
+
+
+def test_real_pairs_without_out_prints_the_table_and_writes_only_the_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [_row("a", 0.2, 0.3), _row("b", 0.4, 0.35)]
+    config = WarpConfig()
+    lines = real_pairs.table(rows, "warpnet-0123456789ab", "torchvision", config)
+    table_md = ROOT / "docs" / "pairs" / "table.md"
+    before = table_md.read_bytes() if table_md.exists() else None
+    raw = tmp_path / "rp.json"
+    real_pairs.write_results(rows, lines, config, "warpnet-0123456789ab", None, raw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rp.json"]
+    assert (table_md.read_bytes() if table_md.exists() else None) == before
+    assert "Better aligned than unwarped on 1/2 pairs, worse on 1" in capsys.readouterr().out
+    saved = json.loads(raw.read_text())
+    assert saved["warpnet_id"] == "warpnet-0123456789ab"
+    assert saved["rows"] == rows and saved["config"]["views"] == config.views
+    assert confidence_ranking.load(raw)[0]["raw_fold"] == 0.01  # its reader still reads it
+
+
+def test_real_pairs_with_out_writes_the_table_there(tmp_path: Path) -> None:
+    rows = [_row("a", 0.2, 0.3)]
+    lines = real_pairs.table(rows, "warpnet-0123456789ab", "torchvision", WarpConfig())
+    real_pairs.write_results(rows, lines, WarpConfig(), "warpnet-0123456789ab", tmp_path, None)
+    assert (tmp_path / "table.md").read_text() == "\n".join(lines) + "\n"
+    assert "`warpnet-0123456789ab`" in lines[0]
+
+
+def test_bench_warp_learned_rows_note_the_network_id() -> None:
+    from lwst.vgg import load_vgg19
+
+    vgg = load_vgg19("random")  # the id is the checkpoint's, whatever the features
+    chosen, notes = bench_warp.estimators(vgg, WarpConfig(), ["identity", "learned"], None,
+                                          views=2)
+    assert set(chosen) == {"identity", "learned"}
+    assert notes == {"learned": checkpoint_id(default_checkpoint())}
+
+
+def test_bench_warp_json_names_the_model_beside_machine(tmp_path: Path) -> None:
+    path = tmp_path / "bw.json"
+    args = bench_warp.parse_args(["--warp-views", "2", "--checkpoint", "net.pt", "--json",
+                                  str(path)])
+    setup = {"pairs": 1, "tiers": ["geometry"], "seed": 0, "files": ["x.jpg"]}
+    results = {"epe": {"learned": {"geometry": [1.5]}}, "seconds": {"learned": [0.2]},
+               "setup": dict(setup)}
+    bench_warp.write_json(args, results, [], "warpnet-0123456789ab")
+    saved = json.loads(path.read_text())
+    assert saved["models"] == {"learned": "warpnet-0123456789ab", "views": 2,
+                               "checkpoint": "net.pt"}
+    assert saved["results"]["setup"] == setup and "machine" in saved
+    # a later run on the same pairs still merges this file's rows
+    merged = bench_warp.merge_baseline({"epe": {}, "seconds": {}, "setup": dict(setup)}, path)
+    assert merged["epe"]["learned"] == {"geometry": [1.5]}
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("bench_warp_*.json")), ids=lambda p: p.name)
+def test_committed_bench_warp_files_still_merge(path: Path) -> None:
+    earlier = json.loads(path.read_text())["results"]
+    if "setup" not in earlier:
+        pytest.skip("no EPE rows (cost only)")
+    merged = bench_warp.merge_baseline({"epe": {}, "seconds": {}, "setup": earlier["setup"]},
+                                       path)
+    assert set(merged["epe"]) == set(earlier["epe"])
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("real_pairs_*.json")), ids=lambda p: p.name)
+def test_committed_real_pairs_files_still_load(path: Path) -> None:
+    rows = confidence_ranking.load(path)
+    assert rows and all("before" in r and "after" in r for r in rows)
+
+
+def test_bench_renderers_quality_rows_name_their_decoders() -> None:
+    assert bench_renderers.renderer_decoder_ids("gatys") == {}
+    wct = bench_renderers.renderer_decoder_ids("wct")
+    assert list(wct) == ["relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1"]
+    assert ",".join(wct.values()) == decoder_ids("wct", "cpu")
+    assert bench_renderers.renderer_decoder_ids("adain") == {
+        "relu4_1": decoder_ids("adain", "cpu")}
