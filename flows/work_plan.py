@@ -2,23 +2,27 @@
 
 The flow asks for units one at a time, so a 100 000-row manifest is resolved a chunk of rows
 at a time (`RESOLVE_CHUNK`) and memory stays flat. On the way, finished items (same settings
-and inputs, files complete) and refused rows get their records without any task.
+and inputs, files complete) and refused rows get their records without any task, and each item
+to write carries its files an earlier run left (`lwst.item_files.found_files`, from the resume
+check's listing: no extra request), which its writer replaces.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from prefect import get_run_logger
 
-from lwst import dataset
+from lwst import dataset, item_files
 from lwst.config import StylizeConfig
 from lwst.item import Item, resolve_items
 from lwst.manifest import ManifestItem
 from lwst.metadata import stamp
 from lwst.run_records import RunRecords
+from lwst.safety import location
 from lwst.warping import BATCHED_METHODS
 from tasks.stylize_item import device_name
 
@@ -83,6 +87,7 @@ class WorkPlan:
         self._configs: dict[str, StylizeConfig | str] = {}
         self._params: dict[int, str] = {}  # per shared configuration object (`resolve_items`)
         self._devices: dict[str, str] = {}  # the rows' ``device``, per asked device
+        self._inputs: set[str] | None = None  # every row's inputs (`location`), when needed
 
     def units(self) -> Iterator[WorkUnit]:
         """Work units of the rows still to do, a chunk of rows at a time."""
@@ -95,7 +100,7 @@ class WorkPlan:
                 if changes == [] and self.finished.files_complete(item, item.config):
                     done.append(item)
                     continue
-                todo.append(item)
+                todo.append(self._with_found(item))
                 if changes:
                     self._redone(item, changes)
             self.records.add([self._skipped(item) for item in done])
@@ -107,6 +112,19 @@ class WorkPlan:
                 self.on_failed(rows)
             self.tally.update(skipped=len(done), refused=len(refused), todo=len(todo))
             yield from work_units(todo, self.warp_batch_size, self.render_batch_size)
+
+    def _with_found(self, item: Item) -> Item:
+        """``item`` carrying its files an earlier run left (`lwst.item_files.found_files`):
+        its writer removes those it does not rewrite. A file that is an input of any row of
+        this run (a second pass over an earlier output) is never among them."""
+        found = item_files.found_files(self.out, item.id, self.finished.names)
+        if not found:
+            return item  # a fresh item: nothing to replace, nothing to carry
+        if self._inputs is None:
+            self._inputs = {location(uri) for e in self.entries
+                            for uri in (e.content, e.geometry, e.texture) if uri}
+        found = tuple(uri for uri in found if location(uri) not in self._inputs)
+        return replace(item, outputs=replace(item.outputs, found=found))
 
     def _redone(self, item: Item, changes: list[str]) -> None:
         self.tally["redone"] += 1

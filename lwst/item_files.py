@@ -17,13 +17,22 @@ The image is ``images/<id>.png``, ``.jpg`` or ``.webp`` as its ``image_format`` 
 (`image_suffix`); the side outputs stay PNG. An item finished in one format is redone when
 another is asked for, or another quality of a lossy one (`image_stale`): the resume check
 looks for the file of the format asked, and its row's recorded settings must match. The
-file of the other format stays (a run never deletes what it does not write); the metadata
-``output`` column names the file each row made.
+metadata ``output`` column names the file each row made.
+
+An item that is written (redone, or first written where an earlier run left files) has its
+files replaced: once its new files are in place, the writer removes the item's other files an
+earlier run made that this write did not (`stale_files`): side outputs it no longer writes
+(``side_outputs`` off, no warp any more) and its image in another format. Only names this
+module lays out for that id are candidates (`laid_out`), and only those the run's resume
+listing found (`found_files`, carried on `ItemOutputs.found`), so a fresh item costs no extra
+request. A crash in between leaves the new files beside the old, never fewer than a finished
+item's; its row is not journalled yet, so the next run redoes it. An item found finished is
+not written, so its files stay as they are (its side files too when they are no longer asked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from lwst import storage
@@ -93,10 +102,18 @@ class ItemOutputs:
     warped: str
     flow: str
     flow_vis: str
+    # The item's lwst-made files an earlier run left (`found_files`, from the resume listing):
+    # what its write replaces. Empty for a fresh item, and where nobody listed (the API).
+    found: tuple[str, ...] = ()
 
     def files(self, warped: bool, side_outputs: bool) -> dict[str, str]:
         """``kind -> uri`` of the files the item writes, in write order (`kinds`)."""
         return {kind: getattr(self, kind) for kind in kinds(warped, side_outputs)}
+
+    def paths(self) -> dict[str, str]:
+        """``kind -> uri`` of every kind (`LAYOUT`), written or not: what the safety checks
+        compare with the inputs."""
+        return {kind: getattr(self, kind) for kind in LAYOUT}
 
 
 def item_outputs(out: str, item_id: str, image_format: str = "png") -> ItemOutputs:
@@ -105,6 +122,31 @@ def item_outputs(out: str, item_id: str, image_format: str = "png") -> ItemOutpu
     return ItemOutputs(**{kind: storage.join(out, folder,
                                              item_id + image_suffix(kind, image_format))
                           for kind, (folder, _) in LAYOUT.items()})
+
+
+def laid_out(item_id: str) -> tuple[tuple[str, str], ...]:
+    """``(folder, name)`` of every file lwst may have made for ``item_id``: each side output
+    and the image in every format (`IMAGE_SUFFIXES`). The only names a write ever removes."""
+    side = tuple((folder, item_id + suffix) for kind, (folder, suffix) in LAYOUT.items()
+                 if kind != "image")
+    folder = LAYOUT["image"][0]
+    return (*side, *((folder, item_id + suffix) for suffix in IMAGE_SUFFIXES.values()))
+
+
+def found_files(out: str, item_id: str, names: Mapping[str, Collection[str]]
+                ) -> tuple[str, ...]:
+    """URIs of the item's files (`laid_out`) that the listings ``names`` (file names per
+    folder, `lwst.dataset.CompletedOutputs`) hold: what its write may have to replace. No
+    request: a fresh folder's empty listing gives ``()``."""
+    return tuple(storage.join(out, folder, name) for folder, name in laid_out(item_id)
+                 if name in names.get(folder, ()))
+
+
+def stale_files(found: Iterable[str], written: Collection[str]) -> list[str]:
+    """Of an item's files ``found`` before its write (`found_files`), those the write did not
+    produce (``written``: its URIs): another run's side outputs, its image in another format.
+    The writer removes them once the new files are in place."""
+    return [uri for uri in found if uri not in written]
 
 
 def journal_uri(out: str, run_id: str, item_id: str) -> str:

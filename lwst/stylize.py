@@ -4,7 +4,8 @@
 metadata record, and is what the CLI and the Prefect tasks call. Which files an item writes is
 `lwst.item_files`' rule; they are encoded from memory (the flow picture from the flow itself,
 nothing read back), written in its order and rolled back together if any write fails, so an
-item is either fully present or absent (a re-run then redoes exactly the missing items).
+item is either fully present or absent (a re-run then redoes exactly the missing items); then
+the item's files an earlier run left that this write did not replace are removed.
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def check_output_names(outputs: Mapping[str, str | None]) -> None:
 def check_item_outputs(item: Item) -> None:
     """Refuse, before any compute, an output on an input or on another output and an output
     name no writer honours (ValueError / `ImageInputError`)."""
-    outputs = vars(item.outputs)
+    outputs = item.outputs.paths()
     check_outputs_apart({"content": item.content, "geometry": item.geometry,
                          "texture": item.texture}, outputs)
     check_output_names(outputs)
@@ -315,12 +316,17 @@ def write_item(record: dict, result: StylizeResult, config: StylizeConfig,
     each at its ``outputs`` path (`ItemOutputs.files`, what the resume check expects; the
     image's suffix is its ``image_format``, encoded at ``image_quality``). All are
     encoded from the result in memory before the first write; if any write fails, the
-    ones already written are removed.
+    ones already written are removed. Once all are in place, the item's files an earlier
+    run left that this write did not replace (`ItemOutputs.found`: side outputs no longer
+    written, its image in another format) are removed (`lwst.item_files.stale_files`), so
+    its folders hold only what its new row names.
     """
     vgg_source = load_vgg19(config.vgg_weights, device=resolve_device(config.device)).source
     files = encode_item(result, outputs.files(result.warp is not None, config.side_outputs),
                         quality=config.image_quality)
     storage.write_all_or_none([(uri, data) for _, uri, data in files], **opts)
+    storage.delete_files(item_files.stale_files(outputs.found, {uri for _, uri, _ in files}),
+                         **opts)
     return complete_record(record, result, config, files, vgg_source)
 
 

@@ -197,13 +197,15 @@ def test_lwst_run_jpeg_then_png_then_jpeg_again(main, photos_manifest: Path, tmp
     assert main([*base, "j2", "--image-format", "jpeg"]) == 0  # the same format: skipped
     assert "run j2: 0 ok, 0 failed, 2 skipped" in capsys.readouterr().out
     assert _rows(out, "j2")["astro"]["output"] == str(out / "images" / "astro.jpg")
+    sizes = {p.name: p.stat().st_size for p in (out / "images").iterdir()}
 
-    assert main([*base, "p1"]) == 0  # PNG asked: both redone
+    assert main([*base, "p1"]) == 0  # PNG asked: both redone, their JPEGs replaced
     captured = capsys.readouterr()
     assert "run p1: 2 ok, 0 failed, 0 skipped" in captured.out
     assert "image_format jpeg -> png" in captured.err
-    assert _files(out, "images") == {"astro.jpg", "cat.jpg", "astro.png", "cat.png"}
-    sizes = {p.name: p.stat().st_size for p in (out / "images").iterdir()}
+    assert _files(out, "images") == {"astro.png", "cat.png"}
+    assert _files(out, "warped") == {"astro.png"} and _files(out, "flow_vis") == {"astro.png"}
+    sizes.update({p.name: p.stat().st_size for p in (out / "images").iterdir()})
     for name in ("astro", "cat"):
         assert sizes[f"{name}.jpg"] < sizes[f"{name}.png"] / 2, sizes
         with Image.open(out / "images" / f"{name}.png") as image:
@@ -214,7 +216,7 @@ def test_lwst_run_jpeg_then_png_then_jpeg_again(main, photos_manifest: Path, tmp
     assert "run j3: 2 ok, 0 failed, 0 skipped" in capsys.readouterr().out  # quality: redone
     assert (out / "images" / "cat.jpg").stat().st_size < sizes["cat.jpg"]
     assert json.loads(_rows(out, "j3")["cat"]["params"])["image_quality"] == 70
-    assert not [p for p in (out / "images").iterdir() if p.name.startswith(".")]
+    assert _files(out, "images") == {"astro.jpg", "cat.jpg"}  # no temp file, no PNG left
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -379,9 +381,8 @@ def test_a_webp_run_on_s3_resumes_by_its_own_suffix(s3_bucket, tmp_path: Path):
         assert image.format == "WEBP" and image.size == (64, 42)
     assert run("w2") == {"ok": 0, "failed": 0, "skipped": 1}
     assert run("p1", image_format="png") == {"ok": 1, "failed": 0, "skipped": 0}
-    fs.invalidate_cache()
-    assert sorted(fs.ls(f"{bucket}/out/images", detail=False)) == [
-        f"{bucket}/out/images/cat.png", f"{bucket}/out/images/cat.webp"]
+    fs.invalidate_cache()  # the PNG replaced the WebP (`lwst.item_files.stale_files`)
+    assert fs.ls(f"{bucket}/out/images", detail=False) == [f"{bucket}/out/images/cat.png"]
     rows = dataset.read_metadata(out, options).to_pylist()
     assert {r["run_id"]: r["output"] for r in rows} == {
         "w1": f"{out}/images/cat.webp", "w2": f"{out}/images/cat.webp",
