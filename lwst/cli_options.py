@@ -12,6 +12,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 
 from lwst import storage
 from lwst.config import (
@@ -70,6 +71,39 @@ def settings_named_by_option():
         yield
     except ConfigError as exc:
         raise option_error(exc) from None
+
+
+def defer_options(parser: argparse.ArgumentParser,
+                  add_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``add_options(parser)``'s options when ``parser`` is first used (parsed, or its
+    usage or help printed), not when it is registered: a training command's options quote
+    its engine's defaults, and importing that engine (torch) for ``lwst --help`` or another
+    command's run would cost seconds (tests/test_cli_startup.py)."""
+    pending = [add_options]
+
+    def first_use(method: Callable) -> Callable:
+        def run(*args, **kwargs):
+            while pending:
+                pending.pop()(parser)
+            return method(*args, **kwargs)
+        return run
+
+    for name in ("parse_known_args", "format_usage", "format_help"):
+        setattr(parser, name, first_use(getattr(parser, name)))
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """argparse's `ArgumentDefaultsHelpFormatter` without the noise: no ``(default: None)``
+    on a required option or one whose absence means none, no ``(default: False)`` on a
+    switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "%(default)" in text or action.required or action.default is None \
+                or action.default is False or action.default is argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
 
 
 # Object stores lwst cannot write to: fsspec's http(s) filesystem only reads.

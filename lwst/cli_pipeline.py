@@ -1,12 +1,15 @@
-"""``lwst make-manifest``, and the S3 options it shares with ``lwst run`` (`flows.cli`)."""
+"""``lwst make-manifest``, and the S3 options it shares with ``lwst run`` (`flows.cli`).
+
+Registering the command imports no engine (`lwst.s3`, `lwst.manifest` pull torch or pandas):
+its handler does, so ``lwst --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from lwst import s3
-from lwst.cli_options import check_output_location
+from lwst.cli_options import check_output_location, settings_named_by_option
 
 
 def add_s3_options(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +22,8 @@ def add_s3_options(parser: argparse.ArgumentParser) -> None:
 
 def storage_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The S3 storage options of `add_s3_options`'s options over the environment's."""
+    from lwst import s3
+
     return s3.storage_options(endpoint_url=args.s3_endpoint_url, key=args.aws_access_key_id,
                               secret=args.aws_secret_access_key, region=args.aws_region)
 
@@ -52,9 +57,10 @@ def cmd_make_manifest(args: argparse.Namespace) -> int:
 
     opts = storage_options_from_args(args)
     check_output_location("--out", args.out)
-    frame = make_manifest(args.contents, args.styles, n=args.n, seed=args.seed,
-                          storage_options=opts, per_content=args.per_content,
-                          geometry=not args.no_geometry)
+    with settings_named_by_option():  # "--n must be within ...", not the library's "n"
+        frame = make_manifest(args.contents, args.styles, n=args.n, seed=args.seed,
+                              storage_options=opts, per_content=args.per_content,
+                              geometry=not args.no_geometry)
     write_manifest(frame, args.out, opts)
     print(f"wrote {len(frame)} items to {args.out}")
     return 0

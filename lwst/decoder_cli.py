@@ -2,6 +2,8 @@
 
 Every default is `DecoderTrainConfig`'s (the shipped recipe) and ``--help`` prints it. Refusals
 are one line and exit 2 (the entry point's handler); Ctrl-C saves the state and exits 130.
+The options are added when the command is used (`defer_options`): the recipe's module imports
+torch, which registering the command for ``lwst --help`` must not.
 """
 
 from __future__ import annotations
@@ -10,16 +12,9 @@ import argparse
 import dataclasses
 import sys
 
-from lwst.decoder_training import (
-    PRECISIONS,
-    DecoderTrainConfig,
-    TrainingInterrupted,
-    train_decoder,
-)
-from lwst.decoders import KINDS, LEVELS
+from lwst.cli_options import defer_options
 
 EXIT_INTERRUPTED = 130
-_DEFAULTS = DecoderTrainConfig()
 
 
 def _positive_int(text: str) -> int:
@@ -34,11 +29,15 @@ def _positive_int(text: str) -> int:
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
+    from lwst.decoder_training import DecoderTrainConfig
+    from lwst.decoders import KINDS, LEVELS
+
+    d = DecoderTrainConfig()
     p.add_argument("--kind", choices=KINDS, required=True,
                    help="wct: invert reluL_1; adain: decode AdaIN targets at relu4_1")
-    p.add_argument("--level", type=int, choices=LEVELS, default=_DEFAULTS.level,
+    p.add_argument("--level", type=int, choices=LEVELS, default=d.level,
                    help=f"wct: the VGG tap reluL_1 to invert; adain is always 4 "
-                   f"(default {_DEFAULTS.level})")
+                   f"(default {d.level})")
     p.add_argument("--images", action="append", required=True, metavar="DIR|MANIFEST",
                    help="content images: folder or manifest; repeatable")
     p.add_argument("--styles", action="append", default=[], metavar="DIR|MANIFEST",
@@ -51,7 +50,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    d = _DEFAULTS
+    from lwst.decoder_training import DecoderTrainConfig
+
+    d = DecoderTrainConfig()
     p.add_argument("--steps", type=int, default=d.steps,
                    help=f"training steps: the cosine schedule's length (default {d.steps})")
     p.add_argument("--max-seconds", type=float, default=None,
@@ -78,7 +79,9 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    d = _DEFAULTS
+    from lwst.decoder_training import PRECISIONS, DecoderTrainConfig
+
+    d = DecoderTrainConfig()
     p.add_argument("--device", default=d.device,
                    help=f"cpu, cuda, cuda:1, ... (default {d.device})")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
@@ -103,10 +106,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--steps, --max-seconds, --checkpoint-every, --device, --precision and --threads may "
         "change. Ctrl-C saves the state at the last finished step (exit 130).",
     )
+    defer_options(p, _add_options)
+    p.set_defaults(handler=cmd_train_decoder)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
     _add_data_options(p)
     _add_recipe_options(p)
     _add_run_options(p)
-    p.set_defaults(handler=cmd_train_decoder)
 
 
 def _warn(message: str) -> None:
@@ -114,6 +121,8 @@ def _warn(message: str) -> None:
 
 
 def cmd_train_decoder(args: argparse.Namespace) -> int:
+    from lwst.decoder_training import DecoderTrainConfig, TrainingInterrupted, train_decoder
+
     if args.threads is not None:
         import torch
 

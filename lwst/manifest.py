@@ -11,6 +11,7 @@ its images (a folder, a bucket prefix).
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import os
 import posixpath
@@ -189,9 +190,7 @@ def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
         problems.append("missing required column(s) " + ", ".join(repr(m) for m in missing))
     unknown = [c for c in columns if c not in KNOWN_COLUMNS]
     if unknown:
-        allowed = ", ".join(KNOWN_COLUMNS)
-        problems.append("unknown column(s) " + ", ".join(repr(c) for c in unknown)
-                        + f" (allowed: {allowed})")
+        problems.append(unknown_columns(unknown))
     if frame.empty:
         raise ManifestError(uri, [*problems, "no rows"])
     lines = frame.attrs.get("lines")
@@ -247,6 +246,18 @@ def validate_table(frame: pd.DataFrame, uri: str) -> list[ManifestItem]:
     if problems:
         raise ManifestError(uri, problems)
     return items
+
+
+def unknown_columns(unknown: Sequence[str]) -> str:
+    """``unknown column(s) 'textur' (did you mean 'texture'?)``, as the overrides say it
+    (`lwst.config.unknown_override`); the allowed columns when a name is like none of them."""
+    named, unlike = [], False
+    for column in unknown:
+        close = difflib.get_close_matches(column, KNOWN_COLUMNS, n=1)
+        named.append(f"{column!r} (did you mean {close[0]!r}?)" if close else repr(column))
+        unlike = unlike or not close
+    allowed = f" (allowed: {', '.join(KNOWN_COLUMNS)})" if unlike else ""
+    return "unknown column(s) " + ", ".join(named) + allowed
 
 
 def _label(value: Any) -> tuple[str | None, str | None]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lwst import dataset, item_files, run_lock, storage
+from lwst.config import ConfigError
 from lwst.manifest import id_problem
 
 # Ids are ``<content>__[<geometry>__]<texture>-<hash>``: the readable parts cut to these many
@@ -77,17 +78,24 @@ def make_manifest(
     ``geometry=False``: no geometry exemplar (texture-only augmentation). ``exclude``: folders
     whose files are never listed (the run's ``out``); a content or style folder inside one is
     refused. Ids depend on the inputs only (`item_id`); each is checked with `id_problem`.
+
+    A refused argument is a `ConfigError` (a ValueError) whose message starts with the
+    argument's name (``n must be within 1..12``), so the CLI names its option (``--n``).
     """
     if n is not None and per_content is not None:
-        raise ValueError("make_manifest: give n or per_content, not both")
+        raise ConfigError("give n or per_content, not both")
     if int(seed) < 0:
-        raise ValueError(f"make_manifest: seed must be 0 or more, got {seed}")
+        raise ConfigError(f"seed must be 0 or more, got {seed}", "seed")
     excluded = [_location(e) for e in exclude]
+    contents, styles = _as_list(contents), _as_list(styles)
     content_files = _gather(contents, "contents", excluded, storage_options)
     style_files = _gather(styles, "styles", excluded, storage_options)
-    if not content_files or not style_files:
-        raise ValueError("make_manifest: no images found in "
-                         + ("contents" if not content_files else "styles"))
+    for role, folders, found in (("contents", contents, content_files),
+                                 ("styles", styles, style_files)):
+        if not found:
+            raise ConfigError(f"{role} {' '.join(folders)}: no images found (none named "
+                              f"{', '.join(storage.IMAGE_SUFFIXES)} outside lwst output "
+                              "folders)", role)
     n_styles = len(style_files)
     choices = n_styles * n_styles if geometry else n_styles  # (geometry, texture) per content
     triples: list[tuple[Source, Source | None, Source]] = []
@@ -102,16 +110,15 @@ def make_manifest(
                 triples.append((c, s if geometry else None, s))
     elif per_content is not None:
         if not 1 <= per_content <= choices:
-            raise ValueError(f"make_manifest: per_content must be within 1..{choices} "
-                             f"(distinct style draws per content), got {per_content}")
+            raise ConfigError(f"per_content must be within 1..{choices} (distinct style draws "
+                              f"per content), got {per_content}", "per_content")
         for c in content_files:
             for choice in _draws(int(seed), c.relative, choices, per_content):
                 add(c, choice)
     else:
         total = len(content_files) * choices
         if not 1 <= n <= total:
-            raise ValueError(f"make_manifest: n must be within 1..{total} (distinct triples), "
-                             f"got {n}")
+            raise ConfigError(f"n must be within 1..{total} (distinct triples), got {n}", "n")
         for flat in _draws(int(seed), "", total, n):
             c, choice = divmod(flat, choices)
             add(content_files[c], choice)
@@ -159,10 +166,10 @@ def _unique_ids(triples: list[tuple[Source, Source | None, Source]]) -> list[str
     for item, t in zip(ids, triples, strict=True):
         problem = id_problem(item)
         if problem:
-            raise ValueError(f"make_manifest: content {t[0].uri}: {problem}")
+            raise ValueError(f"content {t[0].uri}: {problem}")
     repeated = [i for i, count in Counter(ids).items() if count > 1]
     if repeated:
-        raise ValueError(f"make_manifest: id {repeated[0]!r} names two items")
+        raise ValueError(f"id {repeated[0]!r} names two items")
     return ids
 
 
@@ -210,13 +217,15 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/" + os.sep) + separator)
 
 
-def _gather(locations: str | Iterable[str], role: str, excluded: list[str],
+def _as_list(locations: str | Iterable[str]) -> list[str]:
+    return [locations] if isinstance(locations, str) else [str(x) for x in locations]
+
+
+def _gather(locations: list[str], role: str, excluded: list[str],
             storage_options: dict | None) -> list[Source]:
     """The images under each location, each once, leaving out whatever is under an
     ``excluded`` folder or in an lwst output tree (`_in_output_tree`): outputs are never read
     back as inputs."""
-    if isinstance(locations, str):
-        locations = [locations]
     opts = storage_options or {}
     sources: list[Source] = []
     seen: set[str] = set()
@@ -225,8 +234,8 @@ def _gather(locations: str | Iterable[str], role: str, excluded: list[str],
         root = _location(location)
         for folder in excluded:
             if _inside(root, folder):
-                raise ValueError(f"make_manifest: the {role} folder {location} is inside the "
-                                 f"output folder {folder}: its outputs would be read as inputs")
+                raise ValueError(f"the {role} folder {location} is inside the output folder "
+                                 f"{folder}: its outputs would be read as inputs")
         for uri in storage.list_images(location, **opts):
             relative = _relative(uri, root)
             if uri in seen or any(_inside(uri, folder) for folder in excluded) \

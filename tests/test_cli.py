@@ -212,9 +212,99 @@ def test_a_setting_the_renderer_ignores_is_said_and_stderr_is_otherwise_empty(tm
                            "--style-strength", "0.5", "--out", str(tmp_path / "o.png"),
                            "--levels", "1", "--iterations", "2"], capture_output=True, text=True)
     assert done.returncode == 0 and (tmp_path / "o.png").is_file()
-    assert done.stderr.splitlines() == [
-        "lwst stylize: warning: --style-strength applies to wct and adain; gatys ignores it "
-        "(--style-weight is its lever)"]
+    width, height = Image.open(tmp_path / "o.png").size
+    warning, wrote = done.stderr.splitlines()
+    assert warning == ("lwst stylize: warning: --style-strength applies to wct and adain; "
+                       "gatys ignores it (--style-weight is its lever)")
+    assert wrote.startswith(f"wrote {tmp_path / 'o.png'} ({width}x{height}, gatys) in ")
+
+
+def _stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_success_is_said_in_one_line_naming_every_file_written(tmp_path, capsys):
+    """Audit defect 2: the progress bars vanish at the end, and nothing said where the files
+    went, how long it took or the warp's confidence. Not with --quiet."""
+    out, warped, flow, meta = (tmp_path / n for n in ("o.png", "w.png", "f.flo", "m.json"))
+    args = ["stylize", "--content", str(EXAMPLES / "cat.jpg"), "--geometry",
+            str(EXAMPLES / "cat_bigeyes_drawing.jpg"), "--texture",
+            str(EXAMPLES / "texture_strokes.jpg"), "--renderer", "adain", "--size", "48",
+            "--out", str(out)]
+    assert main([*args, "--warped-out", str(warped), "--flow-out", str(flow),
+                 "--metadata-out", str(meta)]) == 0
+    record = json.loads(meta.read_text())
+    line = _stderr_lines(capsys)[-1]
+    head = (f"wrote {out} ({record['width']}x{record['height']}, adain; warp "
+            f"{record['warp_applied']}, confidence {record['warp_confidence']:.2f}) in ")
+    assert line.startswith(head), line
+    seconds, tail = line[len(head):].split(" s; also ")
+    assert float(seconds) > 0
+    assert tail == f"warped {warped}, flow {flow}, metadata {meta}"
+    assert main([*args, "--quiet"]) == 0
+    assert not [x for x in _stderr_lines(capsys) if x.startswith("wrote")]
+
+
+def test_warp_and_a_content_only_item_say_what_they_wrote(tmp_path, capsys):
+    content, exemplar = square(tmp_path / "c.png", 64, 0), square(tmp_path / "e.png", 64, 1)
+    assert main(["warp", "--content", str(content), "--geometry", str(exemplar), "--out",
+                 str(tmp_path / "w.png"), "--flow-out", str(tmp_path / "f.flo"), "--size", "64",
+                 "--warp-method", "affine"]) == 0
+    line = _stderr_lines(capsys)[-1]
+    assert line.startswith(f"wrote {tmp_path / 'w.png'} (64x64; warp ")
+    assert line.endswith(f" s; also flow {tmp_path / 'f.flo'}")
+    assert main(["stylize", "--content", str(content), "--out", str(tmp_path / "o.png"),
+                 "--size", "40"]) == 0
+    assert _stderr_lines(capsys)[-1].startswith(f"wrote {tmp_path / 'o.png'} (40x40, content "
+                                                "only) in ")
+
+
+def test_gatys_only_options_with_a_feed_forward_renderer_are_said_before_the_work(
+        tmp_path, capsys, monkeypatch):
+    """Audit defect 11: ``--renderer adain --iterations 10,10`` ran without a word. The
+    warning comes before the work: an item interrupted in it has already said so."""
+    import lwst.stylize
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lwst.stylize, "stylize", interrupted)
+    base = ["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
+            str(EXAMPLES / "texture_strokes.jpg"), "--out", str(tmp_path / "o.png"),
+            "--size", "32", "--quiet"]
+    assert main([*base, "--renderer", "adain", "--iterations", "10,10", "--levels", "2",
+                 "--learning-rate", "0.1"]) == 130
+    assert _stderr_lines(capsys) == [
+        "lwst stylize: warning: --levels, --iterations, --learning-rate apply to the gatys "
+        "renderer only; adain ignores them", "lwst: interrupted"]
+    assert main([*base, "--renderer", "wct", "--optimizer", "adam"]) == 130
+    assert _stderr_lines(capsys)[0] == ("lwst stylize: warning: --optimizer applies to the "
+                                        "gatys renderer only; wct ignores it")
+    assert main([*base, "--iterations", "10,10", "--levels", "2"]) == 130  # gatys: used
+    assert _stderr_lines(capsys) == ["lwst: interrupted"]
+
+
+def test_warp_help_says_what_it_does_and_seed_says_what_is_random(capsys):
+    """Audit defect 10: no description for ``warp``; ``--seed`` said "random seed"."""
+    with pytest.raises(SystemExit):
+        main(["warp", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Warp the content to the geometry exemplar's shapes and fill the holes" in text
+    assert "--seed SEED seeds every random draw (the affine/tps warps' RANSAC" in text
+
+
+@pytest.mark.parametrize("command", ["train-warp", "train-decoder"])
+def test_training_help_shows_no_default_of_none(capsys, command):
+    """Audit defect 10: ``train-warp --help`` said ``(default: None)`` on the required
+    ``--images`` and ``--out``; real defaults are still shown."""
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert info.value.code == 0 and "(default: None)" not in text
+    assert "(default: False)" not in text
+    if command == "train-warp":
+        assert "--steps STEPS training steps; the learning-rate schedule runs over them " \
+            "(default: " in text
 
 
 def test_all_image_modes_are_accepted(tmp_path):

@@ -78,6 +78,22 @@ def test_a_refused_setting_names_its_option(tmp_path, capsys, no_work, args, exp
     assert code == 2 and line.startswith(f"lwst stylize: error: {expected}"), line
 
 
+@pytest.mark.parametrize("args, image, option", [
+    (["--style-size", "8"], "the texture exemplar is 8x", "--style-size (or --size, its default)"),
+    (["--size", "8"], "the content at size 8 is 8x", "--size"),
+])
+def test_an_image_too_small_to_render_names_the_option_to_raise(tmp_path, capsys, args, image,
+                                                                option):
+    """Audit defect 12: the remedy said ``raise --size / style_size`` (an internal name)."""
+    code = main(["stylize", "--content", CAT, "--texture", TEXTURE, "--out",
+                 str(tmp_path / "o.png"), "--quiet", *args])
+    line = _one_error_line(capsys)
+    assert code == 2 and line.startswith(f"lwst stylize: error: {image}"), line
+    assert line.endswith(f"texture rendering needs a shorter side of at least 16 px (raise "
+                         f"{option}, or use a less extreme aspect ratio)")
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_lwst_run_names_the_option_too(tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"id,content\na,{CAT}\n")

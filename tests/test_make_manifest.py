@@ -186,3 +186,36 @@ def test_s3_prefixes_list_label_and_leave_out_outputs_like_folders(s3_bucket, tm
     with pytest.raises(ValueError, match="is inside the output folder"):
         make_manifest(f"s3://{bucket}/photos/new", f"s3://{bucket}/styles",
                       storage_options=options, exclude=[f"s3://{bucket}/photos"])
+
+
+def test_make_manifest_refusals_name_the_folder_and_the_option(main, folders, tmp_path: Path,
+                                                               capsys):
+    """Audit defect 12: ``make_manifest: no images found in contents`` named no folder, and
+    ``make_manifest: n must be within 1..20`` not the option the user typed."""
+    contents, styles = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "m.csv")
+
+    def error(*argv: str) -> str:
+        assert main(["make-manifest", *argv, "--out", out]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "make_manifest:" not in lines[0]
+        return lines[0]
+
+    assert error("--contents", str(empty), "--styles", styles) == (
+        f"lwst make-manifest: error: --contents {empty}: no images found (none named .png, "
+        ".jpg, .jpeg, .webp, .bmp, .tif, .tiff outside lwst output folders)")
+    assert error("--contents", contents, "--styles", str(empty)).startswith(
+        f"lwst make-manifest: error: --styles {empty}: no images found")
+    assert error("--contents", contents, "--styles", styles, "--n", "500") == (
+        "lwst make-manifest: error: --n must be within 1..72 (distinct triples), got 500")
+    assert error("--contents", contents, "--styles", styles, "--per-content", "10") == (
+        "lwst make-manifest: error: --per-content must be within 1..9 (distinct style draws "
+        "per content), got 10")
+    assert error("--contents", contents, "--styles", styles, "--seed", "-1") == (
+        "lwst make-manifest: error: --seed must be 0 or more, got -1")
+    assert not Path(out).exists()
+    # The library (and the augment-dataset flow) keep the argument names.
+    with pytest.raises(ValueError, match=r"^n must be within 1\.\.72 "):
+        make_manifest(contents, styles, n=500)

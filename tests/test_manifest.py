@@ -215,3 +215,20 @@ def test_a_label_column_is_read_typed_and_reaches_the_metadata_rows(tmp_path: Pa
     assert COLUMNS[-1] == "label" and str(SCHEMA.field("label").type) == "string"
     assert to_table(rows).column("label").to_pylist() == ["cat", "cat"]
 
+
+
+def test_a_misspelt_column_gets_a_suggestion(tmp_path: Path):
+    """Audit defect 12: as flow overrides do (``did you mean``), not only the allowed list."""
+    uri = tmp_path / "m.csv"
+    uri.write_text("id,content,textur,styl_strength\na,x.png,t.png,0.5\n")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(uri))
+    assert caught.value.problems == [
+        "unknown column(s) 'textur' (did you mean 'texture'?), 'styl_strength' (did you mean "
+        "'style_strength'?)"]
+    uri.write_text("id,content,textur,colour\na,x.png,t.png,red\n")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(str(uri))
+    problem, = caught.value.problems
+    assert problem.startswith("unknown column(s) 'textur' (did you mean 'texture'?), 'colour' "
+                              "(allowed: id, content, geometry, texture, label, size, ")

@@ -1,27 +1,38 @@
-"""``lwst train-warp``: train the warp network from folders or manifests of images."""
+"""``lwst train-warp``: train the warp network from folders or manifests of images.
+
+The options are added when the command is used (`defer_options`): their defaults are
+`TrainConfig`'s, whose module imports torch, which registering the command for ``lwst --help``
+must not.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from lwst.cli_options import DefaultsHelpFormatter, defer_options
 from lwst.config import RENDERERS
-from lwst.warpnet.bank import DEFAULT_TIERS
-from lwst.warpnet.train import TrainConfig, export_checkpoint, train
-
-_DEFAULTS = TrainConfig()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train-warp`` on the ``lwst`` command."""
     p = subparsers.add_parser(
         "train-warp",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
         help="train the learned warp network on synthetic pairs",
         description="Encode the training images (held-out ones are skipped) into a VGG feature "
         "cache, then train the warp network on synthetic pairs drawn from it. Writes a resumable "
         "training checkpoint to --out and, with --export, the slim one lwst ships.",
     )
+    defer_options(p, _add_options)
+    p.set_defaults(handler=cmd_train_warp)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    from lwst.warpnet.bank import DEFAULT_TIERS
+    from lwst.warpnet.train import TrainConfig
+
+    defaults = TrainConfig()
     p.add_argument(
         "--images",
         action="append",
@@ -31,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="training checkpoint (model, optimiser, step, rng)")
     p.add_argument("--export", help="also write the slim inference checkpoint here")
-    p.add_argument("--cache-dir", default=_DEFAULTS.cache_dir, help="VGG feature cache folder")
+    p.add_argument("--cache-dir", default=defaults.cache_dir, help="VGG feature cache folder")
     p.add_argument(
         "--no-build-cache",
         action="store_true",
@@ -42,14 +53,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--paint-images",
         type=int,
-        default=_DEFAULTS.paint_images,
+        default=defaults.paint_images,
         help="first paint N training images (seeded choice) into --painted-bank with the "
         "project's renderer, one random training style each (existing copies are kept)",
     )
     p.add_argument("--paint-styles", help="folder of styles to paint with (held-out ones skipped)")
-    p.add_argument("--paint-size", type=int, default=_DEFAULTS.paint_size,
+    p.add_argument("--paint-size", type=int, default=defaults.paint_size,
                    help="painting resolution in px")
-    p.add_argument("--paint-renderer", default=_DEFAULTS.paint_renderer,
+    p.add_argument("--paint-renderer", default=defaults.paint_renderer,
                    choices=RENDERERS,
                    help="renderer of the painted copies: gatys (cheap 2-level schedule, seconds a "
                    "copy) or a feed-forward one (a fraction of a second a copy)")
@@ -60,55 +71,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("geometry", "photometric", "artistic"),
         help="re-texturing of the cached exemplar variants, one variant each",
     )
-    p.add_argument("--steps", type=int, default=_DEFAULTS.steps,
+    p.add_argument("--steps", type=int, default=defaults.steps,
                    help="training steps; the learning-rate schedule runs over them")
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="pairs per step")
-    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="peak AdamW learning rate")
-    p.add_argument("--warmup", type=int, default=_DEFAULTS.warmup,
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="pairs per step")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate")
+    p.add_argument("--warmup", type=int, default=defaults.warmup,
                    help="linear warm-up steps (at most a tenth of --steps)")
     p.add_argument(
         "--weak-weight",
         type=float,
-        default=_DEFAULTS.weak_weight,
+        default=defaults.weak_weight,
         help="weight of the paper's weak softmax loss",
     )
     p.add_argument(
         "--original-content",
         type=float,
-        default=_DEFAULTS.original_content,
+        default=defaults.original_content,
         help="share of pairs whose content side is the untouched image",
     )
     p.add_argument(
         "--cross-pairs",
         type=float,
-        default=_DEFAULTS.cross_pairs,
+        default=defaults.cross_pairs,
         help="share of each batch drawn from pairs of different, similar-looking images, "
         "trained by the weak loss alone (0: synthetic pairs only)",
     )
     p.add_argument(
         "--cross-neighbours",
         type=int,
-        default=_DEFAULTS.cross_neighbours,
+        default=defaults.cross_neighbours,
         help="exemplar candidates per image for --cross-pairs (nearest by mean relu4_1 feature)",
     )
     p.add_argument(
         "--cross-weight",
         type=float,
-        default=_DEFAULTS.cross_weight,
+        default=defaults.cross_weight,
         help="weak-loss weight of the --cross-pairs items (the others use --weak-weight)",
     )
     p.add_argument(
         "--melt-weight",
         type=float,
-        default=_DEFAULTS.melt_weight,
+        default=defaults.melt_weight,
         help="weight of the melt penalty (spread of the log area change) on the --cross-pairs "
         "items' fields (0: none)",
     )
     p.add_argument("--max-images", type=int, help="encode only N training images (seeded shuffle)")
     p.add_argument("--until", type=int, help="stop at this step; the schedule runs over --steps")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="data order and sampling")
-    p.add_argument("--device", default=_DEFAULTS.device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="data order and sampling")
+    p.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (same settings; --steps and --until may "
                    "change); without it an existing --out is refused")
@@ -133,12 +144,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "off for a new network); needs a cache written with relu5_1",
     )
     p.add_argument("--log", help="append per-step losses to this CSV")
-    p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every,
+    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
                    help="steps between checkpoints (Ctrl-C also saves the last completed step)")
-    p.set_defaults(handler=cmd_train_warp)
 
 
 def cmd_train_warp(args: argparse.Namespace) -> int:
+    from lwst.warpnet.train import TrainConfig, export_checkpoint, train
+
     missing = [s for s in args.images if not Path(s).exists()]
     if missing:
         raise FileNotFoundError(f"no such image folder or manifest: {', '.join(missing)}")

@@ -1,0 +1,81 @@
+"""``lwst --help`` and every built-in command's ``--help`` answer without importing torch or
+pandas (audit defect 6: 4.5 s and 900 MB for a help text): a command's engine is imported by
+its handler, never by the parser. Checked in a fresh interpreter, on what it imported (not on
+timings, which the machine's load decides)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "torchvision", "pandas", "pyarrow", "prefect")
+
+PROBE = f"""
+import json, sys
+from lwst.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = None
+print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+
+
+def _help(*argv: str) -> dict:
+    """Run ``lwst <argv>`` through `lwst.cli.main` in a fresh interpreter: its exit code and
+    the heavy modules it imported."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("command", ["stylize", "warp", "make-manifest"])
+def test_a_commands_help_imports_neither_torch_nor_pandas(command):
+    assert _help(command, "--help") == {"code": 0, "heavy": []}
+
+
+def test_building_the_parser_of_the_built_in_commands_imports_no_engine():
+    probe = ("import sys; from lwst.cli import build_parser, _registrations; "
+             "parser = build_parser(_registrations(entry_points=False)); "
+             "parser.parse_args(['stylize', '--content', 'a.png', '--out', 'b.png']); "
+             f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_built_in_command_loads_no_entry_point():
+    """``lwst stylize`` does not import ``lwst run``'s module (`flows.cli`) at all."""
+    probe = ("import sys; from lwst.cli import main\n"
+             "try: main(['stylize', '--help'])\nexcept SystemExit: pass\n"
+             "print('flows.cli' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.xfail(strict=True, reason="flows/cli.py imports lwst.failures, lwst.s3 and "
+                   "lwst.vgg (torch) at top level; its owner's fix is in /tmp/h-cli/report.md. "
+                   "Remove this mark with it.")
+def test_the_top_level_help_imports_neither_torch_nor_pandas():
+    assert _help("--help") == {"code": 0, "heavy": []}
+
+
+@pytest.mark.parametrize("command", ["train-warp", "train-decoder"])
+def test_training_commands_import_their_engine_only_when_used(command):
+    """Their options quote their engines' defaults, so they are added when the command is
+    used (`lwst.cli_options.defer_options`): registering them imports nothing heavy."""
+    probe = ("import argparse, sys\n"
+             f"from {'lwst.warpnet.cli' if command == 'train-warp' else 'lwst.decoder_cli'} "
+             "import add_parser\n"
+             "parser = argparse.ArgumentParser(); sub = parser.add_subparsers()\n"
+             "add_parser(sub)\n"
+             f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
