@@ -158,9 +158,11 @@ def parse_ridges(text: str) -> dict[int, float]:
 def renderer_decoder_ids(renderer: str) -> dict[str, str]:
     """``{"reluL_1": decoder id}`` of the decoders ``renderer`` runs (the shipped ones or
     ``--decoder-dir``'s; none for gatys), so that a quality row names the model it measured."""
-    from lwst.renderers import WCT_LEVELS, get_decoder
+    from lwst.config import RenderConfig
+    from lwst.renderers import get_decoder, wct_levels
 
-    kind_levels = {"adain": [4], "wct": list(WCT_LEVELS)}.get(renderer, [])
+    kind_levels = {"adain": [4], "wct": list(wct_levels(RenderConfig().wct_top_level))
+                   }.get(renderer, [])
     return {f"relu{level}_1": get_decoder(renderer, level, "cpu", DECODER_DIR)[1].decoder_id
             for level in kind_levels}
 

@@ -29,6 +29,7 @@ from lwst.config import (
     WARP_METHODS,
     WARP_PRECISIONS,
     WARP_REFINES,
+    WCT_TOP_LEVELS,
     ConfigError,
     RenderConfig,
     StylizeConfig,
@@ -302,6 +303,11 @@ def add_render_options(parser: argparse.ArgumentParser, default_renderer: str = 
         "--style-strength", type=float, default=None,
         help="feed-forward renderers: blend of stylised and content features, 0..1 (default "
         f"{_RENDER.style_strength:g}); gatys has none (--style-weight is its lever)")
+    group.add_argument(
+        "--wct-top-level", type=int, choices=WCT_TOP_LEVELS, default=None,
+        help="wct: the deepest level its cascade starts at, relu<N>_1 down to relu1_1 (default "
+        f"{_RENDER.wct_top_level}; 5 is the method's full cascade, which with the shipped "
+        "decoders loses more content and adds no style)")
     group.add_argument(
         "--decoder-dir", default=None,
         help="folder of decoder_adain.pt / decoder_wct1..5.pt (default: those shipped)")

@@ -47,7 +47,7 @@ from lwst.safety import MIN_TEXTURE_SIDE
 from lwst.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features, at_dtype, feature_dtype
 
 FEED_FORWARD = ("wct", "adain")
-WCT_LEVELS = (5, 4, 3, 2, 1)  # coarse to fine (docs/method.md)
+WCT_LEVELS = (5, 4, 3, 2, 1)  # every level with a decoder, coarse to fine (docs/method.md)
 PAD_MULTIPLE = 16
 LOSS_SIDE = 256
 
@@ -86,13 +86,20 @@ def get_decoder(kind: str, level: int, device: torch.device, decoder_dir: str | 
         return _decoders[key]
 
 
-def decoder_ids(renderer: str, device: torch.device, decoder_dir: str | None = None) -> str:
+def wct_levels(top_level: int) -> tuple[int, ...]:
+    """The WCT cascade's levels, coarse to fine, from relu<top_level>_1 down to relu1_1
+    (`RenderConfig.wct_top_level`)."""
+    return tuple(level for level in WCT_LEVELS if level <= top_level)
+
+
+def decoder_ids(renderer: str, device: torch.device, decoder_dir: str | None = None,
+                wct_top_level: int = RenderConfig.wct_top_level) -> str:
     """The ids of the decoders a renderer uses, for the metadata (empty for gatys)."""
     if renderer == "adain":
         return get_decoder("adain", 4, device, decoder_dir)[1].decoder_id
     if renderer == "wct":
         return ",".join(get_decoder("wct", lv, device, decoder_dir)[1].decoder_id
-                        for lv in WCT_LEVELS)
+                        for lv in wct_levels(wct_top_level))
     return ""
 
 
@@ -159,8 +166,10 @@ def _pad(images: Tensor) -> tuple[Tensor, int, int]:
 
 def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: float,
                   vgg: VGG19Features, decoder_dir: str | None,
-                  precision: str = "float32") -> Tensor:
-    """The feed-forward pass for a batch; returns ``(B, 3, H, W)`` in [0, 1], float32.
+                  precision: str = "float32",
+                  wct_top_level: int = RenderConfig.wct_top_level) -> Tensor:
+    """The feed-forward pass for a batch; returns ``(B, 3, H, W)`` in [0, 1], float32. WCT
+    cascades from relu<wct_top_level>_1 down to relu1_1.
 
     The encoder and decoders run at ``precision`` (`lwst.vgg.feature_dtype`); the WCT and AdaIN
     statistics in float64 / float32 whatever it is."""
@@ -168,7 +177,7 @@ def _feed_forward(contents: Tensor, exemplars: list[Tensor], kind: str, alpha: f
     dtype = feature_dtype(precision, device)
     vgg = at_dtype(vgg, dtype)
     padded, height, width = _pad(contents)
-    levels = WCT_LEVELS if kind == "wct" else (4,)
+    levels = wct_levels(wct_top_level) if kind == "wct" else (4,)
     taps = [level_tap(lv) for lv in levels]
     with torch.no_grad():
         # A dataset reuses few styles: each distinct exemplar is encoded once per process.
@@ -223,11 +232,11 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
             out = _feed_forward(luma.expand(-1, 3, -1, -1),
                                 [y.expand(-1, 3, -1, -1) for y in luma_styles], renderer,
                                 config.style_strength, vgg, config.decoder_dir,
-                                config.precision)
+                                config.precision, config.wct_top_level)
             out = with_chroma(rgb_to_yiq(out)[:, :1], chroma)
         else:
             out = _feed_forward(contents, styled, renderer, config.style_strength, vgg,
-                                config.decoder_dir, config.precision)
+                                config.decoder_dir, config.precision, config.wct_top_level)
         if progress:
             progress("render", 1, 1)
         images = list(out.split(1))

@@ -214,7 +214,8 @@ def fill_record(
                       render_dtype=str(feature_dtype(config.render.precision, device)
                                        ).removeprefix("torch."),
                       decoder_ids=decoder_ids(config.render.renderer, device,
-                                              config.render.decoder_dir) or None)
+                                              config.render.decoder_dir,
+                                              config.render.wct_top_level) or None)
 
 
 def check_output_names(outputs: Mapping[str, str | None]) -> None:

@@ -113,7 +113,7 @@ def test_committed_real_pairs_files_still_load(path: Path) -> None:
 def test_bench_renderers_quality_rows_name_their_decoders() -> None:
     assert bench_renderers.renderer_decoder_ids("gatys") == {}
     wct = bench_renderers.renderer_decoder_ids("wct")
-    assert list(wct) == ["relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1"]
+    assert list(wct) == ["relu4_1", "relu3_1", "relu2_1", "relu1_1"]  # the default cascade
     assert ",".join(wct.values()) == decoder_ids("wct", "cpu")
     assert bench_renderers.renderer_decoder_ids("adain") == {
         "relu4_1": decoder_ids("adain", "cpu")}

@@ -23,7 +23,14 @@ from lwst.decoders import (
 )
 from lwst.feature_transforms import adain, mean_std, wct
 from lwst.image_io import read_image, resize_longest
-from lwst.renderers import WCT_LEVELS, get_decoder, render_batch
+from lwst.renderers import (
+    WCT_LEVELS,
+    decoder_ids,
+    get_decoder,
+    measure_losses,
+    render_batch,
+    wct_levels,
+)
 from lwst.transforms import RandomStylize
 from lwst.vgg import load_vgg19
 
@@ -140,11 +147,48 @@ def test_the_wct_cascade_whitens_each_level_with_its_own_epsilon(vgg, monkeypatc
     config = RenderConfig(renderer="wct", precision="float32")
     shipped = render_batch(content, [style], config, vgg, measure=False)[0].image
     channels = {5: 512, 4: 512, 3: 256, 2: 128, 1: 64}
-    assert seen == [(channels[lv], feature_transforms.LEVEL_RIDGES[lv]) for lv in WCT_LEVELS]
+    assert seen == [(channels[lv], feature_transforms.LEVEL_RIDGES[lv]) for lv in (4, 3, 2, 1)]
+    seen.clear()
+    render_batch(content, [style], RenderConfig(renderer="wct", precision="float32",
+                                                wct_top_level=5), vgg, measure=False)
+    assert seen == [(channels[lv], feature_transforms.LEVEL_RIDGES[lv])
+                    for lv in (5, 4, 3, 2, 1)]
     monkeypatch.setitem(feature_transforms.LEVEL_RIDGES, 1, 0.0)
     exact_finest = render_batch(content, [style], config, vgg, measure=False)[0].image
     assert seen[-1] == (64, 0.0)
     assert (exact_finest - shipped).abs().mean() > 1e-3
+
+
+def test_the_wct_cascade_from_relu4_keeps_the_content_the_relu5_stage_loses(vgg):
+    """Why the default starts at relu4_1: the shipped relu5_1 decoder (17.6 dB) turns a face
+    into a blurred mask even at style strength 0 (pure reconstruction); from relu4_1 the face
+    comes back (audit; docs/benchmarks.md). The metadata names the decoders actually used."""
+    face = resize_longest(read_image(str(EXAMPLES / "face.jpg")), 128)
+    style = read_image(str(EXAMPLES / "texture_strokes.jpg"), 128)
+    distance = {}
+    for top in (4, 5):
+        config = RenderConfig(renderer="wct", style_strength=0.0, wct_top_level=top)
+        image = render_batch(face, [style], config, vgg, measure=False)[0].image
+        distance[top] = measure_losses(vgg, image, face, style, RenderConfig())[0]
+    assert distance[4] < 0.75 * distance[5], distance
+    assert wct_levels(4) == (4, 3, 2, 1) and wct_levels(5) == (5, 4, 3, 2, 1)
+    ids = {top: decoder_ids("wct", torch.device("cpu"), wct_top_level=top) for top in (4, 5)}
+    assert len(ids[4].split(",")) == 4 and ids[5].endswith(ids[4])
+
+
+def test_wct_top_level_is_an_option_checked_in_one_line(tmp_path, capsys):
+    from lwst.config import ConfigError, StylizeConfig, with_overrides
+
+    assert with_overrides(StylizeConfig(), {"wct_top_level": "5"}).render.wct_top_level == 5
+    with pytest.raises(ConfigError, match="wct_top_level must be one of 1, 2, 3, 4, 5"):
+        with_overrides(StylizeConfig(), {"wct_top_level": 6})
+    out = tmp_path / "o.png"
+    assert main(["stylize", "--content", str(EXAMPLES / "coffee.jpg"), "--texture",
+                 str(EXAMPLES / "texture_mosaic.jpg"), "--renderer", "wct", "--wct-top-level",
+                 "5", "--size", "64", "--out", str(out), "--metadata-out",
+                 str(tmp_path / "m.json"), "--quiet"]) == 0
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert len(meta["decoder_ids"].split(",")) == 5
 
 
 @pytest.mark.parametrize("renderer", ["wct", "adain"])
