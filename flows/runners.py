@@ -9,7 +9,8 @@ code change. (A sub-flow with the runner would carry every item as flow-run para
 
 from __future__ import annotations
 
-from typing import Literal
+import signal
+from typing import Any, Literal
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -34,13 +35,22 @@ def make_task_runner(
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     cluster_kwargs: dict = {"n_workers": max(1, workers), "threads_per_worker": 1,
-                            "processes": True, "dashboard_address": ":0"}
+                            "processes": True, "dashboard_address": ":0",
+                            "preload": [__name__]}  # `dask_setup` in each worker
     api_url = _temporary_api_url()
     if api_url:  # workers report to this run's server instead of starting one each
         cluster_kwargs["env"] = {"PREFECT_API_URL": api_url}
     if gpus_per_worker:
         cluster_kwargs["resources"] = {"GPU": gpus_per_worker}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+
+
+def dask_setup(worker: Any) -> None:
+    """Run in each LocalCluster worker process (Dask's preload hook): ignore SIGINT. A
+    terminal's Ctrl-C signals the whole process group, workers included, and killed them
+    with the items in progress; `lwst run` handles it (lets those items finish, then stops
+    the cluster, which ends the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _temporary_api_url() -> str | None:

@@ -198,17 +198,32 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
             logger.warning("run %s stopped on request after the items in progress; %d items "
                            "not done (a re-run does them)", run_id, not_done)
         tally = plan.tally
+        # Items run to the end here: a stop cancels some of those planned ("todo").
+        ran = len(records) - tally["skipped"] - tally["refused"]
         logger.info("run %s: %d items, %d already done, %d refused, %d run (%d of them redone: "
-                    "other settings or inputs than when they finished)", run_id, total,
-                    tally["skipped"], tally["refused"], tally["todo"], tally["redone"])
+                    "other settings or inputs than when they finished), %d not done", run_id,
+                    total, tally["skipped"], tally["refused"], ran, tally["redone"], not_done)
         metadata_uri = _publish(records, out, run_id, opts, scratch=bool(tally["todo"]))
     finally:
         records.discard()
-    summary = report_run(records, out, run_id, metadata_uri, opts, base.warp.min_confidence)
+    summary = report_run(records, out, run_id, metadata_uri, opts, base.warp.min_confidence,
+                         contact_sheet=ran > 0)
+    summary["ran"] = ran
     summary["redone"] = {"count": tally["redone"], "first": plan.redone_example}
     summary["stopped"] = {"not_done": not_done} if stopped else None
+    summary["fallback_total"] = fallback_total(summary, base.warp.method)
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
+
+
+def fallback_total(summary: dict[str, Any], method: str) -> int | None:
+    """Low-confidence items whose field was replaced by the fallback (``damp``, ``affine``),
+    counted when every such item is listed (None otherwise)."""
+    low = summary["low_confidence"]
+    if len(low) != summary["low_confidence_total"]:
+        return None
+    return sum(1 for row in low
+               if row.get("warp_applied") in ("damp", "affine") and row["warp_applied"] != method)
 
 
 def _tidy(out: str, opts: dict[str, Any]) -> None:

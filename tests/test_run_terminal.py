@@ -1,0 +1,110 @@
+"""`lwst run` as a terminal runs it: Ctrl-C there signals the whole foreground process group,
+not only `lwst run`. Its temporary Prefect server and its Dask workers must survive that
+signal (the run finishes the items in progress, writes its metadata and exits 130), and still
+go when the run ends. Before, the server died at once and the run hung for minutes, printed a
+traceback, exited 1 and wrote no metadata (the pid-only test in test_hostile.py missed it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from conftest import save_image
+
+LWST = Path(sys.executable).with_name("lwst")
+ROOT = Path(__file__).resolve().parents[1]
+ITEMS = ("a", "b", "c")
+
+
+def _task_running(prefect_home: Path, name: str) -> bool:
+    """Whether the temporary server's database records task run ``name`` as running."""
+    database = prefect_home / "prefect.db"
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True,
+                                                timeout=1)) as db:
+            return db.execute("SELECT 1 FROM task_run WHERE name LIKE ? AND state_type = "
+                              "'RUNNING'", (name + "%",)).fetchone() is not None
+    except sqlite3.Error:  # tables not made yet, or a write lock held
+        return False
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT),
+               OMP_NUM_THREADS="1")
+    return env
+
+
+def _run(tmp_path: Path, runner: str, log: Path) -> subprocess.Popen:
+    """`lwst run` of three small gatys items (seconds each), in a session of its own as a
+    terminal's job is, with its temporary Prefect server (no PREFECT_API_URL)."""
+    save_image(tmp_path / "t.png", (32, 32), seed=9)
+    rows = []
+    for k, item in enumerate(ITEMS):
+        save_image(tmp_path / f"{item}.png", (48, 48), seed=k)
+        rows.append({"id": item, "content": f"{item}.png", "texture": "t.png"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [str(LWST), "run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out"),
+             "--size", "48", "--renderer", "gatys", "--iterations", "60", "--levels", "1",
+             "--device", "cpu", "--quiet", "--runner", runner, "--workers", "1"],
+            env=_env(tmp_path), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["threads", "dask"])
+def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_resumes(
+        tmp_path: Path, runner: str):
+    log = tmp_path / "run.log"
+    run = _run(tmp_path, runner, log)
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
+        while not _task_running(tmp_path / "prefect-home", "stylize"):
+            assert run.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "no item ever started"
+            time.sleep(0.1)
+        descendants = psutil.Process(run.pid).children(recursive=True)
+        os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        try:
+            code = run.wait(120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run hung after a group Ctrl-C:\n"
+                        + log.read_text(errors="replace")[-3000:])
+        text = log.read_text(errors="replace")
+        assert code == 130, text[-3000:]
+        assert text.count("lwst run: interrupted; finishing") == 1, text
+        assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+        files = sorted((tmp_path / "out" / "metadata").glob("run-*.parquet"))
+        assert len(files) == 1, text
+        first = pd.read_parquet(files[0])
+        done = set(first.loc[first["status"] == "ok", "id"])
+        assert done and done < set(ITEMS), first[["id", "status"]]
+        assert f"{len(ITEMS) - len(first)} not done" in text, text
+        # Everything the run started goes with it (the guardian sees to the server).
+        alive = psutil.wait_procs(descendants, timeout=20)[1]
+        assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive), \
+            [(p.pid, p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+        rerun = subprocess.run(run.args, env=_env(tmp_path), capture_output=True, text=True,
+                               timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert f"{len(ITEMS) - len(done)} ok, 0 failed, {len(done)} skipped" in rerun.stdout
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for process in descendants:
+            with contextlib.suppress(psutil.Error):
+                process.kill()  # never leave one behind, even when the test fails
