@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sqlite3
 import struct
+import subprocess
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -78,3 +82,31 @@ def plant_bug(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(PLANTED_BUG)
     return folder
+
+
+def task_running(prefect_home: Path, name: str) -> bool:
+    """Whether the temporary Prefect server (its database under ``prefect_home``) records a
+    task run whose name starts with ``name`` as running: the task has started, not only been
+    submitted."""
+    database = prefect_home / "prefect.db"
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True,
+                                                timeout=1)) as db:
+            return db.execute("SELECT 1 FROM task_run WHERE name LIKE ? AND state_type = "
+                              "'RUNNING'", (name + "%",)).fetchone() is not None
+    except sqlite3.Error:  # the server is still creating its tables, or holds a write lock
+        return False
+
+
+def kill_all(run: subprocess.Popen, processes: Iterable) -> None:
+    """Kill ``run`` and the ``psutil`` processes it started, whatever state they are in: a
+    test that starts `lwst run` never leaves one behind, even when it fails."""
+    import psutil
+
+    if run.poll() is None:
+        run.kill()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()

@@ -26,12 +26,17 @@ print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modu
 """
 
 
+def _last_line(code: str, *argv: str) -> str:
+    """The last line ``code`` prints in a fresh interpreter (given ``argv``)."""
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def _help(*argv: str) -> dict:
     """Run ``lwst <argv>`` through `lwst.cli.main` in a fresh interpreter: its exit code and
     the heavy modules it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
-                          check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(_last_line(PROBE, *argv))
 
 
 @pytest.mark.parametrize("command", ["stylize", "warp", "make-manifest"])
@@ -44,9 +49,7 @@ def test_building_the_parser_of_the_built_in_commands_imports_no_engine():
              "parser = build_parser(_registrations(entry_points=False)); "
              "parser.parse_args(['stylize', '--content', 'a.png', '--out', 'b.png']); "
              f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "[]"
+    assert _last_line(probe) == "[]"
 
 
 def test_a_built_in_command_loads_no_entry_point():
@@ -54,9 +57,7 @@ def test_a_built_in_command_loads_no_entry_point():
     probe = ("import sys; from lwst.cli import main\n"
              "try: main(['stylize', '--help'])\nexcept SystemExit: pass\n"
              "print('flows.cli' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert _last_line(probe) == "False"
 
 
 def test_the_top_level_help_imports_neither_torch_nor_pandas():
@@ -73,6 +74,4 @@ def test_training_commands_import_their_engine_only_when_used(command):
              "parser = argparse.ArgumentParser(); sub = parser.add_subparsers()\n"
              "add_parser(sub)\n"
              f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "[]"
+    assert _last_line(probe) == "[]"

@@ -4,7 +4,6 @@ ends in exit 2 and one line on stderr, with no output written."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.server
 import os
@@ -20,6 +19,7 @@ import pytest
 import torch
 from conftest import save_image
 from PIL import Image
+from pipeline_inputs import kill_all, task_running
 
 from lwst import storage
 from lwst.cli import main
@@ -474,23 +474,6 @@ def _start_slow_run(tmp_path: Path, *options: str) -> tuple[subprocess.Popen, Pa
     return run, out, log
 
 
-def _task_running(prefect_home: Path, name: str) -> bool:
-    """Whether the temporary Prefect server (its database under ``prefect_home``) records the
-    task run ``name`` as running: the task has started, not only been submitted."""
-    import sqlite3
-
-    database = prefect_home / "prefect.db"
-    if not database.exists():
-        return False
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True,
-                                                timeout=1)) as db:
-            return db.execute("SELECT 1 FROM task_run WHERE name = ? AND state_type = 'RUNNING'",
-                              (name,)).fetchone() is not None
-    except sqlite3.Error:  # the server is still creating its tables, or holds a write lock
-        return False
-
-
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path):
     """``kill -9`` of ``lwst run`` (no PREFECT_API_URL): its temporary server goes too."""
@@ -531,7 +514,7 @@ def test_ctrl_c_is_said_at_once_and_a_second_stops_the_run_and_its_server(tmp_pa
         # Interrupt only once the item is in progress (400 L-BFGS steps at 256 px: minutes);
         # earlier, the run would still be starting and this would test another path.
         deadline = time.monotonic() + 120
-        while not _task_running(tmp_path / "prefect-home", "stylize-a"):
+        while not task_running(tmp_path / "prefect-home", "stylize-a"):
             assert run.poll() is None, log.read_text(errors="replace")[-2000:]
             assert time.monotonic() < deadline, "the item never started rendering"
             time.sleep(0.2)
@@ -550,8 +533,4 @@ def test_ctrl_c_is_said_at_once_and_a_second_stops_the_run_and_its_server(tmp_pa
         alive = psutil.wait_procs(children, timeout=20)[1]
         assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive), "children orphaned"
     finally:
-        if run.poll() is None:
-            run.kill()
-        for child in children:
-            with contextlib.suppress(psutil.Error):
-                child.kill()  # never leave one behind, even when the test fails
+        kill_all(run, children)

@@ -6,10 +6,8 @@ traceback, exited 1 and wrote no metadata (the pid-only test in test_hostile.py 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,24 +17,11 @@ import pandas as pd
 import psutil
 import pytest
 from conftest import save_image
+from pipeline_inputs import kill_all, task_running
 
 LWST = Path(sys.executable).with_name("lwst")
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = ("a", "b", "c")
-
-
-def _task_running(prefect_home: Path, name: str) -> bool:
-    """Whether the temporary server's database records task run ``name`` as running."""
-    database = prefect_home / "prefect.db"
-    if not database.exists():
-        return False
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True,
-                                                timeout=1)) as db:
-            return db.execute("SELECT 1 FROM task_run WHERE name LIKE ? AND state_type = "
-                              "'RUNNING'", (name + "%",)).fetchone() is not None
-    except sqlite3.Error:  # tables not made yet, or a write lock held
-        return False
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -72,7 +57,7 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
     descendants: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
-        while not _task_running(tmp_path / "prefect-home", "stylize"):
+        while not task_running(tmp_path / "prefect-home", "stylize"):
             assert run.poll() is None, log.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "no item ever started"
             time.sleep(0.1)
@@ -103,8 +88,4 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert f"{len(ITEMS) - len(done)} ok, 0 failed, {len(done)} skipped" in rerun.stdout
     finally:
-        if run.poll() is None:
-            run.kill()
-        for process in descendants:
-            with contextlib.suppress(psutil.Error):
-                process.kill()  # never leave one behind, even when the test fails
+        kill_all(run, descendants)

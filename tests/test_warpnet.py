@@ -147,7 +147,10 @@ def test_model_shapes_batching_and_intermediates() -> None:
     assert len(more) == 2 + 5 + SMALL.fine_iters
     assert all(f.shape == (3, 2, 32, 32) for f in flows[: 2 + SMALL.iters])
     assert all(f.shape == (3, 2, 64, 64) for f in flows[2 + SMALL.iters :])
-    assert torch.allclose(flows[-1][1:2], single[-1], atol=1e-4)
+    # Batched and single passes take different oneDNN kernels: 8e-5 px apart alone, 2e-4 px
+    # after the rest of the suite (2026-12-07 CI). Another item's flow would be pixels apart.
+    assert torch.allclose(flows[-1][1:2], single[-1], atol=1e-3)
+    assert not torch.allclose(flows[-1][0:1], single[-1], atol=1e-1)
     assert upsample_flow(flows[-1], 200).shape == (3, 2, 200, 200)
     assert upsample_flow(flows[-1], (90, 120)).shape == (3, 2, 90, 120)
     assert count_parameters(WarpNet()) < 2_000_000
