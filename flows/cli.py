@@ -38,10 +38,8 @@ from lwst.config import (
     StylizeConfig,
     with_overrides,
 )
-from lwst.progress import ProgressCallback
+from lwst.progress import REPORTED_BY_CLI, ProgressCallback
 from lwst.storage import StorageUnavailableError
-
-REPORTED_BY_CLI = "lwst_reported_by_cli"  # a log record's attribute: `lwst run` says it itself
 
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 NOT_INSTALLED = ("needs the pipeline extra (Prefect, Dask), not installed here: "
@@ -189,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     (``orchestration``: a re-run redoes it); `EXIT_INTERNAL_ERROR` when lwst's own bug failed
     any item (after the others finished)."""
     from lwst.failures import EXIT_INTERNAL_ERROR
+    from lwst.item_files import LOSSY_FORMATS
     from lwst.manifest import read_manifest
     from lwst.s3 import check_reachable
 
@@ -196,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CommandError(NOT_INSTALLED)
     opts = storage_options_from_args(args)
     overrides = overrides_from_args(args)
-    if "image_quality" in overrides and overrides.get("image_format", "png") == "png":
+    if "image_quality" in overrides and overrides.get(
+            "image_format", StylizeConfig.image_format) not in LOSSY_FORMATS:
         print("lwst run: warning: --image-quality applies to --image-format jpeg and webp; "
               "png is lossless and has none", file=sys.stderr)
     try:
@@ -341,15 +341,6 @@ class ServerStartError(RuntimeError):
 LAST_ID_CHARS = 24  # the last item's id in the bar, elided: ids of 70 characters hid the bar
 
 
-def elide(text: str, width: int = LAST_ID_CHARS) -> str:
-    """``text`` in at most ``width`` characters: its start and end (an id's end tells items
-    apart: make-manifest ids end in a hash)."""
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 2
-    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head):]
-
-
 def make_progress(console: Any) -> Any:
     """The run's bar: count, bar, N/total and elapsed time first, so an 80-column terminal
     always shows them; the last item (id elided) and its status after them."""
@@ -367,7 +358,9 @@ def make_progress(console: Any) -> Any:
 
 
 def last_item(record: dict[str, Any]) -> str:
-    return f"last: {elide(str(record['id']))} {record['status']}"
+    from lwst.report import elide
+
+    return f"last: {elide(str(record['id']), LAST_ID_CHARS)} {record['status']}"
 
 
 class ProgressBar:

@@ -17,10 +17,10 @@ from prefect.artifacts import (
 )
 
 from lwst import dataset, progress, report, storage
+from lwst.progress import REPORTED_BY_CLI
 from lwst.run_records import RunRecords
 
 PROGRESS_ARTIFACT_SECONDS = 2.0  # at most one progress-artifact API call per this many seconds
-REPORTED_BY_CLI = "lwst_reported_by_cli"  # record attribute: flows.cli's console filter drops it
 FAILURES_LOGGED = 20  # failed items named one by one in the run's log; the rest are counted
 
 

@@ -211,19 +211,8 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
     summary["ran"] = ran
     summary["redone"] = {"count": tally["redone"], "first": plan.redone_example}
     summary["stopped"] = {"not_done": not_done} if stopped else None
-    summary["fallback_total"] = fallback_total(summary, base.warp.method)
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
-
-
-def fallback_total(summary: dict[str, Any], method: str) -> int | None:
-    """Low-confidence items whose field was replaced by the fallback (``damp``, ``affine``),
-    counted when every such item is listed (None otherwise)."""
-    low = summary["low_confidence"]
-    if len(low) != summary["low_confidence_total"]:
-        return None
-    return sum(1 for row in low
-               if row.get("warp_applied") in ("damp", "affine") and row["warp_applied"] != method)
 
 
 def _tidy(out: str, opts: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,10 +258,16 @@ def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeC
     return result
 
 
+def did_you_mean(name: object, known: Iterable[str]) -> str | None:
+    """``did you mean 'size'?`` for the known name closest to a misspelt ``name``, or None
+    where none is close: the hint of every refusal of an unknown name."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
 def unknown_override(name: object) -> ConfigError:
     """``unknown option 'sise' (did you mean 'size'?)``, or the list of known ones."""
-    close = difflib.get_close_matches(str(name), OVERRIDES, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(OVERRIDES)
+    hint = did_you_mean(name, OVERRIDES) or "known: " + ", ".join(OVERRIDES)
     return ConfigError(f"unknown option {name!r} ({hint})")
 
 

@@ -91,9 +91,10 @@ RESULT_NEUTRAL = frozenset({"device", "measure_losses"})
 SIDE_OUTPUTS = "side_outputs"
 # Compared by `lwst.item_files.image_stale` (a PNG's quality is moot), not name by name.
 IMAGE_SETTINGS = ("image_format", "image_quality")
-# What a row recorded before a setting existed was made with (every earlier lwst wrote PNGs
-# and enlarged small contents): an old row is compared as that, not skipped as unknown.
-RECORDED_BEFORE = {**item_files.RECORDED_BEFORE, "upscale": True}
+# What a row recorded before a setting existed was made with (every earlier lwst wrote PNGs,
+# at a quality setting that did not exist and changed nothing, and enlarged small contents):
+# an old row is compared as that, not skipped as unknown.
+RECORDED_BEFORE = {"image_format": "png", "image_quality": 95, "upscale": True}
 _INPUTS = ("content", "geometry", "texture")
 _STRINGS = pa.dictionary(pa.int32(), pa.string())
 

@@ -52,9 +52,6 @@ LAYOUT: dict[str, tuple[str, str]] = {
 IMAGE_SUFFIXES: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 # Formats whose bytes depend on ``image_quality``; a PNG is the same file at any quality.
 LOSSY_FORMATS = frozenset({"jpeg", "webp"})
-# What a row recorded before these settings existed was made with: every lwst before them
-# wrote PNG images (their quality setting did not exist and changed nothing).
-RECORDED_BEFORE: dict[str, object] = {"image_format": "png", "image_quality": 95}
 FOLDERS = tuple(folder for folder, _ in LAYOUT.values())
 JOURNAL = "_journal"  # metadata/_journal/<run_id>/<id>.parquet; readers skip "_" folders
 

@@ -11,7 +11,6 @@ its images (a folder, a bucket prefix).
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import os
 import posixpath
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lwst import storage
-from lwst.config import OVERRIDES, StylizeConfig, to_params, with_overrides
+from lwst.config import OVERRIDES, StylizeConfig, did_you_mean, to_params, with_overrides
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 # Ids name files (``images/<id>.png``, journal rows, temp files with a run id around them): 128
@@ -253,9 +252,9 @@ def unknown_columns(unknown: Sequence[str]) -> str:
     (`lwst.config.unknown_override`); the allowed columns when a name is like none of them."""
     named, unlike = [], False
     for column in unknown:
-        close = difflib.get_close_matches(column, KNOWN_COLUMNS, n=1)
-        named.append(f"{column!r} (did you mean {close[0]!r}?)" if close else repr(column))
-        unlike = unlike or not close
+        hint = did_you_mean(column, KNOWN_COLUMNS)
+        named.append(f"{column!r} ({hint})" if hint else repr(column))
+        unlike = unlike or not hint
     allowed = f" (allowed: {', '.join(KNOWN_COLUMNS)})" if unlike else ""
     return "unknown column(s) " + ", ".join(named) + allowed
 

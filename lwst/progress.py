@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 ProgressCallback = Callable[[int, int, dict[str, Any]], None]  # (done, total, last record)
+# A log record's attribute the flow sets on lines its caller reports itself (each failed item:
+# `lwst run` lists them in its summary), so that the caller's console filter drops them.
+REPORTED_BY_CLI = "lwst_reported_by_cli"
 
 _listener: contextvars.ContextVar[ProgressCallback | None] = contextvars.ContextVar(
     "lwst_progress_listener", default=None)

@@ -55,6 +55,14 @@ def caption(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def elide(text: str, chars: int) -> str:
+    """``text`` in at most ``chars`` characters: its start and end around '…' (an id's end
+    tells items apart: make-manifest ids end in a hash)."""
+    if len(text) <= chars:
+        return text
+    return text[: chars // 2] + ELLIPSIS + text[len(text) - (chars - 1) // 2:]
+
+
 def fit_caption(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
                 width: float) -> str:
     """``text`` as drawn within ``width`` px: whole when it fits; else its first word (the id:
@@ -70,9 +78,7 @@ def fit_caption(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
         front, back = head[: (keep + 1) // 2], head[len(head) - keep // 2:]
         if font.getlength(front + back) <= room:
             return front + ELLIPSIS + back + tail
-    short = head if len(head) <= MIN_ID_CHARS else \
-        head[: MIN_ID_CHARS // 2] + ELLIPSIS + head[-(MIN_ID_CHARS // 2):]
-    line = short + tail
+    line = elide(head, MIN_ID_CHARS + 1) + tail
     while line and font.getlength(line + ELLIPSIS) > width:
         line = line[:-1]
     return line.rstrip() + ELLIPSIS
@@ -161,18 +167,27 @@ def low_confidence(records: list[dict[str, Any]], threshold: float) -> list[dict
     ``threshold`` or whose field was replaced by the fallback, with its figures."""
     rows = []
     for r in sorted(records, key=lambda r: str(r["id"])):
-        confidence, applied = r.get("warp_confidence"), r.get("warp_applied")
-        method = _method(r)
-        fell_back = applied is not None and method is not None and applied != method
-        if confidence is None or not (confidence < threshold or fell_back):
+        confidence = r.get("warp_confidence")
+        if confidence is None or not (confidence < threshold or fell_back(r)):
             continue
         rows.append({"id": r["id"], "warp_confidence": round(confidence, 3),
-                     "warp_applied": applied, "warp_fold_frac": r.get("warp_fold_frac"),
+                     "warp_applied": r.get("warp_applied"),
+                     "warp_fold_frac": r.get("warp_fold_frac"),
                      "warp_stretch_frac": r.get("warp_stretch_frac"),
                      "warp_melt": r.get("warp_melt"),
                      "warp_mean_px": r.get("warp_mean_px"), "content": r.get("content"),
                      "geometry": r.get("geometry")})
     return rows
+
+
+def fell_back(record: dict[str, Any]) -> bool:
+    """Whether the item's field was replaced by the fallback: what it applied is not the
+    warp method its settings asked for."""
+    applied = record.get("warp_applied")
+    if applied is None:
+        return False
+    method = _method(record)
+    return method is not None and applied != method
 
 
 def _method(record: dict[str, Any]) -> str | None:

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lwst.metadata import SCHEMA, to_table
-from lwst.report import low_confidence
+from lwst.report import fell_back, low_confidence
 
 try:
     import fcntl
@@ -144,6 +144,7 @@ class RunRecords:
         self.internal_count = 0
         self.low_confidence: list[dict[str, Any]] = []
         self.low_confidence_count = 0
+        self.fallback_count = 0  # of those, items whose field the fallback replaced
         self.workers: Counter[str] = Counter()
         self.warp_batched: list[str] = []
         self.warp_batched_count = 0
@@ -181,6 +182,8 @@ class RunRecords:
                     self.warp_batched.append(record["id"])
         low = low_confidence(records, self.min_confidence)
         self.low_confidence_count += len(low)
+        self.fallback_count += sum(1 for r in records
+                                   if r.get("warp_confidence") is not None and fell_back(r))
         self.low_confidence += low[: max(0, LISTED - len(self.low_confidence))]
         self._rows += records
         if len(self._rows) >= FLUSH_ROWS:
@@ -266,7 +269,8 @@ class RunRecords:
                 "workers": dict(self.workers), "warp_batched": sorted(self.warp_batched),
                 "warp_batched_total": self.warp_batched_count,
                 "low_confidence": self.low_confidence,
-                "low_confidence_total": self.low_confidence_count}
+                "low_confidence_total": self.low_confidence_count,
+                "fallback_total": self.fallback_count}
 
 
 def _keep_last_per_id(path: Path) -> Path | None:

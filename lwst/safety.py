@@ -50,17 +50,22 @@ def check_outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | 
         seen[where] = f"the {label} {output_noun}"
 
 
-def check_fits(height: int, width: int, what: str, texture: bool) -> None:
+def check_fits(height: int, width: int, what: str, texture: bool,
+               option: str = "--size") -> None:
     """Refuse an image too small to process (`ImageInputError`, one line): every image needs
     `MIN_SIDE` px, the texture stage's VGG passes `MIN_TEXTURE_SIDE`. The remedy names the
-    option to raise (a manifest's column of the same name, with ``_``, works too)."""
+    ``option`` to raise (a manifest's column of the same name, with ``_``, works too)."""
     need, why = (MIN_TEXTURE_SIDE, "texture rendering needs") if texture else (MIN_SIDE, "needs")
     if min(height, width) < need:
-        option = ("--style-size (or --size, its default)" if what.startswith("the texture")
-                  else "--size")
         raise ImageInputError(
             f"{what} is {width}x{height}: {why} a shorter side of at least {need} px (raise "
             f"{option}, or use a less extreme aspect ratio)")
+
+
+def check_texture_fits(height: int, width: int) -> None:
+    """`check_fits` of the texture exemplar, which ``--style-size`` sizes."""
+    check_fits(height, width, "the texture exemplar", True,
+               option="--style-size (or --size, its default)")
 
 
 class BadCheckpointError(ValueError):

@@ -336,26 +336,15 @@ def write_all_or_none(files: Sequence[tuple[str, bytes]], **storage_options: obj
 
 
 def remove(uri: str | os.PathLike[str], **storage_options: object) -> None:
-    """Delete a file if present (used to roll back an item whose later outputs failed)."""
+    """Delete a file, one missing being no error: locally an unlink, on S3 one DELETE with no
+    HEAD first (S3 answers a missing key's DELETE with success too). Rolls back an item whose
+    later outputs failed, and removes the files a redone item no longer writes."""
     if is_local(uri):
         local_path(uri).unlink(missing_ok=True)
         return
     fs, path = _url_to_fs(uri, storage_options)
-    if fs.exists(path):
+    with contextlib.suppress(FileNotFoundError):  # stores that say so (fsspec's memory)
         fs.rm_file(path)
-
-
-def delete_files(uris: Sequence[str], **storage_options: object) -> None:
-    """Delete each file, one missing being no error: locally an unlink, on S3 one DELETE
-    each with no HEAD first (S3 answers a missing key's DELETE with success too). For files a
-    listing just found, where `remove`'s existence check would double the requests."""
-    for uri in uris:
-        if is_local(uri):
-            local_path(uri).unlink(missing_ok=True)
-            continue
-        fs, path = _url_to_fs(uri, storage_options)
-        with contextlib.suppress(FileNotFoundError):  # stores that say so (fsspec's memory)
-            fs.rm_file(path)
 
 
 def filesystem(uri: str, **storage_options: object) -> fsspec.AbstractFileSystem:

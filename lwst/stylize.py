@@ -48,7 +48,7 @@ from lwst.item_files import ItemOutputs
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import decoder_ids, render
-from lwst.safety import check_fits, check_outputs_apart
+from lwst.safety import check_fits, check_outputs_apart, check_texture_fits
 from lwst.vgg import VGG19Features, feature_dtype, load_vgg19
 from lwst.warp_safety import FieldSafety, field_safety, scaled_field
 from lwst.warping import WarpEstimate, estimate_warp
@@ -152,7 +152,7 @@ def stylize(
     # side of what was given (a 4 x 4 content would pass the first, upscaled 128 times).
     check_fits(*sized.shape[-2:], content_label(config), texture is not None)
     if texture is not None:
-        check_fits(*texture.shape[-2:], "the texture exemplar", True)
+        check_texture_fits(*texture.shape[-2:])
     for name, image in given.items():
         if image is not None:
             check_min_side(image, name)
@@ -326,8 +326,8 @@ def write_item(record: dict, result: StylizeResult, config: StylizeConfig,
     files = encode_item(result, outputs.files(result.warp is not None, config.side_outputs),
                         quality=config.image_quality)
     storage.write_all_or_none([(uri, data) for _, uri, data in files], **opts)
-    storage.delete_files(item_files.stale_files(outputs.found, {uri for _, uri, _ in files}),
-                         **opts)
+    for uri in item_files.stale_files(outputs.found, {uri for _, uri, _ in files}):
+        storage.remove(uri, **opts)
     return complete_record(record, result, config, files, vgg_source)
 
 

@@ -33,7 +33,7 @@ from lwst.item import Item
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import render_batch
-from lwst.safety import check_fits
+from lwst.safety import check_fits, check_texture_fits
 from lwst.stylize import (
     ReadFn,
     StylizeResult,
@@ -91,7 +91,7 @@ def _load(item: Item, device: torch.device, opts: dict, textures: dict[str, Tens
     check_fits(*images.content.shape[-2:], content_label(config),
                images.texture is not None)
     if images.texture is not None:
-        check_fits(*images.texture.shape[-2:], "the texture exemplar", True)
+        check_texture_fits(*images.texture.shape[-2:])
     return _Loaded(item, images.content, images.geometry, images.texture)
 
 

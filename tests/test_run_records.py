@@ -84,3 +84,21 @@ def test_an_item_reported_twice_is_sampled_once_with_its_last_record(tmp_path):
     assert [r["id"] for r in sample] == ["item00000", "item00001", "item00002"]
     assert sample[1]["output"] == "second"
     records.discard()
+
+
+
+def test_fallbacks_are_counted_past_the_listed_low_confidence_rows(tmp_path, monkeypatch):
+    """Every item whose field the fallback replaced is counted, also beyond the rows listed,
+    against the warp method its own settings asked for (a row may override it)."""
+    monkeypatch.setattr(run_records, "LISTED", 2)
+    records = RunRecords(min_confidence=0.1, spill_dir=str(tmp_path))
+    rows = [*(_record(i, warp_confidence=0.05, warp_applied="damp") for i in range(3)),
+            _record(3, warp_confidence=0.05, warp_applied="affine"),
+            _record(4, warp_confidence=0.8, warp_applied="learned")]
+    for row, method in zip(rows, ["learned"] * 3 + ["affine", "learned"], strict=True):
+        row["params"] = f'{{"warp_method": "{method}"}}'
+    records.add(rows)
+    summary = records.summary()
+    assert len(summary["low_confidence"]) == 2 and summary["low_confidence_total"] == 4
+    assert summary["fallback_total"] == 3
+    records.discard()
