@@ -32,14 +32,16 @@ from lwst.cli_options import (
     settings_named_by_option,
 )
 from lwst.config import OVERRIDES, VGG_WEIGHT_SOURCES, StylizeConfig, with_overrides
+from lwst.errors import InputError
 from lwst.storage import StorageUnavailableError
 
 EXIT_BAD_INPUT = 2
 
 # Errors that are the user's input, not our bug: one line, exit 2.
+# Only lwst's refusals (`InputError`): a plain ValueError or KeyError is a bug and shows its
+# traceback (exit 1), never one line that blames the input.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    KeyError,
+    InputError,
     FileNotFoundError,
     PermissionError,
     IsADirectoryError,
@@ -205,7 +207,7 @@ def _check_before_work(config: StylizeConfig, inputs: dict[str, str | None],
     for kind, option in KIND_OPTIONS.items():
         try:
             check_output_names({kind: outputs.get(option)})
-        except ValueError as exc:  # an unknown suffix
+        except InputError as exc:  # an unknown suffix
             raise CommandError(f"{option} {exc}") from None
     options = S3Settings.from_env().storage_options()
     for uri in {*inputs.values(), *outputs.values()} - {None}:
@@ -526,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, *user_errors()) as exc:
         if args.debug:
             traceback.print_exc()
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        message = str(exc)
         line = message.splitlines()[0] if message else type(exc).__name__
         print(f"lwst {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lwst.errors import InputError
+
 WARP_METHODS = ("learned", "optim", "affine", "tps", "none")
 INPAINT_METHODS = ("telea", "ns")
 WARP_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -139,7 +141,7 @@ class StylizeConfig:
 # benchmarks measure (docs/benchmarks.md); `stylize` keeps gatys, the quality mode.
 PIPELINE_RENDERER = "adain"
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A refused setting, in one line that starts with its flat override name (`OVERRIDES`:
     ``warp_strength must be within 0..4, got nan``) or, from another builder, its argument's
     name (`lwst.manifest_builder`: ``n``). ``setting`` is that name, so a front end can say it

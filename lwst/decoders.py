@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lwst.errors import InputError
 from lwst.safety import BadCheckpointError, load_weights_only, save_atomic
 
 # Channels and convolutions of VGG-19's five blocks.
@@ -34,7 +35,7 @@ def level_tap(level: int) -> str:
     return f"relu{level}_1"
 
 
-class DecoderCheckpointError(ValueError):
+class DecoderCheckpointError(InputError):
     """A decoder checkpoint that is missing, corrupt or does not fit (one-line message)."""
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from lwst.errors import InputError
 from lwst.failures import first_line
 
 DEVICE_TYPES = ("cpu", "cuda")
 
 
-class DeviceError(ValueError):
+class DeviceError(InputError):
     """A device name that this machine cannot compute on; the message is one line."""
 
 

@@ -10,11 +10,13 @@ redoes the item. Anything else is a bug in lwst: the item is still isolated (the
 finish), but its row says ``error_kind = "internal"``, its traceback is logged, and ``lwst
 run`` exits with `EXIT_INTERNAL_ERROR` after the run.
 
-lwst's convention makes the rule short: every refusal of input is a ``ValueError`` (image,
-manifest, config, checkpoint and safety errors all subclass it) and every file or storage
-failure an ``OSError``. Orchestration errors are told by the package that raised them
-(`ORCHESTRATION_PACKAGES`: lwst imports none of them); the flow also calls orchestration any
-error its task runner raised instead of the task's own outcome (`flows.submitter`).
+lwst's convention makes the rule short: every refusal of input is an `lwst.errors.InputError`
+(image, manifest, config, checkpoint and safety errors all subclass it) and every file or
+storage failure an ``OSError``. A plain ``ValueError`` or ``KeyError`` (numpy's broadcasting
+error, a missing key in lwst's own tables) is a bug like any other exception. Orchestration
+errors are told by the package that raised them (`ORCHESTRATION_PACKAGES`: lwst imports none
+of them); the flow also calls orchestration any error its task runner raised instead of the
+task's own outcome (`flows.submitter`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import asyncio
 import concurrent.futures
 from typing import Literal
 
+from lwst.errors import InputError
 from lwst.image_io import ImageInputError
 from lwst.storage import StorageReadError
 from lwst.vgg import WeightsUnavailableError
 
 FailureKind = Literal["input", "orchestration", "internal"]
-INPUT_FAULTS: tuple[type[BaseException], ...] = (ValueError, OSError, WeightsUnavailableError)
+INPUT_FAULTS: tuple[type[BaseException], ...] = (InputError, OSError, WeightsUnavailableError)
 # Top-level packages whose exceptions are the task runner's or its API client's: Prefect, its
 # HTTP client (httpx, httpcore) and Dask's distributed (whose CommClosedError is an OSError).
 ORCHESTRATION_PACKAGES = frozenset({"prefect", "prefect_dask", "httpx", "httpcore",
@@ -88,7 +91,6 @@ def failure_reason(exc: BaseException, inputs: dict[str, str | None] | None = No
         return orchestration_reason(exc)
     if kind == "internal":
         return f"internal error (a bug in lwst): {type(exc).__name__}: {exc}"
-    own = type(exc) is ValueError or type(exc).__module__.startswith("lwst.")
-    if isinstance(exc, ValueError) and own and str(exc):  # refusals: already one sentence
+    if isinstance(exc, InputError) and str(exc):  # refusals: already one sentence
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

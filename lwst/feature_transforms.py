@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lwst.errors import InputError
+
 EIG_REL_FLOOR = 1e-5  # relative to the largest eigenvalue of each covariance
 EIG_ABS_FLOOR = 1e-8  # below this a covariance counts as zero (flat image)
 STD_EPS = 1e-5
@@ -39,7 +41,7 @@ LEVEL_RIDGES: dict[int, float] = {5: 2.0, 4: 2.0, 3: 0.25, 2: 0.25, 1: 5.0}
 def _check_alpha(alpha: float) -> float:
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"style_strength must be within 0..1, got {alpha}")
+        raise InputError(f"style_strength must be within 0..1, got {alpha}")
     return alpha
 
 
@@ -68,7 +70,7 @@ def _with_ridge(cov: Tensor, ridge: float) -> Tensor:
     """``cov + eps * I`` with ``eps = ridge * trace(cov) / C`` per batch entry (0 for a flat
     image, whose covariance stays all-zero)."""
     if ridge < 0:
-        raise ValueError(f"wct: ridge must be >= 0, got {ridge}")
+        raise InputError(f"wct: ridge must be >= 0, got {ridge}")
     if ridge == 0:
         return cov
     eps = ridge * torch.diagonal(cov, dim1=1, dim2=2).mean(dim=1)

@@ -26,6 +26,7 @@ from torch import Tensor
 from torchvision.utils import flow_to_image
 
 from lwst import storage
+from lwst.errors import InputError
 
 
 def base_grid(height: int, width: int, device=None, dtype=torch.float32,
@@ -164,7 +165,7 @@ def check_flow_name(uri: str | os.PathLike[str]) -> None:
     Middlebury .flo, never written under an image's or a text file's name."""
     suffix = os.path.splitext(os.fspath(uri).split("?")[0])[1].lower()
     if suffix != FLOW_SUFFIX:
-        raise ValueError(f"{os.fspath(uri)}: unsupported flow suffix {suffix or '(none)'!r}; "
+        raise InputError(f"{os.fspath(uri)}: unsupported flow suffix {suffix or '(none)'!r}; "
                          f"a flow is written as Middlebury {FLOW_SUFFIX} (name it *{FLOW_SUFFIX})")
 
 
@@ -193,7 +194,7 @@ def read_flo(uri: str | os.PathLike[str], **storage_options: object) -> Tensor:
         path.write_bytes(data)
         arr = cv2.readOpticalFlow(str(path))
     if arr is None:
-        raise ValueError(f"{uri}: not a Middlebury .flo file")
+        raise InputError(f"{uri}: not a Middlebury .flo file")
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from lwst import storage
 from lwst.config import size_refusal
+from lwst.errors import InputError
 
 try:  # LittleCMS bindings: absent from some Pillow builds
     from PIL import ImageCms
@@ -69,7 +70,7 @@ SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x
               (b"MM\x00*", "TIFF"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"))
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """A one-line, user-facing reason why an input image was refused."""
 
 
@@ -329,6 +330,9 @@ def read_image(
         raise ImageInputError(f"{name}: permission denied") from None
     except storage.InputRefusedError as exc:  # FIFO, device, over the size cap
         raise ImageInputError(str(exc)) from None
+    except ValueError as exc:  # fsspec's refusals of the URI: an unknown protocol, a bad bucket
+        raise ImageInputError(f"{name}: cannot read ({' '.join(str(exc).split())[:200]})") \
+            from None
     return decode_image(data, name, max_side, analysis_side, upscale)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from lwst.arrays import from_uint8_hwc, to_uint8_hwc
+from lwst.errors import InputError
 
 METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -30,7 +31,7 @@ def inpaint_holes(
 ) -> InpaintResult:
     """Fill ``holes (B, 1, H, W)`` bool in ``image (B, 3, H, W)``; other pixels are untouched."""
     if method not in METHODS:
-        raise ValueError(f"unknown inpainting method {method!r}; choose from {sorted(METHODS)}")
+        raise InputError(f"unknown inpainting method {method!r}; choose from {sorted(METHODS)}")
     holes = holes.bool()
     frac = float(holes.float().mean())
     if not holes.any():

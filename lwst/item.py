@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lwst.config import StylizeConfig, to_params, with_overrides
+from lwst.errors import InputError
 from lwst.item_files import ItemOutputs, item_outputs, warps
 from lwst.manifest import ManifestItem
 from lwst.renderers import FEED_FORWARD
@@ -90,7 +91,7 @@ def resolve_items(entries: list[ManifestItem], overrides: dict[str, Any], out: s
         if key not in configs:
             try:
                 configs[key] = with_overrides(StylizeConfig(), {**overrides, **entry.overrides})
-            except ValueError as exc:  # `ConfigError`: a bad value or an unknown option
+            except InputError as exc:  # `ConfigError`: a bad value or an unknown option
                 configs[key] = str(exc)
         config = configs[key]
         if isinstance(config, str):

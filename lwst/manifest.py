@@ -25,6 +25,7 @@ import pandas as pd
 
 from lwst import storage
 from lwst.config import OVERRIDES, StylizeConfig, did_you_mean, to_params, with_overrides
+from lwst.errors import InputError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 # Ids name files (``images/<id>.png``, journal rows, temp files with a run id around them): 128
@@ -42,7 +43,7 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "js
 MAX_LISTED = 10
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest refused as a whole; ``problems`` lists every offending row or column, its
     one-line message the first `MAX_LISTED` of them and how many more there are."""
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from lwst import dataset, item_files, run_lock, storage
 from lwst.config import ConfigError
+from lwst.errors import InputError
 from lwst.manifest import id_problem
 
 # Ids are ``<content>__[<geometry>__]<texture>-<hash>``: the readable parts cut to these many
@@ -166,10 +167,10 @@ def _unique_ids(triples: list[tuple[Source, Source | None, Source]]) -> list[str
     for item, t in zip(ids, triples, strict=True):
         problem = id_problem(item)
         if problem:
-            raise ValueError(f"content {t[0].uri}: {problem}")
+            raise InputError(f"content {t[0].uri}: {problem}")
     repeated = [i for i, count in Counter(ids).items() if count > 1]
     if repeated:
-        raise ValueError(f"id {repeated[0]!r} names two items")
+        raise InputError(f"id {repeated[0]!r} names two items")
     return ids
 
 
@@ -234,7 +235,7 @@ def _gather(locations: list[str], role: str, excluded: list[str],
         root = _location(location)
         for folder in excluded:
             if _inside(root, folder):
-                raise ValueError(f"the {role} folder {location} is inside the output folder "
+                raise InputError(f"the {role} folder {location} is inside the output folder "
                                  f"{folder}: its outputs would be read as inputs")
         for uri in storage.list_images(location, **opts):
             relative = _relative(uri, root)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lwst.config import OPTIMIZERS, RenderConfig
+from lwst.errors import InputError
 from lwst.image_io import resize_longest
 from lwst.kornia_ops import build_pyramid
 from lwst.losses import GatysObjective
@@ -156,7 +157,7 @@ def _make_optimizer(param: Tensor, config: RenderConfig) -> torch.optim.Optimize
         )
     if config.optimizer == "adam":
         return torch.optim.Adam([param], lr=config.learning_rate)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+    raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
 
 
 def optimise_level(
@@ -218,7 +219,7 @@ def render_texture(
     same image on the same machine.
     """
     if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
     if any(t.dim() != 4 or tuple(t.shape[:2]) != (1, 3) for t in (content, exemplar)):
         raise ValueError("render_texture expects (1, 3, H, W) content and exemplar tensors")
     started = time.perf_counter()

@@ -39,6 +39,7 @@ from torch import Tensor
 from lwst import feature_cache, feature_transforms
 from lwst.config import RENDERERS, RenderConfig
 from lwst.decoders import Decoder, DecoderInfo, decoder_path, level_tap, load_decoder
+from lwst.errors import InputError
 from lwst.feature_transforms import adain, wct
 from lwst.image_io import resize_longest
 from lwst.losses import StyleTargets, as_rgb, objective_terms, style_targets
@@ -205,7 +206,7 @@ def render_batch(contents: Tensor, exemplars: list[Tensor], config: RenderConfig
     ``measure=False`` skips the yardstick (losses stay NaN), e.g. in augmentation."""
     renderer = config.renderer
     if renderer not in RENDERERS:
-        raise ValueError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
+        raise InputError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
     if contents.dim() != 4 or contents.shape[1] != 3 or len(exemplars) != contents.shape[0]:
         raise ValueError("render_batch expects (B, 3, H, W) contents and B exemplars")
     started = time.perf_counter()

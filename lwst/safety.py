@@ -17,6 +17,7 @@ import posixpath
 import torch
 
 from lwst import storage
+from lwst.errors import InputError
 from lwst.image_io import MIN_SIDE, ImageInputError
 
 # VGG-19 pools four times before relu5_1 (the deepest style layer): a side under 16 px has no
@@ -46,7 +47,7 @@ def check_outputs_apart(inputs: dict[str, str | None], outputs: dict[str, str | 
             continue
         where = location(uri)
         if where in seen:
-            raise ValueError(f"{label} {uri} is also {seen[where]}; refusing to overwrite it")
+            raise InputError(f"{label} {uri} is also {seen[where]}; refusing to overwrite it")
         seen[where] = f"the {label} {output_noun}"
 
 
@@ -68,7 +69,7 @@ def check_texture_fits(height: int, width: int) -> None:
                option="--style-size (or --size, its default)")
 
 
-class BadCheckpointError(ValueError):
+class BadCheckpointError(InputError):
     """A checkpoint that is truncated, not a checkpoint, or holds more than tensors and plain
     values (a pickle that would run code is refused, never executed)."""
 

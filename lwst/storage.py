@@ -34,6 +34,8 @@ from pathlib import Path
 import fsspec
 from fsspec.core import url_to_fs
 
+from lwst.errors import InputError
+
 
 def is_local(uri: str | os.PathLike[str]) -> bool:
     """True for plain paths and ``file://`` URIs."""
@@ -58,7 +60,7 @@ DEFAULT_MAX_INPUT_BYTES = 256 * 2**20  # a 100 MP PNG is well under; override LW
 _temp_owner: contextvars.ContextVar[str] = contextvars.ContextVar("lwst_temp_owner", default="")
 
 
-class InputRefusedError(ValueError):
+class InputRefusedError(InputError):
     """A file refused before reading: not a regular file, or over the size cap (one line)."""
 
 

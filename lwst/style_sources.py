@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lwst import storage
+from lwst.errors import InputError
 from lwst.transform_checks import check_image
 
 StyleSource = str | Path | Tensor
@@ -26,7 +27,7 @@ def style_location(location: str | Path) -> list[StyleSource]:
     if path.is_dir():
         found = [Path(p) for p in storage.list_images(location)]
         if not found:
-            raise ValueError(f"RandomStylize: no images in the style folder {location} "
+            raise InputError(f"RandomStylize: no images in the style folder {location} "
                              "(subfolders searched too)")
         return list(found)
     if not path.exists():
@@ -43,10 +44,10 @@ def remote_folder(uri: str) -> list[StyleSource]:
     try:
         found: list[StyleSource] = list(storage.list_images(uri))
     except Exception as exc:  # noqa: BLE001 - botocore and fsspec raise many kinds: one line
-        raise ValueError(f"RandomStylize: cannot list the style folder {uri}: "
+        raise InputError(f"RandomStylize: cannot list the style folder {uri}: "
                          f"{' '.join(str(exc).split()) or type(exc).__name__}") from exc
     if not found:
-        raise ValueError(f"RandomStylize: no images in the style folder {uri} (subfolders "
+        raise InputError(f"RandomStylize: no images in the style folder {uri} (subfolders "
                          "searched too)")
     return found
 
@@ -59,7 +60,7 @@ def style_list(styles: StyleSource | Sequence[StyleSource]) -> list[StyleSource]
         return [styles]
     styles = list(styles)
     if not styles:
-        raise ValueError("RandomStylize: an empty list of styles")
+        raise InputError("RandomStylize: an empty list of styles")
     for i, style in enumerate(styles):
         if isinstance(style, Tensor):
             check_image(style, f"styles[{i}] (a tensor)")

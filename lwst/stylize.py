@@ -23,6 +23,7 @@ from torch import Tensor
 from lwst import __version__, item_files, storage
 from lwst.config import StylizeConfig, to_params, validate
 from lwst.devices import resolve_device
+from lwst.errors import InputError
 from lwst.flow import (
     FlowStats,
     check_flow_name,
@@ -96,7 +97,7 @@ def apply_geometry(
     upsample it, warp and inpaint the content."""
     if estimate is None:
         if geometry is None:
-            raise ValueError("apply_geometry needs a geometry exemplar or a warp estimate")
+            raise InputError("apply_geometry needs a geometry exemplar or a warp estimate")
         estimate = estimate_warp(content, geometry, config.warp, vgg, seed=config.seed)
     height, width = content.shape[-2:]
     flow = scaled_field(estimate.flow.to(content.device, content.dtype), config.warp.strength,
@@ -138,7 +139,7 @@ def stylize(
     if config is None:
         config = StylizeConfig()
     elif not isinstance(config, StylizeConfig):
-        raise ValueError("config must be a lwst.config.StylizeConfig (None: the defaults), "
+        raise InputError("config must be a lwst.config.StylizeConfig (None: the defaults), "
                          f"got {type(config).__name__}")
     validate(config)
     given = {"content": as_image(content, "content", check_side=False),
@@ -378,5 +379,5 @@ def _encode(kind: str, uri: str, result: StylizeResult, quality: int = 95) -> by
         return encode_image(flow_picture(_flow_of(result)), output_format(uri))
     warped = result.warp.warped if result.warp is not None else result.base
     if warped is None:
-        raise ValueError(f"an item without a warp has no {kind} file")
+        raise InputError(f"an item without a warp has no {kind} file")
     return encode_image(warped, output_format(uri))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lwst.config import size_refusal
+from lwst.errors import InputError
 from lwst.image_io import MIN_SIDE
 
 # Float input may overshoot [0, 1] by this much; it is clamped before rendering. Measured on
@@ -48,10 +49,10 @@ def check_image(image: Tensor, subject: str | None = None) -> None:
     channels_ok = len(shape) in (3, 4) and shape[-3] in (1, 3)
     if not channels_ok or (subject is not None and len(shape) == 4 and shape[0] != 1):
         shapes = INPUT_SHAPES if subject is None else STYLE_SHAPES
-        raise ValueError(refusal(subject, shapes, f"{shape}{shape_hint(shape)}"))
+        raise InputError(refusal(subject, shapes, f"{shape}{shape_hint(shape)}"))
     if min(shape[-2:]) < MIN_SIDE:
         name = "the image" if subject is None else subject
-        raise ValueError(f"RandomStylize: {name} is {shape[-1]}x{shape[-2]} px; its sides must "
+        raise InputError(f"RandomStylize: {name} is {shape[-1]}x{shape[-2]} px; its sides must "
                          f"be at least {MIN_SIDE} px")
     check_range(image, subject)
 
@@ -65,11 +66,11 @@ def check_range(image: Tensor, subject: str | None = None) -> None:
     what = "float images in [0, 1] or uint8" if subject is None else "float in [0, 1] or uint8"
     dtype = str(image.dtype).removeprefix("torch.")
     if not image.is_floating_point():
-        raise ValueError(refusal(subject, what, dtype))
+        raise InputError(refusal(subject, what, dtype))
     if image.numel() == 0:
         return
     if not bool(torch.isfinite(image).all()):
-        raise ValueError(refusal(subject, what, f"{dtype} with NaN or infinite values"))
+        raise InputError(refusal(subject, what, f"{dtype} with NaN or infinite values"))
     low, high = image.min().item(), image.max().item()
     if low >= -OVERSHOOT and high <= 1.0 + OVERSHOOT:
         return
@@ -80,7 +81,7 @@ def check_range(image: Tensor, subject: str | None = None) -> None:
         cause = "Normalize'd? put RandomStylize before Normalize"
     else:
         cause = "0..255 data or Normalize'd? put RandomStylize before Normalize"
-    raise ValueError(refusal(subject, what, f"{dtype} values in [{low:.4g}, {high:.4g}] "
+    raise InputError(refusal(subject, what, f"{dtype} values in [{low:.4g}, {high:.4g}] "
                                              f"({cause}; resampling overshoot up to "
                                              f"{OVERSHOOT} is taken and clamped)"))
 
@@ -90,4 +91,4 @@ def check_style_size(style_size: int | None) -> None:
         return
     refusal = size_refusal(style_size, whole=True)
     if refusal:
-        raise ValueError(f"RandomStylize: style_size {refusal} (None: the image's longest side)")
+        raise InputError(f"RandomStylize: style_size {refusal} (None: the image's longest side)")

@@ -100,6 +100,7 @@ from torchvision.transforms.v2 import Transform
 from lwst.byte_lru import ByteLRU
 from lwst.config import RenderConfig
 from lwst.devices import device_problem
+from lwst.errors import InputError
 from lwst.image_io import ImageInputError, read_image, resize_longest, value_scale
 from lwst.renderers import RENDERERS, render_batch
 from lwst.style_sources import StyleSource, style_list, style_origin
@@ -173,12 +174,12 @@ class RandomStylize(Transform):
                  cache_bytes: int = STYLE_CACHE_BYTES) -> None:
         super().__init__()
         if renderer not in RENDERERS:
-            raise ValueError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
+            raise InputError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
         low, high = (alpha, alpha) if isinstance(alpha, (int, float)) else alpha
         if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"alpha must lie within 0..1 (low <= high), got {alpha}")
+            raise InputError(f"alpha must lie within 0..1 (low <= high), got {alpha}")
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be within 0..1, got {p}")
+            raise InputError(f"p must be within 0..1, got {p}")
         check_style_size(style_size)
         torch.device(device)  # a malformed name fails here; parsing it does not touch CUDA
         self.styles = style_list(styles)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lwst.config import VGG_WEIGHT_SOURCES as WEIGHT_SOURCES  # one list, the CLI's too
+from lwst.errors import InputError
 
 # (block, convs in block) of VGG-19.
 _BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
@@ -226,7 +227,7 @@ def load_vgg19(
     only; the ``source`` attribute then says ``random`` and so does every output's metadata).
     """
     if weights not in WEIGHT_SOURCES:
-        raise ValueError(f"unknown VGG weights {weights!r}; choose from {WEIGHT_SOURCES}")
+        raise InputError(f"unknown VGG weights {weights!r}; choose from {WEIGHT_SOURCES}")
     with _cache_lock:
         convs, source, caffe = _source_weights(weights)
         key = (source, str(torch.device(device)), str(dtype), pooling)
@@ -257,7 +258,7 @@ def feature_dtype(precision: str, device: str | torch.device) -> torch.dtype:
         return torch.bfloat16
     if precision == "auto":
         return torch.float32
-    raise ValueError(f"unknown precision {precision!r}; choose auto, float32 or bfloat16")
+    raise InputError(f"unknown precision {precision!r}; choose auto, float32 or bfloat16")
 
 
 def at_dtype(model: VGG19Features, dtype: torch.dtype) -> VGG19Features:

@@ -22,6 +22,7 @@ from torch import Tensor
 from lwst import storage
 from lwst.config import WARP_VIEWS, WarpConfig
 from lwst.correlation import analysis_view
+from lwst.errors import InputError
 from lwst.flow import read_flo, write_flo
 from lwst.photometric_refine import refine_photometric
 from lwst.vgg import VGG19Features, at_dtype, feature_dtype
@@ -79,7 +80,7 @@ def _estimate_flow(
 
         return predict_warp(content, exemplar, vgg, checkpoint=config.checkpoint,
                             diagnostics=details, seed=seed, views=config.views)
-    raise ValueError(f"unknown warp method {config.method!r}")
+    raise InputError(f"unknown warp method {config.method!r}")
 
 
 # A fallback must align at least this much better than no warp (mean relu4_1 cosine) to be

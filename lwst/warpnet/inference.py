@@ -18,6 +18,7 @@ from torch import Tensor
 from lwst import feature_cache
 from lwst.config import ANALYSIS_SIZE, MAX_WARP_VIEWS, WARP_VIEWS
 from lwst.correlation import CorrelationVolume, analysis_view
+from lwst.errors import InputError
 from lwst.estimators.parametric_fit import matches_from_similarity, robust_affine
 from lwst.failures import one_line
 from lwst.flow import resize_flow, warp_image
@@ -265,7 +266,7 @@ def predict_warp(
     (``lwst.warp_safety``).
     """
     if not 1 <= views <= MAX_WARP_VIEWS:
-        raise ValueError(f"views must be within 1..{MAX_WARP_VIEWS}, got {views}")
+        raise InputError(f"views must be within 1..{MAX_WARP_VIEWS}, got {views}")
     device = vgg.mean.device
     model, warpnet_id = load_warpnet(checkpoint, device)
     size = content256.shape[-1]
