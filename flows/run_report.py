@@ -123,4 +123,5 @@ def _sheet_row(record: dict[str, Any], out: str) -> report.SheetRow:
     warped = record.get("warped") or (outputs.warped if record["status"] == "skipped"
                                       and record.get("geometry") else None)
     return report.SheetRow(record.get("content"), record.get("geometry"), warped,
-                           record.get("output") or outputs.image, report.caption(record))
+                           record.get("output") or outputs.image, report.caption(record),
+                           texture=record.get("texture"))

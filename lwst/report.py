@@ -1,8 +1,10 @@
 """What a person reads after a run: a captioned contact sheet and the low-confidence items.
 
 Output thumbnails alone cannot tell a good warp from a torn one; a row of content | geometry
-exemplar | warped content | output, with the item's id, warp confidence and what was applied
-under it, can. Lives in the library (no Prefect) so the flow only wires it into artifacts.
+exemplar | warped content | texture exemplar | output, with the item's id, warp confidence and
+what was applied under it, can (the texture beside the output shows whether the rendering took
+its colours and strokes). Lives in the library (no Prefect) so the flow only wires it into
+artifacts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from lwst import storage
 from lwst.arrays import to_uint8_hwc
 from lwst.image_io import read_image
 
-PANELS = ("content", "geometry", "warped", "output")
+PANELS = ("content", "geometry", "warped", "texture", "output")
+ALWAYS_SHOWN = ("content", "output")
 CAPTION_PX = 16
 PAD = 4
 GREY = (225, 225, 225)  # a panel the item has no image for
@@ -29,13 +32,15 @@ class SheetRow:
     """One item's images (URIs; None where the item has none) and the line under them. A
     missing or unreadable one is a grey cell: ``warped`` of an item run without side outputs
     (`lwst.item_files`) is None or names no file, and its sheet is made all the same.
-    ``output`` is the file the item's metadata row names (its ``image_format``'s suffix)."""
+    ``output`` is the file the item's metadata row names (its ``image_format``'s suffix).
+    ``texture``: the texture exemplar (None: a warp-only item)."""
 
     content: str | None
     geometry: str | None
     warped: str | None
     output: str | None
     caption: str
+    texture: str | None = None
 
 
 def caption(record: dict[str, Any]) -> str:
@@ -96,6 +101,16 @@ def _tile(uri: str | None, side: int, opts: dict) -> Image.Image | None:
     return Image.fromarray(to_uint8_hwc(image))
 
 
+def shown_panels(rows: list[SheetRow]) -> tuple[str, ...]:
+    """The columns of a sheet of ``rows``: content and output always; the warp's two
+    (geometry, warped) where any row has one of them, the texture where any row has one. A
+    column no sampled item has an image for would be all grey placeholders, saying nothing."""
+    warp = any(r.geometry or r.warped for r in rows)
+    texture = any(r.texture for r in rows)
+    return tuple(p for p in PANELS if p in ALWAYS_SHOWN or (p == "texture" and texture)
+                 or (p in ("geometry", "warped") and warp))
+
+
 def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | None = None,
                thumb: int = 128) -> Image.Image:
     """Write the captioned sheet as one PNG: a header, then one row per item. Returns the
@@ -107,9 +122,7 @@ def item_sheet(rows: list[SheetRow], sheet_uri: str, storage_options: dict | Non
     figures)."""
     opts = storage_options or {}
     font = ImageFont.load_default()
-    # A texture-only sample (no geometry exemplar, nothing warped) shows content | output:
-    # two columns of grey placeholders would say nothing.
-    panels = PANELS if any(r.geometry or r.warped for r in rows) else ("content", "output")
+    panels = shown_panels(rows)
     width = PAD + len(panels) * (thumb + PAD)
     row_h = thumb + CAPTION_PX + PAD
     sheet = Image.new("RGB", (width, CAPTION_PX + PAD + len(rows) * row_h), (255, 255, 255))

@@ -53,6 +53,28 @@ def test_a_texture_only_sample_shows_content_and_output_only(tmp_path):
     assert (225, 225, 225) not in {sheet.getpixel((4 + k * 68 + 32, 20 + 32)) for k in range(2)}
 
 
+def test_the_texture_exemplar_has_its_column_beside_the_output(tmp_path):
+    """Content | geometry | warped | texture | output: whether the rendering took the
+    exemplar's colours shows only next to it. A row without a texture (warp only) is grey
+    there; a sheet where no row has a texture keeps four columns."""
+    from flows.run_report import _sheet_row
+
+    face, cat = str(EXAMPLES / "face.jpg"), str(EXAMPLES / "astronaut.jpg")
+    texture = str(EXAMPLES / "texture_strokes.jpg")
+    rows = [SheetRow(face, cat, face, face, "styled", texture=texture),
+            SheetRow(face, cat, face, face, "warp only")]
+    sheet = item_sheet(rows, str(tmp_path / "sheet.png"), thumb=64)
+    assert sheet.size == (4 + 5 * (64 + 4), 20 + 2 * (64 + 16 + 4))
+    column = 4 + 3 * 68 + 32
+    assert sheet.getpixel((column, 20 + 32)) != (225, 225, 225)
+    assert sheet.getpixel((column, 20 + 84 + 32)) == (225, 225, 225)
+    assert item_sheet(rows[1:], str(tmp_path / "four.png"), thumb=64).width == 4 + 4 * 68
+
+    record = {"id": "a", "status": "ok", "content": face, "geometry": None, "texture": texture,
+              "output": face, "warped": None}
+    assert _sheet_row(record, str(tmp_path)).texture == texture
+
+
 def test_the_embedded_sheet_keeps_its_size_within_the_budget_and_halves_beyond_it():
     import base64
     import io
