@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows.runners import RunnerName
-from flows.stylize_dataset import ItemsFailedByBugs, outcome, s3_storage_options, stylize_dataset
+from flows.stylize_dataset import RunNotCompleted, s3_storage_options, stylize_dataset
 from lwst import s3, storage
 from lwst.manifest import write_manifest
 from lwst.manifest_builder import make_manifest
@@ -40,12 +40,14 @@ def augment_dataset(
     aws_region: str | None = None,
     aws_credentials_block: str | None = None,
     fail_on_internal_errors: bool | None = None,
+    fail_on_failed_items: bool = False,
 ) -> dict[str, Any] | State:
     """Build N seeded random triples (``per_content``: K draws per content; neither: all
     pairs) from folders or prefixes of content and style images, write the manifest into
     ``out`` and stylise it. ``no_geometry``: texture only (no geometry exemplar, no warp).
-    ``fail_on_internal_errors`` as for `stylize_dataset`, whose summary this returns with the
-    manifest's URI added."""
+    ``fail_on_internal_errors`` and ``fail_on_failed_items`` as for `stylize_dataset`, whose
+    summary this returns with the manifest's URI added; its run ends as the stylize-dataset
+    run does (Failed, or Cancelled when stopped), its error carrying that summary."""
     opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
     for uri in (*contents, *styles, out):
         s3.check_reachable(uri, opts)
@@ -60,9 +62,10 @@ def augment_dataset(
             dask_address=dask_address, gpus_per_item=gpus_per_item,
             torch_threads=torch_threads, s3_endpoint_url=s3_endpoint_url,
             aws_region=aws_region, aws_credentials_block=aws_credentials_block,
-            fail_on_internal_errors=fail_on_internal_errors)
-    except ItemsFailedByBugs as failed:
-        return outcome({**failed.summary, "manifest": manifest_uri}, True)
+            fail_on_internal_errors=fail_on_internal_errors,
+            fail_on_failed_items=fail_on_failed_items)
+    except RunNotCompleted as ended:
+        return ended.with_summary({**ended.summary, "manifest": manifest_uri}).state()
     return {**summary, "manifest": manifest_uri}
 
 

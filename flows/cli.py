@@ -42,6 +42,7 @@ from lwst.progress import REPORTED_BY_CLI, ProgressCallback
 from lwst.storage import StorageUnavailableError
 
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
+EXIT_FAILED_ITEMS = 4  # `lwst run --strict`: the run finished, but items failed (any kind)
 NOT_INSTALLED = ("needs the pipeline extra (Prefect, Dask), not installed here: "
                  "pip install -e '.[pipeline]' in the lwst checkout")
 
@@ -94,12 +95,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--quiet", action="store_true",
                         help="no progress display and no Prefect INFO lines: warnings, errors "
                         "and the summary only")
+    engine.add_argument("--strict", action="store_true",
+                        help="exit 4 when any item failed, on its input too (by default only "
+                        "lwst's own bugs fail the command, exit 3); the Prefect run then ends "
+                        "Failed (flow parameter fail_on_failed_items)")
     add_s3_options(run)
     run.set_defaults(handler=cmd_run)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The flat overrides the user set, checked against `StylizeConfig` (ValueError if bad)."""
+    """The flat overrides the user set, checked against `StylizeConfig` (an `InputError`
+    if bad: exit 2)."""
     overrides = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
     with settings_named_by_option():
         with_overrides(StylizeConfig(), overrides)
@@ -185,7 +191,8 @@ def _check_out(args: argparse.Namespace, opts: dict[str, Any]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit 0 when every item is ok, skipped, or failed on its input or by the task runner
     (``orchestration``: a re-run redoes it); `EXIT_INTERNAL_ERROR` when lwst's own bug failed
-    any item (after the others finished)."""
+    any item (after the others finished); else `EXIT_INTERRUPTED` when a Ctrl-C stopped the
+    run; else, with ``--strict``, `EXIT_FAILED_ITEMS` when any item failed."""
     from lwst.failures import EXIT_INTERNAL_ERROR
     from lwst.item_files import LOSSY_FORMATS
     from lwst.manifest import read_manifest
@@ -205,14 +212,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StorageUnavailableError as exc:
         raise CommandError(str(exc)) from None
     _check_out(args, opts)
-    items = read_manifest(args.manifest, opts)  # ManifestError (a ValueError): exit 2
+    items = read_manifest(args.manifest, opts)  # ManifestError (an InputError): exit 2
 
     parameters = dict(
         overrides=overrides, runner=args.runner, workers=args.workers,
         dask_address=args.dask_address, gpus_per_item=args.gpus_per_item,
         torch_threads=args.torch_threads, s3_endpoint_url=args.s3_endpoint_url,
         aws_region=args.aws_region, run_id=args.run_id, warp_batch_size=args.warp_batch_size,
-        render_batch_size=args.render_batch_size, break_lock=args.break_lock)
+        render_batch_size=args.render_batch_size, break_lock=args.break_lock,
+        # The Prefect run says what the exit code says: Failed for a bug (exit 3) or, with
+        # --strict, any failed item (exit 4); the summary comes back either way.
+        fail_on_internal_errors=True, fail_on_failed_items=args.strict)
     # Credentials reach the flow (in this process) and the processes it starts through the
     # environment botocore reads, never as flow parameters: Prefect stores and shows those.
     credentials = {"AWS_ACCESS_KEY_ID": args.aws_access_key_id,
@@ -260,9 +270,14 @@ def cmd_run(args: argparse.Namespace) -> int:
               "finished", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
     if stopped:
-        print(f"lwst run: stopped on Ctrl-C after the items in progress; {stopped['not_done']} "
-              "item(s) not done: a re-run does them", file=sys.stderr)
+        from flows.stylize_dataset import stopped_message  # Prefect is imported by now
+
+        print(f"lwst run: {stopped_message(stopped['not_done'])}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.strict and counts["failed"]:
+        print(f"lwst run: error: {counts['failed']} item(s) failed (--strict); every row is in "
+              f"{summary['metadata']}", file=sys.stderr)
+        return EXIT_FAILED_ITEMS
     return 0
 
 
@@ -295,8 +310,9 @@ def low_confidence_line(summary: dict[str, Any]) -> str | None:
 class StopOnInterrupt:
     """Ctrl-C during a run, said at once. The first asks the flow to stop (`lwst.interrupts`):
     it starts nothing new, cancels the units not started and lets the running ones finish,
-    with threads and with Dask, so their files are complete and the run's metadata written;
-    before the flow submits (start-up) it interrupts as Python does. The second stops the
+    with threads and with Dask, so their files are complete and the run's metadata written,
+    and the Prefect flow run ends Cancelled (`flows.stylize_dataset.RunStopped`); before the
+    flow submits (start-up) it interrupts as Python does. The second stops the
     process now, exit 130, its children (a temporary Prefect server, Dask workers) with it.
     Before, the first said nothing until the items in progress had finished (under Dask it
     dropped them) and the second aborted in C++ (exit 134)."""
@@ -436,14 +452,16 @@ def launch_stylize_dataset(manifest: str, out: str, parameters: dict[str, Any],
                            before_run: Callable[[], None]) -> dict[str, Any]:
     """Run the stylize-dataset flow: ``before_run`` once Prefect is set up (its logging
     configured), ``on_progress`` per finished item (the `lwst.progress` listener scoped to this
-    call); returns the flow's summary. The one place ``lwst run`` imports Prefect."""
+    call); returns the flow's summary, also when the flow run ended Failed or Cancelled on
+    purpose (`RunNotCompleted`: a stop, ``fail_on_failed_items``): the command's exit code
+    says that. The one place ``lwst run`` imports Prefect."""
     # Prefect's client telemetry printed a 3-line notice into the bar; the user's own
     # setting wins. Read when Prefect is imported, so set before.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     import prefect  # noqa: F401 - sets up Prefect's logging, which ``before_run`` adjusts
 
     from flows.ephemeral import guard_temporary_server
-    from flows.stylize_dataset import stylize_dataset
+    from flows.stylize_dataset import RunNotCompleted, stylize_dataset
     from lwst.progress import listening
 
     before_run()
@@ -452,7 +470,10 @@ def launch_stylize_dataset(manifest: str, out: str, parameters: dict[str, Any],
     except RuntimeError as exc:
         raise ServerStartError(str(exc)) from None
     with listening(on_progress):
-        return stylize_dataset(manifest, out, **parameters)
+        try:
+            return stylize_dataset(manifest, out, **parameters)
+        except RunNotCompleted as ended:
+            return ended.summary
 
 
 def pipeline_installed() -> bool:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from lwst.errors import InputError
+
 RunnerName = Literal["threads", "dask"]
 
 
@@ -29,7 +31,7 @@ def make_task_runner(
     if runner == "threads":
         return ThreadPoolTaskRunner(max_workers=max(1, workers))
     if runner != "dask":
-        raise ValueError(f"runner must be 'threads' or 'dask', got {runner!r}")
+        raise InputError(f"runner must be 'threads' or 'dask', got {runner!r}")
     from prefect_dask import DaskTaskRunner
 
     if dask_address:

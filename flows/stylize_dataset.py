@@ -28,7 +28,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 
 from flows.run_report import FailureLog, Progress, report_run
 from flows.runners import RunnerName, make_task_runner
@@ -36,6 +36,7 @@ from flows.submitter import WINDOW_PER_WORKER, Submitter, unit_records
 from flows.work_plan import WorkPlan
 from lwst import dataset, run_lock, s3, storage
 from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
+from lwst.errors import InputError
 from lwst.manifest import ManifestItem, id_problem, read_manifest
 from lwst.run_records import RunRecords
 
@@ -56,7 +57,7 @@ def s3_storage_options(endpoint_url: str | None, region: str | None,
         value = Secret.load(credentials_block).get()
         if not (isinstance(value, dict) and {"aws_access_key_id", "aws_secret_access_key"}
                 <= value.keys()):
-            raise ValueError(f"aws_credentials_block {credentials_block!r}: its value must be "
+            raise InputError(f"aws_credentials_block {credentials_block!r}: its value must be "
                              '{"aws_access_key_id": ..., "aws_secret_access_key": ...}')
         key, secret = value["aws_access_key_id"], value["aws_secret_access_key"]
     return s3.storage_options(endpoint_url=endpoint_url, key=key, secret=secret, region=region)
@@ -86,6 +87,7 @@ def stylize_dataset(
     render_batch_size: int = 8,
     break_lock: bool = False,
     fail_on_internal_errors: bool | None = None,
+    fail_on_failed_items: bool = False,
 ) -> dict[str, Any] | State:
     """Stylise every item of ``manifest`` into ``out`` (local folder or ``s3://`` prefix).
 
@@ -104,7 +106,12 @@ def stylize_dataset(
     end the flow run Failed when ``fail_on_internal_errors`` is on, by default when it runs
     from a deployment, so a scheduled run shows red instead of Completed: a direct call then
     raises `ItemsFailedByBugs`, which carries the summary. Bad inputs and task-runner errors
-    never fail the run: their rows say what to fix, and a re-run does them.
+    fail the run only when ``fail_on_failed_items`` is on (`lwst run --strict`: any failed item,
+    whatever its ``error_kind``, ends the run Failed after all items finished; a direct call
+    raises `ItemsFailed`); otherwise their rows say what to fix, and a re-run does them.
+
+    A run stopped on request (`lwst run`'s first Ctrl-C, `lwst.interrupts`) ends Cancelled, not
+    Completed, since items were not done; a direct call raises `RunStopped` with the summary.
     """
     overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
     logger = get_run_logger()
@@ -115,7 +122,7 @@ def stylize_dataset(
     base = with_overrides(StylizeConfig(), overrides)
     run_id = run_id or _new_run_id()
     if id_problem(run_id):
-        raise ValueError(f"run_id: {id_problem(run_id)}")
+        raise InputError(f"run_id: {id_problem(run_id)}")
     lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
     try:
         with storage.temp_owner(run_id):
@@ -128,12 +135,13 @@ def stylize_dataset(
         except Exception as exc:  # noqa: BLE001 - storage gone: the lock is left, and named
             logger.warning("could not release the lock %s: %s", lock.uri, dataset.one_line(
                 str(exc)))
-    return outcome(summary, fail_on_internal_errors)
+    return outcome(summary, fail_on_internal_errors, fail_on_failed_items)
 
 
-class ItemsFailedByBugs(RuntimeError):
-    """The run finished, but some items failed by lwst's own bug. Raised by a direct call of a
-    flow that was asked to fail for it; ``summary`` is what the flow would have returned."""
+class RunNotCompleted(RuntimeError):
+    """A dataset flow run that ended Failed or Cancelled on purpose, its work done or stopped
+    cleanly: a direct call of the flow raises it, and ``summary`` is what the flow would have
+    returned (counts, failures, metadata), so the caller loses nothing."""
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message, summary)  # both in ``args``: the error pickles (Dask, results)
@@ -142,22 +150,65 @@ class ItemsFailedByBugs(RuntimeError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    def with_summary(self, summary: dict[str, Any]) -> RunNotCompleted:
+        """The same outcome (class and message) over another summary (augment-dataset's, with
+        its manifest)."""
+        return type(self)(str(self), summary)
 
-def outcome(summary: dict[str, Any],
-            fail_on_internal_errors: bool | None) -> dict[str, Any] | State:
-    """What a dataset flow returns: its ``summary``, or a Failed state carrying it (in an
-    `ItemsFailedByBugs`) when items failed by lwst's bug and the run should fail for it
-    (``fail_on_internal_errors``; None: when it runs from a deployment)."""
-    bugs = summary["internal_errors_total"]
-    if not bugs:
-        return summary
-    fail = deployment.id is not None if fail_on_internal_errors is None \
-        else fail_on_internal_errors
-    if not fail:
-        return summary
-    message = (f"{bugs} item(s) failed by an internal error (a bug in lwst; tracebacks in this "
-               "run's logs, rows in the stylize-failures artifact); the other items finished")
-    return Failed(message=message, data=ItemsFailedByBugs(message, summary))
+    def state(self) -> State:
+        """The state the flow returns to end its run so: Failed, or Cancelled for a stop."""
+        return Failed(message=str(self), data=self)
+
+
+class ItemsFailed(RunNotCompleted):
+    """The run finished, but items failed, and it was asked to fail for any failed item
+    (``fail_on_failed_items``, `lwst run --strict`)."""
+
+
+class ItemsFailedByBugs(ItemsFailed):
+    """The run finished, but some items failed by lwst's own bug, and it was asked to fail for
+    that (``fail_on_internal_errors``)."""
+
+
+class RunStopped(RunNotCompleted):
+    """The run was stopped on request (`lwst.interrupts`: `lwst run`'s first Ctrl-C) after the
+    items in progress: its flow run ends Cancelled, not Completed, as items were not done."""
+
+    def state(self) -> State:
+        return Cancelled(message=str(self), data=self)
+
+
+def stopped_message(not_done: int) -> str:
+    """What a stopped run says, in its Cancelled state and on `lwst run`'s last line."""
+    return (f"stopped on Ctrl-C after the items in progress; {not_done} item(s) not done: a "
+            "re-run does them")
+
+
+def outcome(summary: dict[str, Any], fail_on_internal_errors: bool | None,
+            fail_on_failed_items: bool = False) -> dict[str, Any] | State:
+    """What a dataset flow returns: its ``summary``, or a state that ends its run otherwise,
+    carrying the summary in a `RunNotCompleted`; in `lwst run`'s order of exit codes (3, 130,
+    4): Failed (`ItemsFailedByBugs`) when items failed by lwst's bug and the run should fail
+    for it (``fail_on_internal_errors``; None: when it runs from a deployment), Cancelled
+    (`RunStopped`) when a stop left items not done, Failed (`ItemsFailed`) when any item failed
+    and ``fail_on_failed_items`` asks for it."""
+    bugs, failed = summary["internal_errors_total"], summary["counts"]["failed"]
+    stopped = summary.get("stopped")
+    if bugs and fail_on_internal_errors is None:
+        fail_on_internal_errors = deployment.id is not None  # may ask the API: only when needed
+    if bugs and fail_on_internal_errors:
+        rest = stopped_message(stopped["not_done"]) if stopped else "the other items finished"
+        return ItemsFailedByBugs(
+            f"{bugs} item(s) failed by an internal error (a bug in lwst; tracebacks in this "
+            f"run's logs, rows in the stylize-failures artifact); {rest}", summary).state()
+    if stopped:
+        return RunStopped(stopped_message(stopped["not_done"]), summary).state()
+    if failed and fail_on_failed_items:
+        return ItemsFailed(
+            f"{failed} item(s) failed (fail_on_failed_items); the other items finished; "
+            f"every row is in {summary['metadata']}, the failures in the stylize-failures "
+            "artifact", summary).state()
+    return summary
 
 
 def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base: StylizeConfig,

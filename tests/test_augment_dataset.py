@@ -78,3 +78,46 @@ def test_augment_inside_the_contents_folder_resumes_and_keeps_labels(tmp_path: P
     assert {r["renderer"] for r in failed} == {"adain"}
     assert all("empty file" in r["error"] for r in failed)
     assert len(list((out / "images").iterdir())) == 6
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_stopped_augment_run_ends_cancelled_with_its_manifest(tmp_path: Path):
+    """`lwst.interrupts`' stop (`lwst run`'s first Ctrl-C) left the run Completed with items not
+    done; augment-dataset ends Cancelled as its stylize-dataset run does, its `RunStopped`
+    carrying the summary with the manifest, and a re-run does the rest."""
+    from prefect.client.orchestration import get_client
+
+    from flows.augment_dataset import augment_dataset
+    from flows.stylize_dataset import RunStopped
+    from lwst import interrupts
+    from lwst.progress import listening
+
+    photos, styles = tmp_path / "photos", tmp_path / "styles"
+    for k in range(6):
+        save_image(photos / f"p{k}.png", seed=k)
+    save_image(styles / "s.png", (64, 48), seed=10)
+    asked: list[bool] = []
+
+    def first_finished(done: int, total: int, record: dict) -> None:
+        if record["status"] == "ok" and not asked:
+            asked.append(interrupts.request_stop())
+
+    args = ([str(photos)], [str(styles)], str(tmp_path / "out"))
+    overrides = {**FAST, "renderer": "gatys"}  # one task per item: some are left to cancel
+    with listening(first_finished):
+        state = augment_dataset(*args, per_content=1, no_geometry=True, overrides=overrides,
+                                return_state=True)
+    assert asked == [True]
+    stopped = state.result(raise_on_failure=False)
+    assert isinstance(stopped, RunStopped), stopped
+    ok = stopped.summary["counts"]["ok"]
+    assert 1 <= ok <= 4 and stopped.summary["stopped"] == {"not_done": 6 - ok}
+    assert stopped.summary["manifest"].endswith("manifest-seed0-k1-texture.csv")
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.state.is_cancelled(), run.state
+    assert run.state.message == (f"stopped on Ctrl-C after the items in progress; {6 - ok} "
+                                 "item(s) not done: a re-run does them")
+
+    again = augment_dataset(*args, per_content=1, no_geometry=True, overrides=overrides)
+    assert again["counts"] == {"ok": 6 - ok, "failed": 0, "skipped": ok}

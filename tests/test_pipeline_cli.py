@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from pipeline_inputs import write_manifest_csv
 
@@ -163,3 +167,107 @@ def test_lines_the_cli_says_itself_stay_off_the_console():
     assert not keep(record("redoing items finished before with other settings, first a"))
     assert not keep(record("Starting temporary server on http://127.0.0.1:8231\nSee ..."))
     assert keep(record("could not release the lock"))
+
+
+# `lwst run` on cheap settings, one unit per item (no chunks), one worker: items run in
+# manifest order, one at a time.
+CHEAP_RUN = ["--size", "48", "--warp-method", "none", "--levels", "1", "--iterations", "1",
+             "--device", "cpu", "--render-batch-size", "1", "--workers", "1", "--quiet"]
+
+
+def ctrl_c_while_reading(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
+    """Ctrl-C typed while the input whose path holds ``marker`` is read: a real SIGINT to this
+    process, once, which `lwst run`'s handler (`flows.cli.StopOnInterrupt`, in pytest's main
+    thread) turns into a stop request. The read then goes on, and its item finishes, as any
+    item in progress does; it lasts long enough for the run to cancel the queued items."""
+    import lwst.stylize
+    from lwst import interrupts
+
+    real, sent = lwst.stylize.read_image, []
+
+    def read_image(uri: Any, *args: Any, **kwargs: Any) -> Any:
+        if marker in str(uri) and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not interrupts.stop_requested() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)  # the item in progress goes on while the run stops around it
+        return real(uri, *args, **kwargs)
+
+    monkeypatch.setattr(lwst.stylize, "read_image", read_image)
+
+
+def flow_run_of(run_id: str) -> Any:
+    """The stylize-dataset flow run of ``run_id`` (its parameter), read by its id from the
+    Prefect API: what the Prefect UI shows of it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200, flow_filter=FlowFilter(
+            name=FlowFilterName(any_=["stylize-dataset"])))
+        ids = [run.id for run in runs if run.parameters.get("run_id") == run_id]
+        assert len(ids) == 1, ids
+        return client.read_flow_run(ids[0])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_ctrl_c_stopped_run_ends_its_prefect_run_cancelled(main, image_folder: Path,
+                                                             tmp_path: Path, capsys,
+                                                             monkeypatch):
+    """A Ctrl-C-stopped `lwst run` left its Prefect flow run Completed: the UI showed a finished
+    run with items not done. It ends Cancelled, saying so; the command still prints its
+    summary, writes the finished items' rows, exits 130, and a re-run does the rest (and ends
+    Completed)."""
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    (photos / "stop-here.png").write_bytes((photos / "photo1.png").read_bytes())
+    rows = [{"id": f"i{k}", "content": str(photos / f"photo{k % 3}.png"),
+             "texture": str(styles / "style0.png"), "seed": k} for k in range(8)]
+    rows[1]["content"] = str(photos / "stop-here.png")  # Ctrl-C while the 2nd item runs
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    ctrl_c_while_reading(monkeypatch, "stop-here")
+
+    args = ["run", str(manifest), "--out", str(out), *CHEAP_RUN]
+    assert main([*args, "--run-id", "ctrl-c"]) == 130
+    said = capsys.readouterr()
+    table = pq.read_table(out / "metadata" / "run-ctrl-c.parquet").to_pylist()
+    ok = sorted(row["id"] for row in table if row["status"] == "ok")
+    # i0 finished before, i1 was in progress; at most what had started since (a window of 4
+    # units is in flight), never the items not yet submitted.
+    assert {"i0", "i1"} <= set(ok) and len(ok) <= 5 and len(table) == len(ok), table
+    not_done = 8 - len(ok)
+    assert f"run ctrl-c: {len(ok)} ok, 0 failed, 0 skipped, {not_done} not done" in said.out
+    stopped = (f"stopped on Ctrl-C after the items in progress; {not_done} item(s) not done: "
+               "a re-run does them")
+    assert said.err.strip().splitlines()[-1] == f"lwst run: {stopped}", said.err
+
+    run = flow_run_of("ctrl-c")
+    assert run.state.is_cancelled() and run.state.message == stopped, run.state
+
+    assert main([*args, "--run-id", "rest"]) == 0
+    assert f"{not_done} ok, 0 failed, {len(ok)} skipped" in capsys.readouterr().out
+    assert flow_run_of("rest").state.is_completed()
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_flows_refuse_bad_parameters_as_input_errors(tmp_path: Path):
+    """A deployment's parameters are input: their refusals are `InputError`s (a plain
+    ValueError reads as lwst's bug to `lwst.failures` and `lwst.cli`), with their messages."""
+    from prefect.blocks.system import Secret
+
+    from flows.runners import make_task_runner
+    from flows.stylize_dataset import s3_storage_options, stylize_dataset
+    from lwst.errors import InputError
+
+    with pytest.raises(InputError, match=r"^runner must be 'threads' or 'dask', got 'spark'$"):
+        make_task_runner("spark")  # type: ignore[arg-type] - what a deployment may be given
+    manifest = write_manifest_csv(tmp_path / "m.csv", [{"id": "a", "content": "x.png"}])
+    with pytest.raises(InputError, match=r"^run_id: id 'a/\.\./b' has characters outside "):
+        stylize_dataset(str(manifest), str(tmp_path / "out"), run_id="a/../b")
+    assert not (tmp_path / "out").exists()
+    Secret(value="only-a-key").save("lwst-test-not-a-pair", overwrite=True)
+    with pytest.raises(InputError, match=r"^aws_credentials_block 'lwst-test-not-a-pair': its "
+                       "value must be "):
+        s3_storage_options(None, None, "lwst-test-not-a-pair")

@@ -42,7 +42,7 @@ def test_a_stop_request_lets_the_running_dask_unit_finish(image_folder: Path, tm
     finishes and is recorded, the ones not started are cancelled, none is dropped half-done."""
     from distributed import Client, LocalCluster
 
-    from flows.stylize_dataset import stylize_dataset
+    from flows.stylize_dataset import RunStopped, stylize_dataset
     from lwst import interrupts
     from lwst.progress import listening
 
@@ -58,10 +58,10 @@ def test_a_stop_request_lets_the_running_dask_unit_finish(image_folder: Path, tm
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster), \
-            listening(first_finished):
-        summary = stylize_dataset(str(manifest), str(tmp_path / "out"), overrides=FAST,
-                                  runner="dask", dask_address=cluster.scheduler_address,
-                                  torch_threads=1)
+            listening(first_finished), pytest.raises(RunStopped) as stopped:
+        stylize_dataset(str(manifest), str(tmp_path / "out"), overrides=FAST, runner="dask",
+                        dask_address=cluster.scheduler_address, torch_threads=1)
+    summary = stopped.value.summary  # the run ended Cancelled: a direct call raises, with it
     ok = summary["counts"]["ok"]
     assert asked == [True] and summary["counts"]["failed"] == 0
     assert 1 <= ok <= 4 and summary["stopped"] == {"not_done": 6 - ok}

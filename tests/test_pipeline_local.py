@@ -159,6 +159,7 @@ def test_a_stop_request_finishes_what_runs_and_starts_nothing_more(image_folder:
     listener as the first item finishes): the unit running finishes and is recorded, the
     queued ones are cancelled, nothing more is submitted; the metadata is written and a
     re-run does exactly the rest."""
+    from flows.stylize_dataset import RunStopped
     from lwst import interrupts
     from lwst.progress import listening
 
@@ -173,9 +174,10 @@ def test_a_stop_request_finishes_what_runs_and_starts_nothing_more(image_folder:
         if record["status"] == "ok" and not asked:
             asked.append(interrupts.request_stop())
 
-    with listening(first_finished):
-        first = _flow()(str(manifest), str(out), overrides=FAST, run_id="stopped", workers=1)
+    with listening(first_finished), pytest.raises(RunStopped) as stopped:
+        _flow()(str(manifest), str(out), overrides=FAST, run_id="stopped", workers=1)
     assert asked == [True]
+    first = stopped.value.summary  # the run ended Cancelled: a direct call raises, with it
     ok = first["counts"]["ok"]
     # the first, then whatever had started when the request came (the pool's thread may be
     # between units: timing), never all six

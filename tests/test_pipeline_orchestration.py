@@ -17,6 +17,7 @@ import pytest
 from pipeline_inputs import write_manifest_csv
 
 from lwst import dataset
+from lwst.errors import InputError
 from lwst.failures import EXIT_INTERNAL_ERROR, failure_kind, failure_reason
 from lwst.item import resolve_items
 from lwst.manifest import ManifestItem
@@ -119,7 +120,7 @@ def test_an_error_the_runner_raised_is_orchestration_whatever_its_type(tmp_path:
 
     out = tmp_path / "out"
     items = _items(out, ["c0", "c1", "c2"])
-    journalled = {**failed_item_record(items[0], ValueError("c0: bad input"), "r1")}
+    journalled = {**failed_item_record(items[0], InputError("c0: bad input"), "r1")}
     dataset.write_journal(str(out), [journalled], {})  # the chunk's file: named after c0
     graph = RuntimeError("Error during deserialization of the task graph. This frequently\n"
                          "occurs if the Scheduler and Client have different environments.")
@@ -156,7 +157,7 @@ def test_orchestration_errors_are_told_apart_from_input_and_bugs():
     assert isinstance(CommClosedError(), OSError)  # an OSError, and still not the input's
     assert failure_kind(CommClosedError("in <TCP>: Stream is closed")) == "orchestration"
     assert failure_kind(concurrent.futures.CancelledError()) == "orchestration"
-    assert failure_kind(ValueError("refused")) == "input"
+    assert failure_kind(InputError("refused")) == "input"
     assert failure_kind(FileNotFoundError("gone")) == "input"
     assert failure_kind(ZeroDivisionError("bug")) == "internal"
     assert failure_reason(lost) == ("task runner error (not the item): ConnectError: All "

@@ -2,12 +2,15 @@
 not only `lwst run`. Its temporary Prefect server and its Dask workers must survive that
 signal (the run finishes the items in progress, writes its metadata and exits 130), and still
 go when the run ends. Before, the server died at once and the run hung for minutes, printed a
-traceback, exited 1 and wrote no metadata (the pid-only test in test_hostile.py missed it)."""
+traceback, exited 1 and wrote no metadata (the pid-only test in test_hostile.py missed it).
+The stopped run's Prefect flow run ends Cancelled, not Completed (items were not done)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,6 +51,15 @@ def _run(tmp_path: Path, runner: str, log: Path) -> subprocess.Popen:
             env=_env(tmp_path), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _flow_run_states(prefect_home: Path) -> list[tuple[str, str | None]]:
+    """(state type, message) of every flow run the temporary Prefect server recorded, oldest
+    first: the server goes with its run, its database under ``prefect_home`` stays."""
+    database = f"file:{prefect_home / 'prefect.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(database, uri=True, timeout=5)) as db:
+        return db.execute("SELECT s.type, s.message FROM flow_run f JOIN flow_run_state s "
+                          "ON s.id = f.state_id ORDER BY f.created").fetchall()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["threads", "dask"])
 def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_resumes(
@@ -78,6 +90,10 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
         done = set(first.loc[first["status"] == "ok", "id"])
         assert done and done < set(ITEMS), first[["id", "status"]]
         assert f"{len(ITEMS) - len(first)} not done" in text, text
+        stopped = (f"stopped on Ctrl-C after the items in progress; {len(ITEMS) - len(first)} "
+                   "item(s) not done: a re-run does them")
+        assert text.rstrip().splitlines()[-1] == f"lwst run: {stopped}", text[-3000:]
+        assert _flow_run_states(tmp_path / "prefect-home") == [("CANCELLED", stopped)]
         # Everything the run started goes with it (the guardian sees to the server).
         alive = psutil.wait_procs(descendants, timeout=20)[1]
         assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive), \
@@ -87,5 +103,6 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
                                timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert f"{len(ITEMS) - len(done)} ok, 0 failed, {len(done)} skipped" in rerun.stdout
+        assert _flow_run_states(tmp_path / "prefect-home")[1:] == [("COMPLETED", None)]
     finally:
         kill_all(run, descendants)
