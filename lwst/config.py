@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
+import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
 
 from lwst.errors import InputError
 
@@ -254,7 +257,8 @@ def with_overrides(config: StylizeConfig, overrides: dict[str, Any]) -> StylizeC
         stage, attr = OVERRIDES[name]
         target = result if stage is None else getattr(result, stage)
         current = getattr(target, attr)
-        setattr(target, attr, value if current is None else _coerce(value, current, name))
+        example = _OPTIONAL_EXAMPLES.get(name) if current is None else current
+        setattr(target, attr, value if example is None else _coerce(value, example, name))
     _check_schedule(overrides, result.render)
     validate(result)
     return result
@@ -271,6 +275,11 @@ def unknown_override(name: object) -> ConfigError:
     """``unknown option 'sise' (did you mean 'size'?)``, or the list of known ones."""
     hint = did_you_mean(name, OVERRIDES) or "known: " + ", ".join(OVERRIDES)
     return ConfigError(f"unknown option {name!r} ({hint})")
+
+
+# What a setting whose default is None converts a CLI/manifest string to (`_coerce` copies the
+# type of the current value, and None has none): a deployment's ``{"style_size": "256"}``.
+_OPTIONAL_EXAMPLES: dict[str, Any] = {"style_size": 0}
 
 
 def _check_schedule(overrides: dict[str, Any], render: RenderConfig) -> None:
@@ -295,19 +304,128 @@ def _check_choice(setting: str, value: Any, choices: tuple[str, ...]) -> None:
         raise _refuse(setting, f"must be one of {choices}, got {value!r}")
 
 
-def size_refusal(size: float, whole: bool = False) -> str | None:
-    """Why ``size`` cannot be the side of an image lwst makes (outside `SIZE_RANGE`; not an
-    integer, when ``whole``), or None: the one size rule, of `validate` and
-    `lwst.image_io.check_size`."""
-    if whole and (isinstance(size, bool) or not isinstance(size, int)) \
-            or not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+def size_refusal(size: object, whole: bool = False) -> str | None:
+    """Why ``size`` cannot be the side of an image lwst makes (not a number; outside
+    `SIZE_RANGE`; not an integer, when ``whole``), or None: the one size rule, of `validate`,
+    `lwst.image_io.check_size` and `lwst.transform_checks.check_style_size`. The reason
+    follows the setting's name: ``size 128.0 is not a whole number of pixels``."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Real):
+        return f"{described(size)} is not a number of pixels"
+    if whole and not isinstance(size, numbers.Integral):
+        return f"{size!r} is not a whole number of pixels"
+    if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
         return f"{size} is outside the supported range {SIZE_RANGE[0]}..{SIZE_RANGE[1]}"
     return None
 
 
+def described(value: Any) -> str:
+    """``'128' (a str)``: a refused value and its type, which is what was wrong with it."""
+    if value is None:
+        return "None"
+    kind = type(value)
+    module = "" if kind.__module__ in ("builtins", None) else f"{kind.__module__}."
+    article = "an" if (module or kind.__qualname__)[0] in "aeiou" else "a"
+    return f"{value!r} ({article} {module}{kind.__qualname__})"
+
+
+def _is_torch_device(value: Any) -> bool:
+    """A ``torch.device``, told without importing torch (whoever made one has imported it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.device)
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's declared type ``hint``, or a `ConfigError` naming ``name``.
+
+    Built directly (``RenderConfig(preserve_color="no")``) a field is not converted as
+    `with_overrides` converts the CLI's and a manifest's strings, so a wrong type would be used
+    as it is ("no" is true) or fail deep inside. Equivalent spellings are taken and returned as
+    the declared type: numpy integers and floats, an int where a float is declared, a
+    ``torch.device`` for ``device``, an ``os.PathLike`` for a path, a list (or one count) for
+    ``iterations``."""
+    optional = hint in (str | None, int | None)
+    if optional and value is None:
+        return None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _refuse(name, f"must be True or False, got {described(value)}")
+    if hint in (int, int | None):
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise _refuse(name, f"must be an integer{' or None' if optional else ''}, got "
+                      f"{described(value)}")
+    if hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond a float's range: the range check's refusal
+                return math.inf
+        raise _refuse(name, f"must be a number, got {described(value)}")
+    if hint == tuple[int, ...]:
+        counts = [value] if isinstance(value, numbers.Integral) else value
+        if isinstance(counts, tuple | list) and all(
+                isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in counts):
+            return tuple(int(c) for c in counts)
+        raise _refuse(name, "must be a tuple of integers, one per level (coarsest first) or one "
+                      f"for all, such as (100, 60, 30), got {described(value)}")
+    if name == "device" and _is_torch_device(value):
+        return str(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if hint == str | None and isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str):
+            return path
+    expected = "a path or None" if optional else "a string"
+    if name == "device":
+        expected = "a string (auto, cpu, cuda, cuda:N) or a torch.device"
+    raise _refuse(name, f"must be {expected}, got {described(value)}")
+
+
+# Each stage's fields with the name a refusal gives them: the flat override name (`OVERRIDES`)
+# where there is one, else the field's own (``analysis_size``, ``init``).
+_FLAT = {(stage, attr): name for name, (stage, attr) in OVERRIDES.items()}
+_STAGES: dict[str | None, type] = {None: StylizeConfig, "warp": WarpConfig,
+                                   "render": RenderConfig}
+
+
+def _field_types() -> list[tuple[str | None, str, str, Any]]:
+    found = []
+    for stage, cls in _STAGES.items():
+        for attr, hint in get_type_hints(cls).items():
+            if attr not in _STAGES:
+                found.append((stage, attr, _FLAT.get((stage, attr), attr), hint))
+    return found
+
+
+_FIELD_TYPES = _field_types()
+
+
+def check_types(config: StylizeConfig) -> None:
+    """Refuse a field of the wrong type (`_typed`), naming it by its flat name; a value of an
+    equivalent type is replaced in place by the declared one (``torch.device("cpu")`` by
+    ``"cpu"``, ``numpy.int64(3)`` by ``3``, ``[10, 5]`` by ``(10, 5)``), so the recorded
+    ``params`` stay plain JSON."""
+    for stage, cls in _STAGES.items():
+        if stage is not None and not isinstance(getattr(config, stage), cls):
+            raise _refuse(stage, f"must be a lwst.config.{cls.__name__}, got "
+                          f"{described(getattr(config, stage))}")
+    for stage, attr, name, hint in _FIELD_TYPES:
+        target = config if stage is None else getattr(config, stage)
+        value = getattr(target, attr)
+        typed = _typed(name, value, hint)
+        if type(typed) is not type(value) or typed != value:  # NaN too: set, the same NaN
+            setattr(target, attr, typed)
+
+
 def validate(config: StylizeConfig) -> None:
     """Refuse impossible settings with a one-line reason (`ConfigError`, a ValueError, that
-    names the setting by its flat override name)."""
+    names the setting by its flat override name): first each field's type (`check_types`,
+    which also turns equivalent types into the declared ones, in place), then its value."""
+    if not isinstance(config, StylizeConfig):
+        raise ConfigError(f"config must be a lwst.config.StylizeConfig, got {described(config)}")
+    check_types(config)
     warp, render = config.warp, config.render
     _check_choice("warp_method", warp.method, WARP_METHODS)
     _check_choice("inpaint", warp.inpaint, INPAINT_METHODS)
@@ -336,7 +454,7 @@ def validate(config: StylizeConfig) -> None:
     if refusal:
         raise _refuse("size", refusal)
     style_size = render.style_size
-    refusal = None if style_size is None else size_refusal(int(style_size))
+    refusal = None if style_size is None else size_refusal(style_size)
     if refusal:
         raise _refuse("style_size", refusal)
     _check_choice("image_format", config.image_format, IMAGE_FORMATS)

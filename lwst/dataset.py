@@ -15,7 +15,9 @@ Metadata: as each item finishes, its row is written to ``metadata/_journal/<run_
 (pyarrow and pandas skip ``_``-prefixed folders when reading the dataset). At the end of a run
 the journal becomes one ``metadata/run-<run_id>.parquet`` file and is deleted; a run killed with
 ``kill -9`` leaves its journal, which the next run consolidates first. The per-run file name is
-deterministic, so consolidating twice overwrites rather than duplicates.
+deterministic, so consolidating twice overwrites rather than duplicates. Every file is read with
+`lwst.metadata.SCHEMA` (`read_metadata`: Arrow; `read_metadata_frame`: pandas, for users), so
+files an older lwst wrote, with fewer columns, read alongside new ones.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,12 +36,16 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from lwst import item_files, storage
-from lwst.config import StylizeConfig, to_params
+from lwst.config import StylizeConfig, did_you_mean, to_params
+from lwst.errors import InputError
 from lwst.failures import one_line as one_line  # also where tasks/ and flows/ find it
 from lwst.item_files import JOURNAL, item_outputs
 from lwst.item_files import ItemOutputs as ItemOutputs  # where callers have long found it
 from lwst.manifest import ManifestItem
-from lwst.metadata import SCHEMA, conform, empty_record, to_table
+from lwst.metadata import COLUMNS, SCHEMA, conform, empty_record, to_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def warp_estimate_uri(out: str, run_id: str, item_id: str) -> str:
@@ -374,6 +381,66 @@ def read_metadata(out: str, storage_options: dict | None = None,
     fs.invalidate_cache()
     return pads.dataset(folder.split("://", 1)[1], filesystem=fs, format=fmt,
                         schema=schema).to_table(columns=columns)
+
+
+def _run_files(folder: str, storage_options: dict | None) -> list[str]:
+    """The Parquet files directly in ``folder`` that readers see (not ``.``/``_`` ones)."""
+    return [n for n in list_names(folder, storage_options)
+            if n.endswith(".parquet") and not n.startswith((".", "_"))]
+
+
+# The columns `read_metadata_frame(latest=True)` needs to pick each id's row.
+_LATEST_KEYS = ("id", "status", "created_at")
+
+
+def read_metadata_frame(out: str | os.PathLike[str], latest: bool = False, *,
+                        columns: list[str] | None = None,
+                        storage_options: dict | None = None) -> pd.DataFrame:
+    """The metadata of every run under ``out`` (a local folder or an ``s3://`` URI) as a pandas
+    DataFrame with every column of `lwst.metadata.SCHEMA`, in its order, whichever lwst wrote
+    each file: columns an older lwst did not write are null in its rows.
+
+    ``pd.read_parquet(out + "/metadata")`` is not that: pyarrow takes the first file's schema,
+    the oldest run's, so columns added since (``label``, ``render_dtype``, ``warp_melt``, ...)
+    vanish from every row; and pandas turns int32 ``width``/``height`` into float64 and bool
+    ``warp_refined`` into object once a failed row has nulls there. Here they are ``Int32``
+    and ``boolean`` (nullable); floats are float64 (null: NaN), ``created_at`` UTC.
+
+    ``latest``: one row per id, its latest that is not ``skipped`` (a ``skipped`` row only
+    says the item was found finished; an id with nothing else keeps its latest ``skipped``
+    row), sorted by id: so an item that failed and was then redone is ``ok``, and
+    ``meta[meta.status == "failed"]`` lists only the items still failed. Otherwise one row per
+    item per run, as stored. ``columns``: only these (``latest`` still picks rows by id,
+    status and time). ``storage_options``: for a remote ``out``, as `read_metadata` takes
+    them. An ``out`` with no run metadata is an `lwst.errors.InputError` naming it.
+    """
+    import pandas as pd
+
+    # Nullable integers and booleans: an int32 column stays integers and a bool column booleans
+    # with a failed row's nulls among them (pandas' defaults make them float64 and object).
+    # Floats stay float64 (null: NaN); strings and timestamps get pandas' defaults.
+    nullable = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+                pa.bool_(): pd.BooleanDtype()}
+    out = os.fspath(out)
+    wanted = list(COLUMNS) if columns is None else list(columns)
+    for name in wanted:
+        if name not in COLUMNS:
+            hint = did_you_mean(name, COLUMNS) or "see lwst.metadata.COLUMNS"
+            raise InputError(f"read_metadata_frame: no metadata column {name!r} ({hint})")
+    if not _run_files(storage.join(out, "metadata"), storage_options):
+        hint = ("give the run's output folder, not its metadata folder"
+                if _run_files(out, storage_options) else "a run writes its file when it ends")
+        raise InputError(f"{out}: no run metadata (metadata/run-<run_id>.parquet) there ({hint})")
+    read = wanted if not latest else [c for c in COLUMNS if c in wanted or c in _LATEST_KEYS]
+    table = read_metadata(out, storage_options, read)
+    frame = table.to_pandas(types_mapper=nullable.get)
+    if latest:
+        frame = frame.sort_values("created_at", kind="stable")
+        skipped = frame["status"] == "skipped"
+        superseded = skipped & frame["id"].isin(frame.loc[~skipped, "id"])
+        frame = frame[~superseded].drop_duplicates("id", keep="last").sort_values(
+            "id", kind="stable")[wanted]
+    return frame.reset_index(drop=True)
 
 
 OUTPUT_FOLDERS = (*item_files.FOLDERS, "metadata", "reports")

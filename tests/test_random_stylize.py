@@ -19,7 +19,9 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
-from lwst.image_io import read_image, resize_longest
+from lwst.devices import DeviceError
+from lwst.errors import InputError
+from lwst.image_io import ImageInputError, read_image, resize_longest
 from lwst.transforms import RandomStylize
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -221,8 +223,9 @@ def test_a_tv_tensors_image_comes_back_as_one():
 def test_cuda_requested_without_cuda_fails_clearly_at_the_first_call(p):
     transform = pickle.loads(pickle.dumps(RandomStylize(STYLES, p=p, device="cuda")))
     assert not torch.cuda.is_initialized()
-    with pytest.raises(RuntimeError, match="^RandomStylize: device 'cuda': torch sees no CUDA "
-                                           "device on this machine$"):
+    # lwst.devices' DeviceError (an InputError), as stylize raises it (a RuntimeError before)
+    with pytest.raises(DeviceError, match="^RandomStylize: device 'cuda': torch sees no CUDA "
+                                          "device on this machine$"):
         transform(_coffee())
 
 
@@ -289,14 +292,19 @@ def test_inputs_of_many_sizes_keep_one_copy_per_style():
 def test_a_style_path_that_does_not_exist_is_refused_at_construction(tmp_path, kind):
     missing = tmp_path / ("nope" if kind.startswith("folder") else "nope.jpg")
     given = f"{missing}/" if kind == "folder/" else missing
-    with pytest.raises(FileNotFoundError, match=f"{missing}.*no such file"):
+    # an ImageInputError (an InputError), as read_image refuses a missing file
+    with pytest.raises(ImageInputError, match=f"{missing}.*no such file"):
         RandomStylize([STYLES[0], given] if kind == "file in a list" else given)
 
 
-@pytest.mark.parametrize("style_size", [-5, 0, 4, 8193, 1.5, True])
-def test_style_size_is_checked_at_construction(style_size):
-    with pytest.raises(ValueError, match=f"^RandomStylize: style_size {style_size} is outside "
-                                         "the supported range 8..8192"):
+@pytest.mark.parametrize(("style_size", "reason"), [
+    (-5, "-5 is outside the supported range 8..8192"), (0, "0 is outside"), (4, "4 is outside"),
+    (8193, "8193 is outside"), (1.5, "1.5 is not a whole number of pixels"),
+    (64.0, "64.0 is not a whole number of pixels"),  # "outside the supported range" before
+    (True, r"True \(a bool\) is not a number of pixels"),
+    ("64", r"'64' \(a str\) is not a number of pixels")])
+def test_style_size_is_checked_at_construction(style_size, reason):
+    with pytest.raises(InputError, match=f"^RandomStylize: style_size {reason}"):
         RandomStylize(STYLES, style_size=style_size)
 
 
