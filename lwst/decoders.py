@@ -135,6 +135,23 @@ def decoder_path(kind: str, level: int, decoder_dir: str | Path | None = None) -
     return Path(decoder_dir) / shipped.name if decoder_dir else shipped
 
 
+def state_misfit(expected: dict[str, Tensor], given: dict[str, Tensor]) -> str | None:
+    """The first way ``given`` weights do not fit a model's ``expected`` state dict, in one
+    phrase naming the tensor (a missing one, a wrong shape, an unknown one), or None.
+    ``load_state_dict``'s own message is a multi-line list whose first line names nothing."""
+    for name, tensor in expected.items():
+        if name not in given:
+            return f"missing {name}"
+        if tuple(given[name].shape) != tuple(tensor.shape):
+            return (f"{name} has shape {tuple(given[name].shape)}, "
+                    f"expected {tuple(tensor.shape)}")
+    unknown = [name for name in given if name not in expected]
+    if unknown:
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        return f"unexpected tensor {unknown[0]}{more}"
+    return None
+
+
 def load_decoder(path: str | Path, kind: str | None, level: int,
                  device: str | torch.device = "cpu") -> tuple[Decoder, DecoderInfo]:
     """Read a decoder checkpoint safely and check it is the ``kind`` (None: either) decoder
@@ -159,11 +176,16 @@ def load_decoder(path: str | Path, kind: str | None, level: int,
     try:
         weights = {k: v.float() for k, v in payload["state_dict"].items()}
         weights.setdefault("input_scale", torch.ones(()))  # files written before it existed
+        misfit = state_misfit(decoder.state_dict(), weights)
+        if misfit:
+            raise DecoderCheckpointError(
+                f"decoder checkpoint {path}: weights do not fit the {kind or payload.get('kind')}"
+                f" relu{level}_1 decoder of width {decoder.width:g} ({misfit})")
         decoder.load_state_dict(weights)
     except (RuntimeError, KeyError, AttributeError) as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DecoderCheckpointError(
-            f"decoder checkpoint {path}: weights do not fit ({line[:160]})") from None
+            f"decoder checkpoint {path}: weights do not fit ({reason[:200]})") from None
     decoder.requires_grad_(False).eval().to(device)
     info = DecoderInfo(kind=str(payload.get("kind")), level=level, width=decoder.width,
                        vgg_weights=str(payload.get("vgg_weights", "")),

@@ -365,18 +365,22 @@ def check_min_side(image: Tensor, name: str = "image") -> None:
                               f"{MIN_SIDE} px (as read_image requires)")
 
 
-def as_image(value: object, name: str = "image", check_side: bool = True) -> Tensor:
-    """Check an image given to the Python API (`lwst.stylize.stylize`) and return it as
-    ``(1, 3, H, W)`` float32 in [0, 1], or refuse it with one `ImageInputError` (a ValueError)
-    naming ``name`` and the rule.
+STYLIZE_BATCH_HINT = "stylize takes one image; lwst.stylize_batch batches files"
+
+
+def as_image(value: object, name: str = "image", check_side: bool = True,
+             batch_hint: str = STYLIZE_BATCH_HINT) -> Tensor:
+    """Check an image given to the Python API (`lwst.stylize.stylize`, `write_png`) and return
+    it as ``(1, 3, H, W)`` float32 in [0, 1], or refuse it with one `ImageInputError` (a
+    ValueError) naming ``name`` and the rule; ``batch_hint`` says what to do with a batch.
 
     Taken: a tensor ``(1, 3, H, W)`` or ``(3, H, W)``, float in [0, 1] (`read_image`'s output;
     an overshoot of `RANGE_TOLERANCE` is clamped) or uint8 (``torchvision.io.read_image``'s,
     divided by 255); a PIL image in any mode (`image_from_pil`). Refused: other types (a numpy
     array), shapes (channels last, a batch, 1 or 4 channels) and dtypes, float values outside
-    [0, 1] (0..255 floats, ``Normalize``'d tensors), NaN or infinity, sides under `MIN_SIDE`
-    px (what `read_image` refuses; ``check_side=False``: left to the caller, who may first
-    say it better, `check_min_side`)."""
+    [0, 1] (0..255 floats, ``Normalize``'d tensors), NaN or infinity, an empty tensor, sides
+    under `MIN_SIDE` px (what `read_image` refuses; ``check_side=False``: left to the caller,
+    who may first say it better, `check_min_side`)."""
     rule = f"{name} must be a (1, 3, H, W) or (3, H, W) tensor, float in [0, 1] or uint8"
     if isinstance(value, Image.Image):
         image = image_from_pil(value, name)
@@ -398,8 +402,7 @@ def as_image(value: object, name: str = "image", check_side: bool = True) -> Ten
             if len(shape) in (3, 4) and shape[-1] in (1, 3, 4) and shape[-3] not in (1, 3, 4):
                 hint = " (channels last? use .permute(2, 0, 1))"
             elif len(shape) == 4 and shape[0] != 1:
-                hint = (f" (a batch of {shape[0]}: stylize takes one image; "
-                        "lwst.stylize_batch batches files)")
+                hint = f" (a batch of {shape[0]}: {batch_hint})"
             elif len(shape) in (3, 4):
                 hint = f" (RGB: 3 channels, not {shape[-3]})"
             raise ImageInputError(f"{rule}; got shape {shape}{hint}")
@@ -408,10 +411,10 @@ def as_image(value: object, name: str = "image", check_side: bool = True) -> Ten
         elif not image.is_floating_point() or image.is_complex():
             raise ImageInputError(f"{rule}; got {str(image.dtype).removeprefix('torch.')}")
         image = image.float()
+    if image.numel() == 0:  # before any size rule: resizing it would divide by zero
+        raise ImageInputError(f"{name} is empty ({image.shape[-1]}x{image.shape[-2]} px)")
     if check_side:
         check_min_side(image, name)
-    if image.numel() == 0:
-        return image
     if not bool(torch.isfinite(image).all()):
         raise ImageInputError(f"{name} has NaN or infinite values")
     low, high = image.min().item(), image.max().item()
@@ -458,16 +461,24 @@ def output_format(uri: str | os.PathLike[str]) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def encode_image(image: Tensor, fmt: str = "PNG", quality: int = 95) -> bytes:
-    """``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] -> PNG, JPEG or WebP bytes;
-    ``quality`` (1..100, `lwst.config.QUALITY_RANGE`) for JPEG and WebP, a PNG has none.
+WRITE_BATCH_HINT = "write one image at a time, e.g. image[i]"
+
+
+def encode_image(image: Tensor | Image.Image, fmt: str = "PNG", quality: int = 95,
+                 name: str = "image") -> bytes:
+    """One image -> PNG, JPEG or WebP bytes; ``quality`` (1..100, `lwst.config.QUALITY_RANGE`)
+    for JPEG and WebP, a PNG has none.
+
+    The image is what `stylize` takes (`as_image`'s rule): a ``(1, 3, H, W)`` or ``(3, H, W)``
+    tensor, float in [0, 1] or uint8, or a PIL image. Anything else (0..255 floats, a batch,
+    NaN, 1 or 4 channels) is refused with one `ImageInputError` naming ``name``: clamping
+    it wrote a white, black or first-of-batch picture without a word.
 
     PIL for all three: its libjpeg-turbo JPEG is the same bytes as ``torchvision.io.
     encode_jpeg`` and 1.7x faster on the CPU (0.9 vs 1.5 ms at 512 px), and torchvision has
     no WebP encoder. WebP at libwebp's default effort (method 4)."""
-    if image.dim() == 4:
-        image = image[0]
-    arr = (image.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255.0).round()
+    image = as_image(image, name, check_side=False, batch_hint=WRITE_BATCH_HINT)[0]
+    arr = (image.cpu().permute(1, 2, 0).numpy() * 255.0).round()
     buffer = io.BytesIO()
     extra = ({"quality": int(quality)} if fmt in ("JPEG", "WEBP")
              else {"compress_level": PNG_LEVEL})
@@ -475,12 +486,15 @@ def encode_image(image: Tensor, fmt: str = "PNG", quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
-def encode_png(image: Tensor) -> bytes:
-    """``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] -> PNG bytes."""
+def encode_png(image: Tensor | Image.Image) -> bytes:
+    """One image (`encode_image`'s rule) -> PNG bytes."""
     return encode_image(image, "PNG")
 
 
-def write_png(image: Tensor, uri: str | os.PathLike[str], **storage_options: object) -> None:
+def write_png(image: Tensor | Image.Image, uri: str | os.PathLike[str],
+              **storage_options: object) -> None:
     """Write an image atomically (no partial file on any failure), encoded as its suffix says
-    (PNG, JPEG, WebP; the name is kept for its callers)."""
+    (PNG, JPEG, WebP; the name is kept for its callers). ``image``: what `stylize` takes and
+    gives (`encode_image`), e.g. ``result.image``; anything else is refused with one
+    `ImageInputError` naming ``image``."""
     storage.write_bytes_atomic(uri, encode_image(image, output_format(uri)), **storage_options)

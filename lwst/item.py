@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lwst.config import StylizeConfig, to_params, with_overrides
 from lwst.errors import InputError
 from lwst.item_files import ItemOutputs, item_outputs, warps
-from lwst.manifest import ManifestItem
 from lwst.renderers import FEED_FORWARD
+
+if TYPE_CHECKING:  # lwst.manifest imports pandas (0.6 s), which the tensor API never needs
+    from lwst.manifest import ManifestItem
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Item:
         return json.dumps(self.params(), sort_keys=True, default=str)
 
     def manifest_item(self) -> ManifestItem:
+        from lwst.manifest import ManifestItem  # pandas: only the pipeline gets here
+
         return ManifestItem(self.id, self.content, self.geometry, self.texture,
                             label=self.label)
 

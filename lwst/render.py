@@ -35,6 +35,7 @@ else changes in the optimisation.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -69,16 +70,41 @@ _RGB_TO_YIQ = torch.tensor(
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
-@dataclass
+@dataclass(repr=False)
 class RenderResult:
-    image: Tensor  # (1, 3, H, W) in [0, 1], on the input's device
-    history: list[dict] = field(default_factory=list)  # one dict per pyramid level, coarsest first
-    # Final losses at the output level, evaluated on the returned image (before colour
-    # recombination): normalised content and style losses, total = weighted sum of the two.
+    """What the texture stage made (`render_texture`, `lwst.renderers.render`).
+
+    - ``image``: ``(1, 3, H, W)`` in [0, 1], on the content's device and in its dtype;
+    - ``history``: one dict per pyramid level, coarsest first, from `render_texture`: its size,
+      iterations, seconds and the losses of every step (empty in `lwst.renderers.render`'s
+      results, so in `lwst.stylize.stylize`'s);
+    - ``content_loss``, ``style_loss``: the normalised losses at the output level, evaluated on
+      the returned image (before colour recombination); ``total_loss`` their weighted sum (NaN
+      where not measured);
+    - ``seconds``: wall time of the stage.
+    """
+
+    image: Tensor
+    history: list[dict] = field(default_factory=list)
     content_loss: float = float("nan")
     style_loss: float = float("nan")
     total_loss: float = float("nan")
     seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        """One line (the default printed every step's losses of every level)."""
+        levels = f", history={len(self.history)} levels" if self.history else ""
+        return (f"RenderResult(image={tensor_summary(self.image)}{levels}, "
+                f"content_loss={self.content_loss:.4g}, style_loss={self.style_loss:.4g}, "
+                f"total_loss={self.total_loss:.4g}, seconds={self.seconds:.2f})")
+
+
+def tensor_summary(tensor: Tensor | None) -> str:
+    """``float32[1, 3, 256, 256] cpu``: a tensor in a result's repr, without its values."""
+    if tensor is None:
+        return "None"
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return f"{dtype}[{', '.join(map(str, tensor.shape))}] {tensor.device}"
 
 
 class PyramidLevel(NamedTuple):
@@ -217,11 +243,35 @@ def render_texture(
     ``progress(stage, done, total)`` is called after every iteration (``stage`` = ``"render"``,
     ``done``/``total`` counted over all levels). Seeded: the same inputs, config and seed give the
     same image on the same machine.
+
+    Works under the caller's ``torch.no_grad()`` / ``torch.inference_mode()`` (an eval loop, a
+    notebook): the optimisation needs gradients, so it runs with them re-enabled and outside
+    inference mode, on copies of inputs made inside it (`grad_ready`).
     """
     if config.optimizer not in OPTIMIZERS:
         raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
     if any(t.dim() != 4 or tuple(t.shape[:2]) != (1, 3) for t in (content, exemplar)):
         raise ValueError("render_texture expects (1, 3, H, W) content and exemplar tensors")
+    with torch.inference_mode(False), torch.enable_grad():
+        return _render_texture(content, exemplar, config, grad_ready(vgg), seed, progress)
+
+
+def grad_ready(vgg: VGG19Features) -> VGG19Features:
+    """``vgg``, or a copy of it with normal tensors where it was built under
+    ``torch.inference_mode()``: the gradient through it to the pixels needs its weights, and
+    inference tensors cannot be saved for backward. The copy is made per call (the cached
+    model stays as it was); `lwst.vgg.load_vgg19` building outside inference mode avoids it."""
+    tensors = (*vgg.parameters(), *vgg.buffers())
+    if not any(t.is_inference() for t in tensors):
+        return vgg
+    with torch.inference_mode(False):
+        return copy.deepcopy(vgg)
+
+
+def _render_texture(content: Tensor, exemplar: Tensor, config: RenderConfig,
+                    vgg: VGG19Features, seed: int, progress: ProgressFn | None) -> RenderResult:
+    """`render_texture`'s work, with gradients enabled and outside inference mode; the
+    ``clamp`` below makes normal tensors of inputs created in inference mode."""
     started = time.perf_counter()
     out_device, out_dtype = content.device, content.dtype
     device, dtype = vgg.mean.device, vgg.mean.dtype

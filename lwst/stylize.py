@@ -47,7 +47,7 @@ from lwst.inpaint import InpaintResult, inpaint_holes
 from lwst.item import Item
 from lwst.item_files import ItemOutputs
 from lwst.metadata import empty_record
-from lwst.render import RenderResult
+from lwst.render import RenderResult, tensor_summary
 from lwst.renderers import decoder_ids, render
 from lwst.safety import check_fits, check_outputs_apart, check_texture_fits
 from lwst.vgg import VGG19Features, feature_dtype, load_vgg19
@@ -58,25 +58,70 @@ ProgressFn = Callable[[str, int, int], None]
 ImageLike = Tensor | Image.Image
 
 
-@dataclass
+@dataclass(repr=False)
 class WarpOutcome:
-    warped: Tensor  # (1, 3, H, W) warped and inpainted content
-    flow: Tensor  # (1, 2, H, W) backward flow at output resolution, strength applied
+    """The geometric stage's outcome (`apply_geometry`). Tensors are float32 on the compute
+    device, at the output size ``H x W``.
+
+    - ``warped``: ``(1, 3, H, W)`` in [0, 1], the content warped and its holes inpainted;
+    - ``flow``: ``(1, 2, H, W)`` backward flow in pixels (x, y): output pixel ``p`` samples the
+      content at ``p + flow[p]``; strength and the field's form applied, upsampled;
+    - ``stats``: its magnitude (`lwst.flow.FlowStats`: mean, p95, max px; mean as a fraction of
+      the diagonal);
+    - ``safety``: the share of pixels where it folds or stretches (`lwst.warp_safety`);
+    - ``inpainted_frac``: the share of pixels the warp left empty and inpainting filled;
+    - ``estimate``: what the estimator returned (`lwst.warping.WarpEstimate`: the flow at the
+      analysis size, confidence, the field applied, losses, seconds);
+    - ``seconds_inpaint``: wall time of warping and inpainting.
+    """
+
+    warped: Tensor
+    flow: Tensor
     stats: FlowStats
-    safety: FieldSafety  # folds and stretches of the applied field, at output resolution
+    safety: FieldSafety
     inpainted_frac: float
     estimate: WarpEstimate
     seconds_inpaint: float
 
+    def __repr__(self) -> str:
+        """One line of shapes and figures (no tensor values)."""
+        est = self.estimate
+        confidence = "None" if est.confidence is None else f"{est.confidence:.3f}"
+        return (f"WarpOutcome(warped={tensor_summary(self.warped)}, "
+                f"flow={tensor_summary(self.flow)}, mean_px={self.stats.mean_px:.2f}, "
+                f"max_px={self.stats.max_px:.2f}, confidence={confidence}, "
+                f"applied={est.applied!r}, inpainted_frac={self.inpainted_frac:.4f})")
 
-@dataclass
+
+@dataclass(repr=False)
 class StylizeResult:
-    image: Tensor  # final image (warped content when there is no texture)
+    """What `stylize` returns. Tensors are float32 on the compute device (``config.device``),
+    whatever the inputs were (uint8, PIL, ``(3, H, W)``), at the output size ``H x W``
+    (`lwst.image_io.write_png` writes ``image``; ``.cpu()`` for numpy/matplotlib).
+
+    - ``image``: ``(1, 3, H, W)`` in [0, 1], the final image: rendered when a texture was given,
+      else the warped content, else the content resized;
+    - ``warp``: the geometric stage (`WarpOutcome`: the warped content, the applied ``flow``,
+      its figures), None where nothing was warped (no geometry, method ``none``, strength 0);
+    - ``render``: the texture stage (`lwst.render.RenderResult`: losses, seconds), None without
+      a texture;
+    - ``base``: ``(1, 3, H, W)``, what the texture stage started from: the warped content, or
+      the content resized when there was no warp (None where the producer did not keep it,
+      e.g. a batch).
+    """
+
+    image: Tensor
     warp: WarpOutcome | None
     render: RenderResult | None
-    # What the texture stage started from: the warped content, or the content resized when
-    # there was no warp (None where the producer did not keep it, e.g. a batch)
     base: Tensor | None = None
+
+    def __repr__(self) -> str:
+        """A few lines of shapes and figures: the default printed every tensor (7 606
+        characters in a notebook)."""
+        return (f"StylizeResult(image={tensor_summary(self.image)},\n"
+                f"              warp={self.warp!r},\n"
+                f"              render={self.render!r},\n"
+                f"              base={tensor_summary(self.base)})")
 
 
 def warp_content(content: Tensor, flow: Tensor, inpaint: str = "telea") -> InpaintResult:
@@ -129,9 +174,20 @@ def stylize(
 
     Each image is a tensor ``(1, 3, H, W)`` or ``(3, H, W)``, float in [0, 1] (what
     `lwst.image_io.read_image` gives) or uint8 (``torchvision.io.read_image``), or a PIL image;
-    anything else (0..255 floats, NaN, channels last, a batch, 4 channels, a side under 8 px)
-    is refused up front with one ValueError naming the argument (`lwst.image_io.as_image`).
-    ``config`` None: the defaults (`StylizeConfig()`).
+    anything else (0..255 floats, NaN, channels last, a batch, 4 channels, an empty tensor, a
+    side under 8 px) is refused up front with one `lwst.image_io.ImageInputError` (an
+    `lwst.errors.InputError`, a ValueError) naming the argument (`lwst.image_io.as_image`).
+    ``config`` None: the defaults (`StylizeConfig()`: the gatys renderer, the slowest).
+
+    Either exemplar may be None. ``geometry`` None (or warp method ``none``): no warp, the
+    texture is painted on the content. ``texture`` None: warp only, ``result.image`` is the
+    warped, inpainted content and ``result.warp.flow`` the applied flow.
+
+    Returns a `StylizeResult`: ``result.image`` is a float32 ``(1, 3, H, W)`` tensor in [0, 1]
+    on the compute device whatever the inputs' type; ``result.warp`` / ``result.render`` hold
+    the stages' figures. Seeded by ``config.seed`` (the same inputs and config give the same
+    image) without re-seeding the caller's global torch generator. Runs under the caller's
+    ``torch.no_grad()`` / ``torch.inference_mode()`` too.
 
     ``warp_estimate`` (from `lwst.warping.estimate_warps`, e.g. a batched GPU pass) replaces the
     estimation from ``geometry``.
@@ -158,8 +214,33 @@ def stylize(
         if image is not None:
             check_min_side(image, name)
     device = resolve_device(config.device)
-    vgg = load_vgg19(config.vgg_weights, device=device)
-    torch.manual_seed(config.seed)
+    # On a fork of the caller's generators (building a model draws its initial weights, the
+    # item is seeded): a training loop's own draws after this call are what they would have
+    # been without it.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # Built outside the caller's inference mode (if this call builds it): the cached
+        # model's weights must not be inference tensors, which gatys cannot backpropagate
+        # through.
+        with torch.inference_mode(False):
+            vgg = load_vgg19(config.vgg_weights, device=device)
+        seed_generators(config.seed, device)
+        return _run(sized, geometry, texture, config, device, vgg, progress, warp_estimate)
+
+
+def seed_generators(seed: int, device: torch.device) -> None:
+    """Seed the CPU generator and, on CUDA, that device's: what `torch.manual_seed` seeds for
+    the item, without touching the other GPUs' generators (`stylize` forks only the ones it
+    uses)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
+def _run(sized: Tensor, geometry: Tensor | None, texture: Tensor | None, config: StylizeConfig,
+         device: torch.device, vgg: VGG19Features, progress: ProgressFn | None,
+         warp_estimate: WarpEstimate | None) -> StylizeResult:
+    """`stylize`'s stages on checked inputs (``sized``: the content at the output size)."""
     content = sized.to(device)
     warp = None
     if item_files.warps(geometry is not None or warp_estimate is not None, config):
@@ -370,14 +451,20 @@ def _flow_of(result: StylizeResult) -> Tensor:
 
 
 def _encode(kind: str, uri: str, result: StylizeResult, quality: int = 95) -> bytes:
-    """The bytes of one of an item's files (`lwst.item_files.LAYOUT` kinds)."""
-    if kind == "image":
-        return encode_image(result.image, output_format(uri), quality)
+    """The bytes of one of an item's files (`lwst.item_files.LAYOUT` kinds); ``quality`` is the
+    image's (the side files keep the default)."""
     if kind == "flow":
         return encode_flo(_flow_of(result))
-    if kind == "flow_vis":
-        return encode_image(flow_picture(_flow_of(result)), output_format(uri))
-    warped = result.warp.warped if result.warp is not None else result.base
-    if warped is None:
-        raise InputError(f"an item without a warp has no {kind} file")
-    return encode_image(warped, output_format(uri))
+    if kind == "image":
+        picture = result.image
+    elif kind == "flow_vis":
+        picture, quality = flow_picture(_flow_of(result)), 95
+    else:
+        picture, quality = result.warp.warped if result.warp is not None else result.base, 95
+        if picture is None:
+            raise InputError(f"an item without a warp has no {kind} file")
+    fmt = output_format(uri)
+    try:
+        return encode_image(picture, fmt, quality, name=kind)
+    except ImageInputError as exc:  # lwst made it: a bug (NaN, out of range), not bad input
+        raise RuntimeError(f"lwst produced an image it cannot write: {exc}") from None

@@ -43,6 +43,7 @@ from lwst.stylize import (
     content_label,
     read_input,
     read_item_inputs,
+    seed_generators,
     write_item,
 )
 from lwst.vgg import VGG19Features, load_vgg19
@@ -144,8 +145,18 @@ def stylize_files_batch(items: list[Item], run_id: str = "",
     config = items[0].config
     validate(config)
     device = resolve_device(config.device)
-    vgg = load_vgg19(config.vgg_weights, device=device)
-    torch.manual_seed(config.seed)
+    # Seeded on a fork of torch's generators, as `lwst.stylize.stylize`: a caller's own
+    # draws do not repeat after each call (building a model draws from them too).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        vgg = load_vgg19(config.vgg_weights, device=device)
+        seed_generators(config.seed, device)
+        return _stylize_seeded(items, config, device, vgg, run_id, opts, before_retry)
+
+
+def _stylize_seeded(items: list[Item], config: StylizeConfig, device: torch.device,
+                    vgg: VGG19Features, run_id: str, opts: dict,
+                    before_retry: Callable[[BaseException], None] | None) -> list[ItemOutcome]:
+    """`stylize_files_batch`'s stages once its generators are seeded."""
     outcomes = {item.id: ItemOutcome(item) for item in items}
     textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
     loaded = _load_all(items, device, opts, textures, outcomes, before_retry)

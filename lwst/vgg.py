@@ -232,9 +232,12 @@ def load_vgg19(
         convs, source, caffe = _source_weights(weights)
         key = (source, str(torch.device(device)), str(dtype), pooling)
         if key not in _cache:
-            model = VGG19Features(convs, source=source, caffe_preprocessing=caffe,
-                                  pooling=pooling)
-            _cache[key] = model.to(device=device, dtype=dtype)
+            # Never inference tensors, whatever context the first caller is in: the cached
+            # model serves gatys and the optim warp later, which need autograd through it.
+            with torch.inference_mode(False):
+                model = VGG19Features(convs, source=source, caffe_preprocessing=caffe,
+                                      pooling=pooling)
+                _cache[key] = model.to(device=device, dtype=dtype)
         return _cache[key]
 
 

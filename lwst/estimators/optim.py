@@ -88,7 +88,19 @@ def optimise_warp(
     """Backward flow ``(1, 2, S, S)`` in pixels warping square ``content (1, 3, S, S)`` onto
     ``exemplar``'s shapes; ``config.optim_steps`` Adam steps on ``config.optim_grid`` control
     points per side with ``config.optim_smoothness`` weighting the smoothness term. ``seed`` fixes
-    RANSAC's draws; everything else is deterministic."""
+    RANSAC's draws; everything else is deterministic.
+
+    Works under the caller's ``torch.no_grad()`` / ``torch.inference_mode()``: Adam needs
+    gradients, so the fit runs with them re-enabled and outside inference mode (the features it
+    fits are computed there, so none is an inference tensor)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _optimise_warp(content, exemplar, vgg, config, seed)
+
+
+def _optimise_warp(
+    content: Tensor, exemplar: Tensor, vgg: VGG19Features, config: WarpConfig, seed: int
+) -> Tensor:
+    """`optimise_warp`'s work, with gradients enabled and outside inference mode."""
     size = content.shape[-1]
     taps = tuple(dict.fromkeys(MATCH_TAPS + tuple(t for t, *_ in SCHEDULE)))
     with torch.no_grad():
