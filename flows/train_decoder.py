@@ -51,7 +51,8 @@ def train_decoders(
     folder = Path(out_dir)
     written: dict[str, str] = {}
     for level in wct_levels:
-        cfg = replace(base, kind="wct", level=level, out=str(folder / f"decoder_wct{level}.pt"))
+        cfg = replace(base, kind="wct", level=level, styles=[],  # wct trains on images only
+                      out=str(folder / f"decoder_wct{level}.pt"))
         written[f"wct{level}"] = train_task(cfg)
     if adain:
         init = written.get("wct4")

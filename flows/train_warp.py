@@ -1,7 +1,10 @@
 """Train the warp network as a Prefect flow: a thin wrapper over ``lwst.warpnet.train``.
 
 Two tasks, each safe to retry: encode the feature cache (skips images already cached), then
-train (resumes from the checkpoint when retried). File paths, not tensors, pass between them.
+train (resumes from the checkpoint when retried, or when the flow is run again on the same
+``out``). File paths, not tensors, pass between them. Every setting, path and checkpoint is
+checked before the first task (`starting_point`): a refusal fails the flow at once, not after
+the cache is encoded.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lwst.warpnet.train import TrainConfig, export_checkpoint, prepare_bank, train
+from lwst.warpnet.train import TrainConfig, prepare_bank, starting_point, train
 from tasks.retries import retry_on_transient
 
 
@@ -23,7 +26,6 @@ def encode_cache(cfg: TrainConfig) -> str:
 
 @task(name="train-warpnet", retries=1, retry_condition_fn=retry_on_transient)
 def train_task(cfg: TrainConfig) -> str:
-    cfg.resume = True  # a retry continues from the last checkpoint
     return str(train(cfg, get_run_logger().info))
 
 
@@ -64,6 +66,7 @@ def train_warp(
     cfg = TrainConfig(
         images=images,
         out=out,
+        export=export,
         cache_dir=cache_dir,
         painted_bank=painted_bank,
         paint_styles=paint_styles,
@@ -86,11 +89,13 @@ def train_warp(
         refine_steps=tuple(refine_steps) if refine_steps else None,
         global_relu5=global_relu5,
         build_cache=False,
+        resume=True,  # a retry, or the flow run again, continues from the last checkpoint
     )
+    starting_point(cfg)  # every refusal that needs no image, before the cache is encoded
     encode_cache(cfg)
     checkpoint = train_task(cfg)
     if export:
-        checkpoint = str(export_checkpoint(checkpoint, export))
+        checkpoint = export  # written by the training task, after its last step
     create_markdown_artifact(
         "\n".join(
             ["| setting | value |", "|---|---|"]
@@ -105,7 +110,12 @@ def train_warp(
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
-        sys.exit("usage: python -m flows.train_warp IMAGE_DIR|MANIFEST [...]  (the recipe's "
-                 "defaults; `lwst train-warp --help` lists every setting)")
+    usage = ("usage: python -m flows.train_warp IMAGE_DIR|MANIFEST [...]  (the recipe's "
+             "defaults; `lwst train-warp --help` lists every setting)")
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(usage)
+        sys.exit(0)
+    if len(sys.argv) < 2:
+        print(usage, file=sys.stderr)
+        sys.exit(2)
     train_warp(images=sys.argv[1:])

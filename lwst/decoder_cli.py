@@ -2,8 +2,9 @@
 
 Every default is `DecoderTrainConfig`'s (the shipped recipe) and ``--help`` prints it. Refusals
 are one line and exit 2 (the entry point's handler); Ctrl-C saves the state and exits 130.
-The options are added when the command is used (`defer_options`): the recipe's module imports
-torch, which registering the command for ``lwst --help`` must not.
+The options are added when the command is used (`defer_options`); their defaults come from
+`lwst.decoder_training.config`, which imports no torch, so ``--help`` answers at once; the
+trainer (torch) is imported by the handler.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    from lwst.decoder_training import DecoderTrainConfig
-    from lwst.decoders import KINDS, LEVELS
+    from lwst.decoder_training.config import KINDS, LEVELS, DecoderTrainConfig
 
     d = DecoderTrainConfig()
     p.add_argument("--kind", choices=KINDS, required=True,
@@ -50,7 +50,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    from lwst.decoder_training import DecoderTrainConfig
+    from lwst.decoder_training.config import DecoderTrainConfig
 
     d = DecoderTrainConfig()
     p.add_argument("--steps", type=int, default=d.steps,
@@ -79,7 +79,7 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    from lwst.decoder_training import PRECISIONS, DecoderTrainConfig
+    from lwst.decoder_training.config import PRECISIONS, DecoderTrainConfig
 
     d = DecoderTrainConfig()
     p.add_argument("--device", default=d.device,

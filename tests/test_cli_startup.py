@@ -75,3 +75,24 @@ def test_training_commands_import_their_engine_only_when_used(command):
              "add_parser(sub)\n"
              f"print([m for m in {HEAVY!r} if m in sys.modules])")
     assert _last_line(probe) == "[]"
+
+
+@pytest.mark.parametrize("command", ["train-warp", "train-decoder"])
+def test_a_training_commands_help_imports_neither_torch_nor_pandas(command):
+    """Their options quote the recipes' defaults, which live in torch-free modules
+    (`lwst.warpnet.cli.TrainConfig`, `lwst.decoder_training.config`): 5 s before, for a help
+    text."""
+    assert _help(command, "--help") == {"code": 0, "heavy": []}
+
+
+@pytest.mark.parametrize("argv", [
+    ["train-warp", "--images", "photos", "--out", "t.pt", "--steps", "5"],
+    ["train-decoder", "--kind", "wct", "--images", "photos", "--out", "d.pt", "--steps", "5"]])
+def test_parsing_a_training_command_line_imports_no_engine(argv):
+    """The engine is imported by the handler, inside `lwst.cli.main`'s handling: a Ctrl-C
+    while torch loads is ``lwst: interrupted`` (exit 130), not a traceback out of argparse."""
+    probe = ("import sys; from lwst.cli import build_parser, _registrations; "
+             "parser = build_parser(_registrations(entry_points=False)); "
+             f"parser.parse_args({argv!r}); "
+             f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert _last_line(probe) == "[]"

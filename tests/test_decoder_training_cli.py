@@ -23,6 +23,7 @@ from lwst.cli import main
 from lwst.decoder_training import DecoderTrainConfig, loop
 from lwst.decoder_training.objective import Objective
 from lwst.decoders import load_decoder, shipped_decoder_path
+from lwst.errors import InputError
 from lwst.warpnet.split import is_held_out
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -205,7 +206,8 @@ def test_inputs_that_hold_no_training_images_say_why_leaving_no_folder(tmp_path,
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"path\n{single}\n")
     assert main([*base, str(manifest)]) == 2
-    assert f"{manifest}: no content column (columns: path)" in error_line(capsys)
+    assert f"--images {manifest}: no content, geometry or texture column (columns: path)" in \
+        error_line(capsys)
     held = tmp_path / "held"
     held.mkdir()
     for name in [n for n in (f"h{i}.jpg" for i in range(100)) if is_held_out(n)][:3]:
@@ -408,3 +410,54 @@ def test_the_recipe_script_passes_extra_options_last_on_every_run(tmp_path):
             if line.startswith("train-decoder ")]
     assert len(runs) >= 10  # chain a stops at its `cp` here: ``echo`` wrote no decoder
     assert all(line.endswith(" --steps 5 --device cuda") for line in runs)
+
+
+def test_every_refusal_is_an_input_error():
+    """The CLI catches `InputError` (exit 2, one line), never a plain ValueError."""
+    assert issubclass(training.DecoderTrainingError, InputError)
+    with pytest.raises(InputError, match="--crop must be a multiple of 16"):
+        training.check_config(DecoderTrainConfig(images=["x"], crop=33))
+
+
+def test_a_finished_run_run_again_says_so_without_building_the_crop_bank(tmp_path, capsys,
+                                                                        monkeypatch):
+    out = tmp_path / "d.pt"
+    assert main(args(tmp_path, out, "--steps", "2")) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr(loop, "load_vgg19", lambda *_, **__: pytest.fail("crop bank built"))
+    assert main(args(tmp_path, out, "--steps", "2")) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"nothing to train: {out} is finished (step 2 of --steps 2); a larger --steps or "
+        "--max-seconds trains it on"]
+    assert out.read_bytes() == before and state_step(out) == 2
+
+
+def test_an_option_the_kind_does_not_use_is_a_warning_after_the_checks(tmp_path, capsys,
+                                                                        no_bank):
+    """--styles with wct, --level with adain changed nothing, silently; said once the checks
+    pass, so that a refusal stays the only line."""
+    styles = str(photos(tmp_path / "styles"))
+    assert main(args(tmp_path, tmp_path / "w" / "d.pt", "--styles", styles,
+                     "--device", "gpu")) == 2
+    assert "--device gpu" in error_line(capsys)  # refused: no warning before it
+    with pytest.raises(AssertionError, match="crop bank was started"):
+        main(args(tmp_path, tmp_path / "w" / "d.pt", "--styles", styles))
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "lwst train-decoder: warning: --styles applies to --kind adain; a wct decoder trains "
+        "on --images only"]
+    with pytest.raises(AssertionError, match="crop bank was started"):
+        main(args(tmp_path, tmp_path / "a" / "d.pt", "--kind", "adain", "--styles", styles))
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "lwst train-decoder: warning: --level 1 applies to --kind wct; the adain decoder always "
+        "decodes relu4_1"]
+
+
+def test_the_torch_free_settings_agree_with_the_decoders():
+    """`config` quotes the kinds and levels so that --help imports no torch."""
+    from lwst import decoders
+    from lwst.decoder_training import config
+    from lwst.vgg import STYLE_LAYERS
+
+    assert (config.KINDS, config.LEVELS) == (decoders.KINDS, decoders.LEVELS)
+    assert STYLE_LAYERS[:4] == training.ADAIN_STYLE_LAYERS

@@ -74,3 +74,42 @@ def test_train_decoders_flow_trains_wct_then_adain_from_it(tmp_path: Path) -> No
     assert "2 steps" in adain_info.note and wct_info.decoder_id != adain_info.decoder_id
     log = pd.read_csv(tmp_path / "dec" / "decoder_adain.pt.log.csv")
     assert list(log["step"]) == [1, 2] and {"content", "style"} <= set(log.columns)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"lr": 5.0}, "--lr must be within 0..1, got 5.0"),
+    ({"painted_bank": "painted"}, "--painted-bank needs --paint-styles"),
+    ({"images": ["missing"]}, "--images missing: no such image folder or manifest")])
+def test_train_warp_flow_refuses_bad_input_before_encoding_the_cache(tmp_path: Path, change,
+                                                                     reason) -> None:
+    """A refusal fails the flow at once, as an `InputError` (not retried), before the
+    encode-feature-cache task spends minutes on the images (it came after it)."""
+    from flows.train_warp import train_warp
+    from lwst.errors import InputError
+
+    name = next(n for n in (f"img{i}.png" for i in range(20)) if not is_held_out(n))
+    save_image(tmp_path / "images" / name, (64, 64))
+    params = {"images": [str(tmp_path / "images")], "out": str(tmp_path / "train.pt"),
+              "cache_dir": str(tmp_path / "cache"), "paint_images": 1, "steps": 1, **change}
+    if "painted_bank" in change:
+        params["painted_bank"] = str(tmp_path / change["painted_bank"])
+    if "images" in change:
+        params["images"] = [str(tmp_path / p) for p in change["images"]]
+    with pytest.raises(InputError) as refused:
+        train_warp(**params)
+    assert reason.replace("missing", str(tmp_path / "missing")) in str(refused.value)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "train.pt").exists()
+
+
+def test_the_train_warp_module_answers_help_and_refuses_no_arguments() -> None:
+    """``python -m flows.train_warp --help`` exited 1 (``sys.exit`` of the usage text)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "flows.train_warp", "--help"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m flows.train_warp")
+    done = subprocess.run([sys.executable, "-m", "flows.train_warp"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("usage: python -m flows.train_warp")

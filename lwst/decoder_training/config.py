@@ -1,28 +1,34 @@
-"""One decoder training run's settings, and the checks that refuse a bad one before any work."""
+"""One decoder training run's settings, and the checks that refuse a bad one before any work.
+
+Imports no torch (nor pandas): `lwst.decoder_cli` quotes these defaults in ``lwst train-decoder
+--help``, which must answer at once (tests/test_cli_startup.py). What needs torch is imported
+by the function that uses it.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+from lwst.errors import InputError
 
-from lwst import devices
-from lwst.decoders import KINDS, LEVELS
-from lwst.manifest import PATH_COLUMNS
-from lwst.vgg import STYLE_LAYERS
+if TYPE_CHECKING:
+    import torch
 
+# The decoder kinds and levels (`lwst.decoders.KINDS`, `LEVELS`, which import torch), quoted
+# here so that the parser needs no torch; tests check the two agree.
+KINDS = ("wct", "adain")
+LEVELS = (1, 2, 3, 4, 5)
 ADAIN_LEVEL = 4
-ADAIN_STYLE_LAYERS = STYLE_LAYERS[:4]  # relu1_1 .. relu4_1
 PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_WIDTH = 4.0  # 1 is VGG's own width; beyond a few times that is a typo, not a decoder
 MAX_SEED = 2**32 - 1
-MANIFEST_COLUMNS = PATH_COLUMNS  # those a manifest names images in (`manifest_images`)
 # What a resume may change: how long and where it trains, not what it trains (docs/decoder_card.md).
 RESUMABLE = ("steps", "max_seconds", "checkpoint_every", "device", "precision", "log")
 
 
-class DecoderTrainingError(ValueError):
+class DecoderTrainingError(InputError):
     """A refused setting, input or state file, in one line (the CLI's exit 2)."""
 
 
@@ -108,8 +114,22 @@ def check_config(config: DecoderTrainConfig) -> None:
             "--kind adain needs --styles (a folder or manifest of style images)")
 
 
+def ignored_settings(config: DecoderTrainConfig) -> list[str]:
+    """A line for each setting the run's kind does not use (it changes nothing): said once the
+    run's checks pass, before the crop bank (read before `check_config` sets adain's level)."""
+    notes = []
+    if config.kind == "wct" and config.styles:
+        notes.append("--styles applies to --kind adain; a wct decoder trains on --images only")
+    if config.kind == "adain" and config.level != ADAIN_LEVEL:
+        notes.append(f"--level {config.level} applies to --kind wct; the adain decoder always "
+                     f"decodes relu{ADAIN_LEVEL}_1")
+    return notes
+
+
 def resolve_device(name: str) -> torch.device:
     """The training device, or one line saying why this machine cannot train on it."""
+    from lwst import devices
+
     try:
         return devices.resolve_device(name, label=f"--device {name}")
     except devices.DeviceError as exc:

@@ -13,17 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst.decoder_training.config import (
-    MANIFEST_COLUMNS,
-    DecoderTrainConfig,
-    DecoderTrainingError,
-    require,
-)
+from lwst.decoder_training.config import DecoderTrainConfig, DecoderTrainingError, require
+from lwst.errors import InputError
 from lwst.image_io import ImageInputError, read_image
+from lwst.manifest import PATH_COLUMNS
 from lwst.storage import IMAGE_SUFFIXES
 from lwst.vgg import VGG19Features
 from lwst.warpnet.bank import gather_images, manifest_images, read_training_manifest
 from lwst.warpnet.split import training_files
+
+MANIFEST_COLUMNS = PATH_COLUMNS  # those a manifest names images in (`manifest_images`)
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,15 @@ def _listed(source: Path, option: str) -> list[Path]:
             "(or Parquet, JSON Lines)")
     try:
         table = read_training_manifest(source)
-    except ValueError as exc:
+    except InputError as exc:
         raise DecoderTrainingError(f"{option} {exc}") from None
     columns = [str(c) for c in table.columns]
     require(any(c in columns for c in MANIFEST_COLUMNS),
-            f"{source}: no content column (columns: {', '.join(columns)[:160] or 'none'})")
+            f"{option} {source}: no {', '.join(MANIFEST_COLUMNS[:-1])} or "
+            f"{MANIFEST_COLUMNS[-1]} column (columns: {', '.join(columns)[:160] or 'none'})")
     try:
         return manifest_images(table, source)
-    except ValueError as exc:
+    except InputError as exc:
         raise DecoderTrainingError(f"{option} {exc}") from None
 
 

@@ -14,6 +14,7 @@ from lwst.decoder_training.config import (
     DecoderTrainConfig,
     TrainingInterrupted,
     check_config,
+    ignored_settings,
     resolve_device,
 )
 from lwst.decoder_training.data import ImageSet, training_images
@@ -128,6 +129,21 @@ def _train(run: TrainingRun, objective: Objective, device: torch.device, log: Lo
     log_fn(f"done: {run.step} steps in {run.seconds:.0f} s -> {run.files.out}{skipped}")
 
 
+def _finished(state: dict, config: DecoderTrainConfig, files: RunFiles,
+              log_fn: Callable[[str], None]) -> bool:
+    """Whether the run in ``state`` already ended its schedule (by ``--steps`` or
+    ``--max-seconds``): then it says so, and no crop bank (minutes) is built for nothing."""
+    step, seconds = int(state["step"]), float(state["seconds"])
+    if _progress(step, seconds, config) < 1.0:
+        return False
+    done = f"step {step} of --steps {config.steps}"
+    if config.max_seconds:
+        done += f", {seconds:.0f} s of --max-seconds {config.max_seconds:g}"
+    log_fn(f"nothing to train: {files.out} is finished ({done}); a larger --steps or "
+           "--max-seconds trains it on")
+    return True
+
+
 def train_decoder(config: DecoderTrainConfig, log_fn: Callable[[str], None] = print,
                   warn_fn: Callable[[str], None] | None = None) -> Path:
     """Train (or resume) one decoder; writes ``config.out`` (float16 weights) and returns it.
@@ -137,6 +153,7 @@ def train_decoder(config: DecoderTrainConfig, log_fn: Callable[[str], None] = pr
     a failed run that saved nothing leaves no file or folder. ``warn_fn`` (default: ``log_fn``)
     gets one line per skipped image."""
     warn = warn_fn or (lambda message: log_fn(f"warning: {message}"))
+    ignored = ignored_settings(config)  # before `check_config` sets adain's level
     check_config(config)
     device = resolve_device(config.device)
     files = RunFiles.of(config)
@@ -147,6 +164,10 @@ def train_decoder(config: DecoderTrainConfig, log_fn: Callable[[str], None] = pr
     if state is not None:
         check_resume(state, files.state, config)
     start = load_init(config) if state is None else None
+    for note in ignored:
+        warn(note)
+    if state is not None and files.out.exists() and _finished(state, config, files, log_fn):
+        return files.out
     run: TrainingRun | None = None
     log: LossLog | None = None
     created: list[Path] = []

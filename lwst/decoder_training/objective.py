@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lwst.decoder_training.config import ADAIN_STYLE_LAYERS, DecoderTrainConfig
+from lwst.decoder_training.config import DecoderTrainConfig
 from lwst.decoder_training.data import ImageSet, as_float, crop_bank, encode_bank
 from lwst.decoders import Decoder, level_tap
 from lwst.feature_transforms import adain, mean_std
-from lwst.vgg import VGG19Features
+from lwst.vgg import STYLE_LAYERS, VGG19Features
+
+ADAIN_STYLE_LAYERS = STYLE_LAYERS[:4]  # relu1_1 .. relu4_1
 
 
 def _relative(x: Tensor, target: Tensor) -> Tensor:

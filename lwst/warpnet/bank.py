@@ -25,18 +25,21 @@ from torch import Tensor
 from lwst import storage
 from lwst.config import ANALYSIS_SIZE
 from lwst.correlation import analysis_view, normalised_features
+from lwst.errors import InputError
+from lwst.failures import first_line
 from lwst.flow import base_grid, pixel_to_normalised, resize_flow
 from lwst.image_io import read_image
 from lwst.manifest import PATH_COLUMNS, ManifestError, base_location, read_table, resolve_path
 from lwst.safety import save_atomic
 from lwst.vgg import VGG19Features
+from lwst.warpnet.recipe import DEFAULT_TIERS
 from lwst.warpnet.synthetic import make_pair
 
 FEATURE_TAP = "relu4_1"  # 32x32 at 256; the global stage pools it to 16x16 (see model.py)
 FINE_TAP = "relu3_1"  # 64x64 at 256: the fine stage places edges with it (see model.py)
 TOP_TAP = "relu5_1"  # 16x16 at 256: optionally matched by the global stage (see model.py)
 TARGET_SIZE = 64  # ground-truth flows and valid masks are kept at 64x64 (flows are smooth)
-DEFAULT_TIERS = ("photometric", "artistic", "artistic")
+RECORD_KEYS = ("name", "features", "flow", "kinds")  # what `load_bank` needs of a record
 
 
 def image_seed(name: str, seed: int) -> int:
@@ -185,7 +188,7 @@ def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, T
     if bank.view_source is None:
         raise ValueError("this bank has no per-view image index (load it with load_bank)")
     if len(bank.images) < 2:
-        raise ValueError(f"cross-image pairs need at least two training images, the bank has "
+        raise InputError(f"--cross-pairs needs at least two training images, the bank has "
                          f"{len(bank.images)}")
     first_original: dict[int, int] = {}  # painted records repeat the untouched view: keep one
     for i, kind in enumerate(bank.view_kind):
@@ -205,6 +208,29 @@ def cross_image_pairs(bank: FeatureBank, neighbours: int = 8) -> tuple[Tensor, T
     return content.repeat_interleave(k), pool[nearest.flatten()]
 
 
+def _read_record(file: Path) -> dict:
+    """One cache record, memory-mapped, or one line naming it: a torn or foreign ``.pt`` in
+    the cache folder (a checkpoint saved there) must not end a run in a traceback."""
+    try:
+        # mmap: the records stay file-backed until concatenated, so loading does not hold two
+        # copies of the bank in anonymous memory (2x the RSS for a 7 GB cache).
+        rec = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
+        # torch's first sentence when it is short; its long ones are advice about torch.save.
+        reason = first_line(exc).split(". ")[0]
+        reason = type(exc).__name__ if len(reason) > 80 else f"{type(exc).__name__}: {reason}"
+        raise InputError(f"feature cache record {file}: not readable, torn or not a torch file "
+                         f"({reason}): delete it (a run without --no-build-cache encodes its "
+                         "image again)") from None
+    if not isinstance(rec, dict) or any(k not in rec for k in RECORD_KEYS):
+        raise InputError(f"feature cache record {file}: not a cache record (no "
+                         f"{', '.join(RECORD_KEYS)} entries): is --cache-dir the feature cache "
+                         "folder? Move other files out of it")
+    return rec
+
+
 def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     """Gather every ``<stem>.<tag>.pt`` under ``cache_dir`` and enumerate the ordered pairs."""
     from lwst.warpnet.split import is_held_out
@@ -213,9 +239,7 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
     view_source, view_kind, images = [], [], {}
     offset = 0
     for file in sorted(cache_dir.glob("*.pt")):
-        # mmap: the records stay file-backed until concatenated, so loading does not hold two
-        # copies of the bank in anonymous memory (2x the RSS for a 7 GB cache).
-        rec = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        rec = _read_record(file)
         if exclude_held_out and is_held_out(rec["name"]):
             continue
         names.append(rec["name"])
@@ -237,7 +261,8 @@ def load_bank(cache_dir: Path, exclude_held_out: bool = True) -> FeatureBank:
         ]
         offset += n
     if not names:
-        raise FileNotFoundError(f"no cached views under {cache_dir}")
+        raise InputError(f"no cached views under {cache_dir}: encode training images into it "
+                         "first (lwst train-warp without --no-build-cache)")
     return FeatureBank(
         torch.cat(feats),
         None if any(f is None for f in fines) else torch.cat(fines),
@@ -260,7 +285,7 @@ def read_training_manifest(src: Path) -> pd.DataFrame:
     try:
         return read_table(str(src))
     except ManifestError as exc:
-        raise ValueError(f"{src}: not a readable manifest ({'; '.join(exc.problems)[:160]})"
+        raise InputError(f"{src}: not a readable manifest ({'; '.join(exc.problems)[:160]})"
                          ) from None
 
 
@@ -277,7 +302,7 @@ def manifest_images(table: pd.DataFrame, src: Path) -> list[Path]:
                 continue
             path = resolve_path(entry, base)
             if not storage.is_local(path):
-                raise ValueError(f"{src}: {entry} is not a local file (training reads local "
+                raise InputError(f"{src}: {entry} is not a local file (training reads local "
                                  "images only)")
             files.append(storage.local_path(path))
     return files
@@ -291,12 +316,14 @@ def gather_images(sources: Sequence[str | Path]) -> list[Path]:
         if src.is_dir():
             files += map(Path, storage.list_images(src, recursive=False))
             continue
+        if not src.exists():
+            raise InputError(f"{src}: no such folder or manifest")
         if src.suffix.lower() in storage.IMAGE_SUFFIXES:
-            raise ValueError(f"{src} is an image: expected a folder of images or a manifest "
+            raise InputError(f"{src} is an image: expected a folder of images or a manifest "
                              "(CSV/Parquet/JSONL)")
         table = read_training_manifest(src)
         if not any(c in table for c in PATH_COLUMNS):
-            raise ValueError(f"{src}: no content, geometry or texture column (columns: "
+            raise InputError(f"{src}: no content, geometry or texture column (columns: "
                              f"{', '.join(map(str, table.columns)) or 'none'})")
         files += manifest_images(table, src)
     return sorted(set(files))

@@ -1,17 +1,21 @@
 """``lwst train-warp``: train the warp network from folders or manifests of images.
 
-The options are added when the command is used (`defer_options`): their defaults are
-`TrainConfig`'s, whose module imports torch, which registering the command for ``lwst --help``
-must not.
+The options are added when the command is used (`defer_options`), and quote the recipe's
+defaults from `lwst.warpnet.recipe`, which imports no torch: ``--help`` must answer without it
+(tests/test_cli_startup.py). The trainer is imported by the handler.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
 from lwst.cli_options import DefaultsHelpFormatter, defer_options
 from lwst.config import RENDERERS
+from lwst.warpnet.recipe import TIERS, option_defaults
+
+EXIT_INTERRUPTED = 130
+
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,10 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
-    from lwst.warpnet.bank import DEFAULT_TIERS
-    from lwst.warpnet.train import TrainConfig
-
-    defaults = TrainConfig()
+    defaults = argparse.Namespace(**option_defaults())
     p.add_argument(
         "--images",
         action="append",
@@ -67,8 +68,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tiers",
         nargs="+",
-        default=list(DEFAULT_TIERS),
-        choices=("geometry", "photometric", "artistic"),
+        default=list(defaults.tiers),
+        choices=TIERS,
         help="re-texturing of the cached exemplar variants, one variant each",
     )
     p.add_argument("--steps", type=int, default=defaults.steps,
@@ -149,19 +150,12 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_warp(args: argparse.Namespace) -> int:
-    from lwst.warpnet.train import TrainConfig, export_checkpoint, train
+    from lwst.warpnet.train import TrainConfig, TrainingStopped, train
 
-    missing = [s for s in args.images if not Path(s).exists()]
-    if missing:
-        raise FileNotFoundError(f"no such image folder or manifest: {', '.join(missing)}")
-    for target, option in ((args.export, "--export"), (args.log, "--log")):
-        if target and Path(target).is_dir():
-            raise ValueError(f"{option} {target} is a folder: name the file to write")
-    if args.init and not Path(args.init).is_file():
-        raise FileNotFoundError(f"no such checkpoint to fine-tune from (--init): {args.init}")
     cfg = TrainConfig(
         images=list(args.images),
         out=args.out,
+        export=args.export,
         cache_dir=args.cache_dir,
         build_cache=not args.no_build_cache,
         painted_bank=args.painted_bank,
@@ -192,7 +186,9 @@ def cmd_train_warp(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         until=args.until,
     )
-    out = train(cfg)
-    if args.export:
-        export_checkpoint(out, args.export)
+    try:
+        train(cfg)
+    except TrainingStopped as stop:
+        print(f"lwst train-warp: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0

@@ -20,8 +20,7 @@ from lwst.flow import hole_mask, warp_image
 from lwst.kornia_ops import enhance as KE
 from lwst.kornia_ops import filters as KF
 from lwst.parametric import SyntheticWarpRanges, random_warp_flow
-
-TIERS = ("geometry", "photometric", "artistic")
+from lwst.warpnet.recipe import TIERS
 
 
 @dataclass

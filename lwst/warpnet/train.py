@@ -12,24 +12,25 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from lwst import storage
 from lwst.config import ANALYSIS_SIZE
 from lwst.devices import device_problem
+from lwst.errors import InputError
 from lwst.flow import hole_mask, resize_flow
 from lwst.interrupts import ctrl_c_held
 from lwst.loss_log import LossLog
 from lwst.lr_schedule import warmup_cosine, warmup_cosine_factor, warmup_steps
-from lwst.safety import first_non_finite, save_atomic
+from lwst.safety import BadCheckpointError, first_non_finite, save_atomic
 from lwst.vgg import VGG19Features, load_vgg19
 from lwst.warp_safety import jacobian_determinant, masked_variance
 from lwst.warpnet.bank import (
-    DEFAULT_TIERS,
     FeatureBank,
     cache_image,
     cross_image_pairs,
@@ -38,61 +39,8 @@ from lwst.warpnet.bank import (
 )
 from lwst.warpnet.inference import checkpoint_id, read_checkpoint
 from lwst.warpnet.model import WarpNet, WarpNetConfig
+from lwst.warpnet.recipe import TIERS, TrainConfig
 from lwst.warpnet.split import training_files
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run, with its default (recorded in the checkpoint).
-
-    The defaults are the shipped checkpoint's recipe (docs/model_card.md), so the command that
-    reproduces it names only paths."""
-
-    images: list[str] = field(default_factory=list)  # folders or manifests
-    out: str = "warpnet.pt"
-    cache_dir: str = "scratch/warpnet_cache"
-    build_cache: bool = True  # encode missing images first; False: train on what is cached
-    painted_bank: str | None = None  # folder of <image stem>__<style stem>.png painted copies
-    paint_images: int = 48  # paint this many training images into painted_bank first
-    paint_styles: str | None = None  # folder of styles to paint with (held-out ones skipped)
-    paint_size: int = 128  # painting resolution (upsampled to the analysis size for encoding)
-    paint_renderer: str = "gatys"  # gatys (cheap schedule) or a feed-forward one (adain, wct)
-    tiers: tuple[str, ...] = DEFAULT_TIERS
-    steps: int = 4000
-    batch_size: int = 8
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup: int = 100
-    gamma: float = 0.8  # sequence weight of intermediate i: gamma ** (last - i)
-    weak_weight: float = 1.0
-    original_content: float = 0.7  # share of pairs whose content side is the untouched image
-    # Share of each batch drawn from pairs of *different* images (``bank.cross_image_pairs``),
-    # trained by the weak loss alone; 0 keeps the synthetic-only recipe.
-    cross_pairs: float = 0.0
-    cross_neighbours: int = 8  # exemplar candidates per untouched image for those pairs
-    cross_weight: float = 1.0  # weak-loss weight of those pairs (``weak_weight`` for the others)
-    # Weight of `melt_loss` on those pairs' final field: the weak loss alone rewards melting
-    # (moving each content feature onto its best local match), the product's confidence
-    # penalises it (docs/benchmarks.md, "Melted fields"); 0 leaves it out.
-    melt_weight: float = 0.0
-    max_images: int | None = None  # encode only this many (seeded shuffle of the training set)
-    until: int | None = None  # stop at this step (the schedule still runs over ``steps``)
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 2
-    resume: bool = False
-    # Fine-tune: start from these weights (a training or slim checkpoint) with a fresh optimiser
-    # and schedule; the architecture is the checkpoint's. Ignored when resuming.
-    init: str | None = None
-    # (relu4_1 steps, relu3_1 steps) to train with; None keeps the architecture's.
-    refine_steps: tuple[int, int] | None = None
-    # True: the global stage also matches relu5_1 (a fine-tune adds its mixing weight to the
-    # initial weights); None keeps the architecture's. Needs a cache with relu5_1 features.
-    global_relu5: bool | None = None
-    log: str | None = None
-    checkpoint_every: int = 100
-    refresh_bank_every: int = 0  # >0: reload the cache (grown by another process) every N steps
-    model: dict = field(default_factory=lambda: WarpNetConfig().to_dict())
 
 
 def sequence_loss(
@@ -146,8 +94,14 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
         step, warmup, (step - warmup) / max(cfg.steps - warmup, 1), floor)
 
 
-class TrainingDivergedError(ValueError):
-    """The loss became NaN or infinite: the weights would be NaN from this step on."""
+class TrainingDivergedError(InputError):
+    """The loss became NaN or infinite: the weights would be NaN from this step on (the
+    settings', not lwst's, so one line: lower the learning rate)."""
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Ctrl-C, after the last completed step was saved where there was one; the message says
+    what was kept and how to go on."""
 
 
 # Settings that define a run's trajectory: resuming with another value would silently train
@@ -158,13 +112,18 @@ RESUME_FIXED = ("batch_size", "lr", "weight_decay", "warmup", "gamma", "weak_wei
                 "melt_weight", "seed")
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def check_config(cfg: TrainConfig) -> None:
-    """Refuse nonsense settings in one line, before minutes of painting and encoding."""
+    """Refuse nonsense settings and paths in one line, before minutes of painting and
+    encoding (the CLI's and the flow's first step)."""
     def finite(name: str, low: float, high: float = math.inf) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and low <= value <= high):
             span = f"at least {low:g}" if high == math.inf else f"within {low:g}..{high:g}"
-            raise ValueError(f"{name.replace('_', '-')} must be {span}, got {value}")
+            raise InputError(f"{_option(name)} must be {span}, got {value}")
 
     for name in ("steps", "batch_size", "checkpoint_every", "threads", "cross_neighbours",
                  "paint_size"):
@@ -179,34 +138,92 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) is not None:
             finite(name, 1)
     if cfg.refine_steps is not None and min(cfg.refine_steps) < 1:
-        raise ValueError(f"refine-steps must be at least 1 each, got {list(cfg.refine_steps)}")
-    if not 0.0 <= cfg.cross_pairs < 1.0 or cfg.cross_neighbours < 1:
-        raise ValueError(
-            f"cross_pairs must be in [0, 1) and cross_neighbours at least 1 "
-            f"(got {cfg.cross_pairs} and {cfg.cross_neighbours}): every batch needs synthetic pairs"
-        )
+        raise InputError(f"--refine-steps must be at least 1 each, got {list(cfg.refine_steps)}")
+    if not 0.0 <= cfg.cross_pairs < 1.0:
+        raise InputError(f"cross_pairs must be in [0, 1) (--cross-pairs), got {cfg.cross_pairs}: "
+                         "every batch needs synthetic pairs")
+    unknown = [t for t in cfg.tiers if t not in TIERS]
+    if unknown or not cfg.tiers:
+        raise InputError(f"--tiers must name one or more of {', '.join(TIERS)}, got "
+                         f"{' '.join(map(str, cfg.tiers)) or 'none'}")
     check_device(cfg.device)
-    if Path(cfg.out).is_dir():
-        raise ValueError(f"out {cfg.out} is a folder: name the checkpoint file to write")
+    _check_paths(cfg)
+
+
+def _check_paths(cfg: TrainConfig) -> None:
+    """The inputs exist and the outputs could be written (none a folder, under a file, or the
+    same file as another), checked before any work."""
+    if cfg.init and not Path(cfg.init).is_file():
+        raise InputError(f"no such checkpoint to fine-tune from (--init): {cfg.init}")
+    for source in cfg.images:
+        if not Path(source).exists():
+            raise InputError(f"--images {source}: no such image folder or manifest")
+    if cfg.painted_bank and cfg.paint_images:  # `prepare_bank` paints
+        if not cfg.paint_styles:
+            raise InputError("--painted-bank needs --paint-styles (the styles to paint "
+                             f"{cfg.paint_images} copies with), or --paint-images 0 to train "
+                             "on the copies already in it")
+        if not Path(cfg.paint_styles).exists():
+            raise InputError(f"--paint-styles {cfg.paint_styles}: no such folder or manifest")
+    outputs = {"--out": cfg.out, "--export": cfg.export, "--log": cfg.log}
+    seen: dict[Path, str] = {}
+    for option, name in outputs.items():
+        if not name:
+            continue
+        path = Path(name)
+        if path.is_dir():
+            raise InputError(f"{option} {name}: is an existing folder, not a file name")
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise InputError(f"{option} {name}: {blocker} is a file, not a folder")
+        same = seen.setdefault(path.resolve(), option)
+        if same != option:
+            raise InputError(f"{same} and {option} name the same file, {name}: each needs its "
+                             "own")
 
 
 def check_device(device: str) -> None:
     """``cpu``, ``cuda`` or ``cuda:N`` that this machine has, or one line saying why not."""
     problem = device_problem(device)  # not ``auto``: the trainer runs where it is told
     if problem:
-        raise ValueError(f"device {device}: {problem}")
+        raise InputError(f"--device {device}: {problem}")
 
 
 def check_resume(cfg: TrainConfig, state: dict, arch: WarpNetConfig, out: Path) -> None:
     """One line naming every setting that differs from the run being resumed."""
     before = state.get("train_config") or {}
-    changed = [f"{k.replace('_', '-')} {before[k]} -> {getattr(cfg, k)}" for k in RESUME_FIXED
+    changed = [f"{_option(k)} {before[k]} -> {getattr(cfg, k)}" for k in RESUME_FIXED
                if k in before and before[k] != getattr(cfg, k)]
     if state.get("model_config") and state["model_config"] != arch.to_dict():
         changed.append("architecture (--refine-steps / --global-relu5)")
     if changed:
-        raise ValueError(f"{out} was trained with other settings ({'; '.join(changed)}): repeat "
+        raise InputError(f"{out} was trained with other settings ({'; '.join(changed)}): repeat "
                          "them to resume, or choose another --out to start a new run")
+
+
+def read_training_state(out: Path) -> dict:
+    """The training checkpoint ``--resume`` continues, or one line saying why it cannot be
+    resumed (unreadable, or an exported slim checkpoint, which has no optimiser state)."""
+    try:
+        state = read_checkpoint(out)  # on the CPU: the RNG state must stay there
+    except BadCheckpointError as exc:
+        raise BadCheckpointError(f"--resume: {exc}: delete it to start over, or choose another "
+                                 "--out") from None
+    missing = [k for k in ("optimizer", "rng", "step") if k not in state]
+    if missing:
+        raise InputError(f"--resume: {out} is not a training checkpoint (no {', '.join(missing)}"
+                         "; an exported one?): fine-tune from it with --init and another --out")
+    return state
+
+
+def _read_init(cfg: TrainConfig) -> dict | None:
+    """``--init``'s checkpoint (training or slim), or one line naming the option."""
+    if not cfg.init:
+        return None
+    try:
+        return read_checkpoint(cfg.init)
+    except BadCheckpointError as exc:
+        raise BadCheckpointError(f"--init: {exc}") from None
 
 
 def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> None:
@@ -217,8 +234,10 @@ def prepare_bank(cfg: TrainConfig, progress: Callable[[str], None] = print) -> N
     files = training_files(found)
     if not files:
         why = (f"{len(found)} found, all held out for evaluation (docs/model_card.md, Data)"
-               if found else "none found")
-        raise ValueError(f"no training images in {', '.join(map(str, cfg.images))}: {why}")
+               if found else "none found (folders: their own "
+               f"{' '.join(storage.IMAGE_SUFFIXES)} files; manifests: their content, geometry "
+               "and texture columns)")
+        raise InputError(f"no training images in {', '.join(map(str, cfg.images))}: {why}")
     if cfg.max_images:
         random.Random(cfg.seed).shuffle(files)
         files = files[: cfg.max_images]
@@ -264,7 +283,8 @@ def readable_images(files: Sequence[Path], cache: Path,
                 continue
         usable.append(path)
     if not usable:
-        raise ValueError(f"no readable training images among {len(files)}")
+        raise InputError(f"no readable training images among {len(files)} (each one skipped "
+                         "is named above)")
     return usable
 
 
@@ -279,10 +299,11 @@ def paint_training_copies(
     from lwst.warpnet.painted import paint_bank, painting_config
 
     if not (cfg.painted_bank and cfg.paint_styles):
-        raise ValueError("paint_images needs painted_bank (output folder) and paint_styles")
+        raise InputError("--paint-images needs --painted-bank (the folder to paint into) and "
+                         "--paint-styles (the styles to paint with)")
     styles = training_files(gather_images([cfg.paint_styles]))
     if not styles:
-        raise ValueError(f"no training styles to paint with under {cfg.paint_styles} "
+        raise InputError(f"no training styles to paint with under {cfg.paint_styles} "
                          "(held-out ones are skipped)")
     chosen = list(files)
     random.Random(cfg.seed + 1).shuffle(chosen)
@@ -348,11 +369,18 @@ def model_config(cfg: TrainConfig, init: dict | None = None) -> WarpNetConfig:
 def load_initial_weights(model: WarpNet, weights: dict[str, Tensor]) -> None:
     """Load a fine-tune's starting weights; the one module an architecture change may add (the
     global stage's relu5_1 mixing weight) keeps its own initial value."""
+    expected = model.state_dict()
+    odd = next((k for k, v in weights.items()
+                if k in expected and tuple(v.shape) != tuple(expected[k].shape)), None)
+    if odd is not None:  # load_state_dict's RuntimeError is a multi-line list
+        raise InputError(f"--init: its weights do not fit its own architecture ({odd} has "
+                         f"shape {tuple(weights[odd].shape)}, expected "
+                         f"{tuple(expected[odd].shape)})")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     added = {"global_stage.relu5_mix"}
     if unexpected or set(missing) - added:
-        raise ValueError(f"initial weights do not fit the network: missing {missing}, "
-                         f"unexpected {unexpected}")
+        raise InputError(f"--init: its weights do not fit its own architecture (missing "
+                         f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
 
 
 @dataclass
@@ -402,22 +430,56 @@ class TrainingRun:
                         self.fine_tuned_from)
 
 
-def prepare(cfg: TrainConfig, progress: Callable[[str], None] = print,
-            ) -> tuple[TrainingRun, TrainingPairs]:
-    """Check the settings, build (``build_cache``) and load the bank, then set up the run:
-    from scratch, from ``--init``'s weights, or resumed from ``cfg.out``."""
+@dataclass
+class Start:
+    """Where a run starts, read and checked before any painting or encoding: ``--init``'s
+    checkpoint, the training checkpoint ``--resume`` continues (None: a new run) and the
+    architecture to train."""
+
+    init: dict | None
+    state: dict | None
+    arch: WarpNetConfig
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"]) if self.state is not None else 0
+
+
+def starting_point(cfg: TrainConfig) -> Start:
+    """`check_config`, then every check that needs a checkpoint read but no image: an
+    existing ``--out`` without ``--resume``, ``--init`` and the resumed checkpoint readable,
+    the resumed run's settings repeated."""
     check_config(cfg)
     out = Path(cfg.out)
     if out.exists() and not cfg.resume:
-        raise ValueError(f"{out} already holds a training checkpoint: pass --resume to continue "
+        raise InputError(f"{out} already holds a training checkpoint: pass --resume to continue "
                          "it, or choose another --out (or delete it) to start over")
+    init = _read_init(cfg)
+    state = read_training_state(out) if cfg.resume and out.exists() else None
+    arch = model_config(cfg, init)
+    if state is not None:
+        check_resume(cfg, state, arch, out)
+    return Start(init, state, arch)
+
+
+def last_step(cfg: TrainConfig) -> int:
+    """The step a run ends at: ``--until``, or ``--steps`` (the schedule's length)."""
+    return min(cfg.steps, cfg.until or cfg.steps)
+
+
+def prepare(cfg: TrainConfig, progress: Callable[[str], None] = print,
+            start: Start | None = None) -> tuple[TrainingRun, TrainingPairs]:
+    """Check the settings (unless ``start`` says they were), build (``build_cache``) and load
+    the bank, then set up the run: from scratch, from ``--init``'s weights, or resumed from
+    ``cfg.out``."""
+    start = start or starting_point(cfg)
     torch.set_num_threads(cfg.threads)
     if cfg.build_cache:
         prepare_bank(cfg, progress)
     bank = load_bank(Path(cfg.cache_dir))
     progress(f"bank: {len(bank.images)} images in {len(bank.names)} records, "
              f"{bank.features.shape[0]} views, {len(bank)} pairs")
-    run = _start_run(cfg, out, bank, progress)
+    run = _start_run(cfg, Path(cfg.out), bank, start, progress)
     pairs = TrainingPairs.of(bank, cfg)
     n_cross = cfg.batch_size - pairs.synthetic
     if pairs.cross is not None:
@@ -429,16 +491,15 @@ def prepare(cfg: TrainConfig, progress: Callable[[str], None] = print,
     return run, pairs
 
 
-def _start_run(cfg: TrainConfig, out: Path, bank: FeatureBank,
+def _start_run(cfg: TrainConfig, out: Path, bank: FeatureBank, start: Start,
                progress: Callable[[str], None]) -> TrainingRun:
     """The network (architecture, ``--init`` weights), optimiser, schedule and RNG, at step 0
     or at the step of the checkpoint ``out`` that ``--resume`` continues."""
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    init = read_checkpoint(cfg.init) if cfg.init else None
-    arch = model_config(cfg, init)
+    init, state, arch = start.init, start.state, start.arch
     if arch.global_relu5 and bank.top is None:
-        raise ValueError(f"the cache {cfg.cache_dir} has no relu5_1 features (written before "
+        raise InputError(f"the cache {cfg.cache_dir} has no relu5_1 features (written before "
                          "they were cached): encode it again into a new --cache-dir")
     cfg.model = arch.to_dict()  # what was trained, recorded in checkpoints
     model = WarpNet(arch).to(device)
@@ -449,23 +510,19 @@ def _start_run(cfg: TrainConfig, out: Path, bank: FeatureBank,
         progress(f"fine-tuning from {cfg.init} (trained {init.get('step', '?')} steps)")
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = torch.Generator().manual_seed(cfg.seed)
-    start = 0
-    if cfg.resume and out.exists():
-        state = read_checkpoint(out, device)
-        check_resume(cfg, state, arch, out)
+    if state is not None:
         if cfg.init:
             progress(f"resuming {out}: --init {cfg.init} is not applied again (the run started "
                      f"from {state.get('fine_tuned_from') or 'its own initial weights'})")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         rng.set_state(state["rng"])
-        start = state["step"]
         # The run's own record: the --init file may have been replaced since (by --export).
         fine_tuned_from = state.get("fine_tuned_from", fine_tuned_from)
-        progress(f"resumed from {out} at step {start}")
-    schedule = warmup_cosine(optimiser, cfg.lr, lr_factor(cfg), start)
-    return TrainingRun(cfg, out, device, model, optimiser, schedule, rng, start, start,
-                       fine_tuned_from)
+        progress(f"resumed from {out} at step {start.step}")
+    schedule = warmup_cosine(optimiser, cfg.lr, lr_factor(cfg), start.step)
+    return TrainingRun(cfg, out, device, model, optimiser, schedule, rng, start.step,
+                       start.step, fine_tuned_from)
 
 
 def _open_log(cfg: TrainConfig, start: int) -> LossLog | None:
@@ -477,25 +534,64 @@ def _open_log(cfg: TrainConfig, start: int) -> LossLog | None:
 
 
 def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
-    """Run (or resume) training; returns the checkpoint path."""
-    run, pairs = prepare(cfg, progress)
-    log = _open_log(cfg, run.start)
-    try:
-        _train_steps(run, pairs, log, progress)
-    finally:
-        if log:
-            log.close()
-    return run.out
+    """Run (or resume) training, then write ``cfg.export`` if set; returns the checkpoint path.
+
+    Every check that needs no image comes first (`starting_point`). A resumed run already at
+    its last step trains nothing and builds no cache. Ctrl-C saves the last completed step and
+    raises `TrainingStopped`, whose message says what was kept."""
+    start = starting_point(cfg)
+    out, last, step = Path(cfg.out), last_step(cfg), start.step
+    if start.state is not None and start.step >= last:
+        progress(f"nothing to train: {out} is at step {start.step} (--steps {cfg.steps}"
+                 f"{f', --until {cfg.until}' if cfg.until else ''}); a larger --steps or "
+                 "--until trains it on")
+    else:
+        try:
+            run, pairs = prepare(cfg, progress, start)
+        except KeyboardInterrupt:
+            raise TrainingStopped(_stopped_before_training(cfg, start)) from None
+        log = _open_log(cfg, run.start)
+        try:
+            _train_steps(run, pairs, log, progress)
+        finally:
+            if log:
+                log.close()
+        step = run.done
+    done = f"done: {out} at step {step}"
+    if cfg.export:
+        export_checkpoint(out, cfg.export)
+        done += f"; exported {cfg.export}"
+    progress(done)
+    return out
+
+
+def _stopped_before_training(cfg: TrainConfig, start: Start) -> str:
+    """What a Ctrl-C while painting, encoding or loading the bank kept."""
+    if start.state is not None:
+        return (f"stopped before training; {cfg.out} is unchanged at step {start.step}: the "
+                "same command continues")
+    encoded = " (the feature cache keeps what was encoded)" if cfg.build_cache else ""
+    return (f"stopped before the first step; nothing was saved{encoded}: the same command "
+            "starts over")
+
+
+def _stopped(run: TrainingRun) -> str:
+    """What a Ctrl-C during training kept, and how to go on."""
+    if not run.done:
+        return "stopped before the first step; nothing was saved: the same command starts over"
+    kept = "saved" if run.done > run.start else "unchanged"
+    again = "the same command" if run.cfg.resume else "the same command with --resume"
+    return f"stopped at step {run.done}; the checkpoint {run.out} is {kept}: {again} continues"
 
 
 def _train_steps(run: TrainingRun, pairs: TrainingPairs, log: LossLog | None,
                  progress: Callable[[str], None]) -> None:
     """Train to ``until`` (or ``steps``), checkpointing every ``checkpoint_every`` steps and at
-    the end; Ctrl-C saves the last completed step, then re-raises."""
+    the end; Ctrl-C saves the last completed step, then raises `TrainingStopped`."""
     cfg = run.cfg
     started = time.perf_counter() - (log.last("seconds") if log else 0.0)
     run.model.train()
-    last = min(cfg.steps, cfg.until or cfg.steps)
+    last = last_step(cfg)
     try:
         for step in range(run.start, last):
             if cfg.refresh_bank_every and step > run.start and step % cfg.refresh_bank_every == 0:
@@ -523,9 +619,7 @@ def _train_steps(run: TrainingRun, pairs: TrainingPairs, log: LossLog | None,
         if run.done > run.start:
             with ctrl_c_held():
                 run.save()
-        progress(f"stopped at step {run.done}; the checkpoint {run.out} is saved: the same "
-                 "command with --resume continues")
-        raise
+        raise TrainingStopped(_stopped(run)) from None
 
 
 def raise_diverged(step: int, what: str, out: Path) -> None:
