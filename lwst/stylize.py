@@ -46,6 +46,7 @@ from lwst.image_io import (
 from lwst.inpaint import InpaintResult, inpaint_holes
 from lwst.item import Item
 from lwst.item_files import ItemOutputs
+from lwst.memory import release_freed_memory
 from lwst.metadata import empty_record
 from lwst.render import RenderResult, tensor_summary
 from lwst.renderers import decoder_ids, render
@@ -386,9 +387,12 @@ def stylize_files(item: Item, run_id: str = "", progress: ProgressFn | None = No
                   label=item.label)
     images = read_item_inputs(item.content, item.geometry if warp_estimate is None else None,
                               item.texture, config, **opts)
-    result = stylize(images.content, images.geometry, images.texture, config,
-                     progress=progress, warp_estimate=warp_estimate if item.geometry else None)
-    return write_item(record, result, config, item.outputs, opts)
+    try:
+        result = stylize(images.content, images.geometry, images.texture, config,
+                         progress=progress, warp_estimate=warp_estimate if item.geometry else None)
+        return write_item(record, result, config, item.outputs, opts)
+    finally:
+        release_freed_memory()  # a long run's RSS stays flat (`lwst.memory`)
 
 
 def write_item(record: dict, result: StylizeResult, config: StylizeConfig,

@@ -30,6 +30,7 @@ from lwst import storage
 from lwst.config import StylizeConfig, validate
 from lwst.devices import resolve_device
 from lwst.item import Item
+from lwst.memory import release_freed_memory
 from lwst.metadata import empty_record
 from lwst.render import RenderResult
 from lwst.renderers import render_batch
@@ -150,7 +151,10 @@ def stylize_files_batch(items: list[Item], run_id: str = "",
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         vgg = load_vgg19(config.vgg_weights, device=device)
         seed_generators(config.seed, device)
-        return _stylize_seeded(items, config, device, vgg, run_id, opts, before_retry)
+        try:
+            return _stylize_seeded(items, config, device, vgg, run_id, opts, before_retry)
+        finally:
+            release_freed_memory()  # a long run's RSS stays flat (`lwst.memory`)
 
 
 def _stylize_seeded(items: list[Item], config: StylizeConfig, device: torch.device,

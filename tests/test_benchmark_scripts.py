@@ -117,3 +117,43 @@ def test_bench_renderers_quality_rows_name_their_decoders() -> None:
     assert ",".join(wct.values()) == decoder_ids("wct", "cpu")
     assert bench_renderers.renderer_decoder_ids("adain") == {
         "relu4_1": decoder_ids("adain", "cpu")}
+
+
+def test_bench_soak_samples_a_process_tree_and_summarises_it(tmp_path: Path) -> None:
+    """bench_soak.py's sampler reads the RSS of a real child process tree from /proc (a
+    grandchild holding ~60 MiB is seen as ``other``, apart from the main process), and its
+    summary reads a known slope off the second half of the items."""
+    import subprocess
+    import time
+
+    import bench_soak
+
+    photos = [tmp_path / f"p{k}.jpg" for k in range(3)]
+    styles = [tmp_path / f"s{k}.jpg" for k in range(5)]
+    manifest = tmp_path / "m.csv"
+    bench_soak.build_manifest(manifest, photos, styles, 10)
+    rows = [line.split(",") for line in manifest.read_text().splitlines()[1:]]
+    assert len(rows) == 10 and all(row[1] != row[2] for row in rows)
+    assert len({row[3] for row in rows}) == 5  # every texture used
+
+    child = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+             "'import time; b = bytearray(60 << 20); b[::4096] = b\"x\" * len(b[::4096]); "
+             "time.sleep(30)']); time.sleep(30)")
+    process = subprocess.Popen([sys.executable, "-c", child])
+    try:
+        sampler = bench_soak.Sampler(process.pid, lambda: 0, every=0.2)
+        time.sleep(2.0)
+        sampler.stop()
+    finally:
+        for pid in bench_soak.descendants(process.pid):
+            subprocess.run(["kill", str(pid)], check=False)
+        process.kill()
+        process.wait()
+    last = sampler.samples[-1]
+    assert last.other > 55 and last.main < 55 and last.worker == 0 and last.server == 0
+
+    samples = [bench_soak.Sample(float(k), done, 100.0 + 0.3 * done, 0.0, 0.0, 50.0, 0.0)
+               for k, done in enumerate(range(0, 201, 10))]
+    summary = bench_soak.summarise(samples, 200, "main")
+    assert summary["slope_2nd_half_mib_per_100_items"] == 30.0
+    assert summary["at_10pct_mib"] == 106.0 and summary["peak_mib"] == 160.0

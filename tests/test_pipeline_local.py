@@ -102,8 +102,8 @@ def test_every_output_and_every_failure_recorded(image_folder: Path, tmp_path: P
     assert rows_by_id["plain"]["render_dtype"] is None  # no texture: nothing rendered
     from PIL import Image
 
-    sheet = Image.open(out / "reports" / "contact_sheet-r1.png")  # 4 panels, 2 rows + header
-    assert sheet.width == 4 + 4 * (128 + 4) and sheet.height == 20 + 2 * (128 + 16 + 4)
+    sheet = Image.open(out / "reports" / "contact_sheet-r1.png")  # 5 panels, 2 rows + header
+    assert sheet.width == 4 + 5 * (128 + 4) and sheet.height == 20 + 2 * (128 + 16 + 4)
     shown = _artifact_data("stylize-contact-sheet")  # embedded: the UI cannot open file://
     assert shown.startswith("data:image/jpeg;base64,")
     import base64
