@@ -519,7 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     builtin = chosen_command(argv) in BUILTIN_COMMANDS
     parser = build_parser(_registrations(entry_points=not builtin))
-    args = parser.parse_args(argv)
+    try:  # parsing imports a command's option defaults: a Ctrl-C there is no traceback either
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("lwst: interrupted", file=sys.stderr)
+        return 130
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -450,3 +450,18 @@ def test_debug_shows_the_traceback_before_or_after_the_command(main, tmp_path: P
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1] == (
         f"lwst stylize: error: --content {tmp_path / 'none.png'}: no such file")
+
+
+def test_a_ctrl_c_while_the_command_line_is_parsed_is_one_line(monkeypatch, capsys):
+    """Parsing imports a command's option defaults (seconds on a cold disk): a Ctrl-C there
+    exited with a 40-frame traceback, outside `main`'s handling."""
+    import argparse
+
+    import lwst.cli
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    assert lwst.cli.main(["stylize", "--help"]) == 130
+    assert capsys.readouterr().err.strip() == "lwst: interrupted"
