@@ -77,6 +77,34 @@ lwst.stylize.read_image = _plant(lwst.stylize.read_image)  # both paths read inp
 """
 
 
+def plant_read_bug(monkeypatch, error: BaseException | None = None) -> None:
+    """In this process, reading an input whose path holds ``bug-`` fails as a bug in lwst
+    would: ``error`` raised, or ``1 // 0`` (the same bug as `PLANTED_BUG` in a worker)."""
+    import lwst.stylize
+
+    real = lwst.stylize.read_image
+
+    def read_image(uri, *args, **kwargs):
+        if "bug-" in str(uri):
+            if error is None:
+                return 1 // 0
+            raise error
+        return real(uri, *args, **kwargs)
+
+    monkeypatch.setattr(lwst.stylize, "read_image", read_image)
+
+
+def fine_bug_missing_rows(image_folder: Path) -> list[dict]:
+    """Three texture items of `image_folder`: ``fine``, ``bug`` (its content's path holds
+    ``bug-``: see `plant_read_bug`) and ``missing`` (no such file: an input failure)."""
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    (photos / "bug-a.png").write_bytes((photos / "photo0.png").read_bytes())
+    texture = str(styles / "style0.png")
+    return [{"id": "fine", "content": str(photos / "photo1.png"), "texture": texture},
+            {"id": "bug", "content": str(photos / "bug-a.png"), "texture": texture},
+            {"id": "missing", "content": str(photos / "nowhere.png"), "texture": texture}]
+
+
 def plant_bug(folder: Path) -> Path:
     """A folder holding `PLANTED_BUG` as ``sitecustomize.py``: put it first on PYTHONPATH."""
     folder.mkdir(parents=True, exist_ok=True)

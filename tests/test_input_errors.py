@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pipeline_inputs import FAST, write_manifest_csv
+from pipeline_inputs import FAST, fine_bug_missing_rows, plant_read_bug, write_manifest_csv
 
 from lwst.errors import InputError
 from lwst.failures import failure_kind, failure_reason
@@ -87,25 +87,11 @@ def test_a_pipeline_item_failed_by_a_value_error_bug_is_internal(tmp_path, image
                                                                   monkeypatch):
     """The run isolates the item as before, but calls it a bug: ``error_kind = internal`` and
     an ``internal_errors_total`` that makes ``lwst run`` exit 3."""
-    import lwst.stylize
     from flows.stylize_dataset import stylize_dataset
     from lwst.dataset import read_metadata
 
-    real = lwst.stylize.read_image
-    bug = _numpy_bug()
-
-    def read_image(uri, *args, **kwargs):
-        if "bug-" in str(uri):
-            raise bug
-        return real(uri, *args, **kwargs)
-
-    monkeypatch.setattr(lwst.stylize, "read_image", read_image)
-    photos, styles = image_folder / "contents", image_folder / "styles"
-    (photos / "bug-a.png").write_bytes((photos / "photo0.png").read_bytes())
-    texture = str(styles / "style0.png")
-    rows = [{"id": "fine", "content": str(photos / "photo1.png"), "texture": texture},
-            {"id": "bug", "content": str(photos / "bug-a.png"), "texture": texture},
-            {"id": "missing", "content": str(photos / "nowhere.png"), "texture": texture}]
+    plant_read_bug(monkeypatch, _numpy_bug())
+    rows = fine_bug_missing_rows(image_folder)
     out = tmp_path / "out"
     summary = stylize_dataset(str(write_manifest_csv(tmp_path / "m.csv", rows)), str(out),
                               overrides=FAST)

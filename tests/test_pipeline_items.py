@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from pipeline_inputs import FAST, plant_bug, write_manifest_csv
+from pipeline_inputs import (
+    FAST,
+    fine_bug_missing_rows,
+    plant_bug,
+    plant_read_bug,
+    write_manifest_csv,
+)
 
 from lwst.cli import main as lwst_main
 from lwst.failures import EXIT_INTERNAL_ERROR
@@ -200,24 +206,12 @@ def test_a_flow_asked_to_fail_for_bugs_ends_failed_with_its_summary(image_folder
     it runs from a deployment, `test_pipeline_deploy`), so a scheduled run shows red; a direct
     call then raises `ItemsFailedByBugs` carrying the summary; augment-dataset fails the same
     way with its manifest named; bad inputs alone never fail the run."""
-    import lwst.stylize
     from flows.augment_dataset import augment_dataset
     from flows.stylize_dataset import ItemsFailedByBugs, stylize_dataset
 
-    real = lwst.stylize.read_image
-
-    def read_image(uri, *args, **kwargs):  # the same bug as `PLANTED_BUG`, in this process
-        if "bug-" in str(uri):
-            return 1 // 0
-        return real(uri, *args, **kwargs)
-
-    monkeypatch.setattr(lwst.stylize, "read_image", read_image)
+    plant_read_bug(monkeypatch)
+    rows = fine_bug_missing_rows(image_folder)
     photos, styles = image_folder / "contents", image_folder / "styles"
-    (photos / "bug-a.png").write_bytes((photos / "photo0.png").read_bytes())
-    texture = str(styles / "style0.png")
-    rows = [{"id": "fine", "content": str(photos / "photo1.png"), "texture": texture},
-            {"id": "bug", "content": str(photos / "bug-a.png"), "texture": texture},
-            {"id": "missing", "content": str(photos / "nowhere.png"), "texture": texture}]
     manifest = str(write_manifest_csv(tmp_path / "m.csv", rows))
 
     summary = stylize_dataset(manifest, str(tmp_path / "default"), overrides=FAST)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from pipeline_inputs import FAST, write_manifest_csv
+from pipeline_inputs import FAST, plant_read_bug, write_manifest_csv
 from test_pipeline_cli import CHEAP_RUN, ctrl_c_while_reading, flow_run_of
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -71,13 +71,7 @@ def test_a_bug_then_a_ctrl_c_come_before_strict(main, image_folder: Path, tmp_pa
     (photos / "bug-a.png").write_bytes((photos / "photo2.png").read_bytes())
     bug_rows = [*rows, {**rows[0], "id": "bug", "content": str(photos / "bug-a.png")}]
     real = lwst.stylize.read_image
-
-    def read_image(uri: Any, *args: Any, **kwargs: Any) -> Any:  # `PLANTED_BUG`, here
-        if "bug-" in str(uri):
-            return 1 // 0
-        return real(uri, *args, **kwargs)
-
-    monkeypatch.setattr(lwst.stylize, "read_image", read_image)
+    plant_read_bug(monkeypatch)
     manifest = write_manifest_csv(tmp_path / "bug.csv", bug_rows)
     assert main(["run", str(manifest), "--out", str(tmp_path / "bug"), *CHEAP_RUN, "--strict",
                  "--run-id", "strict-bug"]) == 3
