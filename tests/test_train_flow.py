@@ -101,6 +101,7 @@ def test_train_warp_flow_refuses_bad_input_before_encoding_the_cache(tmp_path: P
     assert not (tmp_path / "cache").exists() and not (tmp_path / "train.pt").exists()
 
 
+@pytest.mark.slow  # two interpreters importing Prefect: ~13 s
 def test_the_train_warp_module_answers_help_and_refuses_no_arguments() -> None:
     """``python -m flows.train_warp --help`` exited 1 (``sys.exit`` of the usage text)."""
     import subprocess
