@@ -418,6 +418,7 @@ def test_run_refuses_before_prefect_starts(tmp_path, capsys, case):
         assert "--break-lock" in line and run_lock.LOCK_NAME in line
 
 
+@pytest.mark.slow  # the default timeouts, waited out: ~21 s
 def test_silent_s3_endpoint_gives_up_within_a_minute_by_default(tmp_path, capsys, monkeypatch):
     """A server that accepts connections and never answers, with lwst's default timeouts."""
     import socket

@@ -130,6 +130,7 @@ def test_a_locked_out_is_refused_naming_the_holder(image_folder, tmp_path):
     assert summary["counts"]["ok"] == 1
 
 
+@pytest.mark.slow  # a real S3 server killed mid-run, its timeouts waited out: ~26 s
 def test_s3_endpoint_dying_mid_run_ends_it_in_one_line(image_folder, tmp_path, s3_endpoint):
     """``lwst run`` (a real process, its real stderr) against our own moto server, stopped once
     the first item's journal row is there: the run stops with exit 2 and one line."""

@@ -151,6 +151,7 @@ def test_the_yardstick_measures_tall_outputs_and_strip_exemplars():
 
 
 @pytest.mark.usefixtures("prefect_api", "no_aws_credentials")
+@pytest.mark.slow  # waits out the real retry delays (2 s, 10 s): ~30 s
 def test_storage_failures_are_input_rows_naming_the_input_and_transient_reads_are_retried(
         main, tmp_path: Path, capsys, http_servers):
     """In one `lwst run` (adain: the batched path):
