@@ -219,11 +219,7 @@ def stylize(
     # item is seeded): a training loop's own draws after this call are what they would have
     # been without it.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        # Built outside the caller's inference mode (if this call builds it): the cached
-        # model's weights must not be inference tensors, which gatys cannot backpropagate
-        # through.
-        with torch.inference_mode(False):
-            vgg = load_vgg19(config.vgg_weights, device=device)
+        vgg = load_vgg19(config.vgg_weights, device=device)  # never inference tensors
         seed_generators(config.seed, device)
         return _run(sized, geometry, texture, config, device, vgg, progress, warp_estimate)
 
