@@ -315,29 +315,41 @@ class StopOnInterrupt:
     flow submits (start-up) it interrupts as Python does. The second stops the
     process now, exit 130, its children (a temporary Prefect server, Dask workers) with it.
     Before, the first said nothing until the items in progress had finished (under Dask it
-    dropped them) and the second aborted in C++ (exit 134)."""
+    dropped them) and the second aborted in C++ (exit 134).
+
+    A SIGTERM (`lwst.interrupts.sigterm_as_ctrl_c` hands it here) is the same stop, named
+    SIGTERM, exit 143; one at start-up or at the end of a run stops the children too: a
+    batch system signals this process, not its group."""
 
     def __enter__(self) -> StopOnInterrupt:
         self.count = 0
         self.previous = signal.signal(signal.SIGINT, self._interrupted)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         signal.signal(signal.SIGINT, self.previous)
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and interrupts.terminated():
+            _stop_children()
 
     def _interrupted(self, signum: int, frame: object) -> None:
         self.count += 1
+        term = signum == signal.SIGTERM
         if self.count == 1:
-            print("lwst run: interrupted; finishing the items in progress (their outputs stay "
-                  "whole), then stopping; Ctrl-C again to stop now. A re-run resumes.",
-                  file=sys.stderr, flush=True)
+            if not term:
+                print("lwst run: interrupted; finishing the items in progress (their outputs "
+                      "stay whole), then stopping; Ctrl-C again to stop now. A re-run "
+                      "resumes.", file=sys.stderr, flush=True)
             if not interrupts.request_stop():  # not yet submitting (start-up) or reporting
-                raise KeyboardInterrupt
+                raise KeyboardInterrupt  # a SIGTERM's one line: `lwst.cli.main` says it
+            if term:
+                print("lwst run: SIGTERM; finishing the items in progress (their outputs stay "
+                      "whole), then stopping; a second SIGTERM or Ctrl-C stops now. A re-run "
+                      "resumes.", file=sys.stderr, flush=True)
             return
         print("lwst run: stopped now; a re-run sweeps what the items in progress left and "
               "redoes them", file=sys.stderr, flush=True)
         _stop_children()
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(interrupts.EXIT_TERMINATED if interrupts.terminated() else EXIT_INTERRUPTED)
 
 
 def _stop_children() -> None:
@@ -460,13 +472,19 @@ def launch_stylize_dataset(manifest: str, out: str, parameters: dict[str, Any],
     os.environ.setdefault("DO_NOT_TRACK", "1")
     import prefect  # noqa: F401 - sets up Prefect's logging, which ``before_run`` adjusts
 
-    from flows.ephemeral import guard_temporary_server
-    from flows.stylize_dataset import RunNotCompleted, stylize_dataset
-    from lwst.progress import listening
+    from flows.ephemeral import start_guarded_server
 
     before_run()
+    server_ready = start_guarded_server()  # boots while the flow and torch import below
     try:
-        guard_temporary_server()
+        from flows.stylize_dataset import RunNotCompleted, stylize_dataset
+        from lwst.progress import listening
+    except BaseException:  # a Ctrl-C or SIGTERM: the server guarded first, then stopped
+        with contextlib.suppress(Exception):
+            server_ready()
+        raise
+    try:
+        server_ready()
     except RuntimeError as exc:
         raise ServerStartError(str(exc)) from None
     with listening(on_progress):

@@ -34,7 +34,7 @@ from flows.run_report import FailureLog, Progress, report_run
 from flows.runners import RunnerName, make_task_runner
 from flows.submitter import WINDOW_PER_WORKER, Submitter, unit_records
 from flows.work_plan import WorkPlan
-from lwst import dataset, run_lock, s3, storage
+from lwst import dataset, interrupts, run_lock, s3, storage
 from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
 from lwst.errors import InputError
 from lwst.manifest import ManifestItem, id_problem, read_manifest
@@ -171,16 +171,19 @@ class ItemsFailedByBugs(ItemsFailed):
 
 
 class RunStopped(RunNotCompleted):
-    """The run was stopped on request (`lwst.interrupts`: `lwst run`'s first Ctrl-C) after the
-    items in progress: its flow run ends Cancelled, not Completed, as items were not done."""
+    """The run was stopped on request (`lwst.interrupts`: `lwst run`'s first Ctrl-C or
+    SIGTERM) after the items in progress: its flow run ends Cancelled, not Completed, as items
+    were not done."""
 
     def state(self) -> State:
         return Cancelled(message=str(self), data=self)
 
 
 def stopped_message(not_done: int) -> str:
-    """What a stopped run says, in its Cancelled state and on `lwst run`'s last line."""
-    return (f"stopped on Ctrl-C after the items in progress; {not_done} item(s) not done: a "
+    """What a stopped run says, in its Cancelled state and on `lwst run`'s last line: what
+    stopped it (`lwst.interrupts`: a Ctrl-C, or a SIGTERM from a batch system)."""
+    cause = "SIGTERM" if interrupts.terminated() else "Ctrl-C"
+    return (f"stopped on {cause} after the items in progress; {not_done} item(s) not done: a "
             "re-run does them")
 
 

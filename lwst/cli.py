@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
-from lwst import __version__, storage
+from lwst import __version__, interrupts, storage
 from lwst.cli_options import (
     CommandError,
     absolute_location,
@@ -36,6 +36,7 @@ from lwst.errors import InputError
 from lwst.storage import StorageUnavailableError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT (Ctrl-C)
 
 # Errors that are the user's input, not our bug: one line, exit 2.
 # Only lwst's refusals (`InputError`): a plain ValueError or KeyError is a bug and shows its
@@ -516,19 +517,34 @@ def chosen_command(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``lwst``: a SIGTERM is handled as a Ctrl-C (`lwst.interrupts.sigterm_as_ctrl_c`: the
+    same stop, one line) and exits 143 where a Ctrl-C exits 130."""
+    with interrupts.sigterm_as_ctrl_c():
+        code = _main(argv)
+        if code == EXIT_INTERRUPTED and interrupts.terminated():
+            return interrupts.EXIT_TERMINATED
+        return code
+
+
+def _interrupted() -> int:
+    """The one line of a command stopped by a Ctrl-C or SIGTERM that no handler caught."""
+    print("lwst: terminated (SIGTERM)" if interrupts.terminated() else "lwst: interrupted",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     builtin = chosen_command(argv) in BUILTIN_COMMANDS
     parser = build_parser(_registrations(entry_points=not builtin))
     try:  # parsing imports a command's option defaults: a Ctrl-C there is no traceback either
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
-        print("lwst: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
-        print("lwst: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except (CommandError, *user_errors()) as exc:
         if args.debug:
             traceback.print_exc()

@@ -8,6 +8,10 @@ the end of a run), `request_stop` returns False and the caller interrupts as Pyt
 
 The callback runs in a signal handler: it must be reentrant (``queue.SimpleQueue.put`` is).
 No Prefect here: the flow registers its loop, the CLI asks.
+
+SIGTERM, what batch systems send (Kubernetes, Slurm, systemd, ``timeout``, ``kill``), is a
+Ctrl-C here (`sigterm_as_ctrl_c`, around the whole ``lwst`` command): it goes to the SIGINT
+handler in force, so every command stops as on Ctrl-C, and the command exits 143, not 130.
 """
 
 from __future__ import annotations
@@ -19,6 +23,63 @@ from contextlib import contextmanager
 
 _listeners: list[Callable[[], None]] = []
 _requested = threading.Event()
+_terminated = threading.Event()
+_forwarding = threading.Event()  # `sigterm_as_ctrl_c` is in force (the ``lwst`` command)
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: as a shell reports a process ended by SIGTERM
+
+
+def terminated() -> bool:
+    """Whether a SIGTERM reached this command (`sigterm_as_ctrl_c`): it exits 143."""
+    return _terminated.is_set()
+
+
+def named(message: str) -> str:
+    """A stop's message ("stopped at step 3; ...") naming SIGTERM when that is what stopped it
+    (a Ctrl-C's is left as it was)."""
+    return message.replace("stopped", "stopped on SIGTERM", 1) if terminated() else message
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM: to the SIGINT handler in force (given SIGTERM's number, so it can name it),
+    or a KeyboardInterrupt where SIGINT has none (ignored: a background job of a script)."""
+    _terminated.set()
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signum, frame)
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """For the block, a SIGTERM is a Ctrl-C (`_on_sigterm`): a trainer saves its checkpoint, a
+    write in progress is removed, ``lwst run`` finishes its items in progress (`stoppable`
+    takes SIGTERM back from Prefect's flow engine for that). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _terminated.clear()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _forwarding.set()
+    try:
+        yield
+    finally:
+        _forwarding.clear()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _take_sigterm() -> object | None:
+    """Inside a Prefect flow run, Prefect's engine holds SIGTERM (it raises there: the run
+    crashes, its items in progress lost). Under `sigterm_as_ctrl_c`, `_on_sigterm` again;
+    returns the handler to put back (None: nothing taken). A deployment's flow run (no
+    ``lwst`` command) keeps Prefect's: its cancellation is Prefect's to handle."""
+    if not _forwarding.is_set() or threading.current_thread() is not threading.main_thread():
+        return None
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_sigterm or current is None:
+        return None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return current
 
 
 def request_stop() -> bool:
@@ -39,12 +100,16 @@ def stop_requested() -> bool:
 @contextmanager
 def stoppable(wake: Callable[[], None]) -> Iterator[None]:
     """Within this block `request_stop` calls ``wake`` (from a signal handler: reentrant only)
-    and `stop_requested` turns true; leaving it clears the request."""
+    and `stop_requested` turns true; leaving it clears the request. A SIGTERM asks as a
+    Ctrl-C does (`_take_sigterm`)."""
     _requested.clear()
     _listeners.append(wake)
+    held = _take_sigterm()
     try:
         yield
     finally:
+        if held is not None:
+            signal.signal(signal.SIGTERM, held)
         _listeners.remove(wake)
         _requested.clear()
 
@@ -64,5 +129,7 @@ def ctrl_c_held() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if caught:
+    if caught and callable(previous):
         signal.raise_signal(signal.SIGINT)
+    elif signal.SIGTERM in caught:  # SIGINT ignored (a script's background job): a held
+        raise KeyboardInterrupt      # SIGTERM still stops, a Ctrl-C stays ignored

@@ -246,9 +246,9 @@ def test_a_ctrl_c_stopped_run_ends_its_prefect_run_cancelled(main, image_folder:
     run = flow_run_of("ctrl-c")
     assert run.state.is_cancelled() and run.state.message == stopped, run.state
 
-    assert main([*args, "--run-id", "rest"]) == 0
+    assert main([*args, "--run-id", "rest-after-ctrl-c"]) == 0
     assert f"{not_done} ok, 0 failed, {len(ok)} skipped" in capsys.readouterr().out
-    assert flow_run_of("rest").state.is_completed()
+    assert flow_run_of("rest-after-ctrl-c").state.is_completed()
 
 
 @pytest.mark.usefixtures("prefect_api")

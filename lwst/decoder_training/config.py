@@ -33,7 +33,7 @@ class DecoderTrainingError(InputError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C, after the state was saved where there was one to save; the message says where."""
+    """Ctrl-C or SIGTERM, after the state was saved where there was one; the message says where."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from lwst.decoder_training.run_files import (
     stopped,
 )
 from lwst.decoders import Decoder, DecoderInfo
-from lwst.interrupts import ctrl_c_held
+from lwst.interrupts import ctrl_c_held, named
 from lwst.loss_log import LossLog
 from lwst.lr_schedule import warmup_cosine, warmup_cosine_factor, warmup_steps
 from lwst.safety import first_non_finite
@@ -182,7 +182,7 @@ def train_decoder(config: DecoderTrainConfig, log_fn: Callable[[str], None] = pr
         if run is not None and run.step > run.saved_step:
             with ctrl_c_held():
                 run.save()
-        raise TrainingInterrupted(stopped(run, int(state["step"]) if state else 0)) from None
+        raise TrainingInterrupted(named(stopped(run, int(state["step"]) if state else 0))) from None
     finally:
         if not files.state.exists():
             clean_up(files, log, created)

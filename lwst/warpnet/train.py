@@ -24,7 +24,7 @@ from lwst.config import ANALYSIS_SIZE
 from lwst.devices import device_problem
 from lwst.errors import InputError
 from lwst.flow import hole_mask, resize_flow
-from lwst.interrupts import ctrl_c_held
+from lwst.interrupts import ctrl_c_held, named
 from lwst.loss_log import LossLog
 from lwst.lr_schedule import warmup_cosine, warmup_cosine_factor, warmup_steps
 from lwst.safety import BadCheckpointError, first_non_finite, save_atomic
@@ -100,8 +100,8 @@ class TrainingDivergedError(InputError):
 
 
 class TrainingStopped(KeyboardInterrupt):
-    """Ctrl-C, after the last completed step was saved where there was one; the message says
-    what was kept and how to go on."""
+    """Ctrl-C or SIGTERM, after the last completed step was saved where there was one; the
+    message says what was kept and how to go on."""
 
 
 # Settings that define a run's trajectory: resuming with another value would silently train
@@ -549,7 +549,7 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> Path:
         try:
             run, pairs = prepare(cfg, progress, start)
         except KeyboardInterrupt:
-            raise TrainingStopped(_stopped_before_training(cfg, start)) from None
+            raise TrainingStopped(named(_stopped_before_training(cfg, start))) from None
         log = _open_log(cfg, run.start)
         try:
             _train_steps(run, pairs, log, progress)
@@ -619,7 +619,7 @@ def _train_steps(run: TrainingRun, pairs: TrainingPairs, log: LossLog | None,
         if run.done > run.start:
             with ctrl_c_held():
                 run.save()
-        raise TrainingStopped(_stopped(run)) from None
+        raise TrainingStopped(named(_stopped(run))) from None
 
 
 def raise_diverged(step: int, what: str, out: Path) -> None:

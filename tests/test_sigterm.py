@@ -1,0 +1,251 @@
+"""SIGTERM, what batch systems send (Kubernetes, Slurm, systemd, ``timeout``, ``kill``), stops
+every ``lwst`` command as Ctrl-C does, says so in one line and exits 143 (128 + 15): a trainer
+saves its step, a write in progress leaves nothing, ``lwst run`` finishes the items in
+progress, writes its metadata and takes its children with it. Before, Python's default action
+killed the process: no line, no checkpoint since the last ``--checkpoint-every``, a first
+output file of two left behind, a run's temporary server and Dask workers left to outlive it.
+Real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from conftest import save_image
+from pipeline_inputs import kill_all, task_running
+from test_decoder_training_cli import args as decoder_args
+from test_decoder_training_cli import log_steps, state_step
+from test_run_terminal import ITEMS, _env, _flow_run_states, _run
+
+from lwst.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+LWST = [sys.executable, "-m", "lwst.cli"]
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    """lwst's temporary files (`lwst.storage.TEMP_PREFIX`) under ``folder``."""
+    return sorted(folder.rglob(".lwst-*.tmp"))
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exited {proc.returncode} before {what}"
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.05)
+
+
+def test_a_sigterm_to_the_decoder_trainer_saves_its_step_and_the_same_command_resumes(
+        tmp_path: Path):
+    out, log = tmp_path / "d.pt", tmp_path / "d.pt.log.csv"
+    command = [*LWST, *decoder_args(tmp_path, out, "--steps", "100000",
+                                    "--checkpoint-every", "100000")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: log.exists() and log.read_text().count("\n") > 5, proc, "trained 5 steps",
+              120)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    step = state_step(out)  # not lost back to --checkpoint-every
+    assert err.strip().splitlines() == [f"lwst train-decoder: stopped on SIGTERM at step "
+                                        f"{step}; the state is saved: the same command resumes"]
+    assert step >= 5 and log_steps(out) == list(range(1, step + 1))
+    assert main(decoder_args(tmp_path, out, "--steps", str(step + 2))) == 0
+    assert state_step(out) == step + 2 and log_steps(out) == list(range(1, step + 3))
+
+
+# In the `lwst stylize` subprocess: its second output is being written when SIGTERM comes.
+SIGTERM_IN_SECOND_WRITE = """
+import os, signal
+import lwst.storage
+
+def _plant(real):
+    calls = []
+    def write_bytes_atomic(uri, data, **options):
+        calls.append(uri)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(uri, data, **options)
+    return write_bytes_atomic
+
+lwst.storage.write_bytes_atomic = _plant(lwst.storage.write_bytes_atomic)
+"""
+
+
+def test_a_sigterm_while_stylize_writes_leaves_no_output_and_says_so_in_one_line(
+        tmp_path: Path):
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(SIGTERM_IN_SECOND_WRITE)
+    content = save_image(tmp_path / "c.png", (32, 32))
+    outputs = tmp_path / "outputs"
+    said = subprocess.run(
+        [*LWST, "stylize", "--content", str(content), "--out", str(outputs / "o.png"),
+         "--metadata-out", str(outputs / "o.json"), "--size", "32", "--device", "cpu"],
+        env={**os.environ, "PYTHONPATH": f"{plant}{os.pathsep}{ROOT}"},
+        capture_output=True, text=True, timeout=120)
+    assert said.returncode == 143, said.stderr
+    lines = said.stderr.strip().splitlines()  # a content-only run warns before the work
+    assert [line for line in lines if ": warning: " not in line] == \
+        ["lwst: terminated (SIGTERM)"], said.stderr
+    assert list(outputs.iterdir()) == []  # the first file written is removed again, no temp
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _all_gone(processes: list[psutil.Process]) -> list[tuple[int, list[str]]]:
+    """The processes of ``processes`` still running after 20 s (zombies count as gone)."""
+    alive = psutil.wait_procs(processes, timeout=20)[1]
+    left = []
+    for p in alive:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                left.append((p.pid, p.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def test_a_sigterm_while_the_run_starts_exits_143_at_once_with_its_children(tmp_path: Path):
+    """`kill` while Prefect's temporary server starts (no flow yet): one line, exit 143 in
+    seconds, the server and its guardian stopped (they run in sessions of their own: a
+    signal to the run alone never reached them)."""
+    log = tmp_path / "run.log"
+    run = _run(tmp_path, "threads", log)
+    children: list[psutil.Process] = []
+    try:
+        _wait_for(lambda: _children(run.pid), run, "started a child", 120)
+        time.sleep(0.5)
+        children = _children(run.pid)
+        os.kill(run.pid, signal.SIGTERM)
+        sent = time.monotonic()
+        code = run.wait(60)
+        took = time.monotonic() - sent
+        text = log.read_text(errors="replace")
+        assert code == 143, text[-3000:]
+        assert took < 15, took
+        assert "Traceback" not in text, text[-3000:]
+        assert [line for line in text.splitlines() if line.startswith("lwst")] == \
+            ["lwst: terminated (SIGTERM)"], text[-3000:]
+        assert not _all_gone(children)
+        assert not (tmp_path / "out" / "images").exists() and not _temp_files(tmp_path)
+    finally:
+        kill_all(run, children)
+
+
+def _await_item(tmp_path: Path, run: subprocess.Popen, log: Path) -> list[psutil.Process]:
+    deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
+    while not task_running(tmp_path / "prefect-home", "stylize"):
+        assert run.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, "no item ever started"
+        time.sleep(0.1)
+    return _children(run.pid)
+
+
+@pytest.mark.slow  # a temporary Prefect server and three gatys items: ~60 s on 2 cores
+def test_a_sigterm_finishes_the_items_in_progress_cancels_the_run_and_a_rerun_resumes(
+        tmp_path: Path):
+    log = tmp_path / "run.log"
+    run = _run(tmp_path, "threads", log)
+    descendants: list[psutil.Process] = []
+    try:
+        descendants = _await_item(tmp_path, run, log)
+        os.kill(run.pid, signal.SIGTERM)  # the process alone, as `kill` and Kubernetes do
+        code = run.wait(120)
+        text = log.read_text(errors="replace")
+        assert code == 143, text[-3000:]
+        assert text.count("lwst run: SIGTERM; finishing the items in progress") == 1, text
+        assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+        files = sorted((tmp_path / "out" / "metadata").glob("run-*.parquet"))
+        assert len(files) == 1, text
+        first = pd.read_parquet(files[0])
+        done = set(first.loc[first["status"] == "ok", "id"])
+        assert done and done < set(ITEMS), first[["id", "status"]]
+        images = {p.stem for p in (tmp_path / "out" / "images").iterdir()}
+        assert images == done and not _temp_files(tmp_path / "out")
+        last = text.rstrip().splitlines()[-1]
+        not_done = f"{len(ITEMS) - len(first)} item(s) not done: a re-run does them"
+        stopped = f"stopped on SIGTERM after the items in progress; {not_done}"
+        assert last == f"lwst run: {stopped}", last
+        assert _flow_run_states(tmp_path / "prefect-home") == [("CANCELLED", stopped)]
+        assert not _all_gone(descendants)
+
+        rerun = subprocess.run(run.args, env=_env(tmp_path), capture_output=True, text=True,
+                               timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert f"{len(ITEMS) - len(done)} ok, 0 failed, {len(done)} skipped" in rerun.stdout
+    finally:
+        kill_all(run, descendants)
+
+
+@pytest.mark.slow  # a temporary Prefect server start: ~40 s on 2 cores
+def test_a_second_sigterm_stops_the_run_now_with_its_children(tmp_path: Path):
+    log = tmp_path / "run.log"
+    run = _run(tmp_path, "threads", log)
+    descendants: list[psutil.Process] = []
+    try:
+        descendants = _await_item(tmp_path, run, log)
+        os.kill(run.pid, signal.SIGTERM)
+        _wait_for(lambda: "lwst run: SIGTERM; finishing" in log.read_text(), run, "said it", 10)
+        os.kill(run.pid, signal.SIGTERM)
+        assert run.wait(20) == 143
+        text = log.read_text(errors="replace")
+        assert "lwst run: stopped now" in text and "Traceback" not in text, text[-3000:]
+        assert not _all_gone(descendants)
+    finally:
+        kill_all(run, descendants)
+
+
+# `lwst train-warp` with the small network of the warp tests (the CLI trains the shipped one).
+SMALL_TRAIN_WARP = """
+import sys
+import lwst.warpnet.train as training
+from lwst.cli import main
+from lwst.warpnet.model import WarpNetConfig
+small = WarpNetConfig(hidden=16, context=8, fine_project=16).to_dict()
+real = training.TrainConfig
+training.TrainConfig = lambda **kw: real(**{**kw, "model": small})
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # optimiser steps of ~5-13 s on the shared 2-core machine
+def test_a_sigterm_to_the_warp_trainer_saves_its_step_and_resume_continues(tmp_path: Path):
+    import torch
+    from test_warpnet import write_tiny_bank
+
+    write_tiny_bank(tmp_path / "cache")
+    (tmp_path / "images").mkdir()
+    log = tmp_path / "loss.csv"
+    command = [sys.executable, "-c", SMALL_TRAIN_WARP, "train-warp", "--images",
+               str(tmp_path / "images"), "--out", str(tmp_path / "t.pt"), "--cache-dir",
+               str(tmp_path / "cache"), "--no-build-cache", "--batch-size", "4", "--warmup",
+               "1", "--threads", "2", "--log", str(log), "--checkpoint-every", "1000"]
+    proc = subprocess.Popen([*command, "--steps", "1000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: log.exists() and log.read_text().count("\n") > 1, proc, "trained a step")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    step = torch.load(tmp_path / "t.pt", weights_only=True)["step"]
+    assert step >= 1 and err.strip().splitlines() == [
+        f"lwst train-warp: stopped on SIGTERM at step {step}; the checkpoint "
+        f"{tmp_path / 't.pt'} is saved: the same command with --resume continues"]
+    resumed = subprocess.run([*command, "--steps", str(step + 1), "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "t.pt", weights_only=True)["step"] == step + 1
+    assert pd.read_csv(log)["step"].tolist() == list(range(1, step + 2))
