@@ -1,6 +1,6 @@
-"""The ``lwst`` command: ``stylize`` and ``warp`` here; ``make-manifest``, ``train-warp`` and
-``train-decoder`` are registered by their own modules, ``run`` (`flows.cli`, Prefect) through
-the ``lwst.commands`` entry point group.
+"""The ``lwst`` command: ``stylize`` and ``warp`` here; ``make-manifest``, ``train-warp``,
+``train-decoder`` and ``export`` are registered by their own modules, ``run`` (`flows.cli`,
+Prefect) through the ``lwst.commands`` entry point group.
 
 Contract (docs/contracts.md): exit 0 on success, 2 on bad usage or bad input with one line on stderr
 (a traceback only with ``--debug``), and never a partial output file.
@@ -499,15 +499,16 @@ def _registrations(entry_points: bool = True) -> list[Callable[[argparse._SubPar
     ones (a command line that names a built-in command needs none of them)."""
     from lwst.cli_pipeline import add_parser as add_make_manifest
     from lwst.decoder_cli import add_parser as add_train_decoder
+    from lwst.export import add_parser as add_export
     from lwst.warpnet.cli import add_parser as add_train
 
     found = discovered_commands() if entry_points else []
-    return [*found, add_make_manifest, add_train, add_train_decoder]
+    return [*found, add_make_manifest, add_train, add_train_decoder, add_export]
 
 
 # The commands registered here (`build_parser`, `_registrations`): a command line that names
 # one of them loads no entry point (``lwst run``'s module is not imported for ``lwst stylize``).
-BUILTIN_COMMANDS = ("stylize", "warp", "make-manifest", "train-warp", "train-decoder")
+BUILTIN_COMMANDS = ("stylize", "warp", "make-manifest", "train-warp", "train-decoder", "export")
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:

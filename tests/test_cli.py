@@ -330,7 +330,7 @@ def test_importing_the_library_prints_nothing_and_keeps_the_users_warning_filter
 
 
 @pytest.mark.parametrize("command", ["stylize", "warp", "run", "make-manifest", "train-warp",
-                                     "train-decoder"])
+                                     "train-decoder", "export"])
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -343,7 +343,7 @@ def test_console_script_usage_error_exits_2():
     assert done.returncode == 2 and "--content" in done.stderr
 
 
-@pytest.mark.parametrize("command", ["stylize", "warp", "run", "make-manifest"])
+@pytest.mark.parametrize("command", ["stylize", "warp", "run", "make-manifest", "export"])
 def test_an_unknown_option_is_the_commands_own_usage_error(capsys, command):
     """docs/contracts.md: ``lwst <command>: error: <reason> (see lwst <command> --help)``."""
     with pytest.raises(SystemExit) as info:

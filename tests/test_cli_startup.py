@@ -39,7 +39,7 @@ def _help(*argv: str) -> dict:
     return json.loads(_last_line(PROBE, *argv))
 
 
-@pytest.mark.parametrize("command", ["stylize", "warp", "make-manifest"])
+@pytest.mark.parametrize("command", ["stylize", "warp", "make-manifest", "export"])
 def test_a_commands_help_imports_neither_torch_nor_pandas(command):
     assert _help(command, "--help") == {"code": 0, "heavy": []}
 
