@@ -157,3 +157,31 @@ def test_bench_soak_samples_a_process_tree_and_summarises_it(tmp_path: Path) -> 
     summary = bench_soak.summarise(samples, 200, "main")
     assert summary["slope_2nd_half_mib_per_100_items"] == 30.0
     assert summary["at_10pct_mib"] == 106.0 and summary["peak_mib"] == 160.0
+
+
+def test_bench_soak_counts_images_under_an_s3_prefix(s3_bucket, tmp_path: Path) -> None:
+    """bench_soak.py's progress on S3: the images under ``<out>/images`` on a real moto server,
+    hidden names left out; the temporary objects lwst would leave are found anywhere below
+    ``out``; and the server's options are what reading its metadata takes."""
+    import bench_soak
+    import s3fs
+
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    out = bench_soak.Output(f"s3://{bucket}/out", fs)
+    assert out.count() == 0 and out.leftovers() == []  # nothing written yet: no error
+    fs.pipe_file(f"{bucket}/out/images/soak000001.png", b"x")
+    fs.pipe_file(f"{bucket}/out/images/soak000002.jpg", b"x")
+    fs.pipe_file(f"{bucket}/out/images/.lwst-partial", b"x")
+    fs.pipe_file(f"{bucket}/out/warped/.lwst-partial2", b"x")
+    assert out.count() == 2 and sorted(out.image_ids()) == ["soak000001", "soak000002"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in out.leftovers()) == [".lwst-partial",
+                                                                      ".lwst-partial2"]
+    assert out.storage_options()["endpoint_url"] == options["endpoint_url"]
+
+    local = bench_soak.Output(str(tmp_path / "out"))
+    assert local.count() == 0
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    (tmp_path / "out" / "images" / "a.png").write_bytes(b"x")
+    (tmp_path / "out" / "images" / ".lwst-x").write_bytes(b"x")
+    assert local.image_ids() == ["a"] and len(local.leftovers()) == 1
