@@ -4,6 +4,8 @@ The Python API can be reached from the package, each name loaded on first use (P
 ``import lwst`` itself stays free of torch and pandas:
 
 - ``lwst.stylize_image``: `lwst.stylize.stylize` (images in, `StylizeResult` out);
+  ``lwst.stylize_images``: `lwst.stylize_batch.stylize_images`, the same for many items, the
+  batchable passes batched (lists or a ``(B, 3, H, W)`` tensor in, a list of results out);
   ``lwst.StylizeResult``, ``lwst.stylize_files`` (an `lwst.item.Item` in, its files written);
 - ``lwst.StylizeConfig``, ``lwst.WarpConfig``, ``lwst.RenderConfig``, ``lwst.with_overrides``
   (the CLI's flat option names), ``lwst.ConfigError``;
@@ -12,6 +14,8 @@ The Python API can be reached from the package, each name loaded on first use (P
 - ``lwst.read_metadata_frame``: `lwst.dataset.read_metadata_frame`, every run's metadata rows
   of an output folder as a pandas DataFrame (``latest=True``: each item's latest outcome);
   ``lwst.read_metadata``: the same as one Arrow table;
+- ``lwst.StylizedImages``: `lwst.stylized_dataset.StylizedImages`, an output folder's ``ok``
+  images with their classes as a torch Dataset (torchvision's ImageFolder, without exporting);
 - ``lwst.InputError``: the base class of every refusal (a ``ValueError``).
 
 ``lwst.<name>`` is the object named above; any other ``lwst.<name>`` is the submodule of that
@@ -29,6 +33,7 @@ __version__ = "0.1.0"
 # Package-level name -> (module, attribute) it is loaded from on first use.
 _EXPORTS: dict[str, tuple[str, str]] = {
     "stylize_image": ("lwst.stylize", "stylize"),
+    "stylize_images": ("lwst.stylize_batch", "stylize_images"),
     "stylize_files": ("lwst.stylize", "stylize_files"),
     "StylizeResult": ("lwst.stylize", "StylizeResult"),
     "StylizeConfig": ("lwst.config", "StylizeConfig"),
@@ -42,6 +47,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RandomStylize": ("lwst.transforms", "RandomStylize"),
     "read_metadata": ("lwst.dataset", "read_metadata"),
     "read_metadata_frame": ("lwst.dataset", "read_metadata_frame"),
+    "StylizedImages": ("lwst.stylized_dataset", "StylizedImages"),
     "InputError": ("lwst.errors", "InputError"),
 }
 

@@ -365,7 +365,7 @@ def check_min_side(image: Tensor, name: str = "image") -> None:
                               f"{MIN_SIDE} px (as read_image requires)")
 
 
-STYLIZE_BATCH_HINT = "stylize takes one image; lwst.stylize_batch batches files"
+STYLIZE_BATCH_HINT = "stylize takes one image; lwst.stylize_images takes many"
 
 
 def as_image(value: object, name: str = "image", check_side: bool = True,

@@ -107,8 +107,8 @@ class StylizeResult:
     - ``render``: the texture stage (`lwst.render.RenderResult`: losses, seconds), None without
       a texture;
     - ``base``: ``(1, 3, H, W)``, what the texture stage started from: the warped content, or
-      the content resized when there was no warp (None where the producer did not keep it,
-      e.g. a batch).
+      the content resized when there was no warp (`lwst.stylize_batch.stylize_images` keeps
+      it too; None where a producer did not keep it).
     """
 
     image: Tensor

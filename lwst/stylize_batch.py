@@ -1,34 +1,52 @@
 """Many items with one configuration, the batchable work done in batches.
 
-For the feed-forward renderers a dataset item is a few forward passes, so per-item overhead
-(Python, model look-ups, tiny GPU kernels) matters. ``stylize_files_batch`` takes items
-(`lwst.item.Item`) that share one `StylizeConfig` (the pipeline groups them by it) and runs:
+For the feed-forward renderers an item is a few forward passes, so per-item overhead (Python,
+model look-ups, tiny GPU kernels) matters. Two front doors share one implementation
+(`_stylize_loaded`):
 
-    read each item (a bad one becomes its own failed result, the others go on; a transient
-    read error is read again after 2 s and 10 s, `_load_all`); with ``upscale`` off a small
-    content keeps its own size, so one chunk holds items of several sizes
+- ``stylize_images(contents, geometries, textures, config)``: images in memory (a notebook, a
+  training loop), the batch form of `lwst.stylize.stylize`, checked as it checks its images and
+  returning one `StylizeResult` per content; ``batch_size`` items per pass;
+- ``stylize_files_batch(items)``: items (`lwst.item.Item`) that share one `StylizeConfig` (the
+  pipeline groups them by it), read from and written to files.
+
+The stages:
+
+    (files) read each item (a bad one becomes its own failed result, the others go on; a
+    transient read error is read again after 2 s and 10 s, `_load_all`); with ``upscale`` off a
+    small content keeps its own size, so one chunk holds items of several sizes
     -> learned warps of all items in one network pass (`lwst.warping.estimate_warps`)
     -> warp + inpaint per item
     -> render every group of same-shape images in one pass (`lwst.renderers.render_batch`;
        the shape, not the chunk, decides: items of other sizes are other passes)
-    -> write each item atomically (`lwst.stylize.write_item`) -> its metadata record
+    -> (files) write each item atomically (`lwst.stylize.write_item`) -> its metadata record
 
-Every item ends as exactly one ``ItemOutcome``: a record (status ``ok``), or the exception
-that stopped it, for the caller to turn into a ``failed`` row.
+Seeding is `stylize`'s: on a fork of torch's generators (`_seeded`), seeded by
+``config.seed``; every estimator and renderer also takes ``config.seed`` itself, per item (the
+RANSAC of the matched affine, gatys' noise), so an item's result does not depend on its batch
+neighbours. What does is float rounding: batched convolutions accumulate in another order
+(README, "An item of a stylize-batch chunk can differ slightly").
+
+Every file item ends as exactly one ``ItemOutcome``: a record (status ``ok``), or the exception
+that stopped it, for the caller to turn into a ``failed`` row. `stylize_images` raises the first
+item's error instead, as `stylize` would.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lwst import storage
+from lwst import item_files, storage
 from lwst.config import StylizeConfig, validate
 from lwst.devices import resolve_device
+from lwst.errors import InputError
+from lwst.image_io import ImageInputError, as_image, check_min_side, resize_longest
 from lwst.item import Item
 from lwst.memory import release_freed_memory
 from lwst.metadata import empty_record
@@ -36,6 +54,7 @@ from lwst.render import RenderResult
 from lwst.renderers import render_batch
 from lwst.safety import check_fits, check_texture_fits
 from lwst.stylize import (
+    ImageLike,
     ReadFn,
     StylizeResult,
     WarpOutcome,
@@ -48,7 +67,7 @@ from lwst.stylize import (
     write_item,
 )
 from lwst.vgg import VGG19Features, load_vgg19
-from lwst.warping import BATCHED_METHODS, estimate_warps
+from lwst.warping import BATCHED_METHODS, WarpEstimate, estimate_warps
 
 
 @dataclass
@@ -60,12 +79,187 @@ class ItemOutcome:
 
 @dataclass
 class _Loaded:
-    item: Item
+    """One item's images on the compute device (``content`` at the output size; ``geometry``
+    None when it does not warp), then what became of it: its warp and render, or the error
+    that stopped it."""
+
     content: Tensor
     geometry: Tensor | None
     texture: Tensor | None
+    item: Item | None = None  # the file path's item; None for images in memory
     warp: WarpOutcome | None = None
+    render: RenderResult | None = None
+    error: BaseException | None = None
 
+    def result(self) -> StylizeResult:
+        """What `lwst.stylize.stylize` returns for it."""
+        base = _base(self)
+        return StylizeResult(image=self.render.image if self.render is not None else base,
+                             warp=self.warp, render=self.render, base=base)
+
+
+@contextmanager
+def _seeded(config: StylizeConfig) -> Iterator[tuple[torch.device, VGG19Features]]:
+    """The device and VGG, on a fork of torch's generators seeded as `lwst.stylize.stylize`
+    seeds one item: a caller's own draws do not repeat after each call (building a model draws
+    from them too). Frees the allocator's pages at the end (a long run's RSS stays flat,
+    `lwst.memory`)."""
+    device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        vgg = load_vgg19(config.vgg_weights, device=device)
+        seed_generators(config.seed, device)
+        try:
+            yield device, vgg
+        finally:
+            release_freed_memory()
+
+
+def _stylize_loaded(loaded: list[_Loaded], config: StylizeConfig, vgg: VGG19Features) -> None:
+    """The shared stages: warp (learned estimates in one pass) and render (one pass per
+    shape); each entry ends with its ``warp`` / ``render`` or its ``error``."""
+    _warp_all(loaded, config, vgg)
+    _render_all([entry for entry in loaded if entry.error is None], config, vgg)
+
+
+# --- images in memory ----------------------------------------------------------------------
+
+BATCH_HINT = "one image per element, or the whole batch as one (B, 3, H, W) tensor"
+
+
+def stylize_images(
+    contents: Sequence[ImageLike] | Tensor,
+    geometries: Sequence[ImageLike | None] | ImageLike | None,
+    textures: Sequence[ImageLike | None] | ImageLike | None,
+    config: StylizeConfig | None = None,
+    *,
+    batch_size: int = 8,
+) -> list[StylizeResult]:
+    """`lwst.stylize.stylize` of many items with one configuration, ``batch_size`` at a time:
+    the learned warps of a batch in one network pass, each group of its same-shape images in
+    one render pass. Returns one `StylizeResult` per content, in order, as `stylize` would
+    (``base`` kept, tensors on the compute device).
+
+    ``contents``: a list (or tuple) of images, each as `stylize` takes one (a ``(1, 3, H, W)``
+    or ``(3, H, W)`` tensor, float in [0, 1] or uint8, or a PIL image), or a ``(B, 3, H, W)``
+    tensor (its B images). Sizes may differ. ``geometries`` and ``textures``: None (no warp /
+    no texture for any item), one image shared by every item, or one per content (a list, a
+    list holding None for the items without one, or a ``(B, 3, H, W)`` tensor). A bad image
+    is refused before any work with one `lwst.image_io.ImageInputError` naming it:
+    ``contents[3] has NaN or infinite values``.
+
+    Seeded by ``config.seed`` per item, on a fork of the caller's generators: each result is
+    the one `stylize` gives for that item alone (``batch_size=1``: bit for bit), up to the
+    float rounding of batched passes (4 items at 96 px, learned warp + adain: at most 0.06/255
+    mean, 0.009 max per image with float32 passes; 0.6/255 mean where ``render_precision``
+    ``auto`` runs them in bfloat16). What is batched: the learned warp and the feed-forward
+    renderers (wct, adain); gatys renders item by item. On a 2-core CPU a batch was faster
+    only under load, no faster when quiet (benchmarks/bench_tensor_batch.py). ``batch_size``
+    bounds memory: a batch's images go through VGG together. An item that fails raises its
+    error (a note names its index) once its batch has run.
+    """
+    if config is None:
+        config = StylizeConfig()
+    elif not isinstance(config, StylizeConfig):
+        raise InputError("config must be a lwst.config.StylizeConfig (None: the defaults), "
+                         f"got {type(config).__name__}")
+    validate(config)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    given = _checked_items(contents, geometries, textures, config)
+    results: list[StylizeResult] = []
+    with _seeded(config) as (device, vgg):
+        moved: dict[int, Tensor] = {}  # a shared exemplar stays one object: encoded once
+
+        def on_device(image: Tensor | None) -> Tensor | None:
+            if image is not None and id(image) not in moved:
+                moved[id(image)] = image.to(device)
+            return None if image is None else moved[id(image)]
+
+        for start in range(0, len(given), batch_size):
+            loaded = [_Loaded(content.to(device), on_device(geometry), on_device(texture))
+                      for content, geometry, texture in given[start : start + batch_size]]
+            _stylize_loaded(loaded, config, vgg)
+            for index, entry in enumerate(loaded, start):
+                if entry.error is not None:
+                    entry.error.add_note(f"lwst.stylize_images: item {index} "
+                                         f"(contents[{index}])")
+                    raise entry.error
+                results.append(entry.result())
+    return results
+
+
+_Checked = tuple[Tensor, Tensor | None, Tensor | None]
+
+
+def _checked_items(contents: object, geometries: object, textures: object,
+                   config: StylizeConfig) -> list[_Checked]:
+    """``(content at the output size, geometry or None, texture or None)`` per item, each
+    checked as `lwst.stylize.stylize` checks its images, a refusal naming the element; the
+    geometry None where the item does not warp (method ``none``, strength 0)."""
+    contents = _as_list(contents, "contents")
+    count = len(contents)
+    per_geometry = _per_item(geometries, "geometries", count)
+    per_texture = _per_item(textures, "textures", count)
+    checked: list[_Checked] = []
+    for i in range(count):
+        content = as_image(contents[i], f"contents[{i}]", check_side=False,
+                           batch_hint=BATCH_HINT)
+        geometry, geometry_name = per_geometry(i)
+        texture, texture_name = per_texture(i)
+        sized = resize_longest(content, config.size, config.upscale)
+        try:
+            check_fits(*sized.shape[-2:], content_label(config), texture is not None)
+            if texture is not None:
+                check_texture_fits(*texture.shape[-2:])
+        except ImageInputError as exc:
+            raise ImageInputError(f"item {i}: {exc}") from None
+        for name, image in ((f"contents[{i}]", content), (geometry_name, geometry),
+                            (texture_name, texture)):
+            if image is not None:
+                check_min_side(image, name)
+        warps = item_files.warps(geometry is not None, config)
+        checked.append((sized, geometry if warps else None, texture))
+    return checked
+
+
+def _as_list(images: object, name: str) -> list[object]:
+    """A list, tuple or ``(B, 3, H, W)`` tensor of images as a list of its elements."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        return list(images.split(1))
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    raise ImageInputError(f"{name} must be a list of images or a (B, 3, H, W) tensor, got "
+                          f"{_describe(images)} (one item: lwst.stylize_image)")
+
+
+def _per_item(images: object, name: str,
+              count: int) -> Callable[[int], tuple[Tensor | None, str]]:
+    """``index -> (checked image or None, the name a refusal gives it)`` for an argument that
+    is None, one image shared by every item (checked once, one object), or one per item."""
+    if images is None:
+        return lambda i: (None, name)
+    one = not isinstance(images, (list, tuple)) and not (
+        isinstance(images, Tensor) and images.dim() == 4 and images.shape[0] != 1)
+    if one:
+        shared = as_image(images, name, check_side=False, batch_hint=BATCH_HINT)
+        return lambda i: (shared, name)
+    elements = _as_list(images, name)
+    if len(elements) != count:
+        raise ImageInputError(f"{name} has {len(elements)} images for {count} contents (give "
+                              "one per content, one image shared by all, or None)")
+    checked = [None if e is None else as_image(e, f"{name}[{i}]", check_side=False,
+                                               batch_hint=BATCH_HINT)
+               for i, e in enumerate(elements)]
+    return lambda i: (checked[i], f"{name}[{i}]")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+# --- items read from and written to files --------------------------------------------------
 
 def _reader(device: torch.device, opts: dict, textures: dict[str, Tensor]) -> ReadFn:
     """`lwst.stylize.read_input` onto ``device``, each texture exemplar once per chunk (its
@@ -94,7 +288,7 @@ def _load(item: Item, device: torch.device, opts: dict, textures: dict[str, Tens
                images.texture is not None)
     if images.texture is not None:
         check_texture_fits(*images.texture.shape[-2:])
-    return _Loaded(item, images.content, images.geometry, images.texture)
+    return _Loaded(images.content, images.geometry, images.texture, item=item)
 
 
 def _load_all(items: list[Item], device: torch.device, opts: dict,
@@ -145,31 +339,17 @@ def stylize_files_batch(items: list[Item], run_id: str = "",
     opts = storage_options or {}
     config = items[0].config
     validate(config)
-    device = resolve_device(config.device)
-    # Seeded on a fork of torch's generators, as `lwst.stylize.stylize`: a caller's own
-    # draws do not repeat after each call (building a model draws from them too).
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        vgg = load_vgg19(config.vgg_weights, device=device)
-        seed_generators(config.seed, device)
-        try:
-            return _stylize_seeded(items, config, device, vgg, run_id, opts, before_retry)
-        finally:
-            release_freed_memory()  # a long run's RSS stays flat (`lwst.memory`)
-
-
-def _stylize_seeded(items: list[Item], config: StylizeConfig, device: torch.device,
-                    vgg: VGG19Features, run_id: str, opts: dict,
-                    before_retry: Callable[[BaseException], None] | None) -> list[ItemOutcome]:
-    """`stylize_files_batch`'s stages once its generators are seeded."""
-    outcomes = {item.id: ItemOutcome(item) for item in items}
-    textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
-    loaded = _load_all(items, device, opts, textures, outcomes, before_retry)
-    alive = _warp_all(loaded, config, vgg, outcomes)
-    rendered = _render_all(alive, config, vgg, outcomes)
-    for entry in alive:
-        if outcomes[entry.item.id].error is None:
-            _write(entry, rendered.get(entry.item.id), config, run_id, opts, outcomes)
-    return [outcomes[item.id] for item in items]
+    with _seeded(config) as (device, vgg):
+        outcomes = {item.id: ItemOutcome(item) for item in items}
+        textures: dict[str, Tensor] = {}  # read (and later encoded) once per distinct exemplar
+        loaded = _load_all(items, device, opts, textures, outcomes, before_retry)
+        _stylize_loaded(loaded, config, vgg)
+        for entry in loaded:
+            if entry.error is not None:
+                outcomes[entry.item.id].error = entry.error
+            else:
+                _write(entry, config, run_id, opts, outcomes[entry.item.id])
+        return [outcomes[item.id] for item in items]
 
 
 def _base(entry: _Loaded) -> Tensor:
@@ -177,40 +357,33 @@ def _base(entry: _Loaded) -> Tensor:
     return entry.warp.warped if entry.warp is not None else entry.content
 
 
-def _warp_all(loaded: list[_Loaded], config: StylizeConfig, vgg: VGG19Features,
-              outcomes: dict[str, ItemOutcome]) -> list[_Loaded]:
-    """Warp and inpaint each item; the learned estimates of all in one network pass. The
-    items that failed get their error in ``outcomes`` and are left out."""
+def _warp_all(loaded: list[_Loaded], config: StylizeConfig, vgg: VGG19Features) -> None:
+    """Warp and inpaint each item; the learned estimates of all in one network pass. An item
+    that fails keeps its error."""
     warped = [entry for entry in loaded if entry.geometry is not None]
-    estimates = {}
+    estimates: dict[int, WarpEstimate] = {}  # by id() of the entry
     if warped and config.warp.method in BATCHED_METHODS:
         try:
             batch = estimate_warps([e.content for e in warped], [e.geometry for e in warped],
                                    config.warp, vgg, seed=config.seed)
-            estimates = {e.item.id: est for e, est in zip(warped, batch, strict=True)}
+            estimates = {id(e): est for e, est in zip(warped, batch, strict=True)}
         except Exception:  # noqa: BLE001 - each item then estimates (and reports) its own
             estimates = {}
-    alive: list[_Loaded] = []
-    for entry in loaded:
+    for entry in warped:
         try:
-            if entry.geometry is not None:
-                entry.warp = apply_geometry(entry.content, entry.geometry, config, vgg,
-                                            estimates.get(entry.item.id))
-            alive.append(entry)
+            entry.warp = apply_geometry(entry.content, entry.geometry, config, vgg,
+                                        estimates.get(id(entry)))
         except Exception as exc:  # noqa: BLE001
-            outcomes[entry.item.id].error = exc
-    return alive
+            entry.error = exc
 
 
-def _render_all(alive: list[_Loaded], config: StylizeConfig, vgg: VGG19Features,
-                outcomes: dict[str, ItemOutcome]) -> dict[str, RenderResult]:
+def _render_all(alive: list[_Loaded], config: StylizeConfig, vgg: VGG19Features) -> None:
     """Render the items with a texture, each group of same-shape images in one pass; a
     batch-wide failure fails its group's items."""
     by_shape: dict[tuple[int, int], list[_Loaded]] = {}
     for entry in alive:
         if entry.texture is not None:
             by_shape.setdefault(tuple(_base(entry).shape[-2:]), []).append(entry)
-    rendered: dict[str, RenderResult] = {}
     for group in by_shape.values():
         try:
             results = render_batch(torch.cat([_base(e) for e in group]),
@@ -218,23 +391,20 @@ def _render_all(alive: list[_Loaded], config: StylizeConfig, vgg: VGG19Features,
                                    seed=config.seed, measure=config.render.measure_losses)
         except Exception as exc:  # noqa: BLE001 - a batch-wide failure fails its items
             for e in group:
-                outcomes[e.item.id].error = exc
+                e.error = exc
             continue
         for e, result in zip(group, results, strict=True):
-            rendered[e.item.id] = result
-    return rendered
+            e.render = result
 
 
-def _write(entry: _Loaded, render: RenderResult | None, config: StylizeConfig, run_id: str,
-           opts: dict, outcomes: dict[str, ItemOutcome]) -> None:
+def _write(entry: _Loaded, config: StylizeConfig, run_id: str, opts: dict,
+           outcome: ItemOutcome) -> None:
     """Write one item atomically and keep its metadata record (or its error)."""
     item = entry.item
-    result = StylizeResult(image=render.image if render is not None else _base(entry),
-                           warp=entry.warp, render=render)
     record = empty_record(item.id, run_id)
     record.update(content=item.content, geometry=item.geometry, texture=item.texture,
                   label=item.label)
     try:
-        outcomes[item.id].record = write_item(record, result, config, item.outputs, opts)
+        outcome.record = write_item(record, entry.result(), config, item.outputs, opts)
     except Exception as exc:  # noqa: BLE001
-        outcomes[item.id].error = exc
+        outcome.error = exc
