@@ -10,6 +10,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 os.environ.setdefault("DASK_TEMPORARY_DIRECTORY", str(SCRATCH / "dask"))
+
+# Run as a shell's background job (``pytest ... &``), this process and every child it starts
+# would ignore SIGINT, and the tests that send a real Ctrl-C to a command would wait out their
+# timeouts: they test the command as a terminal runs it, so SIGINT acts as it does there.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
