@@ -472,19 +472,13 @@ def launch_stylize_dataset(manifest: str, out: str, parameters: dict[str, Any],
     os.environ.setdefault("DO_NOT_TRACK", "1")
     import prefect  # noqa: F401 - sets up Prefect's logging, which ``before_run`` adjusts
 
-    from flows.ephemeral import start_guarded_server
+    from flows.ephemeral import guard_temporary_server
+    from flows.stylize_dataset import RunNotCompleted, stylize_dataset
+    from lwst.progress import listening
 
     before_run()
-    server_ready = start_guarded_server()  # boots while the flow and torch import below
     try:
-        from flows.stylize_dataset import RunNotCompleted, stylize_dataset
-        from lwst.progress import listening
-    except BaseException:  # a Ctrl-C or SIGTERM: the server guarded first, then stopped
-        with contextlib.suppress(Exception):
-            server_ready()
-        raise
-    try:
-        server_ready()
+        guard_temporary_server()
     except RuntimeError as exc:
         raise ServerStartError(str(exc)) from None
     with listening(on_progress):

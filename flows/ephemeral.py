@@ -17,8 +17,7 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 _GUARDS: list[subprocess.Popen] = []  # kept alive: their stdin pipes are the lifelines
@@ -43,29 +42,6 @@ def guard_temporary_server() -> None:
                   "process group: a Ctrl-C stops it too (set PREFECT_API_URL to a server of "
                   "your own)", file=sys.stderr)
         _GUARDS.append(spawn(server.server_process.pid))
-
-
-def start_guarded_server() -> Callable[[], None]:
-    """`guard_temporary_server` on a thread: the server boots (seconds, in its own process)
-    while this process goes on importing the flow and torch (seconds too); call the returned
-    function before the first API call: it waits for the server and re-raises its error."""
-    failure: list[BaseException] = []
-
-    def boot() -> None:
-        try:
-            guard_temporary_server()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=boot, name="lwst-prefect-server", daemon=True)
-    thread.start()
-
-    def wait() -> None:
-        thread.join()
-        if failure:
-            raise failure[0]
-
-    return wait
 
 
 def _own_session_server() -> Any:
