@@ -173,6 +173,7 @@ def test_a_png_ignores_quality_and_rows_older_than_the_settings_are_pngs_made_up
 # lwst run, end to end ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # three `lwst run` subprocesses (~15 s), for the slow suite
 @pytest.mark.usefixtures("prefect_api")
 def test_lwst_run_jpeg_then_png_then_jpeg_again(main, photos_manifest: Path, tmp_path: Path,
                                                 capsys):

@@ -212,6 +212,7 @@ stylize_dataset(sys.argv[1], sys.argv[2], overrides=SLOWER, run_id="killed")
 """
 
 
+@pytest.mark.slow  # a killed run and its re-run (~10 s), for the slow suite
 def test_kill_9_mid_run_then_next_run_does_exactly_the_rest(image_folder: Path, tmp_path: Path):
     photos, styles = image_folder / "contents", image_folder / "styles"
     rows = [{"id": f"k{i}", "content": str(photos / f"photo{i % 3}.png"),

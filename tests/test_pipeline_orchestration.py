@@ -62,6 +62,7 @@ def _lwst_run(manifest: Path, out: Path, run_id: str, pythonpath: list[Path]
                           text=True, timeout=600)
 
 
+@pytest.mark.slow  # two `lwst run` subprocesses (~17 s), for the slow suite
 @pytest.mark.usefixtures("prefect_api")
 def test_a_task_runner_error_keeps_the_journalled_items_and_is_not_a_bug(image_folder: Path,
                                                                          tmp_path: Path):

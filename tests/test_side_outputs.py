@@ -84,6 +84,7 @@ def test_toggling_side_outputs_redoes_only_an_item_that_never_wrote_them(tmp_pat
     assert finished.changes(warps, BARE) == []
 
 
+@pytest.mark.slow  # `lwst run` subprocesses (~11 s), for the slow suite
 @pytest.mark.usefixtures("prefect_api")
 def test_lwst_run_no_side_outputs_then_toggled(main, image_folder: Path, tmp_path: Path,
                                                capsys):

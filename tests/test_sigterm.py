@@ -119,6 +119,7 @@ def _all_gone(processes: list[psutil.Process]) -> list[tuple[int, list[str]]]:
     return left
 
 
+@pytest.mark.slow  # a temporary Prefect server start (~10 s), for the slow suite
 def test_a_sigterm_while_the_run_starts_exits_143_at_once_with_its_children(tmp_path: Path):
     """`kill` while Prefect's temporary server starts (no flow yet): one line, exit 143 in
     seconds, the server and its guardian stopped (they run in sessions of their own: a
