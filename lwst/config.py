@@ -419,6 +419,18 @@ def check_types(config: StylizeConfig) -> None:
             setattr(target, attr, typed)
 
 
+def given_config(config: object) -> StylizeConfig:
+    """A library call's ``config`` argument: None means the defaults; anything else must be a
+    valid `StylizeConfig` (one `ConfigError` line otherwise, as `validate` gives)."""
+    if config is None:
+        return StylizeConfig()
+    if not isinstance(config, StylizeConfig):
+        raise ConfigError("config must be a lwst.config.StylizeConfig (None: the defaults), "
+                          f"got {type(config).__name__}")
+    validate(config)
+    return config
+
+
 def validate(config: StylizeConfig) -> None:
     """Refuse impossible settings with a one-line reason (`ConfigError`, a ValueError, that
     names the setting by its flat override name): first each field's type (`check_types`,

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from lwst import __version__, item_files, storage
-from lwst.config import StylizeConfig, to_params, validate
+from lwst.config import StylizeConfig, given_config, to_params, validate
 from lwst.devices import resolve_device
 from lwst.errors import InputError
 from lwst.flow import (
@@ -193,12 +193,7 @@ def stylize(
     ``warp_estimate`` (from `lwst.warping.estimate_warps`, e.g. a batched GPU pass) replaces the
     estimation from ``geometry``.
     """
-    if config is None:
-        config = StylizeConfig()
-    elif not isinstance(config, StylizeConfig):
-        raise InputError("config must be a lwst.config.StylizeConfig (None: the defaults), "
-                         f"got {type(config).__name__}")
-    validate(config)
+    config = given_config(config)
     given = {"content": as_image(content, "content", check_side=False),
              "geometry": None if geometry is None else as_image(geometry, "geometry",
                                                                 check_side=False),

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from lwst import item_files, storage
-from lwst.config import StylizeConfig, validate
+from lwst.config import StylizeConfig, given_config, validate
 from lwst.devices import resolve_device
 from lwst.errors import InputError
 from lwst.image_io import ImageInputError, as_image, check_min_side, resize_longest
@@ -157,12 +157,7 @@ def stylize_images(
     bounds memory: a batch's images go through VGG together. An item that fails raises its
     error (a note names its index) once its batch has run.
     """
-    if config is None:
-        config = StylizeConfig()
-    elif not isinstance(config, StylizeConfig):
-        raise InputError("config must be a lwst.config.StylizeConfig (None: the defaults), "
-                         f"got {type(config).__name__}")
-    validate(config)
+    config = given_config(config)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     given = _checked_items(contents, geometries, textures, config)
