@@ -151,31 +151,17 @@ class ExportSummary:
         return line + (f", {self.removed} stale file(s) removed" if self.removed else "")
 
 
-def _same_place(a: str, b: str) -> bool:
-    if storage.is_local(a) and storage.is_local(b):
-        return storage.local_path(a).resolve() == storage.local_path(b).resolve()
-    return a.rstrip("/") == b.rstrip("/")
-
-
-def _inside(inner: str, outer: str) -> bool:
-    if storage.is_local(inner) != storage.is_local(outer):
-        return False
-    if storage.is_local(inner):
-        return storage.local_path(outer).resolve() in storage.local_path(inner).resolve().parents
-    return inner.rstrip("/").startswith(outer.rstrip("/") + "/")
-
-
 def check_apart(out: str, dest: str) -> None:
     """Refuse a DEST that is OUT, or inside a folder a run writes (``OUT/images/cat/...`` would
     be read as outputs), or that holds OUT (its class folders could land on OUT's)."""
     from lwst.dataset import OUTPUT_FOLDERS
 
-    if _same_place(out, dest) or _inside(out, dest):
+    out_at, dest_at = storage.location(out), storage.location(dest)
+    if storage.within(out_at, dest_at):
         raise ExportError(f"DEST {dest}: is or holds the output folder {out}; name a folder "
                           "beside it")
     for folder in OUTPUT_FOLDERS:
-        inner = storage.join(out, folder)
-        if _same_place(inner, dest) or _inside(dest, inner):
+        if storage.within(dest_at, storage.location(storage.join(out, folder))):
             raise ExportError(f"DEST {dest}: is inside the output's {folder}/ folder, which "
                               "lwst run writes; name a folder beside it")
 

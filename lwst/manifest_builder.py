@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import posixpath
 import re
 import unicodedata
@@ -87,7 +86,7 @@ def make_manifest(
         raise ConfigError("give n or per_content, not both")
     if int(seed) < 0:
         raise ConfigError(f"seed must be 0 or more, got {seed}", "seed")
-    excluded = [_location(e) for e in exclude]
+    excluded = [storage.location(e) for e in exclude]
     contents, styles = _as_list(contents), _as_list(styles)
     content_files = _gather(contents, "contents", excluded, storage_options)
     style_files = _gather(styles, "styles", excluded, storage_options)
@@ -205,19 +204,6 @@ def _draws(seed: int, key: str, total: int, count: int) -> list[int]:
     return picked
 
 
-def _location(uri: str) -> str:
-    """A folder as listings name it: a local one absolute and resolved, a URI without a
-    trailing ``/``."""
-    if storage.is_local(uri):
-        return str(storage.local_path(uri).resolve())
-    return str(uri).rstrip("/")
-
-
-def _inside(path: str, folder: str) -> bool:
-    separator = "/" if "://" in folder else os.sep
-    return path == folder or path.startswith(folder.rstrip("/" + os.sep) + separator)
-
-
 def _as_list(locations: str | Iterable[str]) -> list[str]:
     return [locations] if isinstance(locations, str) else [str(x) for x in locations]
 
@@ -232,14 +218,14 @@ def _gather(locations: list[str], role: str, excluded: list[str],
     seen: set[str] = set()
     trees: dict[str, bool] = {}
     for location in locations:
-        root = _location(location)
+        root = storage.location(location)
         for folder in excluded:
-            if _inside(root, folder):
+            if storage.within(root, folder):
                 raise InputError(f"the {role} folder {location} is inside the output folder "
                                  f"{folder}: its outputs would be read as inputs")
         for uri in storage.list_images(location, **opts):
             relative = _relative(uri, root)
-            if uri in seen or any(_inside(uri, folder) for folder in excluded) \
+            if uri in seen or any(storage.within(uri, folder) for folder in excluded) \
                     or _in_output_tree(root, relative, trees, opts):
                 continue
             seen.add(uri)

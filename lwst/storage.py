@@ -48,6 +48,20 @@ def local_path(uri: str | os.PathLike[str]) -> Path:
     return Path(text[len("file://") :] if text.startswith("file://") else text)
 
 
+def location(uri: str | os.PathLike[str]) -> str:
+    """A folder or file as comparisons name it: a local one absolute and resolved, a URI
+    without a trailing ``/`` (`within`)."""
+    if is_local(uri):
+        return str(local_path(uri).resolve())
+    return os.fspath(uri).rstrip("/")
+
+
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it, both as `location` gives them."""
+    separator = "/" if "://" in folder else os.sep
+    return path == folder or path.startswith(folder.rstrip("/" + os.sep) + separator)
+
+
 def join(base: str | os.PathLike[str], *parts: str) -> str:
     """Join path parts onto a local path or URI without mangling the ``scheme://`` prefix."""
     text = os.fspath(base).rstrip("/")
