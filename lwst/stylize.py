@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -200,23 +201,44 @@ def stylize(
              "texture": None if texture is None else as_image(texture, "texture",
                                                               check_side=False)}
     content, geometry, texture = given.values()
+    sized = sized_content(content, geometry, texture, config)
+    with seeded_models(config) as (device, vgg):
+        return _run(sized, geometry, texture, config, device, vgg, progress, warp_estimate)
+
+
+def sized_content(content: Tensor, geometry: Tensor | None, texture: Tensor | None,
+                  config: StylizeConfig, names: tuple[str, str, str] = ("content", "geometry",
+                                                                         "texture"),
+                  item: str | None = None) -> Tensor:
+    """The content at the output size, once the checked images fit: the sizes the stages need
+    first (their reasons say what to change; ``item`` prefixes them), then the minimum side
+    of what was given (a 4 x 4 content would pass the first, upscaled 128 times), each named
+    by ``names``."""
     sized = resize_longest(content, config.size, config.upscale)
-    # The sizes the stages need first (their reasons say what to change), then the minimum
-    # side of what was given (a 4 x 4 content would pass the first, upscaled 128 times).
-    check_fits(*sized.shape[-2:], content_label(config), texture is not None)
-    if texture is not None:
-        check_texture_fits(*texture.shape[-2:])
-    for name, image in given.items():
+    try:
+        check_fits(*sized.shape[-2:], content_label(config), texture is not None)
+        if texture is not None:
+            check_texture_fits(*texture.shape[-2:])
+    except ImageInputError as exc:
+        if item is None:
+            raise
+        raise ImageInputError(f"{item}: {exc}") from None
+    for name, image in zip(names, (content, geometry, texture), strict=True):
         if image is not None:
             check_min_side(image, name)
+    return sized
+
+
+@contextmanager
+def seeded_models(config: StylizeConfig) -> Iterator[tuple[torch.device, VGG19Features]]:
+    """The compute device and VGG, on a fork of the caller's generators seeded by
+    ``config.seed`` (building a model draws its initial weights, the item is seeded): a
+    training loop's own draws after the block are what they would have been without it."""
     device = resolve_device(config.device)
-    # On a fork of the caller's generators (building a model draws its initial weights, the
-    # item is seeded): a training loop's own draws after this call are what they would have
-    # been without it.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         vgg = load_vgg19(config.vgg_weights, device=device)  # never inference tensors
         seed_generators(config.seed, device)
-        return _run(sized, geometry, texture, config, device, vgg, progress, warp_estimate)
+        yield device, vgg
 
 
 def seed_generators(seed: int, device: torch.device) -> None:

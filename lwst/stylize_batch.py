@@ -44,9 +44,8 @@ from torch import Tensor
 
 from lwst import item_files, storage
 from lwst.config import StylizeConfig, given_config, validate
-from lwst.devices import resolve_device
 from lwst.errors import InputError
-from lwst.image_io import ImageInputError, as_image, check_min_side, resize_longest
+from lwst.image_io import ImageInputError, as_image
 from lwst.item import Item
 from lwst.memory import release_freed_memory
 from lwst.metadata import empty_record
@@ -63,10 +62,11 @@ from lwst.stylize import (
     content_label,
     read_input,
     read_item_inputs,
-    seed_generators,
+    seeded_models,
+    sized_content,
     write_item,
 )
-from lwst.vgg import VGG19Features, load_vgg19
+from lwst.vgg import VGG19Features
 from lwst.warping import BATCHED_METHODS, WarpEstimate, estimate_warps
 
 
@@ -100,16 +100,11 @@ class _Loaded:
 
 @contextmanager
 def _seeded(config: StylizeConfig) -> Iterator[tuple[torch.device, VGG19Features]]:
-    """The device and VGG, on a fork of torch's generators seeded as `lwst.stylize.stylize`
-    seeds one item: a caller's own draws do not repeat after each call (building a model draws
-    from them too). Frees the allocator's pages at the end (a long run's RSS stays flat,
-    `lwst.memory`)."""
-    device = resolve_device(config.device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        vgg = load_vgg19(config.vgg_weights, device=device)
-        seed_generators(config.seed, device)
+    """`lwst.stylize.seeded_models` (seeded as `lwst.stylize.stylize` seeds one item), then
+    the allocator's pages freed (a long run's RSS stays flat, `lwst.memory`)."""
+    with seeded_models(config) as models:
         try:
-            yield device, vgg
+            yield models
         finally:
             release_freed_memory()
 
@@ -201,17 +196,8 @@ def _checked_items(contents: object, geometries: object, textures: object,
                            batch_hint=BATCH_HINT)
         geometry, geometry_name = per_geometry(i)
         texture, texture_name = per_texture(i)
-        sized = resize_longest(content, config.size, config.upscale)
-        try:
-            check_fits(*sized.shape[-2:], content_label(config), texture is not None)
-            if texture is not None:
-                check_texture_fits(*texture.shape[-2:])
-        except ImageInputError as exc:
-            raise ImageInputError(f"item {i}: {exc}") from None
-        for name, image in ((f"contents[{i}]", content), (geometry_name, geometry),
-                            (texture_name, texture)):
-            if image is not None:
-                check_min_side(image, name)
+        sized = sized_content(content, geometry, texture, config,
+                              (f"contents[{i}]", geometry_name, texture_name), f"item {i}")
         warps = item_files.warps(geometry is not None, config)
         checked.append((sized, geometry if warps else None, texture))
     return checked
