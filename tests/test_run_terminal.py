@@ -60,6 +60,45 @@ def _flow_run_states(prefect_home: Path) -> list[tuple[str, str | None]]:
                           "ON s.id = f.state_id ORDER BY f.created").fetchall()
 
 
+def await_item(tmp_path: Path, run: subprocess.Popen, log: Path) -> list[psutil.Process]:
+    """Wait until an item of ``run`` is in progress; its descendants then (server, workers)."""
+    deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
+    while not task_running(tmp_path / "prefect-home", "stylize"):
+        assert run.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, "no item ever started"
+        time.sleep(0.1)
+    return psutil.Process(run.pid).children(recursive=True)
+
+
+def still_running(processes: list[psutil.Process]) -> list[tuple[int, list[str]]]:
+    """The processes of ``processes`` still running after 20 s (zombies count as gone)."""
+    alive = psutil.wait_procs(processes, timeout=20)[1]
+    left = []
+    for p in alive:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                left.append((p.pid, p.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def stopped_run(tmp_path: Path, code: int, text: str, exit_code: int,
+                notice: str) -> tuple[pd.DataFrame, set[str]]:
+    """What every stopped run shows (``code``: its exit status, ``text``: its output): the
+    exit status, ``notice`` once, no traceback or ERROR, one metadata file whose ``ok`` items
+    are some but not all; returns that file's rows and the ``ok`` ids."""
+    assert code == exit_code, text[-3000:]
+    assert text.count(notice) == 1, text
+    assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+    files = sorted((tmp_path / "out" / "metadata").glob("run-*.parquet"))
+    assert len(files) == 1, text
+    first = pd.read_parquet(files[0])
+    done = set(first.loc[first["status"] == "ok", "id"])
+    assert done and done < set(ITEMS), first[["id", "status"]]
+    return first, done
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["threads", "dask"])
 def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_resumes(
@@ -68,12 +107,7 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
     run = _run(tmp_path, runner, log)
     descendants: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
-        while not task_running(tmp_path / "prefect-home", "stylize"):
-            assert run.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "no item ever started"
-            time.sleep(0.1)
-        descendants = psutil.Process(run.pid).children(recursive=True)
+        descendants = await_item(tmp_path, run, log)
         os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         try:
             code = run.wait(120)
@@ -81,23 +115,14 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
             pytest.fail("the run hung after a group Ctrl-C:\n"
                         + log.read_text(errors="replace")[-3000:])
         text = log.read_text(errors="replace")
-        assert code == 130, text[-3000:]
-        assert text.count("lwst run: interrupted; finishing") == 1, text
-        assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
-        files = sorted((tmp_path / "out" / "metadata").glob("run-*.parquet"))
-        assert len(files) == 1, text
-        first = pd.read_parquet(files[0])
-        done = set(first.loc[first["status"] == "ok", "id"])
-        assert done and done < set(ITEMS), first[["id", "status"]]
+        first, done = stopped_run(tmp_path, code, text, 130, "lwst run: interrupted; finishing")
         assert f"{len(ITEMS) - len(first)} not done" in text, text
         stopped = (f"stopped on Ctrl-C after the items in progress; {len(ITEMS) - len(first)} "
                    "item(s) not done: a re-run does them")
         assert text.rstrip().splitlines()[-1] == f"lwst run: {stopped}", text[-3000:]
         assert _flow_run_states(tmp_path / "prefect-home") == [("CANCELLED", stopped)]
         # Everything the run started goes with it (the guardian sees to the server).
-        alive = psutil.wait_procs(descendants, timeout=20)[1]
-        assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive), \
-            [(p.pid, p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert not still_running(descendants)
 
         rerun = subprocess.run(run.args, env=_env(tmp_path), capture_output=True, text=True,
                                timeout=600)

@@ -19,10 +19,18 @@ import pandas as pd
 import psutil
 import pytest
 from conftest import save_image
-from pipeline_inputs import kill_all, task_running
+from pipeline_inputs import kill_all
 from test_decoder_training_cli import args as decoder_args
 from test_decoder_training_cli import log_steps, state_step
-from test_run_terminal import ITEMS, _env, _flow_run_states, _run
+from test_run_terminal import (
+    ITEMS,
+    _env,
+    _flow_run_states,
+    _run,
+    await_item,
+    still_running,
+    stopped_run,
+)
 
 from lwst.cli import main
 
@@ -106,19 +114,6 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _all_gone(processes: list[psutil.Process]) -> list[tuple[int, list[str]]]:
-    """The processes of ``processes`` still running after 20 s (zombies count as gone)."""
-    alive = psutil.wait_procs(processes, timeout=20)[1]
-    left = []
-    for p in alive:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                left.append((p.pid, p.cmdline()))
-        except psutil.NoSuchProcess:
-            pass
-    return left
-
-
 @pytest.mark.slow  # a temporary Prefect server start (~10 s), for the slow suite
 def test_a_sigterm_while_the_run_starts_exits_143_at_once_with_its_children(tmp_path: Path):
     """`kill` while Prefect's temporary server starts (no flow yet): one line, exit 143 in
@@ -141,19 +136,10 @@ def test_a_sigterm_while_the_run_starts_exits_143_at_once_with_its_children(tmp_
         assert "Traceback" not in text, text[-3000:]
         assert [line for line in text.splitlines() if line.startswith("lwst")] == \
             ["lwst: terminated (SIGTERM)"], text[-3000:]
-        assert not _all_gone(children)
+        assert not still_running(children)
         assert not (tmp_path / "out" / "images").exists() and not _temp_files(tmp_path)
     finally:
         kill_all(run, children)
-
-
-def _await_item(tmp_path: Path, run: subprocess.Popen, log: Path) -> list[psutil.Process]:
-    deadline = time.monotonic() + 300  # a first server start on a busy machine is slow
-    while not task_running(tmp_path / "prefect-home", "stylize"):
-        assert run.poll() is None, log.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, "no item ever started"
-        time.sleep(0.1)
-    return _children(run.pid)
 
 
 @pytest.mark.slow  # a temporary Prefect server and three gatys items: ~60 s on 2 cores
@@ -163,18 +149,12 @@ def test_a_sigterm_finishes_the_items_in_progress_cancels_the_run_and_a_rerun_re
     run = _run(tmp_path, "threads", log)
     descendants: list[psutil.Process] = []
     try:
-        descendants = _await_item(tmp_path, run, log)
+        descendants = await_item(tmp_path, run, log)
         os.kill(run.pid, signal.SIGTERM)  # the process alone, as `kill` and Kubernetes do
         code = run.wait(120)
         text = log.read_text(errors="replace")
-        assert code == 143, text[-3000:]
-        assert text.count("lwst run: SIGTERM; finishing the items in progress") == 1, text
-        assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
-        files = sorted((tmp_path / "out" / "metadata").glob("run-*.parquet"))
-        assert len(files) == 1, text
-        first = pd.read_parquet(files[0])
-        done = set(first.loc[first["status"] == "ok", "id"])
-        assert done and done < set(ITEMS), first[["id", "status"]]
+        first, done = stopped_run(tmp_path, code, text, 143,
+                                  "lwst run: SIGTERM; finishing the items in progress")
         images = {p.stem for p in (tmp_path / "out" / "images").iterdir()}
         assert images == done and not _temp_files(tmp_path / "out")
         last = text.rstrip().splitlines()[-1]
@@ -182,7 +162,7 @@ def test_a_sigterm_finishes_the_items_in_progress_cancels_the_run_and_a_rerun_re
         stopped = f"stopped on SIGTERM after the items in progress; {not_done}"
         assert last == f"lwst run: {stopped}", last
         assert _flow_run_states(tmp_path / "prefect-home") == [("CANCELLED", stopped)]
-        assert not _all_gone(descendants)
+        assert not still_running(descendants)
 
         rerun = subprocess.run(run.args, env=_env(tmp_path), capture_output=True, text=True,
                                timeout=600)
@@ -198,14 +178,14 @@ def test_a_second_sigterm_stops_the_run_now_with_its_children(tmp_path: Path):
     run = _run(tmp_path, "threads", log)
     descendants: list[psutil.Process] = []
     try:
-        descendants = _await_item(tmp_path, run, log)
+        descendants = await_item(tmp_path, run, log)
         os.kill(run.pid, signal.SIGTERM)
         _wait_for(lambda: "lwst run: SIGTERM; finishing" in log.read_text(), run, "said it", 10)
         os.kill(run.pid, signal.SIGTERM)
         assert run.wait(20) == 143
         text = log.read_text(errors="replace")
         assert "lwst run: stopped now" in text and "Traceback" not in text, text[-3000:]
-        assert not _all_gone(descendants)
+        assert not still_running(descendants)
     finally:
         kill_all(run, descendants)
 
