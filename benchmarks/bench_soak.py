@@ -42,14 +42,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -286,29 +283,18 @@ class Output:
                 "secret": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_moto(scratch: Path) -> tuple[subprocess.Popen, str]:
     """``moto_server`` (moto's S3 in a process of its own) on a free port of 127.0.0.1; waits
     for its first answer."""
-    port = _free_port()
+    from bench_scale import free_port, s3_answers  # the scale benchmark's helpers
+
+    port = free_port()
     process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H",
                                 "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                                stderr=(scratch / "moto.log").open("wb"))
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            urllib.request.urlopen(endpoint, timeout=2)
-            return process, endpoint
-        except urllib.error.HTTPError:
-            return process, endpoint  # an S3 error answer: it is up
-        except OSError:
-            time.sleep(0.3)
+    if s3_answers(process, endpoint, 60):
+        return process, endpoint
     process.terminate()
     raise SystemExit(f"bench_soak: moto_server did not answer within 60 s (see {scratch})")
 
