@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -16,6 +17,13 @@ from PIL import Image
 
 # Cheap settings: no learned network, one pyramid level, one iteration; still every stage runs.
 FAST = {"size": 48, "levels": 1, "iterations": [1], "warp_method": "none", "device": "cpu"}
+
+
+def unused_port() -> int:
+    """A 127.0.0.1 port nobody listens on now: a dead endpoint, or one for a server to start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:

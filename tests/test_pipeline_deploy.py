@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from pipeline_inputs import FAST, plant_bug, write_manifest_csv
+from pipeline_inputs import FAST, plant_bug, unused_port, write_manifest_csv
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
@@ -70,7 +64,7 @@ def _deployment_run(manifest: Path, out: Path, run_id: str, env: dict[str, str],
 
 @pytest.mark.slow
 def test_deploy_work_pool_worker_and_deployment_run(image_folder: Path, tmp_path: Path):
-    port = _free_port()
+    port = unused_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path),
@@ -150,7 +144,7 @@ def _run_on_an_external_dask_cluster(manifest: Path, tmp_path: Path, env: dict[s
     """The deployment with ``runner=dask`` and a cluster of its own processes, started outside
     the repository: the tasks Prefect sends must name modules the workers can import (a
     file-path entrypoint made every item fail there)."""
-    port = _free_port()
+    port = unused_port()
     address = f"tcp://127.0.0.1:{port}"
     dask_log = open(tmp_path / "dask.log", "w")  # noqa: SIM115 (closed with the test's tmp)
     processes.append(subprocess.Popen(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pyarrow.fs
 import pytest
-from pipeline_inputs import FAST, write_manifest_csv
+from pipeline_inputs import FAST, unused_port, write_manifest_csv
 
 from lwst import dataset
 from lwst.s3 import S3Settings, StorageUnavailableError, check_reachable
@@ -71,14 +71,9 @@ def test_manifest_and_images_from_s3_outputs_and_parquet_back(image_folder: Path
                     ("s3run2", "gone"), ("s3run2", "one"), ("s3run2", "two")]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_dead_endpoint_fails_fast_with_a_clear_error():
-    options = S3Settings(endpoint_url=f"http://127.0.0.1:{_closed_port()}", key="k", secret="s",
+    options = S3Settings(endpoint_url=f"http://127.0.0.1:{unused_port()}", key="k", secret="s",
                          connect_timeout=1, read_timeout=2, max_attempts=1).storage_options()
     started = time.monotonic()
     with pytest.raises(StorageUnavailableError, match=r"cannot reach http://127\.0\.0\.1:\d+"):
