@@ -4,8 +4,6 @@ ends in exit 2 and one line on stderr, with no output written."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import pickle
 import subprocess
@@ -207,21 +205,6 @@ def test_s3_uris_in_and_out(tmp_path, s3_bucket, monkeypatch):
     assert not Path("s3:").exists()
 
 
-@pytest.fixture
-def http_folder(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 (a real server, as fsspec's http protocol sees)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def test_http_input_is_not_handed_s3_options(tmp_path, http_folder, monkeypatch):
     root, url = http_folder
     save_image(root / "c.png", (32, 32))
@@ -238,7 +221,6 @@ def test_an_http_host_that_never_answers_fails_after_the_read_timeout(monkeypatc
     after `HTTP_READ_TIMEOUT_S`, not aiohttp's five minutes (a timeout is transient: the
     pipeline reads it again, twice)."""
     import socket
-    import threading
     import time
 
     listener = socket.create_server(("127.0.0.1", 0))
