@@ -1,8 +1,12 @@
 """The fixed cost of an ``lwst run``: a re-run with nothing left to do, timed end to end.
 
-Every ``lwst run`` without ``PREFECT_API_URL`` imports Prefect, starts a temporary Prefect
-server (its own process), imports the flow (torch, torchvision, lwst) and plans the work before
-its first item; a re-run of a finished manifest pays exactly that and no model work. This
+A re-run of a finished manifest without ``PREFECT_API_URL`` is answered without a Prefect flow
+run (`flows.work_plan.record_finished_run`): Python start, the manifest, Prefect's settings
+(to know that no server of the user's is configured), torch (the rows' device), the plan and
+one metadata file of skipped rows. A run with work imports Prefect's engine, starts a
+temporary Prefect server (its own process), imports the flow and plans before its first item:
+``--one-missing`` deletes one item's image before each re-run, so each re-run does that one
+item through the flow (the fixed cost of a run with work, plus one 128-px adain item). This
 script runs ``manifests/example.csv`` (``--renderer adain --size 128``) once to finish it, then
 times ``--repeats`` re-runs of the same command. ``--code`` names checkouts whose ``lwst`` to
 time (``python -m lwst.cli`` with that folder first on ``sys.path``); several are timed in
@@ -16,6 +20,7 @@ each re-run, their median and minimum, and the load average at the start.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import statistics
@@ -26,13 +31,15 @@ from pathlib import Path
 
 from _common import REPO, make_parser, scratch_folder
 
+MANIFEST = REPO / "manifests" / "example.csv"
+
 
 def run_once(code: Path, out: Path, home: Path) -> float:
     """Seconds of one ``lwst run`` of the example manifest with ``code``'s lwst; exits on a
     failed run (its stderr's last lines printed)."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(code)}
     env.pop("PREFECT_API_URL", None)
-    command = [sys.executable, "-m", "lwst.cli", "run", str(REPO / "manifests" / "example.csv"),
+    command = [sys.executable, "-m", "lwst.cli", "run", str(MANIFEST),
                "--out", str(out), "--size", "128", "--renderer", "adain", "--quiet"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
@@ -50,7 +57,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="re-runs per checkout")
     parser.add_argument("--scratch", type=Path, help="keep the outputs here")
     parser.add_argument("--results", type=Path, help="append one JSON line per checkout")
+    parser.add_argument("--one-missing", action="store_true",
+                        help="delete the first item's image before each re-run: each re-run "
+                        "does that item through the Prefect flow")
     args = parser.parse_args()
+    with MANIFEST.open() as handle:
+        first_image = f"{next(csv.DictReader(handle))['id']}.png"
     codes = [path.resolve() for path in args.code]
     load = os.getloadavg()[0]
     with scratch_folder(args.scratch, "lwst-startup-") as scratch:
@@ -62,10 +74,13 @@ def main() -> None:
         seconds: dict[Path, list[float]] = {code: [] for code in codes}
         for _ in range(args.repeats):
             for code, (out, home) in places.items():
+                if args.one_missing:
+                    (out / "images" / first_image).unlink()
                 seconds[code].append(run_once(code, out, home))
     for code in codes:
         times = seconds[code]
         row = {"benchmark": "startup", "code": str(code), "commit": _commit(code),
+               "case": "one item missing" if args.one_missing else "nothing to do",
                "repeats": len(times), "seconds": [round(t, 2) for t in times],
                "median_s": round(statistics.median(times), 2), "min_s": round(min(times), 2),
                "load_at_start": round(load, 2),

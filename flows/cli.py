@@ -3,8 +3,9 @@ command through the ``lwst.commands`` entry point group, pyproject.toml).
 
 Importing this module imports no Prefect: ``lwst --help`` and every other command stay fast,
 and ``lwst run`` checks storage and the manifest itself before Prefect is imported, so a typo
-in a bucket name or a bad manifest row costs a second, not a Prefect server start-up. Without
-the pipeline extra installed, ``lwst run`` says so in one line.
+in a bucket name or a bad manifest row costs a second, not a Prefect server start-up, and a
+re-run that finds nothing left to do starts no server at all (`finished_without_flow`).
+Without the pipeline extra installed, ``lwst run`` says so in one line.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lwst import interrupts, run_lock
 from lwst.cli_options import (
@@ -40,6 +42,9 @@ from lwst.config import (
 )
 from lwst.progress import REPORTED_BY_CLI, ProgressCallback
 from lwst.storage import StorageUnavailableError
+
+if TYPE_CHECKING:  # lwst.manifest imports pandas: `lwst --help` stays fast
+    from lwst.manifest import ManifestItem
 
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 EXIT_FAILED_ITEMS = 4  # `lwst run --strict`: the run finished, but items failed (any kind)
@@ -237,11 +242,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The flow records its outputs' URIs in the metadata (output, warped, flow): a local --out
     # goes to it absolute, like the manifest's inputs (docs/contracts.md).
     out = absolute_location(args.out)
+    # Prefect's client telemetry printed a 3-line notice into the bar; the user's own
+    # setting wins. Read when Prefect is imported, so set before.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     with environment(credentials), quiet_prefect_console(args.quiet), StopOnInterrupt(), \
             bar as listener:
         try:
-            summary = launch_stylize_dataset(args.manifest, out, parameters, listener,
-                                             before_run)
+            summary = (finished_without_flow(args, items, out, overrides, opts)
+                       or launch_stylize_dataset(args.manifest, out, parameters, listener,
+                                                 before_run))
         except ServerStartError as exc:  # Prefect's start-up timeout, with its whole output
             raise CommandError("cannot start a temporary Prefect server (" + " ".join(
                 str(exc).split())[:200] + "); set PREFECT_API_URL, or raise "
@@ -281,6 +290,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def finished_without_flow(args: argparse.Namespace, entries: list[ManifestItem], out: str,
+                          overrides: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a re-run that finds every item finished, answered without a Prefect flow
+    run (`flows.work_plan.record_finished_run`: the same plan, the same metadata file of
+    ``skipped`` rows), or None: the flow runs. A flow run with nothing to do spent most of its
+    15 s importing Prefect's engine and starting a temporary server; this takes 6 s
+    (docs/benchmarks.md). Asked only where this run would start that server itself
+    (`flows.ephemeral.starts_temporary_server`): under a server of the user's, every run is
+    the flow's, and shows there."""
+    from flows.ephemeral import starts_temporary_server
+
+    if not starts_temporary_server():
+        return None
+    from flows.work_plan import new_run_id, record_finished_run
+
+    return record_finished_run(entries, overrides, out, opts,
+                               args.run_id or new_run_id(uuid.uuid4().hex), args.break_lock,
+                               args.warp_batch_size, args.render_batch_size,
+                               run_log(args.quiet))
+
+
+class _OnStderr(logging.Handler):
+    """``lwst run: <message>`` on the ``sys.stderr`` of the moment (pytest swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"lwst run: {record.getMessage()}", file=sys.stderr)
+
+
+def run_log(quiet: bool) -> logging.Logger:
+    """The log of a run answered without Prefect: what Prefect's console would show of it
+    (the tidying of interrupted runs' leftovers), INFO and up, warnings only with --quiet."""
+    log = logging.getLogger("lwst.run")
+    if not log.handlers:
+        log.addHandler(_OnStderr())
+        log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    return log
+
+
 def summary_line(summary: dict[str, Any]) -> str:
     """The run's one line on stdout: counts (with the items a stop left, and "nothing to do"
     when every item was done before) and where its metadata went."""
@@ -311,15 +359,16 @@ class StopOnInterrupt:
     """Ctrl-C during a run, said at once. The first asks the flow to stop (`lwst.interrupts`):
     it starts nothing new, cancels the units not started and lets the running ones finish,
     with threads and with Dask, so their files are complete and the run's metadata written,
-    and the Prefect flow run ends Cancelled (`flows.stylize_dataset.RunStopped`); before the
-    flow submits (start-up) it interrupts as Python does. The second stops the
-    process now, exit 130, its children (a temporary Prefect server, Dask workers) with it.
+    and the Prefect flow run ends Cancelled (`flows.stylize_dataset.RunStopped`), wherever in
+    the flow run it lands; before the flow run (start-up) it interrupts as Python does. The
+    second stops the process now, exit 130, its children (a temporary Prefect server, Dask
+    workers) with it.
     Before, the first said nothing until the items in progress had finished (under Dask it
     dropped them) and the second aborted in C++ (exit 134).
 
     A SIGTERM (`lwst.interrupts.sigterm_as_ctrl_c` hands it here) is the same stop, named
-    SIGTERM, exit 143; one at start-up or at the end of a run stops the children too: a
-    batch system signals this process, not its group."""
+    SIGTERM, exit 143; one at start-up stops the children too: a batch system may signal
+    this process, not its group."""
 
     def __enter__(self) -> StopOnInterrupt:
         self.count = 0
@@ -335,15 +384,15 @@ class StopOnInterrupt:
         self.count += 1
         term = signum == signal.SIGTERM
         if self.count == 1:
-            if not term:
-                print("lwst run: interrupted; finishing the items in progress (their outputs "
-                      "stay whole), then stopping; Ctrl-C again to stop now. A re-run "
-                      "resumes.", file=sys.stderr, flush=True)
-            if not interrupts.request_stop():  # not yet submitting (start-up) or reporting
-                raise KeyboardInterrupt  # a SIGTERM's one line: `lwst.cli.main` says it
+            if not interrupts.request_stop():  # no flow run yet (start-up)
+                raise KeyboardInterrupt  # its one line: `lwst.cli.main` says it
             if term:
                 print("lwst run: SIGTERM; finishing the items in progress (their outputs stay "
                       "whole), then stopping; a second SIGTERM or Ctrl-C stops now. A re-run "
+                      "resumes.", file=sys.stderr, flush=True)
+            else:
+                print("lwst run: interrupted; finishing the items in progress (their outputs "
+                      "stay whole), then stopping; Ctrl-C again to stop now. A re-run "
                       "resumes.", file=sys.stderr, flush=True)
             return
         print("lwst run: stopped now; a re-run sweeps what the items in progress left and "
@@ -353,10 +402,16 @@ class StopOnInterrupt:
 
 
 def _stop_children() -> None:
-    """SIGTERM to every process this one started (temporary Prefect server, its guardian,
-    Dask workers), so none outlives an immediate exit."""
+    """SIGKILL to this process's Dask workers, which ignore SIGTERM (`flows.runners.dask_setup`;
+    left to die with this process, 2 runs of 3 printed a heartbeat traceback), SIGTERM to
+    every other process it started (temporary Prefect server, its guardian): none outlives an
+    immediate exit."""
+    import multiprocessing
+
     import psutil
 
+    for worker in multiprocessing.active_children():
+        worker.kill()
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             child.terminate()
@@ -466,10 +521,7 @@ def launch_stylize_dataset(manifest: str, out: str, parameters: dict[str, Any],
     configured), ``on_progress`` per finished item (the `lwst.progress` listener scoped to this
     call); returns the flow's summary, also when the flow run ended Failed or Cancelled on
     purpose (`RunNotCompleted`: a stop, ``fail_on_failed_items``): the command's exit code
-    says that. The one place ``lwst run`` imports Prefect."""
-    # Prefect's client telemetry printed a 3-line notice into the bar; the user's own
-    # setting wins. Read when Prefect is imported, so set before.
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    says that. The one place ``lwst run`` runs a Prefect flow."""
     import prefect  # noqa: F401 - sets up Prefect's logging, which ``before_run`` adjusts
 
     from flows.ephemeral import guard_temporary_server

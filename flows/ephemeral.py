@@ -23,13 +23,20 @@ from typing import Any
 _GUARDS: list[subprocess.Popen] = []  # kept alive: their stdin pipes are the lifelines
 
 
-def guard_temporary_server() -> None:
-    """Start and guard the temporary server, unless a server is configured."""
+def starts_temporary_server() -> bool:
+    """Whether a run here would start a temporary server: no server is configured
+    (``PREFECT_API_URL`` in the environment, a profile or a settings file) and Prefect may
+    start one. Imports Prefect's settings only (about a second), not its engine."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
+    return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value())
+
+
+def guard_temporary_server() -> None:
+    """Start and guard the temporary server, unless a server is configured."""
     from flows.guardian import spawn
 
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+    if not starts_temporary_server():
         return
     # A throwaway server has nothing to report, and offline its telemetry attempt logs an
     # ERROR into the run's output; the user's own setting wins (the server inherits os.environ).

@@ -48,11 +48,16 @@ def make_task_runner(
 
 
 def dask_setup(worker: Any) -> None:
-    """Run in each LocalCluster worker process (Dask's preload hook): ignore SIGINT. A
-    terminal's Ctrl-C signals the whole process group, workers included, and killed them
-    with the items in progress; `lwst run` handles it (lets those items finish, then stops
-    the cluster, which ends the workers)."""
+    """Run in each LocalCluster worker process (Dask's preload hook): ignore SIGINT and
+    SIGTERM. A terminal's Ctrl-C, and a batch system's SIGTERM (``kill -- -PGID``, systemd's
+    ``KillMode=control-group``, Slurm), signal every process of the job: the workers died of
+    it, their items in progress lost. `lwst run` gets the signal too and handles it: those
+    items finish, then it closes the cluster. A worker needs no signal to end: its Nanny (in
+    the flow's process) stops it through a queue, then with SIGKILL (so too past its memory
+    limit), and it exits at once when the flow's process ends in any way, SIGKILL included
+    (a pipe from that process closes: `distributed.process`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _temporary_api_url() -> str | None:

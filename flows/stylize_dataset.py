@@ -22,7 +22,6 @@ Everything below the flow lives in `lwst` (library) and `tasks` (thin task wrapp
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import itertools
 from typing import Any
 
@@ -33,9 +32,9 @@ from prefect.states import Cancelled, Failed, State
 from flows.run_report import FailureLog, Progress, report_run
 from flows.runners import RunnerName, make_task_runner
 from flows.submitter import WINDOW_PER_WORKER, Submitter, unit_records
-from flows.work_plan import WorkPlan
-from lwst import dataset, interrupts, run_lock, s3, storage
-from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
+from flows.work_plan import WorkPlan, holding, new_run_id, pipeline_overrides, publish
+from lwst import interrupts, s3
+from lwst.config import StylizeConfig, with_overrides
 from lwst.errors import InputError
 from lwst.manifest import ManifestItem, id_problem, read_manifest
 from lwst.run_records import RunRecords
@@ -61,11 +60,6 @@ def s3_storage_options(endpoint_url: str | None, region: str | None,
                              '{"aws_access_key_id": ..., "aws_secret_access_key": ...}')
         key, secret = value["aws_access_key_id"], value["aws_secret_access_key"]
     return s3.storage_options(endpoint_url=endpoint_url, key=key, secret=secret, region=region)
-
-
-def _new_run_id() -> str:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{(flow_run.id or 'local')[:8]}"
 
 
 @flow(name="stylize-dataset")
@@ -110,32 +104,29 @@ def stylize_dataset(
     whatever its ``error_kind``, ends the run Failed after all items finished; a direct call
     raises `ItemsFailed`); otherwise their rows say what to fix, and a re-run does them.
 
-    A run stopped on request (`lwst run`'s first Ctrl-C, `lwst.interrupts`) ends Cancelled, not
-    Completed, since items were not done; a direct call raises `RunStopped` with the summary.
+    A run stopped on request (`lwst run`'s first Ctrl-C or SIGTERM, `lwst.interrupts`) ends
+    Cancelled, not Completed, since items were not done; a direct call raises `RunStopped` with
+    the summary.
     """
-    overrides = {"renderer": PIPELINE_RENDERER, **(overrides or {})}
-    logger = get_run_logger()
-    opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
-    for uri in (manifest, out):
-        s3.check_reachable(uri, opts)
-    entries = read_manifest(manifest, opts)  # parsed once: `lwst run` already read it
-    base = with_overrides(StylizeConfig(), overrides)
-    run_id = run_id or _new_run_id()
-    if id_problem(run_id):
-        raise InputError(f"run_id: {id_problem(run_id)}")
-    lock = run_lock.acquire(out, run_id, opts, break_stale=break_lock)
-    try:
-        with storage.temp_owner(run_id):
+    # Under ``lwst`` a Ctrl-C or SIGTERM (taken back from Prefect's engine, which would end the
+    # run Crashed) asks the run to stop: the items in progress finish, the metadata is written
+    # and the run ends Cancelled, wherever in the flow it lands; never a half-taken lock.
+    with interrupts.sigterm_taken_back(), interrupts.stoppable():
+        overrides = pipeline_overrides(overrides)
+        logger = get_run_logger()
+        opts = s3_storage_options(s3_endpoint_url, aws_region, aws_credentials_block)
+        for uri in (manifest, out):
+            s3.check_reachable(uri, opts)
+        entries = read_manifest(manifest, opts)  # parsed once: `lwst run` already read it
+        base = with_overrides(StylizeConfig(), overrides)
+        run_id = run_id or new_run_id(flow_run.id or "local")
+        if id_problem(run_id):
+            raise InputError(f"run_id: {id_problem(run_id)}")
+        with holding(out, run_id, opts, break_lock, logger):
             summary = _run(entries, overrides, out, base, opts, run_id, runner, workers,
                            dask_address, gpus_per_item, torch_threads, contact_sheet_items,
                            warp_batch_size, render_batch_size)
-    finally:
-        try:
-            lock.release()
-        except Exception as exc:  # noqa: BLE001 - storage gone: the lock is left, and named
-            logger.warning("could not release the lock %s: %s", lock.uri, dataset.one_line(
-                str(exc)))
-    return outcome(summary, fail_on_internal_errors, fail_on_failed_items)
+        return outcome(summary, fail_on_internal_errors, fail_on_failed_items)
 
 
 class RunNotCompleted(RuntimeError):
@@ -219,17 +210,15 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
          dask_address: str | None, gpus_per_item: float, torch_threads: int | None,
          contact_sheet_items: int, warp_batch_size: int,
          render_batch_size: int) -> dict[str, Any]:
-    """The run proper, holding the lock on ``out``: tidy up after interrupted runs, plan what
-    is left, run it, publish the records, report."""
+    """The run proper, holding ``out`` (`flows.work_plan.holding`, which tidied up after
+    interrupted runs): plan what is left, run it, publish the records, report."""
     logger = get_run_logger()
-    _tidy(out, opts)
     records = RunRecords(base.warp.min_confidence, contact_sheet_items)
     failures = FailureLog()
     plan = WorkPlan(entries, overrides, out, base, opts, run_id, records, warp_batch_size,
-                    render_batch_size, on_failed=failures.note)
+                    render_batch_size, on_failed=failures.note, log=logger)
     total = len(entries)
     logger.info("run %s: %d items", run_id, total)
-    stopped = False
     try:
         tracker = Progress(total, 0)
         units = plan.units()
@@ -246,9 +235,8 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
                     records.add(finished)
                     failures.note(finished)
                     tracker.add(finished, len(records))
-            stopped = submitter.stopped
         not_done = total - len(records)
-        if stopped:
+        if interrupts.stop_requested():  # in the loop, or before it: nothing was submitted
             logger.warning("run %s stopped on request after the items in progress; %d items "
                            "not done (a re-run does them)", run_id, not_done)
         tally = plan.tally
@@ -257,26 +245,17 @@ def _run(entries: list[ManifestItem], overrides: dict[str, Any], out: str, base:
         logger.info("run %s: %d items, %d already done, %d refused, %d run (%d of them redone: "
                     "other settings or inputs than when they finished), %d not done", run_id,
                     total, tally["skipped"], tally["refused"], ran, tally["redone"], not_done)
-        metadata_uri = _publish(records, out, run_id, opts, scratch=bool(tally["todo"]))
+        metadata_uri = publish(records, out, run_id, opts, scratch=bool(tally["todo"]))
     finally:
         records.discard()
     summary = report_run(records, out, run_id, metadata_uri, opts, base.warp.min_confidence,
                          contact_sheet=ran > 0)
     summary["ran"] = ran
     summary["redone"] = {"count": tally["redone"], "first": plan.redone_example}
-    summary["stopped"] = {"not_done": not_done} if stopped else None
+    # Stopped: asked at any time in the flow (`stylize_dataset`'s stoppable block).
+    summary["stopped"] = {"not_done": not_done} if interrupts.stop_requested() else None
     logger.info("run %s: %s", run_id, summary["counts"])
     return summary
-
-
-def _tidy(out: str, opts: dict[str, Any]) -> None:
-    """Fold in the metadata of interrupted runs and remove what they left half-made."""
-    recovered = dataset.recover_journals(out, opts)
-    swept = dataset.sweep_temp_files(out)
-    scratch = dataset.remove_stale_scratch(out, opts)
-    if recovered or swept or scratch:
-        get_run_logger().info("recovered metadata of interrupted runs %s; removed %d temp "
-                              "files and the scratch of runs %s", recovered, swept, scratch)
 
 
 def _gpu_annotation(gpus_per_item: float) -> contextlib.AbstractContextManager[Any]:
@@ -286,18 +265,3 @@ def _gpu_annotation(gpus_per_item: float) -> contextlib.AbstractContextManager[A
     import dask
 
     return dask.annotate(resources={"GPU": gpus_per_item})
-
-
-def _publish(records: RunRecords, out: str, run_id: str, opts: dict[str, Any],
-             scratch: bool) -> str:
-    """Write the run's metadata file (and drop its scratch); the journal rows written so far
-    are folded in by the next run when the storage stopped answering."""
-    try:
-        if scratch:
-            dataset.remove_run_scratch(out, run_id, opts)
-        return dataset.publish_run_file(out, run_id, records.finish(), opts)
-    except Exception as exc:
-        down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
-        if down:
-            raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
-        raise

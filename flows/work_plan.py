@@ -5,10 +5,18 @@ at a time (`RESOLVE_CHUNK`) and memory stays flat. On the way, finished items (s
 and inputs, files complete) and refused rows get their records without any task, and each item
 to write carries its files an earlier run left (`lwst.item_files.found_files`, from the resume
 check's listing: no extra request), which its writer replaces.
+
+A run whose plan finds nothing to do needs neither a task runner nor a Prefect flow run:
+`record_finished_run` answers it, holding ``out`` as the flow does (`holding`) and writing the
+same metadata file of ``skipped`` rows, so `lwst run` re-runs a finished manifest without
+starting a temporary Prefect server (`flows.cli`). Nothing here imports Prefect's engine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -16,9 +24,9 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from lwst import dataset, item_files
-from lwst.config import StylizeConfig
-from lwst.item import Item, resolve_items
+from lwst import dataset, item_files, run_lock, s3, storage
+from lwst.config import PIPELINE_RENDERER, StylizeConfig, with_overrides
+from lwst.item import Item, RefusedItem, resolve_items
 from lwst.manifest import ManifestItem
 from lwst.metadata import stamp
 from lwst.run_records import RunRecords
@@ -29,6 +37,27 @@ from tasks.stylize_item import device_name
 RESOLVE_CHUNK = 4096  # manifest rows resolved into items at a time (batches form within one)
 
 WorkUnit = tuple[str, list[Item]]  # (kind, items): kind is "chunk", "warp-batch" or "item"
+Log = logging.Logger | logging.LoggerAdapter
+
+
+def pipeline_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's overrides over the pipeline's default renderer (`PIPELINE_RENDERER`): an
+    override, or a manifest column, names another."""
+    return {"renderer": PIPELINE_RENDERER, **(overrides or {})}
+
+
+def new_run_id(suffix: str) -> str:
+    """A run's default id: the UTC time and the first 8 characters of ``suffix`` (the Prefect
+    flow run's id, or a random one for a run answered without one)."""
+    return f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{suffix[:8]}"
+
+
+def _resolved(entries: list[ManifestItem], overrides: dict[str, Any], out: str,
+              configs: dict[str, StylizeConfig | str],
+              ) -> Iterator[tuple[list[Item], list[RefusedItem]]]:
+    """`resolve_items` a chunk of `RESOLVE_CHUNK` rows at a time (memory stays flat)."""
+    for start in range(0, len(entries), RESOLVE_CHUNK):
+        yield resolve_items(entries[start : start + RESOLVE_CHUNK], overrides, out, configs)
 
 
 def _chunks(groups: Iterable[list[Item]], size: int) -> Iterator[list[Item]]:
@@ -76,8 +105,10 @@ class WorkPlan:
     def __init__(self, entries: list[ManifestItem], overrides: dict[str, Any], out: str,
                  base: StylizeConfig, opts: dict[str, Any], run_id: str, records: RunRecords,
                  warp_batch_size: int, render_batch_size: int,
-                 on_failed: Callable[[list[dict[str, Any]]], None] = lambda rows: None):
+                 on_failed: Callable[[list[dict[str, Any]]], None] = lambda rows: None,
+                 log: Log | None = None):
         self.on_failed = on_failed  # sees the refused rows' records
+        self.log = log  # the redo notice's; None: the Prefect run's logger (in a flow run)
         self.entries, self.overrides, self.out, self.base = entries, overrides, out, base
         self.opts, self.run_id, self.records = opts, run_id, records
         self.warp_batch_size, self.render_batch_size = warp_batch_size, render_batch_size
@@ -91,9 +122,7 @@ class WorkPlan:
 
     def units(self) -> Iterator[WorkUnit]:
         """Work units of the rows still to do, a chunk of rows at a time."""
-        for start in range(0, len(self.entries), RESOLVE_CHUNK):
-            items, refused = resolve_items(self.entries[start : start + RESOLVE_CHUNK],
-                                           self.overrides, self.out, self._configs)
+        for items, refused in _resolved(self.entries, self.overrides, self.out, self._configs):
             todo, done = [], []
             for item in items:
                 changes = self.finished.changes(item, item.config)
@@ -130,8 +159,9 @@ class WorkPlan:
         self.tally["redone"] += 1
         if self.redone_example is None:
             self.redone_example = f"{item.id}: {'; '.join(changes)}"
-            get_run_logger().warning("redoing items finished before with other settings or "
-                                     "inputs, first %s", self.redone_example)
+            (self.log or get_run_logger()).warning(
+                "redoing items finished before with other settings or inputs, first %s",
+                self.redone_example)
 
     def _skipped(self, item: Item) -> dict[str, Any]:
         params = self._params.setdefault(id(item.config), item.params_json())
@@ -143,3 +173,90 @@ class WorkPlan:
         if asked not in self._devices:
             self._devices[asked] = device_name(asked)
         return self._devices[asked]
+
+
+def rows_finished(entries: list[ManifestItem], overrides: dict[str, Any], out: str,
+                  opts: dict[str, Any]) -> bool:
+    """Whether every row resolves and has an ``ok`` row made from the same settings and
+    inputs: the plan's first question about each item, asked of the metadata alone, and False
+    at the first row that does not. The output folders are not listed: on S3 that is most of a
+    plan's cost (35 s of a 100 000-item re-run), so a run that has work pays one metadata read
+    for having asked."""
+    finished = dataset.FinishedRows(out, opts)
+    for items, refused in _resolved(entries, overrides, out, {}):
+        if refused or any(finished.changes(item, item.config) != [] for item in items):
+            return False
+    return True
+
+
+def tidy(out: str, opts: dict[str, Any], log: Log) -> None:
+    """Fold in the metadata of interrupted runs and remove what they left half-made."""
+    recovered = dataset.recover_journals(out, opts)
+    swept = dataset.sweep_temp_files(out)
+    scratch = dataset.remove_stale_scratch(out, opts)
+    if recovered or swept or scratch:
+        log.info("recovered metadata of interrupted runs %s; removed %d temp files and the "
+                 "scratch of runs %s", recovered, swept, scratch)
+
+
+@contextlib.contextmanager
+def holding(out: str, run_id: str, opts: dict[str, Any], break_stale: bool,
+            log: Log) -> Iterator[None]:
+    """Run ``run_id``'s hold on ``out``: its lock (`lwst.run_lock`), temp files named after
+    it, and what interrupted runs left tidied first (`tidy`). The lock is released at the end;
+    a release that fails (storage gone) is logged, and the lock left names the run."""
+    lock = run_lock.acquire(out, run_id, opts, break_stale=break_stale)
+    try:
+        with storage.temp_owner(run_id):
+            tidy(out, opts, log)
+            yield
+    finally:
+        try:
+            lock.release()
+        except Exception as exc:  # noqa: BLE001 - storage gone: the lock is left, and named
+            log.warning("could not release the lock %s: %s", lock.uri,
+                        dataset.one_line(str(exc)))
+
+
+def publish(records: RunRecords, out: str, run_id: str, opts: dict[str, Any],
+            scratch: bool) -> str:
+    """Write the run's metadata file (and drop its scratch); the journal rows written so far
+    are folded in by the next run when the storage stopped answering."""
+    try:
+        if scratch:
+            dataset.remove_run_scratch(out, run_id, opts)
+        return dataset.publish_run_file(out, run_id, records.finish(), opts)
+    except Exception as exc:
+        down = s3.unreachable_reason(out, opts) if not storage.is_local(out) else None
+        if down:
+            raise s3.StorageUnavailableError(f"storage stopped answering: {down}") from exc
+        raise
+
+
+def record_finished_run(entries: list[ManifestItem], overrides: dict[str, Any], out: str,
+                        opts: dict[str, Any], run_id: str, break_lock: bool,
+                        warp_batch_size: int, render_batch_size: int,
+                        log: Log) -> dict[str, Any] | None:
+    """The summary of a run of ``entries`` that finds every item finished, None where it finds
+    anything to do (a refused row, another setting or input, a missing file): then the flow
+    runs. Holding ``out`` (`holding`) it plans as the flow does (`rows_finished`, then
+    `WorkPlan`: the folders are listed only when the metadata says every item is done) and
+    writes the metadata file of ``skipped`` rows a flow run with nothing to do writes; no
+    contact sheet, as there. What it leaves under ``out`` is what that run leaves."""
+    overrides = pipeline_overrides(overrides)
+    base = with_overrides(StylizeConfig(), overrides)
+    with holding(out, run_id, opts, break_lock, log):
+        if not rows_finished(entries, overrides, out, opts):
+            return None
+        records = RunRecords(base.warp.min_confidence)
+        try:
+            plan = WorkPlan(entries, overrides, out, base, opts, run_id, records,
+                            warp_batch_size, render_batch_size, log=log)
+            if next(plan.units(), None) is not None:
+                return None  # recorded as done, but a file of it is missing
+            metadata = publish(records, out, run_id, opts, scratch=False)
+        finally:
+            records.discard()
+    return {"run_id": run_id, "metadata": metadata, "contact_sheet": None, **records.summary(),
+            "ran": 0, "redone": {"count": plan.tally["redone"], "first": plan.redone_example},
+            "stopped": None}

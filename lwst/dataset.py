@@ -98,6 +98,9 @@ RESULT_NEUTRAL = frozenset({"device", "measure_losses"})
 SIDE_OUTPUTS = "side_outputs"
 # Compared by `lwst.item_files.image_stale` (a PNG's quality is moot), not name by name.
 IMAGE_SETTINGS = ("image_format", "image_quality")
+# Compared per item (`lwst.item_files.upscale_stale`): a content at least ``size`` is made the
+# same either way.
+UPSCALE = "upscale"
 # What a row recorded before a setting existed was made with (every earlier lwst wrote PNGs,
 # at a quality setting that did not exist and changed nothing, and enlarged small contents):
 # an old row is compared as that, not skipped as unknown.
@@ -108,8 +111,9 @@ _STRINGS = pa.dictionary(pa.int32(), pa.string())
 
 class FinishedRows:
     """Per id, what its latest ``ok`` row was made from: its settings (``params``, without
-    `RESULT_NEUTRAL`) and its input URIs, so a re-run can tell a finished item from one asked
-    for again with other settings or inputs (whose files are stale: it is redone).
+    `RESULT_NEUTRAL`), its input URIs and its image's longest side, so a re-run can tell a
+    finished item from one asked for again with other settings or inputs (whose files are
+    stale: it is redone).
 
     Read as dictionary-encoded columns: a 100 000-row dataset's ``params`` (a kilobyte each,
     a handful of distinct values) costs a few MB, not a hundred, and each distinct value is
@@ -118,13 +122,15 @@ class FinishedRows:
 
     def __init__(self, out: str, storage_options: dict | None = None):
         self.params: list[dict[str, Any] | None] = []
-        self.rows: dict[str, tuple[int, str | None, str | None, str | None]] = {}
+        # id -> (params slot, image's longest side, content, geometry, texture)
+        self.rows: dict[str, tuple[int, int | None, str | None, str | None, str | None]] = {}
         self._current: dict[int, tuple[StylizeConfig, dict[str, Any]]] = {}
         self._diffs: dict[tuple[int, int], list[str]] = {}
         if not list_names(storage.join(out, "metadata"), storage_options):
             return
         table = read_metadata(out, storage_options, ["id", "status", "created_at", "params",
-                                                      *_INPUTS], dictionary=("params", *_INPUTS))
+                                                      "width", "height", *_INPUTS],
+                              dictionary=("params", *_INPUTS))
         table = table.filter(pc.equal(table["status"], "ok")).sort_by("created_at")
         known: dict[str | None, int] = {}
         for batch in table.to_batches():  # later rows (newer) overwrite earlier ones
@@ -137,9 +143,11 @@ class FinishedRows:
                 slots.append(known[text])
             inputs = [(c.dictionary.to_pylist(), c.indices.to_pylist())
                       for c in (batch.column(n) for n in _INPUTS)]
+            sides = pc.max_element_wise(batch.column("width"), batch.column("height"),
+                                        skip_nulls=False).to_pylist()
             for row, (item_id, p) in enumerate(zip(batch.column("id").to_pylist(),
                                                    params.indices.to_pylist(), strict=True)):
-                self.rows[item_id] = (-1 if p is None else slots[p], *(
+                self.rows[item_id] = (-1 if p is None else slots[p], sides[row], *(
                     None if idx[row] is None else values[idx[row]] for values, idx in inputs))
 
     def __contains__(self, item_id: str) -> bool:
@@ -153,7 +161,7 @@ class FinishedRows:
         row = self.rows.get(item.id)
         if row is None:
             return None
-        slot, *inputs = row
+        slot, side, *inputs = row
         diffs = [f"{name} {was} -> {now}" for name, was, now in
                  zip(_INPUTS, inputs, (item.content, item.geometry, item.texture), strict=True)
                  if was != now]
@@ -167,8 +175,22 @@ class FinishedRows:
             self._diffs[key] = ([] if recorded is None else [
                 f"{name} {recorded[name]} -> {current[name]}" for name in recorded
                 if name in current and recorded[name] != current[name]
-                and name not in (SIDE_OUTPUTS, *IMAGE_SETTINGS)]) + _image_change(recorded, config)
-        return diffs + self._diffs[key] + _side_outputs_change(recorded, item, config)
+                and name not in (SIDE_OUTPUTS, UPSCALE, *IMAGE_SETTINGS)]) + _image_change(
+                    recorded, config)
+        return (diffs + self._diffs[key] + _upscale_change(recorded, side, config)
+                + _side_outputs_change(recorded, item, config))
+
+
+def _upscale_change(recorded: dict[str, Any] | None, made_side: int | None,
+                    config: StylizeConfig) -> list[str]:
+    """``upscale True -> False`` (or back) where the item's image would differ now
+    (`lwst.item_files.upscale_stale`, from its row's image size ``made_side``); a row made at
+    another size is redone for that."""
+    was = {**RECORDED_BEFORE, **(recorded or {})}
+    side = made_side if was.get("size") == config.size else None
+    if not item_files.upscale_stale(was[UPSCALE], config.upscale, config.size, side):
+        return []
+    return [f"{UPSCALE} {was[UPSCALE]} -> {config.upscale}"]
 
 
 def _image_change(recorded: dict[str, Any] | None, config: StylizeConfig) -> list[str]:

@@ -1,10 +1,11 @@
 """A graceful stop: what the command line asks for on Ctrl-C, and a long loop honours.
 
 `lwst run`'s first Ctrl-C must not abort the items in progress (a Dask cluster torn down by a
-KeyboardInterrupt drops them, work and all). While a loop is inside `stoppable`, the
-command line calls `request_stop` instead of raising: the loop's callback wakes it, it starts
-nothing new, cancels what has not started and lets what runs finish. Outside one (start-up,
-the end of a run), `request_stop` returns False and the caller interrupts as Python does.
+KeyboardInterrupt drops them, work and all). While a run is inside `stoppable` (its whole flow
+run), the command line calls `request_stop` instead of raising: the run's loop is woken, starts
+nothing new, cancels what has not started, lets what runs finish, and the run writes its
+metadata. Outside one (start-up, before the flow), `request_stop` returns False and the caller
+interrupts as Python does.
 
 The callback runs in a signal handler: it must be reentrant (``queue.SimpleQueue.put`` is).
 No Prefect here: the flow registers its loop, the CLI asks.
@@ -53,8 +54,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 @contextmanager
 def sigterm_as_ctrl_c() -> Iterator[None]:
     """For the block, a SIGTERM is a Ctrl-C (`_on_sigterm`): a trainer saves its checkpoint, a
-    write in progress is removed, ``lwst run`` finishes its items in progress (`stoppable`
-    takes SIGTERM back from Prefect's flow engine for that). Main thread only."""
+    write in progress is removed, ``lwst run`` finishes its items in progress (its flow takes
+    SIGTERM back from Prefect's engine: `sigterm_taken_back`). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -68,18 +69,25 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def _take_sigterm() -> object | None:
-    """Inside a Prefect flow run, Prefect's engine holds SIGTERM (it raises there: the run
-    crashes, its items in progress lost). Under `sigterm_as_ctrl_c`, `_on_sigterm` again;
-    returns the handler to put back (None: nothing taken). A deployment's flow run (no
-    ``lwst`` command) keeps Prefect's: its cancellation is Prefect's to handle."""
+@contextmanager
+def sigterm_taken_back() -> Iterator[None]:
+    """For the block, under `sigterm_as_ctrl_c`, SIGTERM is a Ctrl-C again (`_on_sigterm`),
+    taken back from a handler installed since: inside a flow run, Prefect's engine holds
+    SIGTERM and raises there, ending the run Crashed, its items in progress lost. A
+    deployment's flow run (no ``lwst`` command) keeps Prefect's handler: its cancellation is
+    Prefect's to handle. Main thread only."""
     if not _forwarding.is_set() or threading.current_thread() is not threading.main_thread():
-        return None
-    current = signal.getsignal(signal.SIGTERM)
-    if current is _on_sigterm or current is None:
-        return None
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return current
+        yield
+        return
+    held = signal.getsignal(signal.SIGTERM)
+    taken = held is not _on_sigterm and held is not None  # None: one Python cannot restore
+    if taken:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        if taken:
+            signal.signal(signal.SIGTERM, held)
 
 
 def request_stop() -> bool:
@@ -97,21 +105,24 @@ def stop_requested() -> bool:
     return _requested.is_set()
 
 
+def _nothing_to_wake() -> None:
+    """A `stoppable` block with no loop to wake: its code asks `stop_requested` as it goes."""
+
+
 @contextmanager
-def stoppable(wake: Callable[[], None]) -> Iterator[None]:
+def stoppable(wake: Callable[[], None] = _nothing_to_wake) -> Iterator[None]:
     """Within this block `request_stop` calls ``wake`` (from a signal handler: reentrant only)
-    and `stop_requested` turns true; leaving it clears the request. A SIGTERM asks as a
-    Ctrl-C does (`_take_sigterm`)."""
-    _requested.clear()
+    and `stop_requested` turns true. Blocks nest (a flow run, its submit loop): the request
+    stands until the outermost one ends, which clears it."""
+    if not _listeners:
+        _requested.clear()
     _listeners.append(wake)
-    held = _take_sigterm()
     try:
         yield
     finally:
-        if held is not None:
-            signal.signal(signal.SIGTERM, held)
         _listeners.remove(wake)
-        _requested.clear()
+        if not _listeners:
+            _requested.clear()
 
 
 @contextmanager

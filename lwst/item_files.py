@@ -90,6 +90,19 @@ def image_stale(recorded: tuple[str, int], wanted: tuple[str, int]) -> bool:
     return was_format != format_ or (format_ in LOSSY_FORMATS and was_quality != quality)
 
 
+def upscale_stale(recorded: bool, wanted: bool, size: int, made_side: int | None) -> bool:
+    """Whether an item whose image was made at ``size`` with ``upscale`` = ``recorded`` must be
+    redone for ``wanted``. A content at least ``size`` on its longest side is made at ``size``
+    either way, the same pixels; only a smaller one differs (enlarged with upscale on, kept at
+    its own size off). Made with upscale off, the image's own longest side (``made_side``, its
+    row's ``width``/``height``) tells which it was: under ``size``, a smaller content. Made
+    with it on, the image is at ``size`` whatever the content, and its row does not hold the
+    content's size: it is redone."""
+    if recorded == wanted:
+        return False
+    return recorded or made_side is None or made_side < size
+
+
 @dataclass(frozen=True)
 class ItemOutputs:
     """Where one item's files go. ``id`` was validated by `lwst.manifest`, so it cannot play

@@ -15,26 +15,32 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from conftest import save_image
-from pipeline_inputs import kill_all, task_running
+from pipeline_inputs import kill_all, task_running, write_manifest_csv
 
 LWST = Path(sys.executable).with_name("lwst")
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = ("a", "b", "c")
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env(tmp_path: Path, plant: Path | None = None) -> dict[str, str]:
+    """The environment of a `lwst run` with its own temporary Prefect server; ``plant``: a
+    folder whose ``sitecustomize.py`` each of its Python processes runs first."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT),
+    path = [str(ROOT)] if plant is None else [str(plant), str(ROOT)]
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=os.pathsep.join(path),
                OMP_NUM_THREADS="1")
     return env
 
 
-def _run(tmp_path: Path, runner: str, log: Path) -> subprocess.Popen:
+def _run(tmp_path: Path, runner: str, log: Path, workers: int = 1,
+         plant: Path | None = None) -> subprocess.Popen:
     """`lwst run` of three small gatys items (seconds each), in a session of its own as a
     terminal's job is, with its temporary Prefect server (no PREFECT_API_URL)."""
     save_image(tmp_path / "t.png", (32, 32), seed=9)
@@ -47,8 +53,9 @@ def _run(tmp_path: Path, runner: str, log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [str(LWST), "run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out"),
              "--size", "48", "--renderer", "gatys", "--iterations", "60", "--levels", "1",
-             "--device", "cpu", "--quiet", "--runner", runner, "--workers", "1"],
-            env=_env(tmp_path), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+             "--device", "cpu", "--quiet", "--runner", runner, "--workers", str(workers)],
+            env=_env(tmp_path, plant), stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True)
 
 
 def _flow_run_states(prefect_home: Path) -> list[tuple[str, str | None]]:
@@ -131,3 +138,56 @@ def test_ctrl_c_to_the_terminal_group_finishes_in_progress_writes_metadata_and_r
         assert _flow_run_states(tmp_path / "prefect-home")[1:] == [("COMPLETED", None)]
     finally:
         kill_all(run, descendants)
+
+
+def ctrl_c_typed_in(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
+    """A Ctrl-C typed as ``module.name`` is called: a real SIGINT to this process (`lwst
+    run`'s handler, `flows.cli.StopOnInterrupt`, in pytest's main thread), once."""
+    real, sent = getattr(module, name), []
+
+    def typed(*args: Any, **kwargs: Any) -> Any:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, typed)
+
+
+# Where a Ctrl-C lands outside the items' loop, in the flow run: (module, function it is typed
+# in, items done of two). As the run starts, none is done; as it writes its metadata, both are.
+OUTSIDE_THE_LOOP = {"starting": ("flows.stylize_dataset", "read_manifest", 0),
+                    "writing-metadata": ("flows.stylize_dataset", "publish", 2)}
+
+
+@pytest.mark.usefixtures("prefect_api")
+@pytest.mark.parametrize("moment", OUTSIDE_THE_LOOP)
+def test_a_ctrl_c_outside_the_items_loop_ends_the_prefect_run_cancelled_not_crashed(
+        main, image_folder: Path, tmp_path: Path, capsys, monkeypatch, moment: str):
+    """A Ctrl-C while the flow run read its manifest or wrote its metadata interrupted it
+    there: the Prefect run ended Crashed ("Execution was aborted by an interrupt signal"),
+    a failure in the UI for a stop, and the metadata of the items done was not written. The
+    run stops there as in its loop: its metadata written, whole, Cancelled, exit 130."""
+    import importlib
+
+    from test_pipeline_cli import CHEAP_RUN, flow_run_of
+
+    module, name, ok = OUTSIDE_THE_LOOP[moment]
+    photos, styles = image_folder / "contents", image_folder / "styles"
+    rows = [{"id": f"i{k}", "content": str(photos / f"photo{k}.png"),
+             "texture": str(styles / "style0.png")} for k in range(2)]
+    manifest = write_manifest_csv(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    ctrl_c_typed_in(monkeypatch, importlib.import_module(module), name)
+
+    assert main(["run", str(manifest), "--out", str(out), *CHEAP_RUN, "--run-id", moment]) == 130
+    said = capsys.readouterr()
+    stopped = (f"stopped on Ctrl-C after the items in progress; {2 - ok} item(s) not done: a "
+               "re-run does them")
+    assert said.err.strip().splitlines()[-1] == f"lwst run: {stopped}", said.err
+    assert f"run {moment}: {ok} ok, 0 failed, 0 skipped, {2 - ok} not done" in said.out
+    run = flow_run_of(moment)
+    assert run.state.is_cancelled() and run.state.message == stopped, run.state
+    table = pq.read_table(out / "metadata" / f"run-{moment}.parquet").to_pylist()
+    assert [row["status"] for row in table] == ["ok"] * ok
+    assert len(list(out.glob("images/*.png"))) == ok and not (out / "_lwst.lock").exists()

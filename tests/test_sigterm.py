@@ -19,7 +19,7 @@ import pandas as pd
 import psutil
 import pytest
 from conftest import save_image
-from pipeline_inputs import kill_all
+from pipeline_inputs import kill_all, task_running
 from test_decoder_training_cli import args as decoder_args
 from test_decoder_training_cli import log_steps, state_step
 from test_run_terminal import (
@@ -185,6 +185,98 @@ def test_a_second_sigterm_stops_the_run_now_with_its_children(tmp_path: Path):
         assert run.wait(20) == 143
         text = log.read_text(errors="replace")
         assert "lwst run: stopped now" in text and "Traceback" not in text, text[-3000:]
+        assert not still_running(descendants)
+    finally:
+        kill_all(run, descendants)
+
+
+# In the `lwst` process only (its server and workers run this too): a SIGTERM to itself at the
+# ``nth`` call of ``module.name``.
+SIGTERM_AT_CALL = """
+import os, signal, sys
+if os.path.basename(sys.argv[0]) == "lwst":
+    import {module} as planted_in
+    real, calls = planted_in.{name}, []
+
+    def planted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == {nth}:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    planted_in.{name} = planted
+"""
+
+# Where in the flow run, outside its items' loop, a SIGTERM lands: (module, function, nth call,
+# items done). The flow's manifest read is the second (`lwst run` reads it first); as the run
+# writes its metadata, every item is done.
+SIGTERM_OUTSIDE_THE_LOOP = {"starting": ("lwst.manifest", "read_manifest", 2, 0),
+                            "writing-metadata": ("lwst.dataset", "publish_run_file", 1, 3)}
+
+
+@pytest.mark.slow  # a temporary Prefect server and up to three gatys items: ~60 s on 2 cores
+@pytest.mark.parametrize("moment", SIGTERM_OUTSIDE_THE_LOOP)
+def test_a_sigterm_in_the_flow_run_outside_the_items_loop_ends_it_cancelled_not_crashed(
+        tmp_path: Path, moment: str):
+    """Inside a flow run Prefect's engine holds SIGTERM: one that came while the run read its
+    manifest (before any item) or wrote its metadata ended the Prefect run Crashed ("Execution
+    was aborted by a termination signal") and left the metadata unwritten. It stops the run
+    as in the loop: Cancelled, its metadata whole, exit 143, the server and guardian gone."""
+    module, name, nth, ok = SIGTERM_OUTSIDE_THE_LOOP[moment]
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(SIGTERM_AT_CALL.format(module=module, name=name,
+                                                                    nth=nth))
+    log = tmp_path / "run.log"
+    run = _run(tmp_path, "threads", log, plant=plant)
+    children: list[psutil.Process] = []
+    try:
+        _wait_for(lambda: _children(run.pid), run, "started a child", 120)
+        children = _children(run.pid)  # the temporary server and its guardian
+        code = run.wait(300)
+        text = log.read_text(errors="replace")
+        assert code == 143, text[-3000:]
+        assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+        assert text.count("lwst run: SIGTERM; finishing the items in progress") == 1, text
+        stopped = (f"stopped on SIGTERM after the items in progress; {len(ITEMS) - ok} item(s) "
+                   "not done: a re-run does them")
+        assert text.rstrip().splitlines()[-1] == f"lwst run: {stopped}", text[-3000:]
+        assert _flow_run_states(tmp_path / "prefect-home") == [("CANCELLED", stopped)]
+        (metadata,) = (tmp_path / "out" / "metadata").glob("run-*.parquet")
+        assert pd.read_parquet(metadata)["status"].tolist() == ["ok"] * ok
+        assert not still_running(children)
+    finally:
+        kill_all(run, children)
+
+
+@pytest.mark.slow  # a temporary Prefect server, a 2-worker Dask cluster, gatys items: ~90 s
+def test_a_sigterm_to_the_process_group_lets_the_dask_workers_finish_their_items(
+        tmp_path: Path):
+    """systemd (``KillMode=control-group``), Slurm and ``kill -- -PGID`` signal every process
+    of the job: the Dask workers died of it, their items in progress lost, and, the workers
+    restarted, the run could not tell what ran and let every item run to the end. The workers
+    leave the signal to `lwst run`: the items in progress finish (outputs, ``ok`` rows), the
+    rest are not started, exit 143, and the cluster goes with the run."""
+    log = tmp_path / "run.log"
+    run = _run(tmp_path, "dask", log, workers=2)
+    descendants: list[psutil.Process] = []
+    try:
+        descendants = await_item(tmp_path, run, log)
+        running = {item for item in ITEMS if task_running(tmp_path / "prefect-home",
+                                                            f"stylize-{item}")}
+        os.killpg(run.pid, signal.SIGTERM)  # the whole group: lwst run and its Dask workers
+        code = run.wait(120)
+        text = log.read_text(errors="replace")
+        first, done = stopped_run(tmp_path, code, text, 143,
+                                  "lwst run: SIGTERM; finishing the items in progress")
+        assert running <= done, (running, done)  # the items in progress finished
+        images = {p.stem for p in (tmp_path / "out" / "images").iterdir()}
+        assert images == done and not _temp_files(tmp_path / "out")
+        not_done = len(ITEMS) - len(first)
+        stopped = (f"stopped on SIGTERM after the items in progress; {not_done} item(s) not "
+                   "done: a re-run does them")
+        assert _flow_run_states(tmp_path / "prefect-home") == [("CANCELLED", stopped)]
+        assert "Restarting worker" not in text, text[-3000:]
         assert not still_running(descendants)
     finally:
         kill_all(run, descendants)
