@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.utils import flow_to_image
 
 from lwst import storage
 from lwst.errors import InputError
@@ -154,6 +153,8 @@ def flow_stats(flow: Tensor) -> FlowStats:
 
 def flow_picture(flow: Tensor) -> Tensor:
     """Colour-wheel picture ``(B, 3, H, W)`` in [0, 1] (torchvision's Middlebury colouring)."""
+    from torchvision.utils import flow_to_image  # imported here: see `lwst.image_io._resize`
+
     return flow_to_image(flow.detach().float().cpu()).float() / 255.0
 
 

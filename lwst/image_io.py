@@ -33,7 +33,6 @@ import warnings
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
@@ -178,6 +177,14 @@ def _same(img: Image.Image) -> Image.Image:
 BAND_ROWS = 256
 
 
+def _resize(image: Tensor, hw: tuple[int, int]) -> Tensor:
+    """torchvision's antialiased resize, imported here: torchvision costs ~1.7 s to import on
+    2 cores, which a re-run with nothing to do (`flows.work_plan`) need not pay."""
+    import torchvision.transforms.functional as TF
+
+    return TF.resize(image, list(hw), antialias=True)
+
+
 def _tensor(arr: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
@@ -193,8 +200,8 @@ def _resized_in_bands(img: Image.Image, scale: float | None, to_srgb,
     for top in range(0, height, BAND_ROWS):
         band = img.crop((0, top, width, min(height, top + BAND_ROWS)))
         part = _tensor(_to_rgb_array(to_srgb(band), scale))
-        rows.append(TF.resize(part, [part.shape[-2], target[1]], antialias=True))
-    return TF.resize(torch.cat(rows, dim=-2), list(target), antialias=True)
+        rows.append(_resize(part, (part.shape[-2], target[1])))
+    return _resize(torch.cat(rows, dim=-2), target)
 
 
 def _to_rgb_array(img: Image.Image, scale: float | None = None) -> np.ndarray:
@@ -299,7 +306,7 @@ def decode_image(data: bytes, name: str = "image", max_side: int | None = None,
     if max_side:
         target = _target_hw(height, width, max_side)
         if list(target) != list(image.shape[-2:]):
-            image = TF.resize(image, list(target), antialias=True).clamp(0.0, 1.0)
+            image = _resize(image, target).clamp(0.0, 1.0)
     if analysis_side:
         from lwst.correlation import analysis_view  # not at import: correlation needs vgg
 
@@ -442,7 +449,7 @@ def resize_longest(image: Tensor, max_side: int, upscale: bool = True) -> Tensor
     new_hw = _target_hw(height, width, max_side)
     if new_hw == (height, width):
         return image
-    return TF.resize(image, list(new_hw), antialias=True).clamp(0.0, 1.0)
+    return _resize(image, new_hw).clamp(0.0, 1.0)
 
 
 # Output formats by file suffix; anything else is refused rather than written as mislabelled PNG.
