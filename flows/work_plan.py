@@ -243,6 +243,8 @@ def record_finished_run(entries: list[ManifestItem], overrides: dict[str, Any], 
     `WorkPlan`: the folders are listed only when the metadata says every item is done) and
     writes the metadata file of ``skipped`` rows a flow run with nothing to do writes; no
     contact sheet, as there. What it leaves under ``out`` is what that run leaves."""
+    if not dataset.list_names(storage.join(out, "metadata"), opts):
+        return None  # a first run (or only a killed one's journal): the flow makes ``out``
     overrides = pipeline_overrides(overrides)
     base = with_overrides(StylizeConfig(), overrides)
     with holding(out, run_id, opts, break_lock, log):

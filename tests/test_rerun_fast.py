@@ -153,6 +153,16 @@ def test_anything_left_to_do_declines_and_leaves_out_as_it_was(
     assert _files(out) == before  # no lock left, no run file, no journal
 
 
+def test_a_first_run_declines_without_making_out(finished: tuple[Path, Path], tmp_path: Path):
+    """Nothing can be finished where no run wrote metadata: no lock taken, no folder made (a
+    server that then fails to start would have left an empty ``out``)."""
+    manifest, _ = _copy(finished, tmp_path)
+    out = tmp_path / "fresh"
+
+    assert _answer(manifest, out, OVERRIDES) is None
+    assert not out.exists()
+
+
 def test_a_finished_rerun_first_folds_in_what_a_killed_run_left(
         finished: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """As the flow does: a killed run's journal becomes its run file, its temp files go."""
