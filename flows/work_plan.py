@@ -106,13 +106,13 @@ class WorkPlan:
                  base: StylizeConfig, opts: dict[str, Any], run_id: str, records: RunRecords,
                  warp_batch_size: int, render_batch_size: int,
                  on_failed: Callable[[list[dict[str, Any]]], None] = lambda rows: None,
-                 log: Log | None = None):
+                 log: Log | None = None, finished: dataset.FinishedRows | None = None):
         self.on_failed = on_failed  # sees the refused rows' records
         self.log = log  # the redo notice's; None: the Prefect run's logger (in a flow run)
         self.entries, self.overrides, self.out, self.base = entries, overrides, out, base
         self.opts, self.run_id, self.records = opts, run_id, records
         self.warp_batch_size, self.render_batch_size = warp_batch_size, render_batch_size
-        self.finished = dataset.CompletedOutputs(out, opts)
+        self.finished = dataset.CompletedOutputs(out, opts, finished)  # read here if not given
         self.tally = Counter[str]()
         self.redone_example: str | None = None
         self._configs: dict[str, StylizeConfig | str] = {}
@@ -175,18 +175,19 @@ class WorkPlan:
         return self._devices[asked]
 
 
-def rows_finished(entries: list[ManifestItem], overrides: dict[str, Any], out: str,
-                  opts: dict[str, Any]) -> bool:
-    """Whether every row resolves and has an ``ok`` row made from the same settings and
-    inputs: the plan's first question about each item, asked of the metadata alone, and False
-    at the first row that does not. The output folders are not listed: on S3 that is most of a
-    plan's cost (35 s of a 100 000-item re-run), so a run that has work pays one metadata read
-    for having asked."""
+def finished_rows(entries: list[ManifestItem], overrides: dict[str, Any], out: str,
+                  opts: dict[str, Any]) -> dataset.FinishedRows | None:
+    """The metadata's finished rows when every row resolves and has an ``ok`` row made from
+    the same settings and inputs (the plan's first question about each item, asked of the
+    metadata alone), None at the first row that does not. The output folders are not listed:
+    on S3 that is most of a plan's cost (35 s of a 100 000-item re-run), so a run that has work
+    pays one metadata read for having asked, and the plan that follows reads it no second
+    time."""
     finished = dataset.FinishedRows(out, opts)
     for items, refused in _resolved(entries, overrides, out, {}):
         if refused or any(finished.changes(item, item.config) != [] for item in items):
-            return False
-    return True
+            return None
+    return finished
 
 
 def tidy(out: str, opts: dict[str, Any], log: Log) -> None:
@@ -239,7 +240,7 @@ def record_finished_run(entries: list[ManifestItem], overrides: dict[str, Any], 
                         log: Log) -> dict[str, Any] | None:
     """The summary of a run of ``entries`` that finds every item finished, None where it finds
     anything to do (a refused row, another setting or input, a missing file): then the flow
-    runs. Holding ``out`` (`holding`) it plans as the flow does (`rows_finished`, then
+    runs. Holding ``out`` (`holding`) it plans as the flow does (`finished_rows`, then
     `WorkPlan`: the folders are listed only when the metadata says every item is done) and
     writes the metadata file of ``skipped`` rows a flow run with nothing to do writes; no
     contact sheet, as there. What it leaves under ``out`` is what that run leaves."""
@@ -248,12 +249,13 @@ def record_finished_run(entries: list[ManifestItem], overrides: dict[str, Any], 
     overrides = pipeline_overrides(overrides)
     base = with_overrides(StylizeConfig(), overrides)
     with holding(out, run_id, opts, break_lock, log):
-        if not rows_finished(entries, overrides, out, opts):
+        finished = finished_rows(entries, overrides, out, opts)
+        if finished is None:
             return None
         records = RunRecords(base.warp.min_confidence)
         try:
             plan = WorkPlan(entries, overrides, out, base, opts, run_id, records,
-                            warp_batch_size, render_batch_size, log=log)
+                            warp_batch_size, render_batch_size, log=log, finished=finished)
             if next(plan.units(), None) is not None:
                 return None  # recorded as done, but a file of it is missing
             metadata = publish(records, out, run_id, opts, scratch=False)

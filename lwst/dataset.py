@@ -186,7 +186,7 @@ def _upscale_change(recorded: dict[str, Any] | None, made_side: int | None,
     """``upscale True -> False`` (or back) where the item's image would differ now
     (`lwst.item_files.upscale_stale`, from its row's image size ``made_side``); a row made at
     another size is redone for that."""
-    was = {**RECORDED_BEFORE, **(recorded or {})}
+    was = recorded or RECORDED_BEFORE  # a recorded row's settings hold RECORDED_BEFORE's keys
     side = made_side if was.get("size") == config.size else None
     if not item_files.upscale_stale(was[UPSCALE], config.upscale, config.size, side):
         return []
@@ -233,10 +233,12 @@ class CompletedOutputs:
     image's format and quality as `lwst.item_files.image_stale` says.
     """
 
-    def __init__(self, out: str, storage_options: dict | None = None):
+    def __init__(self, out: str, storage_options: dict | None = None,
+                 finished: FinishedRows | None = None):
+        """``finished``: the metadata's rows, where the caller has read them already."""
         self.names = {folder: list_names(storage.join(out, folder), storage_options)
                       for folder in item_files.FOLDERS}
-        self.finished = FinishedRows(out, storage_options)
+        self.finished = FinishedRows(out, storage_options) if finished is None else finished
 
     def is_complete(self, item: ManifestItem, config: StylizeConfig) -> bool:
         return self.changes(item, config) == [] and self.files_complete(item, config)
